@@ -1,0 +1,3 @@
+from maskclf.cli import app
+
+app(prog_name="maskclf")

@@ -1,0 +1,212 @@
+"""The ``maskclf`` command line: each command parses, calls one library function, prints."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from functools import wraps
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from maskclf import labels
+
+app = typer.Typer(
+    help="Toolkit for the face mask-status competition (18 classes, macro F1).\n\n"
+         "Start with `maskclf demo`; train with `maskclf train --config configs/baseline.yaml "
+         "--data DATA`.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+out = Console()
+err = Console(stderr=True)
+
+JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON object as the last line.")]
+DataOption = Annotated[Path, typer.Option("--data", help="Dataset root (train/ and eval/).")]
+
+
+def _user_errors() -> tuple[type[Exception], ...]:
+    from maskclf.config import ConfigError
+    from maskclf.data.layout import DataError
+    from maskclf.models import ModelWeightsError
+    from maskclf.submission import SubmissionError
+
+    return (ConfigError, DataError, ModelWeightsError, SubmissionError, FileNotFoundError,
+            FileExistsError, ValueError)
+
+
+def command(func: Callable) -> Callable:
+    """Register a command that reports user errors in one red message and exits 2."""
+
+    @wraps(func)
+    def wrapper(*args, **kwargs):
+        logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
+        try:
+            return func(*args, **kwargs)
+        except _user_errors() as exc:
+            err.print(f"[bold red]error:[/] {exc}", highlight=False, markup=True)
+            raise typer.Exit(2) from None
+
+    return app.command()(wrapper)
+
+
+def _emit_json(payload: dict) -> None:
+    print(json.dumps(payload, default=str))
+
+
+def _score_table(title: str, scores: dict) -> Table:
+    table = Table(title=title)
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    table.add_row("images", str(scores["n"]))
+    table.add_row("accuracy", f"{scores['accuracy']:.4f}")
+    table.add_row("macro F1 (18 classes)", f"{scores['macro_f1']:.4f}")
+    for name, value in scores["attribute_f1"].items():
+        table.add_row(f"{name} macro F1", f"{value:.4f}")
+    return table
+
+
+def _class_table(scores: dict) -> Table:
+    table = Table(title="per-class F1")
+    for column in ("class", "name", "F1", "support"):
+        table.add_column(column, justify="right" if column != "name" else "left")
+    names = labels.class_names()
+    for cls, (f1, support) in enumerate(zip(scores["class_f1"], scores["class_support"],
+                                            strict=True)):
+        table.add_row(str(cls), names[cls], f"{f1:.3f}", str(support))
+    return table
+
+
+@command
+def demo(
+    out_dir: Annotated[Path, typer.Option("--out", help="Work folder.")] = Path("maskclf-demo"),
+    persons: Annotated[int, typer.Option(help="Synthetic training persons.")] = 100,
+    eval_persons: Annotated[int, typer.Option(help="Synthetic eval persons.")] = 30,
+    override: Annotated[list[str] | None, typer.Option("-o", help="key=value override.")] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Run the main job on built-in synthetic data: generate, train, predict, score."""
+    from maskclf.demo import run_demo
+
+    result = run_demo(out_dir, persons=persons, eval_persons=eval_persons,
+                      overrides=override or [])
+    out.print(_score_table("validation (held-out persons)", result["validation"]))
+    out.print(_score_table("eval set (submission scored)", result["eval"]))
+    for key in ("data", "run", "predictions", "submission"):
+        out.print(f"{key:12s} {result[key]}")
+    out.print(f"validation macro F1 {result['validation']['macro_f1']:.4f} in "
+              f"{result['seconds']:.0f}s")
+    if as_json:
+        _emit_json(result)
+
+
+@command
+def make_synthetic(
+    out_dir: Annotated[Path, typer.Argument(help="Folder to create.")],
+    persons: Annotated[int, typer.Option(help="Training persons (7 images each).")] = 60,
+    eval_persons: Annotated[int, typer.Option(help="Eval persons (7 images each).")] = 15,
+    seed: Annotated[int, typer.Option(help="Seed; the same seed gives the same files.")] = 0,
+) -> None:
+    """Write a synthetic dataset in the competition layout (with eval/labels.csv)."""
+    from maskclf.data.synthetic import make_synthetic as make
+
+    path = make(out_dir, persons=persons, eval_persons=eval_persons, seed=seed)
+    out.print(f"wrote {persons} training and {eval_persons} eval persons to {path}")
+
+
+@command
+def train(
+    config: Annotated[Path | None, typer.Option("--config", help="YAML config.")] = None,
+    data: DataOption = Path("data"),
+    runs: Annotated[Path, typer.Option("--out", help="Folder of run directories.")] = Path("runs"),
+    name: Annotated[str | None, typer.Option(help="Run name (default: a timestamp).")] = None,
+    override: Annotated[list[str] | None, typer.Option("-o", help="key=value override, e.g. "
+                                                       "-o optim.lr=3e-4")] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Check the dataset, split by person, train, and write a new run directory."""
+    from maskclf.config import load_config
+    from maskclf.pipeline import train_run
+
+    cfg = load_config(config, override or [])
+    result = train_run(cfg, data, runs, name)
+    validation = result.summary["validation"]
+    if validation is None:
+        out.print("data.val_ratio is 0: trained on every person without validation; "
+                  "the last checkpoint is kept.")
+    else:
+        out.print(_score_table("validation (best checkpoint)", validation))
+    out.print(f"run directory: {result.run}")
+    if as_json:
+        _emit_json(result.summary)
+
+
+@command
+def predict(
+    run: Annotated[Path, typer.Argument(help="Run directory made by `maskclf train`.")],
+    data: DataOption = Path("data"),
+    as_json: JsonOption = False,
+) -> None:
+    """Predict eval/images in info.csv order; write predictions.csv and submission.csv."""
+    from maskclf.predict import predict_run
+
+    result = predict_run(run, data)
+    out.print(f"predicted {result.n_images} images with {len(result.checkpoints)} model(s)")
+    out.print(f"predictions: {result.predictions}\nsubmission:  {result.submission}")
+    if as_json:
+        _emit_json({"predictions": result.predictions, "submission": result.submission,
+                    "n_images": result.n_images})
+
+
+@command
+def score(
+    submission: Annotated[Path, typer.Argument(help="submission.csv (ImageID,ans).")],
+    labels_file: Annotated[Path, typer.Option("--labels", help="Labels (ImageID,class).")],
+    as_json: JsonOption = False,
+) -> None:
+    """Accuracy, macro F1, per-attribute and per-class F1 of a submission."""
+    from maskclf.metrics import score_files
+
+    scores = score_files(submission, labels_file)
+    out.print(_score_table(str(submission), scores))
+    out.print(_class_table(scores))
+    if as_json:
+        _emit_json(scores)
+
+
+@command
+def validate(
+    submission: Annotated[Path, typer.Argument(help="submission.csv to check.")],
+    info: Annotated[Path, typer.Option("--info", help="eval/info.csv")],
+) -> None:
+    """Check a submission: same ImageIDs in info.csv's order, labels 0-17."""
+    import pandas as pd
+
+    from maskclf.submission import read_submission, validate_submission
+
+    validate_submission(read_submission(submission),
+                        pd.read_csv(info, dtype={"ImageID": str}), str(submission))
+    out.print(f"{submission} is a valid submission for {info}")
+
+
+@command
+def check_data(data: Annotated[Path, typer.Argument(help="Dataset root.")],
+               as_json: JsonOption = False) -> None:
+    """Validate a dataset (layout, labels, every image) and print its size."""
+    from maskclf.data.layout import read_tables
+
+    records, info = read_tables(data)
+    summary = {"persons": int(records["person"].nunique()), "train_images": len(records),
+               "eval_images": 0 if info is None else len(info)}
+    out.print(f"{data}: {summary['persons']} persons, {summary['train_images']} training images, "
+              f"{summary['eval_images']} eval images; no problems found")
+    if as_json:
+        _emit_json(summary)
+
+
+def main() -> None:
+    app()

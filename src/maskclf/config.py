@@ -1,0 +1,170 @@
+"""The run configuration: a pydantic schema, YAML loading and dotted overrides.
+
+Precedence: ``-o key=value`` overrides > YAML file > the defaults below. Unknown keys and
+wrong types are errors that name the key, so a typo fails before any training starts.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+
+class ConfigError(ValueError):
+    """A config file or override that cannot be used; the message says which key and why."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class DataConfig(_Section):
+    image_size: tuple[int, int] = (256, 192)
+    """Network input size as [height, width]."""
+    crop: Literal["none", "center"] = "center"
+    """``center`` keeps the central ``crop_fraction`` of each image, where the face is."""
+    crop_fraction: float = Field(0.8, gt=0.0, le=1.0)
+    val_ratio: float = Field(0.2, ge=0.0, lt=1.0)
+    """Share of persons held out for validation (0 trains on everyone)."""
+    num_workers: int = Field(2, ge=0)
+
+
+class ModelConfig(_Section):
+    name: str = "efficientnet_b0"
+    """Any timm model name."""
+    pretrained: bool = False
+    """Download weights from timm's hub (needs network); see ``weights`` for offline use."""
+    weights: Path | None = None
+    """A local weights file (.pth/.bin/.safetensors) for the backbone; the head is new."""
+    drop_rate: float = Field(0.0, ge=0.0, lt=1.0)
+    drop_path_rate: float | None = Field(None, ge=0.0, lt=1.0)
+
+
+class LossConfig(_Section):
+    name: Literal["cross_entropy"] = "cross_entropy"
+    label_smoothing: float = Field(0.0, ge=0.0, lt=1.0)
+
+
+class OptimConfig(_Section):
+    name: Literal["sgd", "adam", "adamw"] = "adamw"
+    lr: float = Field(1e-3, gt=0.0)
+    weight_decay: float = Field(0.01, ge=0.0)
+    momentum: float = Field(0.9, ge=0.0, lt=1.0)
+
+
+class SchedConfig(_Section):
+    name: Literal["none", "cosine", "step"] = "cosine"
+    warmup_epochs: float = Field(0.0, ge=0.0)
+    step_epochs: int = Field(10, ge=1)
+    """For ``step``: multiply the learning rate by ``gamma`` every ``step_epochs``."""
+    gamma: float = Field(0.1, gt=0.0, le=1.0)
+    min_lr_ratio: float = Field(0.01, ge=0.0, le=1.0)
+    """For ``cosine``: the final learning rate as a share of ``optim.lr``."""
+
+
+class AugConfig(_Section):
+    hflip: float = Field(0.5, ge=0.0, le=1.0)
+    shift_scale_rotate: float = Field(0.5, ge=0.0, le=1.0)
+    color_jitter: float = Field(0.5, ge=0.0, le=1.0)
+
+
+class TrainConfig(_Section):
+    epochs: int = Field(10, ge=1)
+    batch_size: int = Field(32, ge=1)
+    precision: Literal["32", "16-mixed", "bf16-mixed"] = "32"
+    accelerator: str = "auto"
+    devices: int | str = "auto"
+    channels_last: bool = True
+    log_every_n_steps: int = Field(10, ge=1)
+
+    @field_validator("precision", mode="before")
+    @classmethod
+    def _precision_as_text(cls, value: Any) -> Any:
+        return str(value) if isinstance(value, int) else value
+
+
+class RunConfig(_Section):
+    seed: int = 42
+    data: DataConfig = DataConfig()
+    model: ModelConfig = ModelConfig()
+    loss: LossConfig = LossConfig()
+    optim: OptimConfig = OptimConfig()
+    sched: SchedConfig = SchedConfig()
+    aug: AugConfig = AugConfig()
+    train: TrainConfig = TrainConfig()
+
+
+def _format_errors(error: ValidationError, source: str) -> str:
+    lines = [f"invalid config {source}:"]
+    for item in error.errors():
+        key = ".".join(str(part) for part in item["loc"]) or "<root>"
+        if item["type"] == "extra_forbidden":
+            lines.append(f"  {key}: unknown key (check the spelling; see configs/*.yaml)")
+        else:
+            lines.append(f"  {key}: {item['msg']} (got {item.get('input')!r})")
+    return "\n".join(lines)
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """Split ``a.b=value`` into its key path and a YAML-typed value (``3e-4`` -> float)."""
+    key, sep, raw = text.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"override {text!r} must look like key.path=value, e.g. optim.lr=3e-4")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"override {text!r}: value is not valid YAML ({exc})") from exc
+    return key.strip().split("."), value
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Return a copy of ``raw`` with each ``key.path=value`` override set."""
+    merged = yaml.safe_load(yaml.safe_dump(raw)) or {}
+    for text in overrides:
+        path, value = parse_override(text)
+        node = merged
+        for part in path[:-1]:
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise ConfigError(f"override {text!r}: {part!r} is a value, not a section")
+            node = child
+        node[path[-1]] = value
+    return merged
+
+
+def build_config(raw: dict[str, Any], source: str = "<dict>") -> RunConfig:
+    """Validate a plain dict into a :class:`RunConfig`, naming every bad key."""
+    try:
+        return RunConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(_format_errors(exc, source)) from None
+
+
+def load_config(path: Path | str | None, overrides: list[str] | None = None) -> RunConfig:
+    """Read a YAML config (``None`` means all defaults) and apply dotted overrides."""
+    raw: dict[str, Any] = {}
+    source = "<defaults>"
+    if path is not None:
+        path = Path(path)
+        source = str(path)
+        if not path.is_file():
+            raise ConfigError(f"config file {path} does not exist")
+        try:
+            raw = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"config file {path} is not valid YAML: {exc}") from exc
+        if not isinstance(raw, dict):
+            raise ConfigError(f"config file {path} must hold a mapping of sections")
+    return build_config(apply_overrides(raw, overrides or []), source)
+
+
+def config_to_dict(cfg: RunConfig) -> dict[str, Any]:
+    """Plain YAML-safe dict of a config (paths as strings, tuples as lists)."""
+    return cfg.model_dump(mode="json")
+
+
+def dump_config(cfg: RunConfig) -> str:
+    return yaml.safe_dump(config_to_dict(cfg), sort_keys=False)

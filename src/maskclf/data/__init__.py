@@ -1,0 +1,1 @@
+"""Data: the competition layout, the records table, splits, datasets and synthetic data."""

@@ -1,0 +1,41 @@
+"""A torch Dataset over rows of the records table (or of ``eval/info.csv``)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import albumentations as A
+import torch
+from torch.utils.data import Dataset
+
+from maskclf.config import DataConfig
+from maskclf.data.io import read_rgb
+from maskclf.data.transforms import decode_size, preprocess
+
+
+class ImageDataset(Dataset):
+    """Yields ``(image tensor, target)``; target is -1 when the images are unlabelled."""
+
+    def __init__(self, root: Path | str, paths: Sequence[str], targets: Sequence[int] | None,
+                 data_cfg: DataConfig, transform: A.Compose):
+        if targets is not None and len(targets) != len(paths):
+            raise ValueError(f"{len(paths)} paths but {len(targets)} targets")
+        self.root = Path(root)
+        self.paths = list(paths)
+        self.targets = None if targets is None else [int(t) for t in targets]
+        self.data_cfg = data_cfg
+        self.transform = transform
+        self._decode_size = decode_size(data_cfg)
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def load(self, index: int):
+        """The preprocessed (cropped, resized) uint8 RGB image, before augmentation."""
+        image = read_rgb(self.root / self.paths[index], min_size=self._decode_size)
+        return preprocess(image, self.data_cfg)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        image = self.transform(image=self.load(index))["image"]
+        return image, -1 if self.targets is None else self.targets[index]

@@ -1,0 +1,190 @@
+"""Read the competition layout into the records table, checking everything first.
+
+Every problem found is collected and raised together as one :class:`DataError` naming
+each offending file, so a user fixes the dataset once instead of once per crash.
+
+Records table (one row per training image):
+``path`` (relative to the data root), ``person`` (the folder: a person is the folder,
+never the id), ``id``, ``race``, ``age`` (years), ``mask``, ``gender``, ``age_group``, ``class``.
+"""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from maskclf import labels
+from maskclf.data.io import is_image_file, probe_image
+
+TRAIN_CSV = Path("train/train.csv")
+TRAIN_IMAGES = Path("train/images")
+EVAL_CSV = Path("eval/info.csv")
+EVAL_IMAGES = Path("eval/images")
+TRAIN_COLUMNS = ("id", "gender", "race", "age", "path")
+EVAL_COLUMNS = ("ImageID", "ans")
+RECORD_COLUMNS = ("path", "person", "id", "race", "age", "mask", "gender", "age_group", "class")
+
+
+class DataError(ValueError):
+    """A dataset that cannot be used; ``problems`` lists (file, what is wrong)."""
+
+    def __init__(self, problems: list[tuple[str, str]], max_listed: int = 50):
+        self.problems = problems
+        listed = [f"  {file}: {what}" for file, what in problems[:max_listed]]
+        if len(problems) > max_listed:
+            listed.append(f"  ... and {len(problems) - max_listed} more")
+        super().__init__(
+            f"dataset has {len(problems)} problem(s); fix them before training:\n"
+            + "\n".join(listed)
+        )
+
+
+@dataclass(frozen=True)
+class PersonFolder:
+    id: str
+    gender: int
+    race: str
+    age: int
+
+
+def parse_person_folder(name: str) -> PersonFolder:
+    """Parse ``<id>_<gender>_<race>_<age>``; raise ValueError saying what does not parse."""
+    parts = name.split("_")
+    if len(parts) < 4:
+        raise ValueError("folder name must look like <id>_<gender>_<race>_<age>")
+    gender_text, age_text = parts[1].lower(), parts[-1]
+    if gender_text not in labels.GENDERS:
+        raise ValueError(f"unknown gender {parts[1]!r}; expected one of {list(labels.GENDERS)}")
+    if not age_text.isdigit():
+        raise ValueError(f"age {age_text!r} is not a whole number")
+    return PersonFolder(parts[0], labels.GENDERS[gender_text], "_".join(parts[2:-1]), int(age_text))
+
+
+def _read_csv(path: Path, columns: tuple[str, ...], problems: list) -> pd.DataFrame | None:
+    if not path.is_file():
+        problems.append((str(path), "file is missing"))
+        return None
+    try:
+        table = pd.read_csv(path, dtype=str, keep_default_na=False)
+    except Exception as exc:  # noqa: BLE001 - any parse failure is reported with the file
+        problems.append((str(path), f"cannot be read as CSV ({exc})"))
+        return None
+    missing = [c for c in columns if c not in table.columns]
+    if missing:
+        problems.append((str(path), f"missing column(s) {missing}; expected {list(columns)}"))
+        return None
+    return table
+
+
+def _person_images(folder: Path, root: Path, problems: list) -> list[tuple[str, int]]:
+    """(relative path, mask id) for each image of one person folder."""
+    found: list[tuple[str, int]] = []
+    seen_stems: dict[str, Path] = {}
+    for file in sorted(folder.iterdir()):
+        if file.name.startswith("."):
+            continue
+        if not file.is_file() or not is_image_file(file):
+            problems.append((str(file), "unexpected file; expected .jpg/.jpeg/.png images"))
+            continue
+        stem = file.stem.lower()
+        if stem not in labels.MASK_STEMS:
+            problems.append(
+                (str(file), f"unexpected file stem {file.stem!r}; expected mask1-5, "
+                 "incorrect_mask or normal")
+            )
+            continue
+        if stem in seen_stems:
+            problems.append((str(file), f"duplicate of {seen_stems[stem].name}"))
+            continue
+        seen_stems[stem] = file
+        found.append((file.relative_to(root).as_posix(), labels.MASK_STEMS[stem]))
+    if not found:
+        problems.append((str(folder), "person folder holds no images"))
+    return found
+
+
+def _scan_train(root: Path, problems: list) -> pd.DataFrame:
+    table = _read_csv(root / TRAIN_CSV, TRAIN_COLUMNS, problems)
+    images_dir = root / TRAIN_IMAGES
+    if not images_dir.is_dir():
+        problems.append((str(images_dir), "images folder is missing"))
+        return pd.DataFrame(columns=RECORD_COLUMNS)
+    listed = set(table["path"]) if table is not None else None
+    folders = sorted(p for p in images_dir.iterdir() if p.is_dir() and not p.name.startswith("."))
+    rows = []
+    for folder in folders:
+        try:
+            person = parse_person_folder(folder.name)
+        except ValueError as exc:
+            problems.append((str(folder), str(exc)))
+            continue
+        if listed is not None and folder.name not in listed:
+            problems.append((str(folder), f"person folder is not listed in {TRAIN_CSV}"))
+        for rel_path, mask in _person_images(folder, root, problems):
+            rows.append((rel_path, folder.name, person.id, person.race, person.age, mask,
+                         person.gender))
+    if listed is not None:
+        on_disk = {f.name for f in folders}
+        for name in sorted(listed - on_disk):
+            problems.append((str(root / TRAIN_CSV), f"lists person {name!r} with no folder in "
+                             f"{TRAIN_IMAGES}"))
+    records = pd.DataFrame(rows, columns=RECORD_COLUMNS[:7])
+    records["age_group"] = labels.age_bucket(records["age"].to_numpy(dtype=int))
+    records["class"] = labels.encode_class(records["mask"], records["gender"], records["age_group"])
+    return records.astype({c: int for c in ("age", "mask", "gender", "age_group", "class")})
+
+
+def _scan_eval(root: Path, problems: list) -> pd.DataFrame | None:
+    info = _read_csv(root / EVAL_CSV, EVAL_COLUMNS, problems)
+    if info is None:
+        return None
+    for image_id in info["ImageID"][info["ImageID"].duplicated()].unique():
+        problems.append((str(root / EVAL_CSV), f"ImageID {image_id!r} is listed more than once"))
+    info["path"] = [(EVAL_IMAGES / image_id).as_posix() for image_id in info["ImageID"]]
+    for rel_path in info["path"]:
+        if not (root / rel_path).is_file():
+            problems.append((str(root / rel_path), f"listed in {EVAL_CSV} but missing"))
+    return info
+
+
+def _probe_all(root: Path, rel_paths: list[str], problems: list, workers: int = 4) -> None:
+    paths = [root / p for p in rel_paths if (root / p).is_file()]
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        for path, what in zip(paths, pool.map(probe_image, paths), strict=True):
+            if what is not None:
+                problems.append((str(path), what))
+
+
+def read_tables(
+    root: Path | str, *, train: bool = True, eval: bool | None = None, check_images: bool = True
+) -> tuple[pd.DataFrame | None, pd.DataFrame | None]:
+    """Read and check the train records and/or ``eval/info.csv`` (in its own order).
+
+    ``eval=None`` reads the eval part only when ``root/eval`` exists. Every problem of
+    every part is raised together in one :class:`DataError`, before anything trains.
+    """
+    root = Path(root)
+    problems: list[tuple[str, str]] = []
+    records = _scan_train(root, problems) if train else None
+    read_eval_part = (root / "eval").exists() if eval is None else eval
+    info = _scan_eval(root, problems) if read_eval_part else None
+    if check_images:
+        paths = [] if records is None else records["path"].tolist()
+        paths += [] if info is None else info["path"].tolist()
+        _probe_all(root, paths, problems)
+    if problems:
+        raise DataError(problems)
+    return records, info
+
+
+def read_train(root: Path | str, check_images: bool = True) -> pd.DataFrame:
+    """The records table of ``root/train``; raises :class:`DataError` listing every problem."""
+    return read_tables(root, eval=False, check_images=check_images)[0]
+
+
+def read_eval(root: Path | str, check_images: bool = True) -> pd.DataFrame:
+    """``eval/info.csv`` in its own order, with ``path`` relative to the data root."""
+    return read_tables(root, train=False, eval=True, check_images=check_images)[1]

@@ -1,0 +1,68 @@
+"""Person-level splits: no person is ever on both sides.
+
+A person is the folder (``records["person"]``). Every person in this competition has all
+three mask states, so stratifying persons by gender x age keeps the 18-class proportions.
+
+>>> import pandas as pd
+>>> records = pd.DataFrame({"person": list("aabbccdd"), "class": [0, 6, 0, 6, 3, 9, 3, 9]})
+>>> split = holdout_split(records, val_ratio=0.5, seed=0)
+>>> sorted(split.columns), sorted(split["fold"].value_counts().tolist())
+(['fold', 'person'], [2, 2])
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pandas as pd
+from sklearn.model_selection import train_test_split
+
+from maskclf import labels
+
+TRAIN_ONLY = -1
+"""The ``fold`` of a person who is never validated (folds.csv)."""
+
+
+def person_table(records: pd.DataFrame) -> pd.DataFrame:
+    """One row per person with its gender x age stratum (``class`` with the mask removed)."""
+    persons = records.groupby("person", sort=True)["class"].first().reset_index()
+    _, gender, age = labels.decode_class(persons["class"].to_numpy())
+    persons["stratum"] = labels.encode_class(0, gender, age)
+    return persons[["person", "stratum"]]
+
+
+def holdout_split(records: pd.DataFrame, val_ratio: float, seed: int) -> pd.DataFrame:
+    """``person, fold`` with fold 0 for validation persons and -1 for the rest.
+
+    Stratified by gender x age; strata too small to split are pooled, with a warning.
+    ``val_ratio == 0`` puts everyone in training.
+    """
+    persons = person_table(records)
+    if val_ratio <= 0:
+        return persons.assign(fold=TRAIN_ONLY)[["person", "fold"]]
+    n_val = int(round(val_ratio * len(persons)))
+    if not 0 < n_val < len(persons):
+        raise ValueError(f"data.val_ratio={val_ratio} leaves {n_val} of {len(persons)} persons "
+                         "for validation; use a ratio that keeps both sides non-empty")
+    strata = persons["stratum"].copy()
+    counts = strata.map(strata.value_counts())
+    if (counts < 2).any():
+        warnings.warn("some gender x age strata have a single person; they are pooled for "
+                      "stratification", stacklevel=2)
+        strata[counts < 2] = -1
+    try:
+        _, val_persons = train_test_split(persons["person"], test_size=n_val, stratify=strata,
+                                          random_state=seed)
+    except ValueError:
+        warnings.warn(f"too few persons to stratify a {n_val}-person validation set; "
+                      "splitting persons at random", stacklevel=2)
+        _, val_persons = train_test_split(persons["person"], test_size=n_val, random_state=seed)
+    fold = np.where(persons["person"].isin(set(val_persons)), 0, TRAIN_ONLY)
+    return persons.assign(fold=fold)[["person", "fold"]]
+
+
+def attach_folds(records: pd.DataFrame, folds: pd.DataFrame) -> pd.DataFrame:
+    """The records table with each image's ``fold`` taken from its person."""
+    return records.drop(columns="fold", errors="ignore").merge(folds, on="person", how="left",
+                                                               validate="many_to_one")

@@ -1,0 +1,54 @@
+"""Preprocessing and augmentation: one deterministic step, then albumentations.
+
+``preprocess`` (crop + resize to the network size) is deterministic and identical for
+training, validation and prediction, so predict sees exactly what validation saw.
+``build_transforms`` adds random augmentation for training only; the eval path only
+normalises.
+"""
+
+from __future__ import annotations
+
+import albumentations as A
+import cv2
+import numpy as np
+from albumentations.pytorch import ToTensorV2
+
+from maskclf.config import AugConfig, DataConfig
+
+
+def crop_box(height: int, width: int, cfg: DataConfig) -> tuple[int, int, int, int]:
+    """(top, left, bottom, right) of the region kept by ``cfg.crop``."""
+    if cfg.crop == "none":
+        return 0, 0, height, width
+    keep_h, keep_w = round(height * cfg.crop_fraction), round(width * cfg.crop_fraction)
+    top, left = (height - keep_h) // 2, (width - keep_w) // 2
+    return top, left, top + keep_h, left + keep_w
+
+
+def decode_size(cfg: DataConfig) -> tuple[int, int]:
+    """Smallest decoded (height, width) that still gives full detail after cropping."""
+    scale = cfg.crop_fraction if cfg.crop == "center" else 1.0
+    return tuple(int(np.ceil(side / scale)) for side in cfg.image_size)
+
+
+def preprocess(image: np.ndarray, cfg: DataConfig) -> np.ndarray:
+    """Crop and resize an RGB uint8 image to ``cfg.image_size`` (deterministic)."""
+    top, left, bottom, right = crop_box(*image.shape[:2], cfg)
+    height, width = cfg.image_size
+    return cv2.resize(image[top:bottom, left:right], (width, height),
+                      interpolation=cv2.INTER_AREA)
+
+
+def build_transforms(aug: AugConfig, train: bool, mean, std) -> A.Compose:
+    """Random augmentation (training) or nothing (eval), then normalise and make a tensor."""
+    steps: list[A.BasicTransform] = []
+    if train:
+        steps += [
+            A.HorizontalFlip(p=aug.hflip),
+            A.Affine(scale=(0.9, 1.1), translate_percent=(-0.06, 0.06), rotate=(-10, 10),
+                     border_mode=cv2.BORDER_REFLECT_101, p=aug.shift_scale_rotate),
+            A.ColorJitter(brightness=0.2, contrast=0.2, saturation=0.2, hue=0.02,
+                          p=aug.color_jitter),
+        ]
+    steps += [A.Normalize(mean=mean, std=std, max_pixel_value=255.0), ToTensorV2()]
+    return A.Compose(steps)

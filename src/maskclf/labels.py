@@ -1,0 +1,75 @@
+"""The competition's label space: three attributes combined into 18 classes.
+
+class = 6 * mask + 3 * gender + age, so the class id alone recovers every attribute:
+
+>>> encode_class(mask=1, gender=1, age=2)
+11
+>>> decode_class(11)
+(1, 1, 2)
+>>> age_bucket(29), age_bucket(30), age_bucket(59), age_bucket(60)
+(0, 1, 1, 2)
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+MASK_NAMES = ("wear", "incorrect", "not_wear")
+GENDER_NAMES = ("male", "female")
+AGE_NAMES = ("<30", "30-59", ">=60")
+ATTRIBUTES: dict[str, tuple[str, ...]] = {
+    "mask": MASK_NAMES,
+    "gender": GENDER_NAMES,
+    "age": AGE_NAMES,
+}
+NUM_CLASSES = len(MASK_NAMES) * len(GENDER_NAMES) * len(AGE_NAMES)
+
+AGE_YOUNG_BELOW = 30
+AGE_OLD_FROM = 60
+
+MASK_STEMS = {
+    **{f"mask{i}": 0 for i in range(1, 6)},
+    "incorrect_mask": 1,
+    "normal": 2,
+}
+GENDERS = {name: i for i, name in enumerate(GENDER_NAMES)}
+
+
+def encode_class(mask, gender, age):
+    """Combine attribute ids (ints or integer arrays) into the 18-class id."""
+    return 6 * mask + 3 * gender + age
+
+
+def decode_class(cls):
+    """Split class ids (an int or an integer array) into (mask, gender, age)."""
+    return cls // 6, (cls // 3) % 2, cls % 3
+
+
+def age_bucket(age, old_from: int = AGE_OLD_FROM):
+    """Age bucket: <30 -> 0, <old_from -> 1, else 2. Works on ints and arrays.
+
+    ``old_from`` moves the "old" boundary for training labels only; scoring always
+    uses the default of 60.
+    """
+    if np.ndim(age) == 0:
+        return 0 if age < AGE_YOUNG_BELOW else (1 if age < old_from else 2)
+    age = np.asarray(age)
+    return np.where(age < AGE_YOUNG_BELOW, 0, np.where(age < old_from, 1, 2))
+
+
+def class_names() -> list[str]:
+    """Human-readable names of the 18 classes, in class-id order."""
+    return [
+        f"{MASK_NAMES[m]}/{GENDER_NAMES[g]}/{AGE_NAMES[a]}"
+        for m, g, a in (decode_class(c) for c in range(NUM_CLASSES))
+    ]
+
+
+def attribute_marginals(probs: np.ndarray) -> dict[str, np.ndarray]:
+    """Per-attribute probabilities (N x 3, N x 2, N x 3) as marginals of 18-class ones."""
+    cube = np.asarray(probs).reshape(-1, len(MASK_NAMES), len(GENDER_NAMES), len(AGE_NAMES))
+    return {
+        "mask": cube.sum(axis=(2, 3)),
+        "gender": cube.sum(axis=(1, 3)),
+        "age": cube.sum(axis=(1, 2)),
+    }

@@ -1,0 +1,57 @@
+"""Progress output: a rich bar on a terminal, plain periodic lines in logs and CI."""
+
+from __future__ import annotations
+
+import sys
+import time
+
+import lightning as L
+from lightning.pytorch.callbacks import ProgressBar, RichProgressBar
+
+
+def _format(metrics: dict) -> str:
+    shown = {k: v for k, v in metrics.items() if "/" in k and not k.endswith("_step")}
+    return "  ".join(f"{k.removesuffix('_epoch')}={float(v):.4f}" for k, v in sorted(shown.items()))
+
+
+class PlainProgress(ProgressBar):
+    """Prints a line every ``every_s`` seconds within an epoch and one line per epoch."""
+
+    def __init__(self, every_s: float = 30.0, stream=None):
+        super().__init__()
+        self._enabled = True
+        self.every_s = every_s
+        self.stream = stream or sys.stdout
+        self._last = 0.0
+        self._epoch_start = 0.0
+
+    def disable(self) -> None:
+        self._enabled = False
+
+    def enable(self) -> None:
+        self._enabled = True
+
+    def print(self, *args, **kwargs) -> None:
+        if self._enabled:
+            print(*args, **kwargs, file=self.stream, flush=True)
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._epoch_start = self._last = time.monotonic()
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        now = time.monotonic()
+        if now - self._last >= self.every_s:
+            self._last = now
+            self.print(f"epoch {trainer.current_epoch + 1}/{trainer.max_epochs} "
+                       f"batch {batch_idx + 1}/{self.total_train_batches}")
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        seconds = time.monotonic() - self._epoch_start
+        self.print(f"epoch {trainer.current_epoch + 1}/{trainer.max_epochs} ({seconds:.1f}s)  "
+                   f"{_format(trainer.callback_metrics)}")
+
+
+def progress_callback(interactive: bool | None = None) -> ProgressBar:
+    """Rich progress bar when stdout is a terminal, plain lines otherwise."""
+    interactive = sys.stdout.isatty() if interactive is None else interactive
+    return RichProgressBar() if interactive else PlainProgress()

@@ -1,0 +1,76 @@
+"""Prediction and submission files: writing them atomically and validating them.
+
+``predictions.csv``: ``ImageID``, ``class_0..17`` (probabilities), then the per-attribute
+marginals ``mask_0..2``, ``gender_0..1``, ``age_0..2``. ``submission.csv``: ``ImageID,ans``
+in the row order of ``eval/info.csv``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from maskclf import labels
+from maskclf.atomic import atomic_write_text
+
+CLASS_COLUMNS = [f"class_{i}" for i in range(labels.NUM_CLASSES)]
+
+
+class SubmissionError(ValueError):
+    """A submission that would be scored wrongly; the message says which rows and why."""
+
+
+def prediction_table(ids, probs: np.ndarray) -> pd.DataFrame:
+    """ImageID + 18 class probabilities + per-attribute marginals."""
+    probs = np.asarray(probs, dtype=np.float64)
+    table = pd.DataFrame(probs, columns=CLASS_COLUMNS)
+    for name, marginal in labels.attribute_marginals(probs).items():
+        for i in range(marginal.shape[1]):
+            table[f"{name}_{i}"] = marginal[:, i]
+    table.insert(0, "ImageID", list(ids))
+    return table
+
+
+def write_csv(table: pd.DataFrame, path: Path | str) -> None:
+    atomic_write_text(path, table.to_csv(index=False, float_format="%.6g"))
+
+
+def validate_submission(submission: pd.DataFrame, info: pd.DataFrame, source: str = "") -> None:
+    """Raise :class:`SubmissionError` unless ids match ``info`` row for row and labels are 0-17."""
+    where = f"{source}: " if source else ""
+    problems = []
+    if list(submission.columns) != ["ImageID", "ans"]:
+        problems.append(f"columns are {list(submission.columns)}; expected ['ImageID', 'ans']")
+    elif len(submission) != len(info):
+        problems.append(f"{len(submission)} rows; info.csv has {len(info)}")
+    else:
+        mismatched = np.flatnonzero(submission["ImageID"].to_numpy() != info["ImageID"].to_numpy())
+        if len(mismatched):
+            first = mismatched[0]
+            problems.append(f"{len(mismatched)} row(s) not in info.csv order; first at row "
+                            f"{first + 1}: {submission['ImageID'].iloc[first]!r} where info.csv "
+                            f"has {info['ImageID'].iloc[first]!r}")
+        answers = pd.to_numeric(submission["ans"], errors="coerce")
+        bad = ~answers.isin(range(labels.NUM_CLASSES))
+        if bad.any():
+            problems.append(f"{int(bad.sum())} label(s) outside 0-17, first "
+                            f"{submission['ans'][bad].iloc[0]!r}")
+    if problems:
+        raise SubmissionError(where + "; ".join(problems))
+
+
+def write_submission(ids, classes, info: pd.DataFrame, path: Path | str) -> pd.DataFrame:
+    """Validate, then atomically write ``ImageID,ans``; nothing is written if invalid."""
+    submission = pd.DataFrame({"ImageID": list(ids), "ans": np.asarray(classes, dtype=int)})
+    validate_submission(submission, info, str(path))
+    write_csv(submission, path)
+    return submission
+
+
+def read_submission(path: Path | str) -> pd.DataFrame:
+    path = Path(path)
+    if not path.is_file():
+        raise SubmissionError(f"{path} does not exist")
+    return pd.read_csv(path, dtype={"ImageID": str})
