@@ -1,0 +1,44 @@
+import pytest
+import timm
+import torch
+
+from maskclf.config import ModelConfig
+from maskclf.models import ModelWeightsError, create_model
+
+
+def test_head_is_18_way_and_width_comes_from_backbone():
+    net = create_model(ModelConfig(name="test_byobnet"))
+    assert net.get_classifier().out_features == 18
+    assert net.get_classifier().in_features == net.num_features
+
+
+def test_local_weights_load_into_backbone_with_new_head(tmp_path):
+    torch.manual_seed(0)
+    source = timm.create_model("test_byobnet", num_classes=1000)
+    path = tmp_path / "backbone.pth"
+    torch.save(source.state_dict(), path)
+    net = create_model(ModelConfig(name="test_byobnet", weights=path))
+    loaded, original = net.state_dict(), source.state_dict()
+    backbone_keys = [k for k in original if not k.startswith("head.")]
+    assert backbone_keys
+    for key in backbone_keys:
+        torch.testing.assert_close(loaded[key], original[key])
+    assert net.get_classifier().out_features == 18
+    fresh = create_model(ModelConfig(name="test_byobnet"))
+    assert not torch.equal(fresh.state_dict()[backbone_keys[0]], original[backbone_keys[0]])
+
+
+def test_missing_weights_file(tmp_path):
+    with pytest.raises(ModelWeightsError, match="does not exist"):
+        create_model(ModelConfig(name="test_byobnet", weights=tmp_path / "nope.pth"))
+
+
+def test_hub_without_network_suggests_local_weights(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(ModelWeightsError, match="model.weights"):
+        create_model(ModelConfig(name="test_byobnet", pretrained=True))
+
+
+def test_unknown_model_name():
+    with pytest.raises(ValueError, match="not a timm model"):
+        create_model(ModelConfig(name="efficientnet_b99"))

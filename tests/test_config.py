@@ -1,0 +1,53 @@
+import pytest
+
+from maskclf.config import ConfigError, load_config
+from maskclf.demo import packaged_config
+
+
+@pytest.mark.parametrize("name", ["demo", "baseline"])
+def test_shipped_configs_validate(name):
+    cfg = load_config(packaged_config(name))
+    assert cfg.model.name
+
+
+def test_baseline_is_a_gpu_competition_recipe():
+    cfg = load_config(packaged_config("baseline"))
+    assert cfg.model.pretrained and cfg.optim.name == "adamw" and cfg.sched.name == "cosine"
+    assert min(cfg.data.image_size) >= 224
+
+
+def test_unknown_key_is_named(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("optim:\n  lrr: 0.1\n")
+    with pytest.raises(ConfigError, match=r"optim\.lrr: unknown key"):
+        load_config(path)
+
+
+def test_wrong_type_is_named(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("train:\n  epochs: many\n")
+    with pytest.raises(ConfigError, match=r"train\.epochs.*'many'"):
+        load_config(path)
+
+
+def test_overrides_are_typed_and_nested():
+    cfg = load_config(None, ["optim.lr=3e-4", "data.image_size=[64,48]", "model.name=resnet18",
+                             "train.precision=16-mixed"])
+    assert cfg.optim.lr == pytest.approx(3e-4)
+    assert cfg.data.image_size == (64, 48)
+    assert cfg.model.name == "resnet18"
+    assert cfg.train.precision == "16-mixed"
+
+
+def test_override_errors():
+    with pytest.raises(ConfigError, match="key.path=value"):
+        load_config(None, ["optim.lr"])
+    with pytest.raises(ConfigError, match=r"optim\.nope: unknown key"):
+        load_config(None, ["optim.nope=1"])
+    with pytest.raises(ConfigError, match=r"data\.val_ratio"):
+        load_config(None, ["data.val_ratio=1.5"])
+
+
+def test_missing_config_file(tmp_path):
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(tmp_path / "absent.yaml")

@@ -1,0 +1,46 @@
+import numpy as np
+import pandas as pd
+import pytest
+
+from maskclf.submission import (
+    CLASS_COLUMNS,
+    SubmissionError,
+    prediction_table,
+    validate_submission,
+    write_submission,
+)
+
+INFO = pd.DataFrame({"ImageID": ["c.jpg", "a.jpg", "b.jpg"], "ans": 0})
+
+
+def test_valid_submission_passes():
+    validate_submission(pd.DataFrame({"ImageID": ["c.jpg", "a.jpg", "b.jpg"], "ans": [0, 17, 5]}),
+                        INFO)
+
+
+@pytest.mark.parametrize(("ids", "answers", "message"), [
+    (["a.jpg", "c.jpg", "b.jpg"], [0, 0, 0], "not in info.csv order; first at row 1"),
+    (["c.jpg", "a.jpg"], [0, 0], "2 rows; info.csv has 3"),
+    (["c.jpg", "a.jpg", "b.jpg"], [0, 18, -1], "2 label"),
+])
+def test_invalid_submissions_are_named(ids, answers, message):
+    with pytest.raises(SubmissionError, match=message):
+        validate_submission(pd.DataFrame({"ImageID": ids, "ans": answers}), INFO)
+
+
+def test_invalid_submission_is_not_written(tmp_path):
+    target = tmp_path / "submission.csv"
+    target.write_text("previous\n")
+    with pytest.raises(SubmissionError):
+        write_submission(["a.jpg", "c.jpg", "b.jpg"], [1, 2, 3], INFO, target)
+    assert target.read_text() == "previous\n"
+    assert list(tmp_path.iterdir()) == [target]
+
+
+def test_prediction_table_has_classes_and_marginals():
+    probs = np.random.default_rng(0).dirichlet(np.ones(18), size=4)
+    table = prediction_table(list("wxyz"), probs)
+    assert table.columns[0] == "ImageID"
+    np.testing.assert_allclose(table[CLASS_COLUMNS].sum(axis=1), 1.0)
+    for name, width in (("mask", 3), ("gender", 2), ("age", 3)):
+        np.testing.assert_allclose(table[[f"{name}_{i}" for i in range(width)]].sum(axis=1), 1.0)
