@@ -17,6 +17,7 @@ TINY_OVERRIDES = [
     "data.num_workers=0",
     "train.epochs=1",
     "train.batch_size=16",
+    "data.cache=memory",
     "train.accelerator=cpu",
     "train.devices=1",
     "train.log_every_n_steps=1",

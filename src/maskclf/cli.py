@@ -11,6 +11,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from maskclf import labels
@@ -48,7 +49,7 @@ def command(func: Callable) -> Callable:
         try:
             return func(*args, **kwargs)
         except _user_errors() as exc:
-            err.print(f"[bold red]error:[/] {exc}", highlight=False, markup=True)
+            err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
             raise typer.Exit(2) from None
 
     return app.command()(wrapper)
@@ -84,7 +85,7 @@ def _class_table(scores: dict) -> Table:
 @command
 def demo(
     out_dir: Annotated[Path, typer.Option("--out", help="Work folder.")] = Path("maskclf-demo"),
-    persons: Annotated[int, typer.Option(help="Synthetic training persons.")] = 100,
+    persons: Annotated[int, typer.Option(help="Synthetic training persons.")] = 150,
     eval_persons: Annotated[int, typer.Option(help="Synthetic eval persons.")] = 30,
     override: Annotated[list[str] | None, typer.Option("-o", help="key=value override.")] = None,
     as_json: JsonOption = False,

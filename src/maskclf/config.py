@@ -30,6 +30,8 @@ class DataConfig(_Section):
     val_ratio: float = Field(0.2, ge=0.0, lt=1.0)
     """Share of persons held out for validation (0 trains on everyone)."""
     num_workers: int = Field(2, ge=0)
+    cache: Literal["none", "memory"] = "none"
+    """``memory`` keeps each preprocessed image in RAM after its first decode (small sets)."""
 
 
 class ModelConfig(_Section):

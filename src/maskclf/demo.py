@@ -18,7 +18,7 @@ def packaged_config(name: str) -> Path:
     return Path(str(files("maskclf") / "configs" / f"{name}.yaml"))
 
 
-def run_demo(out: Path | str = "maskclf-demo", persons: int = 100, eval_persons: int = 30,
+def run_demo(out: Path | str = "maskclf-demo", persons: int = 150, eval_persons: int = 30,
              seed: int = 0, overrides: list[str] | None = None,
              interactive: bool | None = None) -> dict:
     """Generate (or reuse) synthetic data in ``out/data``, train, predict and score.

@@ -10,8 +10,14 @@ from lightning.pytorch.callbacks import ProgressBar, RichProgressBar
 
 
 def _format(metrics: dict) -> str:
-    shown = {k: v for k, v in metrics.items() if "/" in k and not k.endswith("_step")}
-    return "  ".join(f"{k.removesuffix('_epoch')}={float(v):.4f}" for k, v in sorted(shown.items()))
+    """``train/loss=0.1234  val/f1=0.5678 ...`` with one learning rate and no per-step values."""
+    shown: dict[str, float] = {}
+    for key, value in sorted(metrics.items()):
+        if key.startswith("lr-"):
+            shown.setdefault("lr", float(value))
+        elif "/" in key and not key.endswith("_step"):
+            shown[key.removesuffix("_epoch")] = float(value)
+    return "  ".join(f"{key}={value:.4g}" for key, value in shown.items())
 
 
 class PlainProgress(ProgressBar):

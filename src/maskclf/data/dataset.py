@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import albumentations as A
+import numpy as np
 import torch
 from torch.utils.data import Dataset
 
@@ -27,14 +28,20 @@ class ImageDataset(Dataset):
         self.data_cfg = data_cfg
         self.transform = transform
         self._decode_size = decode_size(data_cfg)
+        self._memory: dict[int, np.ndarray] | None = {} if data_cfg.cache == "memory" else None
 
     def __len__(self) -> int:
         return len(self.paths)
 
-    def load(self, index: int):
+    def load(self, index: int) -> np.ndarray:
         """The preprocessed (cropped, resized) uint8 RGB image, before augmentation."""
+        if self._memory is not None and index in self._memory:
+            return self._memory[index]
         image = read_rgb(self.root / self.paths[index], min_size=self._decode_size)
-        return preprocess(image, self.data_cfg)
+        image = preprocess(image, self.data_cfg)
+        if self._memory is not None:
+            self._memory[index] = image
+        return image
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
         image = self.transform(image=self.load(index))["image"]

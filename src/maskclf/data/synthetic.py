@@ -32,7 +32,7 @@ RACES = ("Asian", "Asian", "Asian", "White", "Black")
 AGE_RANGES = ((18, 29), (30, 59), (60, 80))
 SKIN_TONES = ((224, 190, 160), (200, 160, 125), (165, 120, 90), (110, 75, 55), (240, 210, 185))
 HAIR_COLOURS = ((25, 20, 18), (70, 45, 30), (120, 80, 40), (200, 160, 90), (140, 50, 25))
-MASK_COLOURS = ((170, 205, 235), (240, 240, 240), (30, 30, 35), (235, 170, 190), (90, 130, 90))
+MASK_COLOURS = ((120, 180, 235), (245, 245, 245), (25, 25, 30), (40, 150, 150), (60, 70, 160))
 
 
 @dataclass(frozen=True)
@@ -126,11 +126,11 @@ def _draw_mask(canvas: _Canvas, rng: np.random.Generator, person: Person, mask: 
     w, h = person.face_w, person.face_h
     colour = _jitter(rng, MASK_COLOURS[rng.integers(len(MASK_COLOURS))], 10)
     if mask == 0:
-        top = -0.05 * h + rng.uniform(-4, 4)
-    elif rng.random() < 0.6:
-        top = 0.45 * h + rng.uniform(-3, 3)
+        top = -0.08 * h + rng.uniform(-4, 4)  # up to the eyes, covering the nose
+    elif rng.random() < 0.7:
+        top = 0.34 * h + rng.uniform(-3, 3)  # below the nose
     else:
-        top = 0.72 * h + rng.uniform(-3, 3)
+        top = 0.66 * h + rng.uniform(-3, 3)  # on the chin, mouth showing
     bottom = 0.98 * h
     canvas.polygon([(-0.92 * w, top + 8), (-0.55 * w, top), (0.55 * w, top), (0.92 * w, top + 8),
                     (0.8 * w, bottom - 10), (0.3 * w, bottom + 6), (-0.3 * w, bottom + 6),
@@ -165,8 +165,8 @@ def draw_photo(rng: np.random.Generator, person: Person, mask: int) -> np.ndarra
         canvas.ellipse((side * 0.4 * w, -0.12 * h), (0.2 * w, 0.09 * h), (245, 245, 245))
         canvas.ellipse((side * 0.4 * w, -0.12 * h), (0.08 * w, 0.08 * h), (40, 30, 25))
         canvas.line((side * 0.6 * w, -0.3 * h), (side * 0.2 * w, -0.3 * h), person.hair, 5)
-    canvas.polygon([(0, -0.05 * h), (-0.12 * w, 0.28 * h), (0.12 * w, 0.28 * h)],
-                   tuple(c * 0.8 for c in person.skin))
+    canvas.polygon([(0, -0.05 * h), (-0.17 * w, 0.3 * h), (0.17 * w, 0.3 * h)],
+                   tuple(c * 0.6 for c in person.skin))
     canvas.ellipse((0, 0.55 * h), (0.3 * w, 0.08 * h), (150, 60, 60))
     _draw_mask(canvas, rng, person, mask)
     gain, offset = rng.uniform(0.7, 1.25), rng.uniform(-25, 25)
