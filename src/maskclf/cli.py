@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import logging
 from collections.abc import Callable
 from functools import wraps
 from pathlib import Path
@@ -45,7 +44,6 @@ def command(func: Callable) -> Callable:
 
     @wraps(func)
     def wrapper(*args, **kwargs):
-        logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
         try:
             return func(*args, **kwargs)
         except _user_errors() as exc:

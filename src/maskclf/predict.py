@@ -16,6 +16,7 @@ from maskclf.data.dataset import ImageDataset
 from maskclf.data.layout import read_eval
 from maskclf.data.transforms import build_transforms
 from maskclf.models import create_model
+from maskclf.progress import quiet_lightning
 from maskclf.submission import prediction_table, write_csv, write_submission
 from maskclf.training import build_module
 
@@ -54,6 +55,7 @@ def predict_probs(cfg: RunConfig, net: torch.nn.Module, dataset: ImageDataset) -
     loader = DataLoader(dataset, batch_size=cfg.train.batch_size, shuffle=False,
                         num_workers=cfg.data.num_workers,
                         pin_memory=torch.cuda.is_available())
+    quiet_lightning()
     trainer = L.Trainer(accelerator=cfg.train.accelerator, devices=1, logger=False,
                         precision=cfg.train.precision, enable_progress_bar=False,
                         enable_checkpointing=False, enable_model_summary=False)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import sys
 import time
 
@@ -55,6 +56,11 @@ class PlainProgress(ProgressBar):
         seconds = time.monotonic() - self._epoch_start
         self.print(f"epoch {trainer.current_epoch + 1}/{trainer.max_epochs} ({seconds:.1f}s)  "
                    f"{_format(trainer.callback_metrics)}")
+
+
+def quiet_lightning() -> None:
+    """Hide Lightning's start-up chatter (device lines, tips); our progress lines say enough."""
+    logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
 
 
 def progress_callback(interactive: bool | None = None) -> ProgressBar:

@@ -18,7 +18,7 @@ from maskclf.atomic import atomic_write
 from maskclf.config import OptimConfig, RunConfig, SchedConfig
 from maskclf.labels import NUM_CLASSES
 from maskclf.losses import create_loss
-from maskclf.progress import progress_callback
+from maskclf.progress import progress_callback, quiet_lightning
 
 MONITOR = "val/f1"
 
@@ -110,7 +110,9 @@ def build_trainer(cfg: RunConfig, out_dir: Path, validate: bool,
                                      save_top_k=1, monitor=None)
     loggers = [CSVLogger(save_dir=out_dir, name="", version=""),
                TensorBoardLogger(save_dir=out_dir, name="tb", version="", default_hp_metric=False)]
+    quiet_lightning()
     warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+    warnings.filterwarnings("ignore", message=".*no `val_dataloader`.*")
     warnings.filterwarnings("ignore", message=".*LeafSpec.*")
     trainer = L.Trainer(
         max_epochs=cfg.train.epochs,
