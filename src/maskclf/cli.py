@@ -69,6 +69,23 @@ def _score_table(title: str, scores: dict) -> Table:
     return table
 
 
+def _fold_table(summary: dict) -> Table:
+    table = Table(title="per fold (best checkpoint)")
+    for column in ("fold", "images", "accuracy", "macro F1", "mask", "gender", "age"):
+        table.add_column(column, justify="right")
+    for row in summary["folds"]:
+        if "macro_f1" in row:
+            table.add_row(str(row["fold"]), str(row["n"]), f"{row['accuracy']:.4f}",
+                          f"{row['macro_f1']:.4f}",
+                          *(f"{v:.4f}" for v in row["attribute_f1"].values()))
+    cv = summary["cv"]
+    table.add_section()
+    table.add_row("mean ± std", "", "", f"{cv['macro_f1_mean']:.4f} ± {cv['macro_f1_std']:.4f}",
+                  "", "", "")
+    table.add_row("pooled OOF", "", "", f"{cv['oof_macro_f1']:.4f}", "", "", "")
+    return table
+
+
 def _class_table(scores: dict) -> Table:
     table = Table(title="per-class F1")
     for column in ("class", "name", "F1", "support"):
@@ -123,6 +140,8 @@ def train(
     data: DataOption = Path("data"),
     runs: Annotated[Path, typer.Option("--out", help="Folder of run directories.")] = Path("runs"),
     name: Annotated[str | None, typer.Option(help="Run name (default: a timestamp).")] = None,
+    fold: Annotated[int | None, typer.Option(help="Train only this fold of a k-fold split.")
+                    ] = None,
     override: Annotated[list[str] | None, typer.Option("-o", help="key=value override, e.g. "
                                                        "-o optim.lr=3e-4")] = None,
     as_json: JsonOption = False,
@@ -132,13 +151,14 @@ def train(
     from maskclf.pipeline import train_run
 
     cfg = load_config(config, override or [])
-    result = train_run(cfg, data, runs, name)
+    result = train_run(cfg, data, runs, name, fold=fold)
     validation = result.summary["validation"]
     if validation is None:
         out.print("data.val_ratio is 0: trained on every person without validation; "
                   "the last checkpoint is kept.")
     else:
-        out.print(_score_table("validation (best checkpoint)", validation))
+        out.print(_fold_table(result.summary))
+        out.print(_score_table("out-of-fold predictions (best checkpoints)", validation))
     out.print(f"run directory: {result.run}")
     if as_json:
         _emit_json(result.summary)

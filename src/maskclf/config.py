@@ -28,10 +28,29 @@ class DataConfig(_Section):
     """``center`` keeps the central ``crop_fraction`` of each image, where the face is."""
     crop_fraction: float = Field(0.8, gt=0.0, le=1.0)
     val_ratio: float = Field(0.2, ge=0.0, lt=1.0)
-    """Share of persons held out for validation (0 trains on everyone)."""
+    """Share of persons held out for validation (0 trains on everyone); unused when folds >= 2."""
+    folds: int = Field(0, ge=0)
+    """K >= 2: person-level stratified K-fold, every fold trained; 0: one split by val_ratio."""
+    corrections: bool | Path = False
+    """Fix known mislabeled persons in memory: true (packaged list) or a corrections file."""
+    age_old_threshold: int = Field(60, ge=31, le=60)
+    """Training labels only: ages from this value count as ">=60" (scores keep 60)."""
+    sampler: Literal["none", "balanced"] = "none"
+    sampler_by: Literal["class", "mask", "gender", "age"] = "class"
+    """What ``balanced`` equalises: the 18 classes or one attribute."""
+    oversample: dict[int, float] = {}
+    """Class id -> repeat factor (>= 1) for minority classes in training."""
     num_workers: int = Field(2, ge=0)
     cache: Literal["none", "memory"] = "none"
     """``memory`` keeps each preprocessed image in RAM after its first decode (small sets)."""
+
+
+    @field_validator("folds")
+    @classmethod
+    def _folds_not_one(cls, value: int) -> int:
+        if value == 1:
+            raise ValueError("data.folds must be 0 (one split by val_ratio) or >= 2; got 1")
+        return value
 
 
 class ModelConfig(_Section):
@@ -48,6 +67,8 @@ class ModelConfig(_Section):
 class LossConfig(_Section):
     name: Literal["cross_entropy"] = "cross_entropy"
     label_smoothing: float = Field(0.0, ge=0.0, lt=1.0)
+    class_weights: Literal["none", "inverse", "effective"] = "none"
+    effective_beta: float = Field(0.999, gt=0.0, lt=1.0)
 
 
 class OptimConfig(_Section):

@@ -8,11 +8,12 @@ import torch
 
 from maskclf.config import LossConfig
 
-_LOSSES: dict[str, Callable[[LossConfig], torch.nn.Module]] = {}
+LossBuilder = Callable[[LossConfig, "torch.Tensor | None"], torch.nn.Module]
+_LOSSES: dict[str, LossBuilder] = {}
 
 
 def register_loss(name: str):
-    def add(builder: Callable[[LossConfig], torch.nn.Module]):
+    def add(builder: LossBuilder):
         _LOSSES[name] = builder
         return builder
 
@@ -24,12 +25,15 @@ def list_losses() -> list[str]:
 
 
 @register_loss("cross_entropy")
-def _cross_entropy(cfg: LossConfig) -> torch.nn.Module:
-    return torch.nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
+def _cross_entropy(cfg: LossConfig, weight: torch.Tensor | None) -> torch.nn.Module:
+    return torch.nn.CrossEntropyLoss(weight=weight, label_smoothing=cfg.label_smoothing)
 
 
-def create_loss(cfg: LossConfig) -> torch.nn.Module:
+def create_loss(cfg: LossConfig, class_weights=None) -> torch.nn.Module:
+    """The loss named by ``cfg.name``; ``class_weights`` (one per class) weight its terms."""
     name = cfg.name.lower()
     if name not in _LOSSES:
         raise ValueError(f"Unknown loss {cfg.name!r}. Available: {', '.join(list_losses())}")
-    return _LOSSES[name](cfg)
+    weight = None if class_weights is None else torch.as_tensor(class_weights,
+                                                                 dtype=torch.float32)
+    return _LOSSES[name](cfg, weight)

@@ -7,11 +7,14 @@ counts as F1 0. torchmetrics' macro F1 used during training counts classes the s
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 from sklearn.metrics import accuracy_score, confusion_matrix, f1_score
 
 from maskclf import labels
+from maskclf.submission import write_csv
 
 
 def score(y_true, y_pred) -> dict:
@@ -61,3 +64,17 @@ def score_files(submission_path, labels_path) -> dict:
                          f"{len(missing)} labelled image(s) not predicted, {len(extra)} "
                          "predicted image(s) without a label")
     return score(truth.to_numpy(), submission.loc[truth.index].to_numpy())
+
+
+def write_confusions(y_true, y_pred, out_dir) -> None:
+    """``confusion.csv`` (18 classes) and ``confusion_<attribute>.csv`` in ``out_dir``."""
+    out_dir = Path(out_dir)
+    y_true, y_pred = np.asarray(y_true, dtype=int), np.asarray(y_pred, dtype=int)
+    names = labels.class_names()
+    write_csv(pd.DataFrame(confusion(y_true, y_pred), index=names, columns=names)
+              .rename_axis("true\\predicted").reset_index(), out_dir / "confusion.csv")
+    for (name, values), t, p in zip(labels.ATTRIBUTES.items(), labels.decode_class(y_true),
+                                    labels.decode_class(y_pred), strict=True):
+        matrix = confusion_matrix(t, p, labels=range(len(values)))
+        write_csv(pd.DataFrame(matrix, index=values, columns=values)
+                  .rename_axis("true\\predicted").reset_index(), out_dir / f"confusion_{name}.csv")

@@ -132,7 +132,7 @@ def build_trainer(cfg: RunConfig, out_dir: Path, validate: bool,
     return trainer, checkpoint
 
 
-def build_module(cfg: RunConfig, net: torch.nn.Module) -> ClassifierModule:
+def build_module(cfg: RunConfig, net: torch.nn.Module, class_weights=None) -> ClassifierModule:
     """The training module for ``net`` with the loss, optimizer and schedule of ``cfg``."""
-    return ClassifierModule(net, create_loss(cfg.loss), cfg.optim, cfg.sched,
+    return ClassifierModule(net, create_loss(cfg.loss, class_weights), cfg.optim, cfg.sched,
                             channels_last=cfg.train.channels_last)

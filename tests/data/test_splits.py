@@ -3,7 +3,7 @@ import pandas as pd
 import pytest
 
 from maskclf import labels
-from maskclf.data.splits import TRAIN_ONLY, attach_folds, holdout_split
+from maskclf.data.splits import TRAIN_ONLY, attach_folds, holdout_split, kfold_split, make_folds
 
 
 def _records(n_persons: int, seed: int = 0) -> pd.DataFrame:
@@ -54,3 +54,47 @@ def test_zero_ratio_trains_on_everyone():
 def test_ratio_leaving_no_validation_is_an_error():
     with pytest.raises(ValueError, match="val_ratio"):
         holdout_split(_records(3), 0.1, seed=0)
+
+
+def check_valid_kfold(records: pd.DataFrame, folds: pd.DataFrame, n_folds: int) -> None:
+    """Every person in exactly one fold; folds disjoint by person; all folds used."""
+    assert folds["person"].is_unique
+    assert set(folds["person"]) == set(records["person"])
+    assert sorted(folds["fold"].unique()) == list(range(n_folds))
+    split = attach_folds(records, folds)
+    assert (split.groupby("person")["fold"].nunique() == 1).all()
+
+
+@pytest.mark.parametrize("n_folds", [2, 5])
+def test_kfold_is_person_disjoint_and_covers_everyone(n_folds):
+    records = _records(200, seed=2)
+    check_valid_kfold(records, kfold_split(records, n_folds, seed=0), n_folds)
+
+
+def test_kfold_keeps_class_proportions():
+    records = _records(500, seed=4)
+    split = attach_folds(records, kfold_split(records, 5, seed=0))
+    overall = records["class"].value_counts(normalize=True).sort_index()
+    for _, rows in split.groupby("fold"):
+        share = rows["class"].value_counts(normalize=True).reindex(overall.index, fill_value=0)
+        assert np.abs(share - overall).max() < 0.03
+        assert abs(len(rows) / len(records) - 0.2) < 0.02
+
+
+def test_kfold_reproducible_from_seed():
+    records = _records(100)
+    assert kfold_split(records, 3, seed=1).equals(kfold_split(records, 3, seed=1))
+    assert not kfold_split(records, 3, seed=1).equals(kfold_split(records, 3, seed=2))
+
+
+def test_kfold_argument_errors():
+    with pytest.raises(ValueError, match="data.folds must be an int >= 2; got 1"):
+        kfold_split(_records(10), 1, seed=0)
+    with pytest.raises(ValueError, match="needs at least 5 persons"):
+        kfold_split(_records(3), 5, seed=0)
+
+
+def test_make_folds_chooses_the_protocol():
+    records = _records(50)
+    assert set(make_folds(records, 0, 0.2, seed=0)["fold"]) == {0, TRAIN_ONLY}
+    assert set(make_folds(records, 3, 0.2, seed=0)["fold"]) == {0, 1, 2}

@@ -16,7 +16,7 @@ import warnings
 
 import numpy as np
 import pandas as pd
-from sklearn.model_selection import train_test_split
+from sklearn.model_selection import StratifiedGroupKFold, train_test_split
 
 from maskclf import labels
 
@@ -60,6 +60,33 @@ def holdout_split(records: pd.DataFrame, val_ratio: float, seed: int) -> pd.Data
         _, val_persons = train_test_split(persons["person"], test_size=n_val, random_state=seed)
     fold = np.where(persons["person"].isin(set(val_persons)), 0, TRAIN_ONLY)
     return persons.assign(fold=fold)[["person", "fold"]]
+
+
+def kfold_split(records: pd.DataFrame, n_folds: int, seed: int) -> pd.DataFrame:
+    """``person, fold`` from scikit-learn's StratifiedGroupKFold on the 18-class labels.
+
+    Every person is in exactly one fold; fold sizes and class proportions are as even as
+    the persons allow. The same seed gives the same folds.
+    """
+    if n_folds < 2:
+        raise ValueError(f"data.folds must be an int >= 2; got {n_folds}")
+    persons = records["person"].nunique()
+    if persons < n_folds:
+        raise ValueError(f"data.folds={n_folds} needs at least {n_folds} persons; got {persons}")
+    splitter = StratifiedGroupKFold(n_splits=n_folds, shuffle=True, random_state=seed)
+    fold_of: dict[str, int] = {}
+    for fold, (_, val_index) in enumerate(splitter.split(records, records["class"],
+                                                         groups=records["person"])):
+        fold_of.update(dict.fromkeys(records["person"].iloc[val_index], fold))
+    table = pd.DataFrame({"person": sorted(fold_of)})
+    return table.assign(fold=table["person"].map(fold_of).astype(int))
+
+
+def make_folds(records: pd.DataFrame, n_folds: int, val_ratio: float, seed: int) -> pd.DataFrame:
+    """K-fold when ``n_folds >= 2``, else a single split holding out ``val_ratio``."""
+    if n_folds >= 2:
+        return kfold_split(records, n_folds, seed)
+    return holdout_split(records, val_ratio, seed)
 
 
 def attach_folds(records: pd.DataFrame, folds: pd.DataFrame) -> pd.DataFrame:
