@@ -17,15 +17,15 @@ from .conftest import tiny_config
 def kfold_run(synthetic_root, tmp_path_factory):
     """A 3-fold run that records each network's weights when it is created."""
     created = []
-    real_create = pipeline.create_model
+    real_build = pipeline.build_net
 
-    def recording_create(cfg):
-        net = real_create(cfg)
+    def recording_build(*args, **kwargs):
+        net = real_build(*args, **kwargs)
         created.append((copy.deepcopy(net.state_dict()), net))
         return net
 
     patch = pytest.MonkeyPatch()
-    patch.setattr(pipeline, "create_model", recording_create)
+    patch.setattr(pipeline, "build_net", recording_build)
     try:
         result = pipeline.train_run(tiny_config("data.folds=3", "train.epochs=2"), synthetic_root,
                                     tmp_path_factory.mktemp("runs"), "kf", interactive=False)

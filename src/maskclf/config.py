@@ -62,36 +62,65 @@ class ModelConfig(_Section):
     """A local weights file (.pth/.bin/.safetensors) for the backbone; the head is new."""
     drop_rate: float = Field(0.0, ge=0.0, lt=1.0)
     drop_path_rate: float | None = Field(None, ge=0.0, lt=1.0)
+    head: Literal["single", "multihead", "per_attribute"] = "single"
+    """single: one 18-way head; multihead: shared backbone, mask/gender/age heads;
+    per_attribute: three models, one per attribute (see ``per_attribute``)."""
+    freeze_epochs: int = Field(0, ge=0)
+    """Train only the head for this many epochs first."""
 
 
 class LossConfig(_Section):
-    name: Literal["cross_entropy"] = "cross_entropy"
+    name: str | dict[str, float] = "cross_entropy"
+    """cross_entropy | focal | label_smoothing | soft_f1, or a weighted sum {name: weight}."""
     label_smoothing: float = Field(0.0, ge=0.0, lt=1.0)
+    """Smoothing eps (``label_smoothing`` uses 0.1 when this is 0)."""
+    gamma: float = Field(2.0, ge=0.0)
+    alpha: float = Field(1.0, gt=0.0)
     class_weights: Literal["none", "inverse", "effective"] = "none"
     effective_beta: float = Field(0.999, gt=0.0, lt=1.0)
+
+
+class MultiLossConfig(LossConfig):
+    """The loss of a run; ``attributes`` gives each attribute of a multi-head model its own."""
+
+    attributes: dict[Literal["mask", "gender", "age"], LossConfig] = {}
+    attribute_weights: dict[Literal["mask", "gender", "age"], float] = {
+        "mask": 1.0, "gender": 1.0, "age": 1.0}
 
 
 class OptimConfig(_Section):
     name: Literal["sgd", "adam", "adamw"] = "adamw"
     lr: float = Field(1e-3, gt=0.0)
     weight_decay: float = Field(0.01, ge=0.0)
+    """Not applied to norms and biases (timm's optimizer factory)."""
     momentum: float = Field(0.9, ge=0.0, lt=1.0)
+    nesterov: bool = True
 
 
 class SchedConfig(_Section):
-    name: Literal["none", "cosine", "step"] = "cosine"
+    name: Literal["none", "cosine", "step", "plateau"] = "cosine"
     warmup_epochs: float = Field(0.0, ge=0.0)
     step_epochs: int = Field(10, ge=1)
     """For ``step``: multiply the learning rate by ``gamma`` every ``step_epochs``."""
     gamma: float = Field(0.1, gt=0.0, le=1.0)
     min_lr_ratio: float = Field(0.01, ge=0.0, le=1.0)
     """For ``cosine``: the final learning rate as a share of ``optim.lr``."""
+    patience: int = Field(2, ge=0)
+    """For ``plateau``: epochs without a better validation macro F1 before lr *= gamma."""
 
 
 class AugConfig(_Section):
     hflip: float = Field(0.5, ge=0.0, le=1.0)
     shift_scale_rotate: float = Field(0.5, ge=0.0, le=1.0)
     color_jitter: float = Field(0.5, ge=0.0, le=1.0)
+    mixup_alpha: float = Field(0.0, ge=0.0)
+    cutmix_alpha: float = Field(0.0, ge=0.0)
+    mix_prob: float = Field(1.0, ge=0.0, le=1.0)
+    """Probability of mixing a batch when mixup or cutmix is on."""
+    switch_prob: float = Field(0.5, ge=0.0, le=1.0)
+    """With both on: probability of cutmix instead of mixup."""
+    mix_off_epoch: int = Field(0, ge=0)
+    """Stop mixing from this epoch on (0: never stop)."""
 
 
 class TrainConfig(_Section):
@@ -101,6 +130,11 @@ class TrainConfig(_Section):
     accelerator: str = "auto"
     devices: int | str = "auto"
     channels_last: bool = True
+    compile: bool = False
+    accumulate: int = Field(1, ge=1)
+    grad_clip: float | None = Field(None, gt=0.0)
+    ema: bool = False
+    ema_decay: float = Field(0.999, gt=0.0, lt=1.0)
     log_every_n_steps: int = Field(10, ge=1)
 
     @field_validator("precision", mode="before")
@@ -109,15 +143,40 @@ class TrainConfig(_Section):
         return str(value) if isinstance(value, int) else value
 
 
+ATTRIBUTE_SECTIONS = ("data", "model", "loss", "optim", "sched", "aug", "train")
+
+
 class RunConfig(_Section):
     seed: int = 42
     data: DataConfig = DataConfig()
     model: ModelConfig = ModelConfig()
-    loss: LossConfig = LossConfig()
+    loss: MultiLossConfig = MultiLossConfig()
     optim: OptimConfig = OptimConfig()
     sched: SchedConfig = SchedConfig()
     aug: AugConfig = AugConfig()
     train: TrainConfig = TrainConfig()
+    per_attribute: dict[Literal["mask", "gender", "age"], dict[str, dict[str, Any]]] = {}
+    """For ``model.head: per_attribute``: overrides of any section per attribute, e.g.
+    ``{age: {model: {name: resnet34}, train: {epochs: 20}}}``."""
+
+    @field_validator("per_attribute")
+    @classmethod
+    def _known_sections(cls, value: dict) -> dict:
+        for attribute, sections in value.items():
+            unknown = set(sections) - set(ATTRIBUTE_SECTIONS)
+            if unknown:
+                raise ValueError(f"per_attribute.{attribute}: unknown section(s) "
+                                 f"{sorted(unknown)}; allowed {list(ATTRIBUTE_SECTIONS)}")
+        return value
+
+    def for_attribute(self, attribute: str) -> RunConfig:
+        """This config with ``per_attribute[attribute]`` merged in, as a single-model config."""
+        raw = self.model_dump(mode="json")
+        for section, values in self.per_attribute.get(attribute, {}).items():
+            raw[section].update(values)
+        raw["per_attribute"] = {}
+        raw["model"]["head"] = "single"
+        return build_config(raw, f"per_attribute.{attribute}")
 
 
 def _format_errors(error: ValidationError, source: str) -> str:

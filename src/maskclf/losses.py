@@ -1,10 +1,16 @@
-"""Losses by name: ``create_loss(cfg.loss)`` builds one from the config."""
+"""Losses by name, for any number of classes, on hard labels or soft (mixup) targets.
+
+Every loss takes ``(logits N x C, targets)`` where targets are class ids (N) or
+probabilities (N x C). ``create_loss(cfg)`` builds one from the config; ``cfg.name`` may
+be one name or a weighted sum ``{cross_entropy: 1.0, soft_f1: 0.5}``.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
 import torch
+import torch.nn.functional as F
 
 from maskclf.config import LossConfig
 
@@ -24,16 +30,108 @@ def list_losses() -> list[str]:
     return sorted(_LOSSES)
 
 
+def soft_targets(targets: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """Class ids -> one-hot probabilities; probabilities pass through."""
+    if targets.ndim == 2:
+        return targets.float()
+    return F.one_hot(targets.long(), num_classes).float()
+
+
+class _WeightedLoss(torch.nn.Module):
+    def __init__(self, weight: torch.Tensor | None):
+        super().__init__()
+        self.register_buffer("weight", weight, persistent=False)
+
+    def _class_weight(self, logits: torch.Tensor) -> torch.Tensor:
+        return torch.ones(logits.shape[1], device=logits.device) if self.weight is None else (
+            self.weight.to(logits.device))
+
+
+class FocalLoss(_WeightedLoss):
+    """mean_n sum_c w_c alpha t_nc (1 - p_nc)^gamma (-log p_nc); gamma 0, alpha 1 is CE."""
+
+    def __init__(self, gamma: float = 2.0, alpha: float = 1.0, smoothing: float = 0.0,
+                 weight: torch.Tensor | None = None):
+        super().__init__(weight)
+        self.gamma, self.alpha, self.smoothing = gamma, alpha, smoothing
+
+    def forward(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        num_classes = logits.shape[1]
+        target = soft_targets(targets, num_classes)
+        if self.smoothing:
+            target = target * (1 - self.smoothing) + self.smoothing / num_classes
+        log_p = F.log_softmax(logits.float(), dim=1)
+        modulation = (1 - log_p.exp()).pow(self.gamma) if self.gamma else 1.0
+        per_class = -target * modulation * log_p * self._class_weight(logits)
+        return self.alpha * per_class.sum(dim=1).mean()
+
+
+class SoftF1Loss(_WeightedLoss):
+    """1 - macro F1 computed on probabilities (differentiable); 0 for perfect predictions."""
+
+    def __init__(self, eps: float = 1e-7, weight: torch.Tensor | None = None):
+        super().__init__(weight)
+        self.eps = eps
+
+    def forward(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        target = soft_targets(targets, logits.shape[1])
+        probs = F.softmax(logits.float(), dim=1)
+        tp = (probs * target).sum(dim=0)
+        fp = (probs * (1 - target)).sum(dim=0)
+        fn = ((1 - probs) * target).sum(dim=0)
+        f1 = 2 * tp / (2 * tp + fp + fn + self.eps)
+        weight = self._class_weight(logits)
+        return 1 - (f1 * weight).sum() / weight.sum()
+
+
+class WeightedSum(torch.nn.Module):
+    """sum_i w_i loss_i."""
+
+    def __init__(self, terms: dict[str, tuple[float, torch.nn.Module]]):
+        super().__init__()
+        self.weights = {name: weight for name, (weight, _) in terms.items()}
+        self.terms = torch.nn.ModuleDict({name: loss for name, (_, loss) in terms.items()})
+
+    def forward(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        return sum(self.weights[name] * loss(logits, targets) for name, loss in self.terms.items())
+
+
 @register_loss("cross_entropy")
 def _cross_entropy(cfg: LossConfig, weight: torch.Tensor | None) -> torch.nn.Module:
-    return torch.nn.CrossEntropyLoss(weight=weight, label_smoothing=cfg.label_smoothing)
+    return FocalLoss(gamma=0.0, smoothing=cfg.label_smoothing, weight=weight)
+
+
+@register_loss("label_smoothing")
+def _label_smoothing(cfg: LossConfig, weight: torch.Tensor | None) -> torch.nn.Module:
+    return FocalLoss(gamma=0.0, smoothing=cfg.label_smoothing or 0.1, weight=weight)
+
+
+@register_loss("focal")
+def _focal(cfg: LossConfig, weight: torch.Tensor | None) -> torch.nn.Module:
+    return FocalLoss(gamma=cfg.gamma, alpha=cfg.alpha, smoothing=cfg.label_smoothing,
+                     weight=weight)
+
+
+@register_loss("soft_f1")
+def _soft_f1(cfg: LossConfig, weight: torch.Tensor | None) -> torch.nn.Module:
+    return SoftF1Loss(weight=weight)
+
+
+def _lookup(name: str) -> LossBuilder:
+    key = name.lower()
+    if key not in _LOSSES:
+        import difflib
+
+        close = difflib.get_close_matches(key, list_losses(), n=1)
+        hint = f" Did you mean {close[0]!r}?" if close else ""
+        raise ValueError(f"Unknown loss {name!r}. Available: {', '.join(list_losses())}.{hint}")
+    return _LOSSES[key]
 
 
 def create_loss(cfg: LossConfig, class_weights=None) -> torch.nn.Module:
-    """The loss named by ``cfg.name``; ``class_weights`` (one per class) weight its terms."""
-    name = cfg.name.lower()
-    if name not in _LOSSES:
-        raise ValueError(f"Unknown loss {cfg.name!r}. Available: {', '.join(list_losses())}")
+    """The loss of ``cfg``; ``class_weights`` (one per class) weight its per-class terms."""
     weight = None if class_weights is None else torch.as_tensor(class_weights,
                                                                  dtype=torch.float32)
-    return _LOSSES[name](cfg, weight)
+    if isinstance(cfg.name, str):
+        return _lookup(cfg.name)(cfg, weight)
+    return WeightedSum({name: (w, _lookup(name)(cfg, weight)) for name, w in cfg.name.items()})

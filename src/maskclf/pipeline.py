@@ -19,22 +19,29 @@ from maskclf.atomic import atomic_write_text
 from maskclf.config import RunConfig, dump_config
 from maskclf.data.corrections import CorrectionReport, apply_corrections, load_corrections
 from maskclf.data.layout import read_tables
-from maskclf.data.sampling import class_weights, oversample, sample_weights
+from maskclf.data.sampling import oversample, sample_weights
 from maskclf.data.splits import attach_folds, make_folds
 from maskclf.metrics import score, write_confusions
-from maskclf.models import create_model
-from maskclf.predict import make_dataset, predict_probs
+from maskclf.predict import (
+    build_net,
+    combine_attribute_probs,
+    load_net,
+    make_dataset,
+    predict_probs,
+)
 from maskclf.rundir import create_run_dir, fold_dir
-from maskclf.submission import prediction_table, write_csv
-from maskclf.training import build_module, build_trainer
+from maskclf.submission import CLASS_COLUMNS, prediction_table, write_csv
+from maskclf.training import build_module, build_task, build_trainer
 
 
 @dataclass
 class FoldResult:
+    """One trained fold: its checkpoint and its validation rows with their probabilities."""
+
     fold: int
-    checkpoint: Path
-    scores: dict | None
-    oof: pd.DataFrame | None
+    checkpoint: Path | None
+    val_rows: pd.DataFrame
+    probs: np.ndarray | None
 
 
 @dataclass
@@ -85,55 +92,72 @@ def _loader(dataset, cfg: RunConfig, shuffle: bool = False, sampler=None,
                       pin_memory=torch.cuda.is_available())
 
 
-def fit_fold(cfg: RunConfig, root: Path, records: pd.DataFrame, fold: int, run: Path,
-             interactive: bool | None = None) -> FoldResult:
-    """Train one fold from fresh, seeded weights: persons of ``fold`` validate, the rest train."""
+def fit_fold(cfg: RunConfig, root: Path, records: pd.DataFrame, fold: int, out_dir: Path,
+             attribute: str | None = None, interactive: bool | None = None) -> FoldResult:
+    """Train one fold from fresh, seeded weights: persons of ``fold`` validate, the rest train.
+
+    ``attribute`` trains a one-attribute model (per-attribute runs); its probabilities are
+    over that attribute.
+    """
     L.seed_everything(cfg.seed, workers=True, verbose=False)
-    train_rows = records[records["fold"] != fold]
-    train_rows = oversample(train_rows, cfg.data.oversample, cfg.seed)
+    train_rows = oversample(records[records["fold"] != fold], cfg.data.oversample, cfg.seed)
     val_rows = records[records["fold"] == fold]
-    net = create_model(cfg.model)
+    net = build_net(cfg, attribute)
     counts = np.bincount(train_rows["target"], minlength=labels.NUM_CLASSES)
-    module = build_module(cfg, net, class_weights(counts, cfg.loss.class_weights,
-                                                  cfg.loss.effective_beta))
+    module = build_module(cfg, net, build_task(cfg, attribute, counts))
     train_set = make_dataset(cfg, root, train_rows["path"], train_rows["target"], net, True)
     val_set = make_dataset(cfg, root, val_rows["path"], val_rows["class"], net, False)
     validate = len(val_rows) > 0
-    out = fold_dir(run, fold)
-    trainer, checkpoint = build_trainer(cfg, out, validate, interactive)
+    trainer, checkpoint = build_trainer(cfg, fold_dir(out_dir, fold), validate, interactive)
     trainer.fit(module, _train_loader(train_set, train_rows, cfg),
                 _loader(val_set, cfg) if validate else None)
     best = Path(checkpoint.best_model_path or checkpoint.last_model_path)
     if not validate:
-        return FoldResult(fold, best, None, None)
-    module.load_state_dict(torch.load(best, map_location="cpu", weights_only=True)["state_dict"])
-    probs = predict_probs(cfg, module.net, val_set)
-    predicted = probs.argmax(axis=1)
-    write_confusions(val_rows["class"], predicted, out)
-    oof = prediction_table(val_rows["path"], probs).assign(fold=fold,
-                                                           **{"class": val_rows["class"].values})
-    return FoldResult(fold, best, score(val_rows["class"], predicted), oof)
+        return FoldResult(fold, best, val_rows, None)
+    best_net = load_net(cfg, best, attribute)
+    return FoldResult(fold, best, val_rows, predict_probs(cfg, best_net, val_set, attribute))
+
+
+def _train_folds(cfg: RunConfig, root: Path, records: pd.DataFrame, folds: list[int],
+                 out_dir: Path, interactive: bool | None) -> list[FoldResult]:
+    """Every fold of one model, or of three attribute models combined per fold."""
+    if cfg.model.head != "per_attribute":
+        return [fit_fold(cfg, root, records, k, out_dir, None, interactive) for k in folds]
+    per_attribute = {
+        attribute: [fit_fold(cfg.for_attribute(attribute), root, records, k, out_dir / attribute,
+                             attribute, interactive) for k in folds]
+        for attribute in labels.ATTRIBUTES
+    }
+    combined = []
+    for i, k in enumerate(folds):
+        parts = {a: results[i].probs for a, results in per_attribute.items()}
+        probs = None if parts["mask"] is None else combine_attribute_probs(parts)
+        combined.append(FoldResult(k, None, per_attribute["mask"][i].val_rows, probs))
+    return combined
 
 
 def _summarise(run: Path, records: pd.DataFrame, results: list[FoldResult], started: float
                ) -> dict:
-    validated = [r for r in results if r.scores is not None]
-    summary: dict = {
-        "run": str(run),
-        "n_images": len(records),
-        "folds": [{"fold": r.fold, "checkpoint": str(r.checkpoint),
-                   **({} if r.scores is None else {k: r.scores[k] for k in
-                      ("n", "accuracy", "macro_f1", "attribute_f1")})} for r in results],
-        "validation": None,
-        "cv": None,
-    }
-    if validated:
-        oof = pd.concat([r.oof for r in validated], ignore_index=True)
+    folds, tables = [], []
+    for result in results:
+        entry = {"fold": result.fold, "checkpoint": str(result.checkpoint or "")}
+        if result.probs is not None:
+            truth, predicted = result.val_rows["class"], result.probs.argmax(axis=1)
+            scores = score(truth, predicted)
+            entry.update({k: scores[k] for k in ("n", "accuracy", "macro_f1", "attribute_f1")})
+            write_confusions(truth, predicted, fold_dir(run, result.fold))
+            tables.append(prediction_table(result.val_rows["path"], result.probs).assign(
+                fold=result.fold, **{"class": result.val_rows["class"].to_numpy()}))
+        folds.append(entry)
+    summary: dict = {"run": str(run), "n_images": len(records), "folds": folds,
+                     "validation": None, "cv": None}
+    if tables:
+        oof = pd.concat(tables, ignore_index=True)
         write_csv(oof, run / "oof.csv")
-        predicted = oof[[f"class_{i}" for i in range(labels.NUM_CLASSES)]].to_numpy().argmax(1)
+        predicted = oof[CLASS_COLUMNS].to_numpy().argmax(axis=1)
         summary["validation"] = score(oof["class"], predicted)
         write_confusions(oof["class"], predicted, run)
-        f1s = np.array([r.scores["macro_f1"] for r in validated])
+        f1s = np.array([f["macro_f1"] for f in folds if "macro_f1" in f])
         summary["cv"] = {"macro_f1_mean": float(f1s.mean()), "macro_f1_std": float(f1s.std()),
                          "oof_macro_f1": summary["validation"]["macro_f1"]}
     summary["seconds"] = round(time.monotonic() - started, 1)
@@ -151,7 +175,9 @@ def train_run(cfg: RunConfig, data_root: Path | str, runs_dir: Path | str = "run
     started = time.monotonic()
     root = Path(data_root)
     records, report = prepare_records(cfg, root)
-    create_model(cfg.model)  # fail on a bad model name or weights file before the run dir
+    for attribute in labels.ATTRIBUTES if cfg.model.head == "per_attribute" else [None]:
+        # fail on a bad model name or weights file before the run directory exists
+        build_net(cfg if attribute is None else cfg.for_attribute(attribute), attribute)
     folds = make_folds(records, cfg.data.folds, cfg.data.val_ratio, cfg.seed)
     fold_ids = sorted(int(f) for f in folds["fold"].unique() if f >= 0) or [0]
     if fold is not None and fold not in fold_ids:
@@ -164,8 +190,8 @@ def train_run(cfg: RunConfig, data_root: Path | str, runs_dir: Path | str = "run
         write_csv(report.changes, run / "corrections.csv")
         print(report.summary(), flush=True)
     records = attach_folds(records, folds)
-    results = [fit_fold(cfg, root, records, k, run, interactive)
-               for k in (fold_ids if fold is None else [fold])]
+    results = _train_folds(cfg, root, records, fold_ids if fold is None else [fold], run,
+                           interactive)
     summary = _summarise(run, records, results, started)
     atomic_write_text(run / "summary.json", json.dumps(summary, indent=2) + "\n")
     return RunResult(run, summary, report)

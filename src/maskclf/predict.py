@@ -11,14 +11,16 @@ import torch
 from timm.data import resolve_model_data_config
 from torch.utils.data import DataLoader
 
+from maskclf import labels
 from maskclf.config import RunConfig, load_config
 from maskclf.data.dataset import ImageDataset
 from maskclf.data.layout import read_eval
 from maskclf.data.transforms import build_transforms
 from maskclf.models import create_model
+from maskclf.models.heads import combine_attributes
 from maskclf.progress import quiet_lightning
 from maskclf.submission import prediction_table, write_csv, write_submission
-from maskclf.training import build_module
+from maskclf.training import build_module, build_task
 
 
 @dataclass
@@ -41,17 +43,26 @@ def make_dataset(cfg: RunConfig, root: Path, paths, targets, net, train: bool) -
                         build_transforms(cfg.aug, train=train, mean=mean, std=std))
 
 
-def load_net(cfg: RunConfig, checkpoint: Path) -> torch.nn.Module:
-    """The network of ``cfg`` with the weights of a Lightning checkpoint (loaded safely)."""
-    net = create_model(cfg.model, pretrained=False)
+def build_net(cfg: RunConfig, attribute: str | None = None,
+              pretrained: bool | None = None) -> torch.nn.Module:
+    """The network of ``cfg`` with as many outputs as its head needs."""
+    return create_model(cfg.model, num_classes=build_task(cfg, attribute).num_outputs,
+                        pretrained=pretrained)
+
+
+def load_net(cfg: RunConfig, checkpoint: Path, attribute: str | None = None) -> torch.nn.Module:
+    """The network of a Lightning checkpoint (loaded safely); its EMA weights when saved."""
+    net = build_net(cfg, attribute, pretrained=False)
     state = torch.load(checkpoint, map_location="cpu", weights_only=True)["state_dict"]
-    net.load_state_dict({k.removeprefix("net."): v for k, v in state.items()
-                         if k.startswith("net.")})
+    prefix = "ema.module." if any(k.startswith("ema.module.") for k in state) else "net."
+    net.load_state_dict({k.removeprefix(prefix): v for k, v in state.items()
+                         if k.startswith(prefix)})
     return net
 
 
-def predict_probs(cfg: RunConfig, net: torch.nn.Module, dataset: ImageDataset) -> np.ndarray:
-    """Softmax probabilities (N x 18) of ``net`` on ``dataset``, in dataset order."""
+def predict_probs(cfg: RunConfig, net: torch.nn.Module, dataset: ImageDataset,
+                  attribute: str | None = None) -> np.ndarray:
+    """Probabilities of ``net`` on ``dataset`` in dataset order (N x 18, or N x attribute)."""
     loader = DataLoader(dataset, batch_size=cfg.train.batch_size, shuffle=False,
                         num_workers=cfg.data.num_workers,
                         pin_memory=torch.cuda.is_available())
@@ -59,8 +70,9 @@ def predict_probs(cfg: RunConfig, net: torch.nn.Module, dataset: ImageDataset) -
     trainer = L.Trainer(accelerator=cfg.train.accelerator, devices=1, logger=False,
                         precision=cfg.train.precision, enable_progress_bar=False,
                         enable_checkpointing=False, enable_model_summary=False)
-    batches = trainer.predict(build_module(cfg, net), loader)
-    return torch.cat(batches).double().numpy()
+    module = build_module(cfg.model_copy(update={"train": cfg.train.model_copy(
+        update={"ema": False, "compile": False})}), net, build_task(cfg, attribute))
+    return torch.cat(trainer.predict(module, loader)).double().numpy()
 
 
 def run_checkpoints(run: Path) -> list[Path]:
@@ -77,6 +89,36 @@ def run_checkpoints(run: Path) -> list[Path]:
     return found
 
 
+def combine_attribute_probs(parts: dict[str, np.ndarray]) -> np.ndarray:
+    """N x 18 probabilities from per-attribute ones (the product rule)."""
+    tensors = {k: torch.from_numpy(np.asarray(v, dtype=np.float64)) for k, v in parts.items()}
+    return combine_attributes(tensors["mask"], tensors["gender"], tensors["age"]).numpy()
+
+
+def _fold_average(cfg: RunConfig, model_dir: Path, root: Path, paths,
+                  attribute: str | None) -> tuple[np.ndarray, list[Path]]:
+    checkpoints = run_checkpoints(model_dir)
+    total = None
+    for checkpoint in checkpoints:
+        net = load_net(cfg, checkpoint, attribute)
+        probs = predict_probs(cfg, net, make_dataset(cfg, root, paths, None, net, train=False),
+                              attribute)
+        total = probs if total is None else total + probs
+    return total / len(checkpoints), checkpoints
+
+
+def predict_paths(run: Path, cfg: RunConfig, root: Path, paths) -> tuple[np.ndarray, list[Path]]:
+    """N x 18 probabilities of a run for images ``paths``, averaged over its fold models."""
+    if cfg.model.head != "per_attribute":
+        return _fold_average(cfg, run, root, paths, None)
+    parts, checkpoints = {}, []
+    for attribute in labels.ATTRIBUTES:
+        parts[attribute], used = _fold_average(cfg.for_attribute(attribute), run / attribute,
+                                               root, paths, attribute)
+        checkpoints += used
+    return combine_attribute_probs(parts), checkpoints
+
+
 def predict_run(run: Path | str, data_root: Path | str) -> PredictResult:
     """Predict ``eval/images`` in ``info.csv`` order, averaging the run's fold models.
 
@@ -85,16 +127,8 @@ def predict_run(run: Path | str, data_root: Path | str) -> PredictResult:
     run, data_root = Path(run), Path(data_root)
     cfg = load_config(run / "config.yaml")
     info = read_eval(data_root)
-    checkpoints = run_checkpoints(run)
-    probs = np.zeros((len(info), 18))
-    for checkpoint in checkpoints:
-        net = load_net(cfg, checkpoint)
-        probs += predict_probs(cfg, net, make_dataset(cfg, data_root, info["path"], None, net,
-                                                      train=False))
-    probs /= len(checkpoints)
-    table = prediction_table(info["ImageID"], probs)
+    probs, checkpoints = predict_paths(run, cfg, data_root, info["path"])
     predictions, submission = run / "predictions.csv", run / "submission.csv"
     write_submission(info["ImageID"], probs.argmax(axis=1), info, submission)
-    write_csv(table, predictions)
+    write_csv(prediction_table(info["ImageID"], probs), predictions)
     return PredictResult(predictions, submission, checkpoints, len(info))
-

@@ -7,17 +7,22 @@ import warnings
 from pathlib import Path
 
 import lightning as L
+import numpy as np
 import torch
-from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
+from lightning.pytorch.callbacks import Callback, LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.plugins.io import TorchCheckpointIO
+from timm.data import Mixup
 from timm.optim import create_optimizer_v2
+from timm.utils import ModelEmaV3
 from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
 
 from maskclf.atomic import atomic_write
-from maskclf.config import OptimConfig, RunConfig, SchedConfig
+from maskclf.config import AugConfig, OptimConfig, RunConfig, SchedConfig
+from maskclf.data.sampling import class_weights
 from maskclf.labels import NUM_CLASSES
 from maskclf.losses import create_loss
+from maskclf.models.heads import AttributeTask, MultiHeadTask, SingleTask
 from maskclf.progress import progress_callback, quiet_lightning
 
 MONITOR = "val/f1"
@@ -36,59 +41,139 @@ def lr_multiplier(step: int, total_steps: int, steps_per_epoch: int, cfg: SchedC
     return 1.0
 
 
-class ClassifierModule(L.LightningModule):
-    """Trains an injected network; logs ``train/loss``, ``val/loss``, ``val/acc``, ``val/f1``."""
+def build_mixup(aug: AugConfig) -> Mixup | None:
+    """timm's Mixup/CutMix producing soft 18-class targets, or None when both are off."""
+    if aug.mixup_alpha <= 0 and aug.cutmix_alpha <= 0:
+        return None
+    return Mixup(mixup_alpha=aug.mixup_alpha, cutmix_alpha=aug.cutmix_alpha, prob=aug.mix_prob,
+                 switch_prob=aug.switch_prob, label_smoothing=0.0, num_classes=NUM_CLASSES)
 
-    def __init__(self, net: torch.nn.Module, loss: torch.nn.Module, optim: OptimConfig,
-                 sched: SchedConfig, channels_last: bool = False,
-                 num_classes: int = NUM_CLASSES):
+
+def build_task(cfg: RunConfig, attribute: str | None = None,
+               counts: np.ndarray | None = None) -> SingleTask:
+    """The head's task (outputs, loss, probabilities) with class weights from ``counts``."""
+    cube = None if counts is None else np.asarray(counts).reshape(3, 2, 3)
+    marginal_axes = {"mask": (1, 2), "gender": (0, 2), "age": (0, 1)}
+
+    def weights(name: str | None):
+        if cube is None:
+            return None
+        per_class = cube.ravel() if name is None else cube.sum(axis=marginal_axes[name])
+        return class_weights(per_class, cfg.loss.class_weights, cfg.loss.effective_beta)
+
+    if attribute is not None:
+        return AttributeTask(attribute, create_loss(cfg.loss, weights(attribute)))
+    if cfg.model.head == "multihead":
+        losses = {name: create_loss(cfg.loss.attributes.get(name, cfg.loss), weights(name))
+                  for name in marginal_axes}
+        return MultiHeadTask(losses, cfg.loss.attribute_weights)
+    return SingleTask(create_loss(cfg.loss, weights(None)))
+
+
+class ClassifierModule(L.LightningModule):
+    """Trains an injected network for a task; logs ``train/loss``, ``val/loss``, ``val/f1``.
+
+    With EMA on, validation and prediction use the EMA weights, and checkpoints hold both
+    (``net.*`` and ``ema.module.*``).
+    """
+
+    def __init__(self, net: torch.nn.Module, task: SingleTask, optim: OptimConfig,
+                 sched: SchedConfig, channels_last: bool = False, mixup: Mixup | None = None,
+                 mix_off_epoch: int = 0, ema_decay: float | None = None, compile: bool = False):
         super().__init__()
         self.net = net.to(memory_format=torch.channels_last) if channels_last else net
-        self.loss = loss
+        self.task = task
         self.optim_cfg, self.sched_cfg = optim, sched
         self.channels_last = channels_last
-        self.train_acc = MulticlassAccuracy(num_classes, average="micro")
-        self.val_acc = MulticlassAccuracy(num_classes, average="micro")
-        self.val_f1 = MulticlassF1Score(num_classes, average="macro")
+        self.mixup, self.mix_off_epoch = mixup, mix_off_epoch
+        self.ema = ModelEmaV3(self.net, decay=ema_decay) if ema_decay else None
+        # kept out of the module tree so checkpoints hold plain ``net.*`` keys
+        object.__setattr__(self, "_train_forward", torch.compile(self.net) if compile
+                           else self.net)
+        classes = task.num_metric_classes
+        self.train_acc = MulticlassAccuracy(classes, average="micro")
+        self.val_acc = MulticlassAccuracy(classes, average="micro")
+        self.val_f1 = MulticlassF1Score(classes, average="macro")
+
+    def _prepare(self, images: torch.Tensor) -> torch.Tensor:
+        return images.contiguous(memory_format=torch.channels_last) if self.channels_last \
+            else images
+
+    def eval_net(self) -> torch.nn.Module:
+        return self.ema.module if self.ema is not None else self.net
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        if self.channels_last:
-            images = images.contiguous(memory_format=torch.channels_last)
-        return self.net(images)
+        return self.eval_net()(self._prepare(images))
+
+    def _mixing(self) -> bool:
+        return self.mixup is not None and (self.mix_off_epoch == 0
+                                           or self.current_epoch < self.mix_off_epoch)
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
         images, targets = batch
-        logits = self(images)
-        loss = self.loss(logits, targets)
-        self.train_acc(logits.argmax(dim=1), targets)
+        if self._mixing():
+            images, soft = self.mixup(images, targets)
+            outputs = self._train_forward(self._prepare(images))
+            loss = self.task.loss(outputs, soft)
+        else:
+            outputs = self._train_forward(self._prepare(images))
+            loss = self.task.loss(outputs, targets)
+            self.train_acc(self.task.probs(outputs).argmax(dim=1),
+                           self.task.metric_targets(targets))
+            self.log("train/acc", self.train_acc, on_step=False, on_epoch=True)
         self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True)
-        self.log("train/acc", self.train_acc, on_step=False, on_epoch=True)
         return loss
+
+    def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
+        if self.ema is not None:
+            self.ema.update(self.net)
 
     def validation_step(self, batch, batch_idx: int) -> None:
         images, targets = batch
-        logits = self(images)
-        preds = logits.argmax(dim=1)
-        self.val_acc(preds, targets)
-        self.val_f1(preds, targets)
-        self.log("val/loss", self.loss(logits, targets), on_epoch=True, prog_bar=False)
+        outputs = self(images)
+        preds = self.task.probs(outputs).argmax(dim=1)
+        truth = self.task.metric_targets(targets)
+        self.val_acc(preds, truth)
+        self.val_f1(preds, truth)
+        self.log("val/loss", self.task.loss(outputs, targets), on_epoch=True)
         self.log("val/acc", self.val_acc, on_epoch=True)
         self.log(MONITOR, self.val_f1, on_epoch=True, prog_bar=True)
 
     def predict_step(self, batch, batch_idx: int) -> torch.Tensor:
-        return torch.softmax(self(batch[0]).float(), dim=1)
+        return self.task.probs(self(batch[0]))
 
     def configure_optimizers(self):
         cfg = self.optim_cfg
-        extra = {"momentum": cfg.momentum, "nesterov": True} if cfg.name == "sgd" else {}
-        optimizer = create_optimizer_v2(self.net, opt=cfg.name, lr=cfg.lr,
+        name = {"sgd": "sgd" if cfg.nesterov else "momentum"}.get(cfg.name, cfg.name)
+        extra = {"momentum": cfg.momentum} if cfg.name == "sgd" else {}
+        optimizer = create_optimizer_v2(self.net, opt=name, lr=cfg.lr,
                                         weight_decay=cfg.weight_decay, **extra)
+        if self.sched_cfg.name == "plateau":
+            plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(
+                optimizer, mode="max", factor=self.sched_cfg.gamma,
+                patience=self.sched_cfg.patience)
+            return {"optimizer": optimizer, "lr_scheduler": {
+                "scheduler": plateau, "monitor": MONITOR, "interval": "epoch"}}
         total = int(self.trainer.estimated_stepping_batches)
         per_epoch = max(1, total // max(1, self.trainer.max_epochs))
         scheduler = torch.optim.lr_scheduler.LambdaLR(
             optimizer, lambda step: lr_multiplier(step, total, per_epoch, self.sched_cfg))
         return {"optimizer": optimizer,
                 "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+
+class FreezeBackbone(Callback):
+    """Train only the classifier for the first ``epochs`` epochs, then everything."""
+
+    def __init__(self, epochs: int):
+        self.epochs = epochs
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: ClassifierModule) -> None:
+        frozen = trainer.current_epoch < self.epochs
+        for parameter in pl_module.net.parameters():
+            parameter.requires_grad = not frozen
+        for parameter in pl_module.net.get_classifier().parameters():
+            parameter.requires_grad = True
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -101,6 +186,9 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 def build_trainer(cfg: RunConfig, out_dir: Path, validate: bool,
                   interactive: bool | None = None) -> tuple[L.Trainer, ModelCheckpoint]:
     """A Trainer logging to ``out_dir`` (metrics.csv, tb/) and checkpointing to checkpoints/."""
+    if cfg.sched.name == "plateau" and not validate:
+        raise ValueError("sched.name: plateau follows validation macro F1; it needs "
+                         "data.val_ratio > 0 or data.folds >= 2")
     if validate:
         checkpoint = ModelCheckpoint(dirpath=out_dir / "checkpoints", filename="best",
                                      monitor=MONITOR, mode="max", save_last=True,
@@ -108,6 +196,10 @@ def build_trainer(cfg: RunConfig, out_dir: Path, validate: bool,
     else:
         checkpoint = ModelCheckpoint(dirpath=out_dir / "checkpoints", filename="last",
                                      save_top_k=1, monitor=None)
+    callbacks = [checkpoint, LearningRateMonitor(logging_interval="epoch"),
+                 progress_callback(interactive)]
+    if cfg.model.freeze_epochs:
+        callbacks.append(FreezeBackbone(cfg.model.freeze_epochs))
     loggers = [CSVLogger(save_dir=out_dir, name="", version=""),
                TensorBoardLogger(save_dir=out_dir, name="tb", version="", default_hp_metric=False)]
     quiet_lightning()
@@ -119,20 +211,27 @@ def build_trainer(cfg: RunConfig, out_dir: Path, validate: bool,
         accelerator=cfg.train.accelerator,
         devices=cfg.train.devices,
         precision=cfg.train.precision,
+        accumulate_grad_batches=cfg.train.accumulate,
+        gradient_clip_val=cfg.train.grad_clip,
         logger=loggers,
-        callbacks=[checkpoint, LearningRateMonitor(logging_interval="epoch"),
-                   progress_callback(interactive)],
+        callbacks=callbacks,
         plugins=[AtomicCheckpointIO()],
         log_every_n_steps=cfg.train.log_every_n_steps,
         num_sanity_val_steps=0,
         enable_model_summary=False,
         limit_val_batches=1.0 if validate else 0,
-        deterministic=False,
     )
     return trainer, checkpoint
 
 
-def build_module(cfg: RunConfig, net: torch.nn.Module, class_weights=None) -> ClassifierModule:
-    """The training module for ``net`` with the loss, optimizer and schedule of ``cfg``."""
-    return ClassifierModule(net, create_loss(cfg.loss, class_weights), cfg.optim, cfg.sched,
-                            channels_last=cfg.train.channels_last)
+def build_module(cfg: RunConfig, net: torch.nn.Module, task: SingleTask) -> ClassifierModule:
+    """The training module for ``net`` with the optimizer, schedule and tricks of ``cfg``."""
+    mixup = build_mixup(cfg.aug)
+    if mixup is not None and cfg.train.batch_size % 2:
+        raise ValueError(f"mixup/cutmix need an even train.batch_size; got "
+                         f"{cfg.train.batch_size}")
+    return ClassifierModule(net, task, cfg.optim, cfg.sched,
+                            channels_last=cfg.train.channels_last, mixup=mixup,
+                            mix_off_epoch=cfg.aug.mix_off_epoch,
+                            ema_decay=cfg.train.ema_decay if cfg.train.ema else None,
+                            compile=cfg.train.compile)

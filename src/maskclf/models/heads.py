@@ -1,0 +1,95 @@
+"""What a network's outputs mean: the 18 classes, three attribute heads, or one attribute.
+
+A task turns raw outputs into a loss (against 18-class targets, hard or soft), into
+predictions for the validation metric, and into probabilities. Multi-head probabilities
+over the 18 classes are the product of the three softmaxes, so prediction files, metrics
+and ensembles are the same for every head.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from maskclf import labels
+from maskclf.losses import soft_targets
+
+ATTRIBUTE_SIZES = {name: len(values) for name, values in labels.ATTRIBUTES.items()}
+
+
+def attribute_targets(targets: torch.Tensor) -> dict[str, torch.Tensor]:
+    """18-class targets (ids or N x 18 probabilities) -> per-attribute soft targets."""
+    cube = soft_targets(targets, labels.NUM_CLASSES).reshape(-1, 3, 2, 3)
+    return {"mask": cube.sum(dim=(2, 3)), "gender": cube.sum(dim=(1, 3)),
+            "age": cube.sum(dim=(1, 2))}
+
+
+def attribute_ids(classes: torch.Tensor) -> dict[str, torch.Tensor]:
+    mask, gender, age = labels.decode_class(classes)
+    return {"mask": mask, "gender": gender, "age": age}
+
+
+def combine_attributes(mask: torch.Tensor, gender: torch.Tensor, age: torch.Tensor
+                       ) -> torch.Tensor:
+    """N x 18 class probabilities from per-attribute ones: p(m, g, a) = p(m) p(g) p(a)."""
+    joint = mask[:, :, None, None] * gender[:, None, :, None] * age[:, None, None, :]
+    return joint.reshape(len(mask), labels.NUM_CLASSES)
+
+
+class SingleTask(torch.nn.Module):
+    """One 18-way head."""
+
+    num_outputs = labels.NUM_CLASSES
+    num_metric_classes = labels.NUM_CLASSES
+
+    def __init__(self, loss: torch.nn.Module):
+        super().__init__()
+        self.loss_fn = loss
+
+    def loss(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        return self.loss_fn(outputs, targets)
+
+    def probs(self, outputs: torch.Tensor) -> torch.Tensor:
+        return F.softmax(outputs.float(), dim=1)
+
+    def metric_targets(self, classes: torch.Tensor) -> torch.Tensor:
+        return classes
+
+
+class MultiHeadTask(SingleTask):
+    """Three heads on one backbone: outputs are mask (3), gender (2), age (3) logits."""
+
+    num_outputs = sum(ATTRIBUTE_SIZES.values())
+
+    def __init__(self, losses: dict[str, torch.nn.Module], weights: dict[str, float]):
+        torch.nn.Module.__init__(self)
+        self.losses = torch.nn.ModuleDict(losses)
+        self.weights = weights
+
+    def split(self, outputs: torch.Tensor) -> dict[str, torch.Tensor]:
+        return dict(zip(ATTRIBUTE_SIZES, outputs.split(list(ATTRIBUTE_SIZES.values()), dim=1),
+                        strict=True))
+
+    def loss(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        logits, soft = self.split(outputs), attribute_targets(targets)
+        return sum(self.weights[name] * self.losses[name](logits[name], soft[name])
+                   for name in ATTRIBUTE_SIZES)
+
+    def probs(self, outputs: torch.Tensor) -> torch.Tensor:
+        parts = {name: F.softmax(x.float(), dim=1) for name, x in self.split(outputs).items()}
+        return combine_attributes(parts["mask"], parts["gender"], parts["age"])
+
+
+class AttributeTask(SingleTask):
+    """One attribute's head (a per-attribute model); probabilities are over that attribute."""
+
+    def __init__(self, attribute: str, loss: torch.nn.Module):
+        super().__init__(loss)
+        self.attribute = attribute
+        self.num_outputs = self.num_metric_classes = ATTRIBUTE_SIZES[attribute]
+
+    def loss(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        return self.loss_fn(outputs, attribute_targets(targets)[self.attribute])
+
+    def metric_targets(self, classes: torch.Tensor) -> torch.Tensor:
+        return attribute_ids(classes)[self.attribute]
