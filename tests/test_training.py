@@ -23,3 +23,20 @@ def test_step_schedule():
 
 def test_constant_schedule():
     assert lr_multiplier(50, 100, 10, SchedConfig(name="none")) == 1.0
+
+
+def test_mixup_yields_soft_targets():
+    import torch
+
+    from maskclf.config import AugConfig
+    from maskclf.training import build_mixup
+
+    assert build_mixup(AugConfig()) is None
+    mixup = build_mixup(AugConfig(mixup_alpha=0.4, mix_prob=1.0))
+    torch.manual_seed(0)
+    images = torch.rand(4, 3, 8, 8)
+    mixed, targets = mixup(images.clone(), torch.tensor([0, 5, 11, 17]))
+    assert targets.shape == (4, 18)
+    torch.testing.assert_close(targets.sum(1), torch.ones(4))
+    assert ((targets > 0).sum(1) == 2).all()  # each row mixes two classes
+    assert not torch.equal(mixed, images)
