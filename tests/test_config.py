@@ -4,7 +4,7 @@ from maskclf.config import ConfigError, load_config
 from maskclf.demo import packaged_config
 
 
-@pytest.mark.parametrize("name", ["demo", "baseline"])
+@pytest.mark.parametrize("name", ["demo", "baseline", "multihead", "per_attribute"])
 def test_shipped_configs_validate(name):
     cfg = load_config(packaged_config(name))
     assert cfg.model.name
@@ -51,3 +51,14 @@ def test_override_errors():
 def test_missing_config_file(tmp_path):
     with pytest.raises(ConfigError, match="does not exist"):
         load_config(tmp_path / "absent.yaml")
+
+
+def test_per_attribute_sections_merge_into_each_model():
+    cfg = load_config(packaged_config("per_attribute"))
+    age = cfg.for_attribute("age")
+    assert age.model.name == "efficientnet_b2" and age.train.epochs == 15
+    assert age.data.age_old_threshold == 58 and age.data.folds == cfg.data.folds
+    assert cfg.for_attribute("mask").data.image_size == (256, 192)
+    assert cfg.for_attribute("gender").model.name == "efficientnet_b0"
+    with pytest.raises(ConfigError, match="unknown section"):
+        load_config(None, ["per_attribute={mask: {modle: {name: x}}}"])

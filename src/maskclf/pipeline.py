@@ -64,13 +64,12 @@ def training_classes(records: pd.DataFrame, old_from: int) -> np.ndarray:
 
 
 def prepare_records(cfg: RunConfig, root: Path) -> tuple[pd.DataFrame, CorrectionReport | None]:
-    """Read and check the data, apply opt-in corrections, add the ``target`` column."""
+    """Read and check the data and apply opt-in corrections (shared by every model of a run)."""
     records, _ = read_tables(root)
     report = None
     if cfg.data.corrections is not False:
         source = None if cfg.data.corrections is True else cfg.data.corrections
         records, report = apply_corrections(records, load_corrections(source))
-    records["target"] = training_classes(records, cfg.data.age_old_threshold)
     return records, report
 
 
@@ -100,6 +99,7 @@ def fit_fold(cfg: RunConfig, root: Path, records: pd.DataFrame, fold: int, out_d
     over that attribute.
     """
     L.seed_everything(cfg.seed, workers=True, verbose=False)
+    records = records.assign(target=training_classes(records, cfg.data.age_old_threshold))
     train_rows = oversample(records[records["fold"] != fold], cfg.data.oversample, cfg.seed)
     val_rows = records[records["fold"] == fold]
     net = build_net(cfg, attribute)
