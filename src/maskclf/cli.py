@@ -27,6 +27,12 @@ err = Console(stderr=True)
 
 JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON object as the last line.")]
 DataOption = Annotated[Path, typer.Option("--data", help="Dataset root (train/ and eval/).")]
+TtaOption = Annotated[str | None, typer.Option(
+    "--tta", help="Comma-separated test-time views: hflip,scale,shift ('' for none).")]
+
+
+def _views(tta: str | None) -> list[str] | None:
+    return None if tta is None else [v.strip() for v in tta.split(",") if v.strip()]
 
 
 def _user_errors() -> tuple[type[Exception], ...]:
@@ -168,12 +174,16 @@ def train(
 def predict(
     run: Annotated[Path, typer.Argument(help="Run directory made by `maskclf train`.")],
     data: DataOption = Path("data"),
+    tta: TtaOption = None,
+    tune_decisions: Annotated[bool | None, typer.Option(
+        "--tune-decisions/--no-tune-decisions",
+        help="Apply the run's decision biases (default: predict.tune_decisions).")] = None,
     as_json: JsonOption = False,
 ) -> None:
     """Predict eval/images in info.csv order; write predictions.csv and submission.csv."""
     from maskclf.predict import predict_run
 
-    result = predict_run(run, data)
+    result = predict_run(run, data, _views(tta), tune_decisions)
     out.print(f"predicted {result.n_images} images with {len(result.checkpoints)} model(s)")
     out.print(f"predictions: {result.predictions}\nsubmission:  {result.submission}")
     if as_json:
@@ -225,6 +235,113 @@ def check_data(data: Annotated[Path, typer.Argument(help="Dataset root.")],
               f"{summary['eval_images']} eval images; no problems found")
     if as_json:
         _emit_json(summary)
+
+
+@command
+def oof(
+    run: Annotated[Path, typer.Argument(help="Run directory with oof.csv.")],
+    data: DataOption = Path("data"),
+    tta: TtaOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Recompute out-of-fold predictions with each fold's model (e.g. to measure TTA)."""
+    from maskclf.predict import predict_oof
+
+    path, scores = predict_oof(run, data, _views(tta))
+    out.print(_score_table(f"out-of-fold ({path.name})", scores))
+    if as_json:
+        _emit_json(scores)
+
+
+@command
+def ensemble(
+    out_dir: Annotated[Path, typer.Option("--out", help="Folder for the outputs.")],
+    soft: Annotated[list[Path] | None, typer.Option(help="Prediction files to average.")] = None,
+    weights: Annotated[list[float] | None, typer.Option(help="One weight per --soft file.")
+                       ] = None,
+    hard: Annotated[list[Path] | None, typer.Option(help="Submissions to vote over.")] = None,
+    per_attribute: Annotated[bool, typer.Option(help="Vote mask, gender, age separately.")
+                             ] = False,
+    info: Annotated[Path | None, typer.Option(help="eval/info.csv: validate the result.")
+                    ] = None,
+) -> None:
+    """Soft voting over prediction files, or hard voting over submissions."""
+    import pandas as pd
+
+    from maskclf import ensemble as voting
+    from maskclf.submission import validate_submission, write_csv
+
+    if bool(soft) == bool(hard):
+        raise ValueError("give either --soft files or --hard submissions")
+    if soft:
+        probs = voting.soft_vote(soft, weights)
+        write_csv(probs, out_dir / "predictions.csv")
+        submission = (voting.soft_vote_per_attribute(soft, weights) if per_attribute else
+                      pd.DataFrame({"ImageID": probs["ImageID"],
+                                    "ans": probs[voting.CLASS_COLUMNS].to_numpy().argmax(1)}))
+    else:
+        submission = voting.hard_vote(hard, per_attribute)
+    if info is not None:
+        info_table = pd.read_csv(info, dtype={"ImageID": str})
+        submission = submission.set_index("ImageID").loc[info_table["ImageID"]].reset_index()
+        validate_submission(submission, info_table, str(out_dir / "submission.csv"))
+    write_csv(submission, out_dir / "submission.csv")
+    out.print(f"wrote {out_dir / 'submission.csv'} ({len(submission)} rows)")
+
+
+@command
+def diff(
+    first: Annotated[Path, typer.Argument(help="Submission or prediction file A.")],
+    second: Annotated[Path, typer.Argument(help="Submission or prediction file B.")],
+    as_json: JsonOption = False,
+) -> None:
+    """How many labels differ between A and B, by attribute, and the top transitions."""
+    from maskclf.ensemble import diff as diff_files
+
+    result = diff_files(first, second)
+    out.print(f"{result['changed']} of {result['n']} labels differ ({result['share']:.2%})")
+    for name, count in result["attribute_changed"].items():
+        out.print(f"  {name:6s} changed: {count}")
+    names = labels.class_names()
+    for row in result["transitions"]:
+        out.print(f"  {row['count']:5d}  {row['from']:2d} {names[row['from']]:28s} -> "
+                  f"{row['to']:2d} {names[row['to']]}")
+    if as_json:
+        _emit_json(result)
+
+
+@command
+def pseudo_label(
+    predictions: Annotated[Path, typer.Argument(help="predictions.csv of the eval set.")],
+    data: DataOption = Path("data"),
+    threshold: Annotated[float, typer.Option(help="Minimum top probability.")] = 0.9,
+    out_dir: Annotated[Path, typer.Option("--out", help="Folder for extra.csv.")] = Path(
+        "pseudo"),
+) -> None:
+    """Write confident eval predictions as an extra training table (use with data.extra)."""
+    from maskclf.pseudo import pseudo_label as make
+
+    extra = make(predictions, data, threshold, out_dir)
+    out.print(f"{len(extra)} image(s) at >= {threshold} written to {out_dir}/extra.csv; "
+              f"train with -o data.extra=[{out_dir}]")
+
+
+@command
+def tune_decisions(
+    run: Annotated[Path, typer.Argument(help="Run directory with oof.csv.")],
+    oof_file: Annotated[str, typer.Option(help="OOF file inside the run.")] = "oof.csv",
+    as_json: JsonOption = False,
+) -> None:
+    """Fit per-class decision biases for macro F1 on OOF rows (cross-validated by person)."""
+    from maskclf.decisions import tune_run
+
+    report = tune_run(run, oof_file)
+    out.print(f"OOF macro F1, cross-validated over persons: plain {report['plain_macro_f1']:.4f}"
+              f" -> tuned {report['tuned_macro_f1']:.4f} ({report['n_splits']} splits)")
+    out.print(f"biases saved to {report['file']}; apply them with "
+              f"`maskclf predict {run} --tune-decisions`")
+    if as_json:
+        _emit_json(report)
 
 
 def main() -> None:

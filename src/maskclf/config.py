@@ -40,6 +40,8 @@ class DataConfig(_Section):
     """What ``balanced`` equalises: the 18 classes or one attribute."""
     oversample: dict[int, float] = {}
     """Class id -> repeat factor (>= 1) for minority classes in training."""
+    extra: list[Path] = []
+    """Folders written by ``maskclf pseudo-label``: their images join training, never validation."""
     num_workers: int = Field(2, ge=0)
     cache: Literal["none", "memory"] = "none"
     """``memory`` keeps each preprocessed image in RAM after its first decode (small sets)."""
@@ -143,6 +145,20 @@ class TrainConfig(_Section):
         return str(value) if isinstance(value, int) else value
 
 
+class PredictConfig(_Section):
+    tta: list[str] = []
+    """Test-time views averaged with the plain image: hflip, scale, shift."""
+    tune_decisions: bool = False
+    """Apply the run's per-class decision biases (``maskclf tune-decisions``) at predict time."""
+
+    @field_validator("tta")
+    @classmethod
+    def _known_views(cls, value: list[str]) -> list[str]:
+        from maskclf.tta import check_views
+
+        return check_views(value)
+
+
 ATTRIBUTE_SECTIONS = ("data", "model", "loss", "optim", "sched", "aug", "train")
 
 
@@ -155,6 +171,7 @@ class RunConfig(_Section):
     sched: SchedConfig = SchedConfig()
     aug: AugConfig = AugConfig()
     train: TrainConfig = TrainConfig()
+    predict: PredictConfig = PredictConfig()
     per_attribute: dict[Literal["mask", "gender", "age"], dict[str, dict[str, Any]]] = {}
     """For ``model.head: per_attribute``: overrides of any section per attribute, e.g.
     ``{age: {model: {name: resnet34}, train: {epochs: 20}}}``."""

@@ -20,7 +20,7 @@ from maskclf.config import RunConfig, dump_config
 from maskclf.data.corrections import CorrectionReport, apply_corrections, load_corrections
 from maskclf.data.layout import read_tables
 from maskclf.data.sampling import oversample, sample_weights
-from maskclf.data.splits import attach_folds, make_folds
+from maskclf.data.splits import PSEUDO, attach_folds, make_folds
 from maskclf.metrics import score, write_confusions
 from maskclf.predict import (
     build_net,
@@ -29,6 +29,7 @@ from maskclf.predict import (
     make_dataset,
     predict_probs,
 )
+from maskclf.pseudo import read_extra
 from maskclf.rundir import create_run_dir, fold_dir
 from maskclf.submission import CLASS_COLUMNS, prediction_table, write_csv
 from maskclf.training import build_module, build_task, build_trainer
@@ -149,7 +150,8 @@ def _summarise(run: Path, records: pd.DataFrame, results: list[FoldResult], star
             tables.append(prediction_table(result.val_rows["path"], result.probs).assign(
                 fold=result.fold, **{"class": result.val_rows["class"].to_numpy()}))
         folds.append(entry)
-    summary: dict = {"run": str(run), "n_images": len(records), "folds": folds,
+    summary: dict = {"run": str(run), "n_images": int((records["fold"] != PSEUDO).sum()),
+                     "folds": folds,
                      "validation": None, "cv": None}
     if tables:
         oof = pd.concat(tables, ignore_index=True)
@@ -190,6 +192,11 @@ def train_run(cfg: RunConfig, data_root: Path | str, runs_dir: Path | str = "run
         write_csv(report.changes, run / "corrections.csv")
         print(report.summary(), flush=True)
     records = attach_folds(records, folds)
+    extra = read_extra(cfg.data.extra)
+    if extra is not None:
+        print(f"data.extra: {len(extra)} pseudo-labelled image(s) join every fold's training",
+              flush=True)
+        records = pd.concat([records, extra.assign(fold=PSEUDO)], ignore_index=True)
     results = _train_folds(cfg, root, records, fold_ids if fold is None else [fold], run,
                            interactive)
     summary = _summarise(run, records, results, started)

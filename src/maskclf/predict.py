@@ -7,6 +7,7 @@ from pathlib import Path
 
 import lightning as L
 import numpy as np
+import pandas as pd
 import torch
 from timm.data import resolve_model_data_config
 from torch.utils.data import DataLoader
@@ -16,11 +17,20 @@ from maskclf.config import RunConfig, load_config
 from maskclf.data.dataset import ImageDataset
 from maskclf.data.layout import read_eval
 from maskclf.data.transforms import build_transforms
+from maskclf.decisions import apply_biases, load_biases
+from maskclf.metrics import score
 from maskclf.models import create_model
 from maskclf.models.heads import combine_attributes
 from maskclf.progress import quiet_lightning
-from maskclf.submission import prediction_table, write_csv, write_submission
+from maskclf.submission import (
+    CLASS_COLUMNS,
+    prediction_table,
+    read_prediction_file,
+    write_csv,
+    write_submission,
+)
 from maskclf.training import build_module, build_task
+from maskclf.tta import check_views
 
 
 @dataclass
@@ -75,18 +85,25 @@ def predict_probs(cfg: RunConfig, net: torch.nn.Module, dataset: ImageDataset,
     return torch.cat(trainer.predict(module, loader)).double().numpy()
 
 
-def run_checkpoints(run: Path) -> list[Path]:
-    """One checkpoint per fold of ``run``: the best by validation F1, else the last."""
-    found = []
-    for fold in sorted(Path(run).glob("fold*/checkpoints")):
-        for name in ("best.ckpt", "last.ckpt"):
-            if (fold / name).is_file():
-                found.append(fold / name)
-                break
-    if not found:
-        raise FileNotFoundError(f"no checkpoints under {run}/fold*/checkpoints; is {run} a "
-                                "finished maskclf run?")
-    return found
+def fold_checkpoint(model_dir: Path, fold: int) -> Path:
+    """The checkpoint of one fold: the best by validation F1, else the last."""
+    for name in ("best.ckpt", "last.ckpt"):
+        path = Path(model_dir) / f"fold{fold}" / "checkpoints" / name
+        if path.is_file():
+            return path
+    raise FileNotFoundError(f"no checkpoint in {model_dir}/fold{fold}/checkpoints; is "
+                            f"{model_dir} a finished maskclf run?")
+
+
+def run_folds(run: Path, cfg: RunConfig) -> list[int]:
+    """The folds a run trained (from its first model directory)."""
+    model_dir = run / "mask" if cfg.model.head == "per_attribute" else run
+    folds = sorted(int(p.name.removeprefix("fold")) for p in model_dir.glob("fold*")
+                   if p.name.removeprefix("fold").isdigit() and (p / "checkpoints").is_dir())
+    if not folds:
+        raise FileNotFoundError(f"no fold*/checkpoints under {model_dir}; is {run} a finished "
+                                "maskclf run?")
+    return folds
 
 
 def combine_attribute_probs(parts: dict[str, np.ndarray]) -> np.ndarray:
@@ -95,40 +112,81 @@ def combine_attribute_probs(parts: dict[str, np.ndarray]) -> np.ndarray:
     return combine_attributes(tensors["mask"], tensors["gender"], tensors["age"]).numpy()
 
 
-def _fold_average(cfg: RunConfig, model_dir: Path, root: Path, paths,
-                  attribute: str | None) -> tuple[np.ndarray, list[Path]]:
-    checkpoints = run_checkpoints(model_dir)
-    total = None
-    for checkpoint in checkpoints:
-        net = load_net(cfg, checkpoint, attribute)
-        probs = predict_probs(cfg, net, make_dataset(cfg, root, paths, None, net, train=False),
-                              attribute)
-        total = probs if total is None else total + probs
-    return total / len(checkpoints), checkpoints
+def _predict_model(cfg: RunConfig, checkpoint: Path, root: Path, paths,
+                   attribute: str | None) -> np.ndarray:
+    net = load_net(cfg, checkpoint, attribute)
+    return predict_probs(cfg, net, make_dataset(cfg, root, paths, None, net, train=False),
+                         attribute)
+
+
+def predict_fold(run: Path, cfg: RunConfig, root: Path, paths, fold: int
+                 ) -> tuple[np.ndarray, list[Path]]:
+    """N x 18 probabilities of one fold's model (or its three attribute models)."""
+    if cfg.model.head != "per_attribute":
+        checkpoint = fold_checkpoint(run, fold)
+        return _predict_model(cfg, checkpoint, root, paths, None), [checkpoint]
+    parts, used = {}, []
+    for attribute in labels.ATTRIBUTES:
+        sub = cfg.for_attribute(attribute).model_copy(update={"predict": cfg.predict})
+        checkpoint = fold_checkpoint(run / attribute, fold)
+        parts[attribute] = _predict_model(sub, checkpoint, root, paths, attribute)
+        used.append(checkpoint)
+    return combine_attribute_probs(parts), used
 
 
 def predict_paths(run: Path, cfg: RunConfig, root: Path, paths) -> tuple[np.ndarray, list[Path]]:
-    """N x 18 probabilities of a run for images ``paths``, averaged over its fold models."""
-    if cfg.model.head != "per_attribute":
-        return _fold_average(cfg, run, root, paths, None)
-    parts, checkpoints = {}, []
-    for attribute in labels.ATTRIBUTES:
-        parts[attribute], used = _fold_average(cfg.for_attribute(attribute), run / attribute,
-                                               root, paths, attribute)
-        checkpoints += used
-    return combine_attribute_probs(parts), checkpoints
+    """N x 18 probabilities for images ``paths``: the mean over the run's fold models."""
+    total, used = None, []
+    for fold in run_folds(run, cfg):
+        probs, checkpoints = predict_fold(run, cfg, root, paths, fold)
+        total = probs if total is None else total + probs
+        used += checkpoints
+    return total / len(run_folds(run, cfg)), used
 
 
-def predict_run(run: Path | str, data_root: Path | str) -> PredictResult:
+def with_tta(cfg: RunConfig, tta: list[str] | None) -> RunConfig:
+    """``cfg`` with ``predict.tta`` replaced when ``tta`` is given."""
+    if tta is None:
+        return cfg
+    return cfg.model_copy(update={"predict": cfg.predict.model_copy(
+        update={"tta": check_views(tta)})})
+
+
+def predict_run(run: Path | str, data_root: Path | str, tta: list[str] | None = None,
+                tune_decisions: bool | None = None) -> PredictResult:
     """Predict ``eval/images`` in ``info.csv`` order, averaging the run's fold models.
 
-    Writes ``predictions.csv`` and a validated ``submission.csv`` into the run directory.
+    Writes ``predictions.csv`` and a validated ``submission.csv`` into the run directory;
+    with ``predict.tune_decisions`` (or ``tune_decisions=True``) the run's decision biases
+    choose the submitted class. ``tta`` replaces the config's ``predict.tta``.
     """
     run, data_root = Path(run), Path(data_root)
-    cfg = load_config(run / "config.yaml")
+    cfg = with_tta(load_config(run / "config.yaml"), tta)
     info = read_eval(data_root)
     probs, checkpoints = predict_paths(run, cfg, data_root, info["path"])
+    decided = probs.argmax(axis=1)
+    if cfg.predict.tune_decisions if tune_decisions is None else tune_decisions:
+        decided = apply_biases(probs, load_biases(run))
     predictions, submission = run / "predictions.csv", run / "submission.csv"
-    write_submission(info["ImageID"], probs.argmax(axis=1), info, submission)
+    write_submission(info["ImageID"], decided, info, submission)
     write_csv(prediction_table(info["ImageID"], probs), predictions)
     return PredictResult(predictions, submission, checkpoints, len(info))
+
+
+def predict_oof(run: Path | str, data_root: Path | str, tta: list[str] | None = None,
+                out_name: str = "oof_tta.csv") -> tuple[Path, dict]:
+    """Recompute out-of-fold probabilities with each fold's own model (e.g. with TTA).
+
+    The fold of each training image comes from ``RUN/oof.csv``; returns the file and scores.
+    """
+    run, data_root = Path(run), Path(data_root)
+    cfg = with_tta(load_config(run / "config.yaml"), tta)
+    oof = read_prediction_file(run / "oof.csv")
+    tables = []
+    for fold, rows in oof.groupby("fold", sort=True):
+        probs, _ = predict_fold(run, cfg, data_root, rows["ImageID"], int(fold))
+        tables.append(prediction_table(rows["ImageID"], probs).assign(
+            fold=int(fold), **{"class": rows["class"].to_numpy()}))
+    table = pd.concat(tables, ignore_index=True)
+    write_csv(table, run / out_name)
+    return run / out_name, score(table["class"], table[CLASS_COLUMNS].to_numpy().argmax(axis=1))

@@ -69,6 +69,19 @@ def write_submission(ids, classes, info: pd.DataFrame, path: Path | str) -> pd.D
     return submission
 
 
+def read_prediction_file(path: Path | str) -> pd.DataFrame:
+    """A predictions/OOF file, checked to hold ImageID and the 18 class probabilities."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"prediction file {path} does not exist")
+    table = pd.read_csv(path, dtype={"ImageID": str})
+    missing = [c for c in ["ImageID", *CLASS_COLUMNS] if c not in table.columns]
+    if missing:
+        raise ValueError(f"{path} is not a prediction file: missing column(s) {missing[:4]}"
+                         f"{'...' if len(missing) > 4 else ''}")
+    return table
+
+
 def read_submission(path: Path | str) -> pd.DataFrame:
     path = Path(path)
     if not path.is_file():

@@ -24,6 +24,7 @@ from maskclf.labels import NUM_CLASSES
 from maskclf.losses import create_loss
 from maskclf.models.heads import AttributeTask, MultiHeadTask, SingleTask
 from maskclf.progress import progress_callback, quiet_lightning
+from maskclf.tta import tta_probs
 
 MONITOR = "val/f1"
 
@@ -79,8 +80,10 @@ class ClassifierModule(L.LightningModule):
 
     def __init__(self, net: torch.nn.Module, task: SingleTask, optim: OptimConfig,
                  sched: SchedConfig, channels_last: bool = False, mixup: Mixup | None = None,
-                 mix_off_epoch: int = 0, ema_decay: float | None = None, compile: bool = False):
+                 mix_off_epoch: int = 0, ema_decay: float | None = None, compile: bool = False,
+                 tta: list[str] | None = None):
         super().__init__()
+        self.tta = list(tta or [])
         self.net = net.to(memory_format=torch.channels_last) if channels_last else net
         self.task = task
         self.optim_cfg, self.sched_cfg = optim, sched
@@ -140,7 +143,7 @@ class ClassifierModule(L.LightningModule):
         self.log(MONITOR, self.val_f1, on_epoch=True, prog_bar=True)
 
     def predict_step(self, batch, batch_idx: int) -> torch.Tensor:
-        return self.task.probs(self(batch[0]))
+        return tta_probs(lambda images: self.task.probs(self(images)), batch[0], self.tta)
 
     def configure_optimizers(self):
         cfg = self.optim_cfg
@@ -235,4 +238,4 @@ def build_module(cfg: RunConfig, net: torch.nn.Module, task: SingleTask) -> Clas
                             channels_last=cfg.train.channels_last, mixup=mixup,
                             mix_off_epoch=cfg.aug.mix_off_epoch,
                             ema_decay=cfg.train.ema_decay if cfg.train.ema else None,
-                            compile=cfg.train.compile)
+                            compile=cfg.train.compile, tta=cfg.predict.tta)

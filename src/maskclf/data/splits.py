@@ -22,6 +22,8 @@ from maskclf import labels
 
 TRAIN_ONLY = -1
 """The ``fold`` of a person who is never validated (folds.csv)."""
+PSEUDO = -2
+"""The ``fold`` of pseudo-labelled rows (``data.extra``): always trained, never validated."""
 
 
 def person_table(records: pd.DataFrame) -> pd.DataFrame:

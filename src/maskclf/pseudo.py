@@ -1,0 +1,59 @@
+"""Pseudo-labels: confident eval predictions become an extra training table.
+
+``DIR/extra.csv`` has the records-table columns; ``path`` is absolute, ``person`` is
+``pseudo:<ImageID>`` (so no real person is ever split with it) and ``age`` is -1 (unknown).
+Runs that list DIR in ``data.extra`` add these rows to every fold's training side only.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from maskclf import labels
+from maskclf.data.layout import read_eval
+from maskclf.submission import CLASS_COLUMNS, read_prediction_file, write_csv
+
+EXTRA_FILE = "extra.csv"
+
+
+def pseudo_label(predictions: Path | str, data_root: Path | str, threshold: float,
+                 out_dir: Path | str) -> pd.DataFrame:
+    """Write the eval images whose top probability is >= ``threshold`` with that class."""
+    if not 0 < threshold <= 1:
+        raise ValueError(f"threshold must be in (0, 1]; got {threshold}")
+    table = read_prediction_file(predictions)
+    info = read_eval(data_root, check_images=False)
+    unknown = set(table["ImageID"]) - set(info["ImageID"])
+    if unknown:
+        raise ValueError(f"{predictions} has {len(unknown)} ImageID(s) not in "
+                         f"{data_root}/eval/info.csv, e.g. {sorted(unknown)[:2]}")
+    probs = table[CLASS_COLUMNS].to_numpy()
+    keep = probs.max(axis=1) >= threshold
+    chosen = probs.argmax(axis=1)[keep]
+    mask, gender, age_group = labels.decode_class(chosen)
+    ids = table["ImageID"][keep].to_numpy()
+    root = Path(data_root).resolve()
+    extra = pd.DataFrame({
+        "path": [str(root / "eval" / "images" / i) for i in ids],
+        "person": [f"pseudo:{i}" for i in ids], "id": ids, "race": "", "age": -1,
+        "mask": mask, "gender": gender, "age_group": age_group, "class": chosen,
+        "confidence": probs.max(axis=1)[keep],
+    })
+    write_csv(extra, Path(out_dir) / EXTRA_FILE)
+    return extra
+
+
+def read_extra(folders: list[Path]) -> pd.DataFrame | None:
+    """The pseudo-labelled rows of every folder in ``data.extra`` (None when empty)."""
+    if not folders:
+        return None
+    tables = []
+    for folder in folders:
+        path = Path(folder) / EXTRA_FILE
+        if not path.is_file():
+            raise FileNotFoundError(f"data.extra: {path} does not exist; create it with "
+                                    "`maskclf pseudo-label`")
+        tables.append(pd.read_csv(path, dtype={"id": str, "race": str}, keep_default_na=False))
+    return pd.concat(tables, ignore_index=True)
