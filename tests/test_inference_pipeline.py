@@ -1,0 +1,98 @@
+"""Fold ensembles, OOF with TTA, pseudo-labels and decision tuning on a real (tiny) run."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from maskclf.decisions import BIASES_FILE
+from maskclf.pipeline import train_run
+from maskclf.predict import predict_fold, predict_oof, predict_run
+from maskclf.pseudo import pseudo_label
+from maskclf.submission import CLASS_COLUMNS, prediction_table, write_csv
+
+from .conftest import tiny_config
+
+
+@pytest.fixture(scope="module")
+def two_fold_run(synthetic_root, tmp_path_factory):
+    return train_run(tiny_config("data.folds=2", "train.epochs=2"), synthetic_root,
+                     tmp_path_factory.mktemp("runs"), "two", interactive=False)
+
+
+def test_kfold_predict_averages_every_fold_model(two_fold_run, synthetic_root):
+    result = predict_run(two_fold_run.run, synthetic_root)
+    assert len(result.checkpoints) == 2
+    from maskclf.config import load_config
+    from maskclf.data.layout import read_eval
+
+    cfg = load_config(two_fold_run.run / "config.yaml")
+    paths = read_eval(synthetic_root)["path"]
+    fold_probs = [predict_fold(two_fold_run.run, cfg, synthetic_root, paths, k)[0]
+                  for k in (0, 1)]
+    table = pd.read_csv(result.predictions)
+    np.testing.assert_allclose(table[CLASS_COLUMNS].to_numpy(), np.mean(fold_probs, axis=0),
+                               atol=1e-5)
+
+
+def test_oof_recompute_matches_training_oof_and_tta_changes_it(two_fold_run, synthetic_root):
+    _, plain = predict_oof(two_fold_run.run, synthetic_root, tta=[], out_name="oof_plain.csv")
+    original = pd.read_csv(two_fold_run.run / "oof.csv")
+    again = pd.read_csv(two_fold_run.run / "oof_plain.csv").set_index("ImageID").loc[
+        original["ImageID"]]
+    np.testing.assert_allclose(again[CLASS_COLUMNS].to_numpy(),
+                               original[CLASS_COLUMNS].to_numpy(), atol=1e-5)
+    assert plain["macro_f1"] == pytest.approx(two_fold_run.summary["validation"]["macro_f1"])
+    predict_oof(two_fold_run.run, synthetic_root, tta=["hflip", "scale"])
+    with_tta = pd.read_csv(two_fold_run.run / "oof_tta.csv")
+    assert not np.allclose(with_tta[CLASS_COLUMNS].to_numpy(),
+                           again[CLASS_COLUMNS].to_numpy())
+
+
+def test_pseudo_labels_select_exactly_the_confident_rows(synthetic_root, tmp_path):
+    info = pd.read_csv(synthetic_root / "eval" / "info.csv")
+    probs = np.full((len(info), 18), 0.1 / 17)
+    confident = [0, 3, 5]
+    for row in range(len(info)):
+        top = 0.95 if row in confident else 0.9 - 1e-3
+        probs[row] = (1 - top) / 17
+        probs[row, row % 18] = top
+    write_csv(prediction_table(info["ImageID"], probs), tmp_path / "p.csv")
+    extra = pseudo_label(tmp_path / "p.csv", synthetic_root, 0.9, tmp_path / "pseudo")
+    assert extra["id"].tolist() == info["ImageID"].iloc[confident].tolist()
+    assert extra["class"].tolist() == [0, 3, 5]
+    assert (tmp_path / "pseudo" / "extra.csv").is_file()
+
+
+def test_pseudo_labels_train_but_never_validate(synthetic_root, tmp_path):
+    info = pd.read_csv(synthetic_root / "eval" / "info.csv")
+    probs = np.eye(18)[np.arange(len(info)) % 18]
+    write_csv(prediction_table(info["ImageID"], probs), tmp_path / "p.csv")
+    pseudo_label(tmp_path / "p.csv", synthetic_root, 0.5, tmp_path / "pseudo")
+    result = train_run(tiny_config("data.folds=2", f"data.extra=[{tmp_path / 'pseudo'}]"),
+                       synthetic_root, tmp_path / "runs", "pl", interactive=False)
+    oof = pd.read_csv(result.run / "oof.csv")
+    assert not oof["ImageID"].str.contains("eval/images").any()
+    assert len(oof) == 84
+    assert result.summary["n_images"] == 84
+    folds = pd.read_csv(result.run / "folds.csv")
+    assert not folds["person"].str.startswith("pseudo:").any()
+
+
+def test_tuned_decisions_are_saved_and_applied(two_fold_run, synthetic_root):
+    from typer.testing import CliRunner
+
+    from maskclf.cli import app
+
+    result = CliRunner().invoke(app, ["tune-decisions", str(two_fold_run.run), "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output.strip().splitlines()[-1])
+    assert {"plain_macro_f1", "tuned_macro_f1", "biases"} <= set(report)
+    saved = json.loads((two_fold_run.run / BIASES_FILE).read_text())["biases"]
+    biases = np.asarray(saved)
+    plain = predict_run(two_fold_run.run, synthetic_root, tune_decisions=False)
+    probs = pd.read_csv(plain.predictions)[CLASS_COLUMNS].to_numpy()
+    tuned = predict_run(two_fold_run.run, synthetic_root, tune_decisions=True)
+    expected = np.argmax(np.log(np.clip(probs, 1e-12, 1)) + biases, axis=1)
+    assert (pd.read_csv(tuned.submission)["ans"].to_numpy() == expected).all()
