@@ -344,5 +344,49 @@ def tune_decisions(
         _emit_json(report)
 
 
+@command
+def cache(
+    data: Annotated[Path, typer.Argument(help="Dataset root.")],
+    config: Annotated[Path | None, typer.Option("--config", help="YAML config.")] = None,
+    override: Annotated[list[str] | None, typer.Option("-o", help="key=value override.")] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Build the decode-once cache for a config's preprocessing (train and eval images)."""
+    from maskclf.config import load_config
+    from maskclf.data.cache import build_cache
+    from maskclf.data.layout import read_tables
+
+    cfg = load_config(config, override or [])
+    records, info = read_tables(data)
+    paths = records["path"].tolist() + ([] if info is None else info["path"].tolist())
+    report = build_cache(data, cfg.data, paths)
+    out.print(f"cached {report['images']} images: {report['bytes'] / 1e6:.1f} MB in "
+              f"{report['dir']}")
+    if as_json:
+        _emit_json(report)
+
+
+@command
+def faces(
+    data: Annotated[Path, typer.Argument(help="Dataset root.")],
+    out_dir: Annotated[Path, typer.Option("--out", help="Folder for boxes.csv, faces.png.")
+                       ] = Path("faces"),
+    limit: Annotated[int | None, typer.Option(help="Only the first N training images.")
+                     ] = None,
+    config: Annotated[Path | None, typer.Option("--config", help="YAML config.")] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Detect faces (OpenCV Haar cascade, offline): detection rate, boxes and a crop grid."""
+    from maskclf.config import load_config
+    from maskclf.data.face_report import face_report
+
+    report = face_report(data, out_dir, load_config(config).data, limit)
+    out.print(f"faces found in {report['detected']} of {report['images']} images "
+              f"({report['detection_rate']:.1%}); boxes: {report['boxes']}; grid: "
+              f"{report['grid']}")
+    if as_json:
+        _emit_json(report)
+
+
 def main() -> None:
     app()

@@ -24,9 +24,12 @@ class _Section(BaseModel):
 class DataConfig(_Section):
     image_size: tuple[int, int] = (256, 192)
     """Network input size as [height, width]."""
-    crop: Literal["none", "center"] = "center"
-    """``center`` keeps the central ``crop_fraction`` of each image, where the face is."""
+    crop: Literal["none", "center", "face"] = "center"
+    """``center`` keeps the central ``crop_fraction`` of each image, where the face is;
+    ``face`` crops around OpenCV's detected face (centre crop when none is found)."""
     crop_fraction: float = Field(0.8, gt=0.0, le=1.0)
+    face_margin: float = Field(0.4, ge=0.0, le=2.0)
+    """For ``face``: grow the detected box by this share of its size on every side."""
     val_ratio: float = Field(0.2, ge=0.0, lt=1.0)
     """Share of persons held out for validation (0 trains on everyone); unused when folds >= 2."""
     folds: int = Field(0, ge=0)
@@ -43,8 +46,12 @@ class DataConfig(_Section):
     extra: list[Path] = []
     """Folders written by ``maskclf pseudo-label``: their images join training, never validation."""
     num_workers: int = Field(2, ge=0)
-    cache: Literal["none", "memory"] = "none"
-    """``memory`` keeps each preprocessed image in RAM after its first decode (small sets)."""
+    cache: Literal["auto", "disk", "memory", "none"] = "auto"
+    """``disk``: decode-once cache (memory-mapped .npy per image); ``auto``: disk when it fits
+    ``cache_max_gb`` and half the free disk; ``memory``: RAM of each loader process."""
+    cache_dir: Path | None = None
+    """Where the disk cache lives (default: DATA/.maskclf-cache)."""
+    cache_max_gb: float = Field(20.0, gt=0.0)
 
 
     @field_validator("folds")

@@ -17,6 +17,7 @@ from torch.utils.data import DataLoader, WeightedRandomSampler
 from maskclf import labels
 from maskclf.atomic import atomic_write_text
 from maskclf.config import RunConfig, dump_config
+from maskclf.data.cache import build_cache, open_cache
 from maskclf.data.corrections import CorrectionReport, apply_corrections, load_corrections
 from maskclf.data.layout import read_tables
 from maskclf.data.sampling import oversample, sample_weights
@@ -166,6 +167,19 @@ def _summarise(run: Path, records: pd.DataFrame, results: list[FoldResult], star
     return summary
 
 
+def _warm_cache(cfg: RunConfig, root: Path, rel_paths: list[str]) -> None:
+    """Decode every image once before the first epoch, so all epochs and folds share it."""
+    configs = ([cfg.for_attribute(a).data for a in labels.ATTRIBUTES]
+               if cfg.model.head == "per_attribute" else [cfg.data])
+    for data_cfg in configs:
+        if open_cache(root, data_cfg, len(rel_paths)) is None:
+            continue
+        started = time.monotonic()
+        report = build_cache(root, data_cfg, rel_paths)
+        print(f"decode-once cache: {report['images']} images, {report['bytes'] / 1e6:.1f} MB "
+              f"in {report['dir']} ({time.monotonic() - started:.1f}s)", flush=True)
+
+
 def train_run(cfg: RunConfig, data_root: Path | str, runs_dir: Path | str = "runs",
               name: str | None = None, fold: int | None = None,
               interactive: bool | None = None) -> RunResult:
@@ -192,6 +206,7 @@ def train_run(cfg: RunConfig, data_root: Path | str, runs_dir: Path | str = "run
         write_csv(report.changes, run / "corrections.csv")
         print(report.summary(), flush=True)
     records = attach_folds(records, folds)
+    _warm_cache(cfg, root, records["path"].tolist())
     extra = read_extra(cfg.data.extra)
     if extra is not None:
         print(f"data.extra: {len(extra)} pseudo-labelled image(s) join every fold's training",

@@ -14,6 +14,7 @@ from torch.utils.data import DataLoader
 
 from maskclf import labels
 from maskclf.config import RunConfig, load_config
+from maskclf.data.cache import open_cache
 from maskclf.data.dataset import ImageDataset
 from maskclf.data.layout import read_eval
 from maskclf.data.transforms import build_transforms
@@ -48,9 +49,11 @@ def normalisation(net: torch.nn.Module) -> tuple[tuple, tuple]:
 
 
 def make_dataset(cfg: RunConfig, root: Path, paths, targets, net, train: bool) -> ImageDataset:
+    """Images of ``paths`` with the run's transforms, read through the decode-once cache."""
     mean, std = normalisation(net)
     return ImageDataset(root, paths, targets, cfg.data,
-                        build_transforms(cfg.aug, train=train, mean=mean, std=std))
+                        build_transforms(cfg.aug, train=train, mean=mean, std=std),
+                        disk=open_cache(root, cfg.data, len(paths)))
 
 
 def build_net(cfg: RunConfig, attribute: str | None = None,

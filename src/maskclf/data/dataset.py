@@ -11,6 +11,7 @@ import torch
 from torch.utils.data import Dataset
 
 from maskclf.config import DataConfig
+from maskclf.data.cache import DecodeCache
 from maskclf.data.io import read_rgb
 from maskclf.data.transforms import decode_size, preprocess
 
@@ -19,7 +20,7 @@ class ImageDataset(Dataset):
     """Yields ``(image tensor, target)``; target is -1 when the images are unlabelled."""
 
     def __init__(self, root: Path | str, paths: Sequence[str], targets: Sequence[int] | None,
-                 data_cfg: DataConfig, transform: A.Compose):
+                 data_cfg: DataConfig, transform: A.Compose, disk: DecodeCache | None = None):
         if targets is not None and len(targets) != len(paths):
             raise ValueError(f"{len(paths)} paths but {len(targets)} targets")
         self.root = Path(root)
@@ -29,6 +30,7 @@ class ImageDataset(Dataset):
         self.transform = transform
         self._decode_size = decode_size(data_cfg)
         self._memory: dict[int, np.ndarray] | None = {} if data_cfg.cache == "memory" else None
+        self.disk = disk
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -37,11 +39,17 @@ class ImageDataset(Dataset):
         """The preprocessed (cropped, resized) uint8 RGB image, before augmentation."""
         if self._memory is not None and index in self._memory:
             return self._memory[index]
-        image = read_rgb(self.root / self.paths[index], min_size=self._decode_size)
-        image = preprocess(image, self.data_cfg)
+        path = self.root / self.paths[index]
+        if self.disk is not None:
+            image = self.disk.get(path, lambda: self.decode(path))
+        else:
+            image = self.decode(path)
         if self._memory is not None:
             self._memory[index] = image
         return image
+
+    def decode(self, path: Path) -> np.ndarray:
+        return preprocess(read_rgb(path, min_size=self._decode_size), self.data_cfg)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
         image = self.transform(image=self.load(index))["image"]

@@ -14,26 +14,38 @@ import numpy as np
 from albumentations.pytorch import ToTensorV2
 
 from maskclf.config import AugConfig, DataConfig
+from maskclf.data.faces import detect_face, face_box
 
 
-def crop_box(height: int, width: int, cfg: DataConfig) -> tuple[int, int, int, int]:
-    """(top, left, bottom, right) of the region kept by ``cfg.crop``."""
-    if cfg.crop == "none":
-        return 0, 0, height, width
-    keep_h, keep_w = round(height * cfg.crop_fraction), round(width * cfg.crop_fraction)
+def centre_box(height: int, width: int, fraction: float) -> tuple[int, int, int, int]:
+    """(top, left, bottom, right) of the central ``fraction`` of an image."""
+    keep_h, keep_w = round(height * fraction), round(width * fraction)
     top, left = (height - keep_h) // 2, (width - keep_w) // 2
     return top, left, top + keep_h, left + keep_w
 
 
+def crop_box(image: np.ndarray, cfg: DataConfig) -> tuple[int, int, int, int]:
+    """(top, left, bottom, right) of the region kept by ``cfg.crop``."""
+    height, width = image.shape[:2]
+    if cfg.crop == "none":
+        return 0, 0, height, width
+    if cfg.crop == "face":
+        box = detect_face(image)
+        if box is not None:
+            aspect = cfg.image_size[0] / cfg.image_size[1]
+            return face_box(box, height, width, cfg.face_margin, aspect)
+    return centre_box(height, width, cfg.crop_fraction)
+
+
 def decode_size(cfg: DataConfig) -> tuple[int, int]:
     """Smallest decoded (height, width) that still gives full detail after cropping."""
-    scale = cfg.crop_fraction if cfg.crop == "center" else 1.0
+    scale = {"center": cfg.crop_fraction, "face": 0.5}.get(cfg.crop, 1.0)
     return tuple(int(np.ceil(side / scale)) for side in cfg.image_size)
 
 
 def preprocess(image: np.ndarray, cfg: DataConfig) -> np.ndarray:
     """Crop and resize an RGB uint8 image to ``cfg.image_size`` (deterministic)."""
-    top, left, bottom, right = crop_box(*image.shape[:2], cfg)
+    top, left, bottom, right = crop_box(image, cfg)
     height, width = cfg.image_size
     return cv2.resize(image[top:bottom, left:right], (width, height),
                       interpolation=cv2.INTER_AREA)
