@@ -107,8 +107,8 @@ def fit_fold(cfg: RunConfig, root: Path, records: pd.DataFrame, fold: int, out_d
     net = build_net(cfg, attribute)
     counts = np.bincount(train_rows["target"], minlength=labels.NUM_CLASSES)
     module = build_module(cfg, net, build_task(cfg, attribute, counts))
-    train_set = make_dataset(cfg, root, train_rows["path"], train_rows["target"], net, True)
-    val_set = make_dataset(cfg, root, val_rows["path"], val_rows["class"], net, False)
+    train_set = make_dataset(cfg, root, train_rows["path"], train_rows["target"], True)
+    val_set = make_dataset(cfg, root, val_rows["path"], val_rows["class"], False)
     validate = len(val_rows) > 0
     trainer, checkpoint = build_trainer(cfg, fold_dir(out_dir, fold), validate, interactive)
     trainer.fit(module, _train_loader(train_set, train_rows, cfg),

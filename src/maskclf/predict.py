@@ -9,7 +9,6 @@ import lightning as L
 import numpy as np
 import pandas as pd
 import torch
-from timm.data import resolve_model_data_config
 from torch.utils.data import DataLoader
 
 from maskclf import labels
@@ -42,17 +41,9 @@ class PredictResult:
     n_images: int
 
 
-def normalisation(net: torch.nn.Module) -> tuple[tuple, tuple]:
-    """(mean, std) the backbone expects, from its timm pretrained config."""
-    data_cfg = resolve_model_data_config(net)
-    return tuple(data_cfg["mean"]), tuple(data_cfg["std"])
-
-
-def make_dataset(cfg: RunConfig, root: Path, paths, targets, net, train: bool) -> ImageDataset:
+def make_dataset(cfg: RunConfig, root: Path, paths, targets, train: bool) -> ImageDataset:
     """Images of ``paths`` with the run's transforms, read through the decode-once cache."""
-    mean, std = normalisation(net)
-    return ImageDataset(root, paths, targets, cfg.data,
-                        build_transforms(cfg.aug, train=train, mean=mean, std=std),
+    return ImageDataset(root, paths, targets, cfg.data, build_transforms(cfg.aug, train=train),
                         disk=open_cache(root, cfg.data, len(paths)))
 
 
@@ -118,7 +109,7 @@ def combine_attribute_probs(parts: dict[str, np.ndarray]) -> np.ndarray:
 def _predict_model(cfg: RunConfig, checkpoint: Path, root: Path, paths,
                    attribute: str | None) -> np.ndarray:
     net = load_net(cfg, checkpoint, attribute)
-    return predict_probs(cfg, net, make_dataset(cfg, root, paths, None, net, train=False),
+    return predict_probs(cfg, net, make_dataset(cfg, root, paths, None, train=False),
                          attribute)
 
 

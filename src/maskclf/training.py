@@ -12,7 +12,7 @@ import torch
 from lightning.pytorch.callbacks import Callback, LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.plugins.io import TorchCheckpointIO
-from timm.data import Mixup
+from timm.data import Mixup, resolve_model_data_config
 from timm.optim import create_optimizer_v2
 from timm.utils import ModelEmaV3
 from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
@@ -85,6 +85,11 @@ class ClassifierModule(L.LightningModule):
         super().__init__()
         self.tta = list(tta or [])
         self.net = net.to(memory_format=torch.channels_last) if channels_last else net
+        data_cfg = resolve_model_data_config(net)
+        self.register_buffer("mean", 255 * torch.tensor(data_cfg["mean"]).view(1, -1, 1, 1),
+                             persistent=False)
+        self.register_buffer("std", 255 * torch.tensor(data_cfg["std"]).view(1, -1, 1, 1),
+                             persistent=False)
         self.task = task
         self.optim_cfg, self.sched_cfg = optim, sched
         self.channels_last = channels_last
@@ -98,15 +103,21 @@ class ClassifierModule(L.LightningModule):
         self.val_acc = MulticlassAccuracy(classes, average="micro")
         self.val_f1 = MulticlassF1Score(classes, average="macro")
 
-    def _prepare(self, images: torch.Tensor) -> torch.Tensor:
-        return images.contiguous(memory_format=torch.channels_last) if self.channels_last \
-            else images
+    def normalize(self, images: torch.Tensor) -> torch.Tensor:
+        """uint8 N x H x W x C batches from the loader -> normalised float N x C x H x W.
+
+        Float N x C x H x W input passes through (already normalised).
+        """
+        if images.dtype == torch.uint8:
+            images = images.permute(0, 3, 1, 2).float().sub_(self.mean).div_(self.std)
+        return images.contiguous(memory_format=torch.channels_last if self.channels_last
+                                 else torch.contiguous_format)
 
     def eval_net(self) -> torch.nn.Module:
         return self.ema.module if self.ema is not None else self.net
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.eval_net()(self._prepare(images))
+        return self.eval_net()(self.normalize(images))
 
     def _mixing(self) -> bool:
         return self.mixup is not None and (self.mix_off_epoch == 0
@@ -114,12 +125,13 @@ class ClassifierModule(L.LightningModule):
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
         images, targets = batch
+        images = self.normalize(images)
         if self._mixing():
             images, soft = self.mixup(images, targets)
-            outputs = self._train_forward(self._prepare(images))
+            outputs = self._train_forward(images)
             loss = self.task.loss(outputs, soft)
         else:
-            outputs = self._train_forward(self._prepare(images))
+            outputs = self._train_forward(images)
             loss = self.task.loss(outputs, targets)
             self.train_acc(self.task.probs(outputs).argmax(dim=1),
                            self.task.metric_targets(targets))
@@ -143,7 +155,8 @@ class ClassifierModule(L.LightningModule):
         self.log(MONITOR, self.val_f1, on_epoch=True, prog_bar=True)
 
     def predict_step(self, batch, batch_idx: int) -> torch.Tensor:
-        return tta_probs(lambda images: self.task.probs(self(images)), batch[0], self.tta)
+        return tta_probs(lambda images: self.task.probs(self(images)), self.normalize(batch[0]),
+                         self.tta)
 
     def configure_optimizers(self):
         cfg = self.optim_cfg

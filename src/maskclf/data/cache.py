@@ -77,7 +77,7 @@ class DecodeCache:
         """The cached image of ``path``, made (and stored) by ``make()`` on a miss."""
         entry = self.entry(path)
         try:
-            return np.load(entry, mmap_mode="r")
+            return np.load(entry)
         except FileNotFoundError:
             image = np.ascontiguousarray(make())
             atomic_write(entry, lambda tmp: np.save(tmp.open("wb"), image))

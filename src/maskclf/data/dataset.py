@@ -7,7 +7,6 @@ from pathlib import Path
 
 import albumentations as A
 import numpy as np
-import torch
 from torch.utils.data import Dataset
 
 from maskclf.config import DataConfig
@@ -17,10 +16,11 @@ from maskclf.data.transforms import decode_size, preprocess
 
 
 class ImageDataset(Dataset):
-    """Yields ``(image tensor, target)``; target is -1 when the images are unlabelled."""
+    """Yields ``(uint8 H x W x C array, target)``; target is -1 for unlabelled images."""
 
     def __init__(self, root: Path | str, paths: Sequence[str], targets: Sequence[int] | None,
-                 data_cfg: DataConfig, transform: A.Compose, disk: DecodeCache | None = None):
+                 data_cfg: DataConfig, transform: A.Compose | None,
+                 disk: DecodeCache | None = None):
         if targets is not None and len(targets) != len(paths):
             raise ValueError(f"{len(paths)} paths but {len(targets)} targets")
         self.root = Path(root)
@@ -51,6 +51,8 @@ class ImageDataset(Dataset):
     def decode(self, path: Path) -> np.ndarray:
         return preprocess(read_rgb(path, min_size=self._decode_size), self.data_cfg)
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
-        image = self.transform(image=self.load(index))["image"]
+    def __getitem__(self, index: int) -> tuple[np.ndarray, int]:
+        image = self.load(index)
+        if self.transform is not None:
+            image = self.transform(image=image)["image"]
         return image, -1 if self.targets is None else self.targets[index]

@@ -2,8 +2,8 @@
 
 ``preprocess`` (crop + resize to the network size) is deterministic and identical for
 training, validation and prediction, so predict sees exactly what validation saw.
-``build_transforms`` adds random augmentation for training only; the eval path only
-normalises.
+``build_transforms`` adds random augmentation for training only; both paths end in a
+uint8 tensor, normalised on the device by the model step.
 """
 
 from __future__ import annotations
@@ -11,7 +11,6 @@ from __future__ import annotations
 import albumentations as A
 import cv2
 import numpy as np
-from albumentations.pytorch import ToTensorV2
 
 from maskclf.config import AugConfig, DataConfig
 from maskclf.data.faces import detect_face, face_box
@@ -51,16 +50,18 @@ def preprocess(image: np.ndarray, cfg: DataConfig) -> np.ndarray:
                       interpolation=cv2.INTER_AREA)
 
 
-def build_transforms(aug: AugConfig, train: bool, mean, std) -> A.Compose:
-    """Random augmentation (training) or nothing (eval), then normalise and make a tensor."""
-    steps: list[A.BasicTransform] = []
-    if train:
-        steps += [
-            A.HorizontalFlip(p=aug.hflip),
-            A.Affine(scale=(0.9, 1.1), translate_percent=(-0.06, 0.06), rotate=(-10, 10),
-                     border_mode=cv2.BORDER_REFLECT_101, p=aug.shift_scale_rotate),
-            A.ColorJitter(brightness=0.2, contrast=0.2, saturation=0.2, hue=0.02,
-                          p=aug.color_jitter),
-        ]
-    steps += [A.Normalize(mean=mean, std=std, max_pixel_value=255.0), ToTensorV2()]
-    return A.Compose(steps)
+def build_transforms(aug: AugConfig, train: bool) -> A.Compose | None:
+    """Random augmentation for training; None for eval (nothing to do per image).
+
+    Images stay uint8 H x W x C: batches collate with plain copies, and the model step
+    normalises them on the device and views them as channels-last N x C x H x W.
+    """
+    if not train:
+        return None
+    return A.Compose([
+        A.HorizontalFlip(p=aug.hflip),
+        A.Affine(scale=(0.9, 1.1), translate_percent=(-0.06, 0.06), rotate=(-10, 10),
+                 border_mode=cv2.BORDER_REFLECT_101, p=aug.shift_scale_rotate),
+        A.ColorJitter(brightness=0.2, contrast=0.2, saturation=0.2, hue=0.02,
+                      p=aug.color_jitter),
+    ])

@@ -1,0 +1,113 @@
+"""Training-step throughput: maskclf's Lightning training against a plain PyTorch loop.
+
+    python benchmarks/bench_train.py DATA [--model test_byobnet] [--size 96 72]
+        [--batch-size 32] [--steps 40] [--workers 0]
+
+Both sides train the same timm model (same init), batch size, optimizer and cached data
+(the decode-once cache is filled first). maskclf runs its real ``ClassifierModule`` in a
+Lightning Trainer; the reference is a hand-written loop. Prints images/s and ``ratio_train``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import Callback
+from torch.utils.data import DataLoader
+
+from maskclf.config import load_config
+from maskclf.data.cache import build_cache
+from maskclf.data.layout import read_train
+from maskclf.predict import build_net, make_dataset
+from maskclf.progress import quiet_lightning
+from maskclf.training import build_module, build_task
+
+
+class StepTimer(Callback):
+    """Wall time of the training steps after ``skip`` warm-up steps."""
+
+    def __init__(self, skip: int):
+        self.skip, self.started, self.ended, self.images = skip, None, None, 0
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        if batch_idx == self.skip:
+            self.started = time.perf_counter()
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        if batch_idx >= self.skip:
+            self.images += len(batch[0])
+            self.ended = time.perf_counter()
+
+    def rate(self) -> float:
+        return self.images / (self.ended - self.started)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("data", type=Path)
+    parser.add_argument("--model", default="test_byobnet")
+    parser.add_argument("--size", type=int, nargs=2, default=(96, 72))
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--steps", type=int, default=40)
+    parser.add_argument("--workers", type=int, default=0)
+    args = parser.parse_args()
+    skip = 5
+    with tempfile.TemporaryDirectory() as cache_dir:
+        cfg = load_config(None, [f"model.name={args.model}", f"data.image_size={list(args.size)}",
+                                 "data.cache=disk", f"data.cache_dir={cache_dir}",
+                                 f"data.num_workers={args.workers}", "train.accelerator=auto",
+                                 f"train.batch_size={args.batch_size}", "sched.name=none"])
+        paths = read_train(args.data, check_images=False)["path"].tolist()
+        paths = paths[: args.batch_size * (args.steps + skip)]
+        build_cache(args.data, cfg.data, paths)
+        dataset = make_dataset(cfg, args.data, paths, [0] * len(paths), train=True)
+
+        def loader():
+            return DataLoader(dataset, batch_size=args.batch_size, shuffle=True, drop_last=True,
+                              num_workers=args.workers, persistent_workers=args.workers > 0)
+
+        torch.manual_seed(0)
+        module = build_module(cfg, build_net(cfg), build_task(cfg))
+        timer = StepTimer(skip)
+        quiet_lightning()
+        trainer = L.Trainer(max_epochs=1, accelerator="auto", devices=1, logger=False,
+                            enable_checkpointing=False, enable_progress_bar=False,
+                            enable_model_summary=False, callbacks=[timer],
+                            num_sanity_val_steps=0)
+        trainer.fit(module, loader())
+        maskclf_rate = timer.rate()
+
+        torch.manual_seed(0)
+        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        reference = build_module(cfg, build_net(cfg), build_task(cfg)).to(device)
+        optimizer = torch.optim.AdamW(reference.net.parameters(), lr=cfg.optim.lr,
+                                      weight_decay=cfg.optim.weight_decay)
+        reference.train()
+        images_done, started = 0, None
+        for step, (images, targets) in enumerate(loader()):
+            if step == skip:
+                started = time.perf_counter()
+            images, targets = images.to(device), targets.to(device)
+            loss = reference.task.loss(reference.net(reference.normalize(images)), targets)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            if step >= skip:
+                images_done += len(images)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        reference_rate = images_done / (time.perf_counter() - started)
+    print(f"model={args.model} size={args.size[0]}x{args.size[1]} batch={args.batch_size} "
+          f"steps={args.steps} device={device}")
+    print(f"reference_plain_loop_images_per_s={reference_rate:.1f}")
+    print(f"maskclf_images_per_s={maskclf_rate:.1f}")
+    print(f"ratio_train={maskclf_rate / reference_rate:.2f}")
+
+
+if __name__ == "__main__":
+    main()

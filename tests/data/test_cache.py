@@ -1,0 +1,69 @@
+import os
+import shutil
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from maskclf.config import DataConfig
+from maskclf.data.cache import DecodeCache, build_cache, cache_root, open_cache, settings_key
+from maskclf.data.dataset import ImageDataset
+
+
+def _dataset(root, cfg, cache):
+    return ImageDataset(root, ["img.jpg"], None, cfg, transform=None, disk=cache)
+
+
+def _write(path, colour):
+    Image.new("RGB", (64, 48), colour).save(path, quality=95)
+
+
+def test_cache_hit_returns_the_fresh_decode(synthetic_root, tmp_path):
+    cfg = DataConfig(image_size=(32, 24), cache="disk", cache_dir=tmp_path / "cache")
+    paths = [str(next((synthetic_root / "train/images").rglob("mask1.*"))
+                 .relative_to(synthetic_root))]
+    cache = DecodeCache(tmp_path / "cache", cfg)
+    cached = ImageDataset(synthetic_root, paths, None, cfg, transform=None, disk=cache)
+    fresh = ImageDataset(synthetic_root, paths, None, cfg.model_copy(update={"cache": "none"}),
+                         transform=None)
+    first = np.array(cached.load(0))
+    assert len(list(cache.dir.rglob("*.npy"))) == 1
+    cached.decode = lambda path: pytest.fail("a cache hit must not decode")
+    second = cached.load(0)
+    np.testing.assert_array_equal(second, fresh.load(0))
+    np.testing.assert_array_equal(first, second)
+
+
+def test_changed_file_invalidates_only_its_entry(tmp_path):
+    cfg = DataConfig(image_size=(16, 16), crop="none", cache="disk")
+    _write(tmp_path / "img.jpg", (255, 0, 0))
+    cache = DecodeCache(tmp_path / "cache", cfg)
+    old_entry = cache.entry(tmp_path / "img.jpg")
+    assert _dataset(tmp_path, cfg, cache).load(0)[..., 0].mean() > 200
+    _write(tmp_path / "img.jpg", (0, 0, 255))
+    stat = (tmp_path / "img.jpg").stat()
+    os.utime(tmp_path / "img.jpg", ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
+    assert cache.entry(tmp_path / "img.jpg") != old_entry
+    assert _dataset(tmp_path, cfg, cache).load(0)[..., 2].mean() > 200
+    assert old_entry.is_file()  # other entries untouched
+
+
+def test_changed_settings_use_another_folder():
+    assert settings_key(DataConfig(image_size=(32, 24))) != settings_key(
+        DataConfig(image_size=(64, 48)))
+    assert settings_key(DataConfig()) == settings_key(DataConfig(num_workers=7))
+
+
+def test_build_cache_reports_size_and_read_only_data_goes_to_home(synthetic_root, tmp_path,
+                                                                   monkeypatch):
+    data = shutil.copytree(synthetic_root, tmp_path / "data")
+    cfg = DataConfig(image_size=(16, 12), cache="disk")
+    paths = [str(p.relative_to(data)) for p in sorted((data / "train/images").rglob("*.*"))][:5]
+    report = build_cache(data, cfg, paths)
+    assert report["images"] == 5 and report["bytes"] >= 5 * 16 * 12 * 3
+    assert cache_root(data, cfg) == data / ".maskclf-cache"
+    monkeypatch.setattr(os, "access", lambda *a, **k: False)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert str(cache_root(data, cfg)).startswith(str(tmp_path / "home"))
+    assert open_cache(data, DataConfig(cache="none"), 5) is None
+    assert open_cache(data, DataConfig(cache="auto", cache_max_gb=1e-9), 5) is None
