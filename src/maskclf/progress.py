@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import sys
 import time
+import warnings
 
 import lightning as L
 from lightning.pytorch.callbacks import ProgressBar, RichProgressBar
@@ -59,8 +60,11 @@ class PlainProgress(ProgressBar):
 
 
 def quiet_lightning() -> None:
-    """Hide Lightning's start-up chatter (device lines, tips); our progress lines say enough."""
+    """Hide Lightning's start-up chatter and warnings that do not apply to maskclf's use."""
     logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
+    for message in (".*does not have many workers.*", ".*no `val_dataloader`.*", ".*LeafSpec.*",
+                    r".*module\(s\) in eval mode.*"):  # the last: the EMA copy
+        warnings.filterwarnings("ignore", message=message)
 
 
 def progress_callback(interactive: bool | None = None) -> ProgressBar:

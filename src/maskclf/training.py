@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import warnings
 from pathlib import Path
 
 import lightning as L
@@ -219,10 +218,6 @@ def build_trainer(cfg: RunConfig, out_dir: Path, validate: bool,
     loggers = [CSVLogger(save_dir=out_dir, name="", version=""),
                TensorBoardLogger(save_dir=out_dir, name="tb", version="", default_hp_metric=False)]
     quiet_lightning()
-    warnings.filterwarnings("ignore", message=".*does not have many workers.*")
-    warnings.filterwarnings("ignore", message=".*no `val_dataloader`.*")
-    warnings.filterwarnings("ignore", message=".*LeafSpec.*")
-    warnings.filterwarnings("ignore", message=".*module\\(s\\) in eval mode.*")  # the EMA copy
     trainer = L.Trainer(
         max_epochs=cfg.train.epochs,
         accelerator=cfg.train.accelerator,
