@@ -34,7 +34,7 @@ def trained(learnable_root, tmp_path_factory):
 def test_validation_f1_clearly_above_chance(trained):
     validation = trained.summary["validation"]
     # uniform guessing over 18 classes scores a macro F1 near 0.05
-    assert validation["macro_f1"] > 0.2
+    assert validation["macro_f1"] > 0.15  # measured 0.254, deterministic on CPU
     assert validation["attribute_f1"]["gender"] > 0.7
 
 

@@ -43,7 +43,8 @@ class PredictResult:
 
 def make_dataset(cfg: RunConfig, root: Path, paths, targets, train: bool) -> ImageDataset:
     """Images of ``paths`` with the run's transforms, read through the decode-once cache."""
-    return ImageDataset(root, paths, targets, cfg.data, build_transforms(cfg.aug, train=train),
+    transform = build_transforms(cfg.aug, train=train, seed=cfg.seed)
+    return ImageDataset(root, paths, targets, cfg.data, transform,
                         disk=open_cache(root, cfg.data, len(paths)))
 
 

@@ -50,11 +50,13 @@ def preprocess(image: np.ndarray, cfg: DataConfig) -> np.ndarray:
                       interpolation=cv2.INTER_AREA)
 
 
-def build_transforms(aug: AugConfig, train: bool) -> A.Compose | None:
+def build_transforms(aug: AugConfig, train: bool, seed: int = 0) -> A.Compose | None:
     """Random augmentation for training; None for eval (nothing to do per image).
 
     Images stay uint8 H x W x C: batches collate with plain copies, and the model step
     normalises them on the device and views them as channels-last N x C x H x W.
+    ``seed`` makes the random augmentation reproducible (albumentations keeps its own
+    random state, untouched by global seeds).
     """
     if not train:
         return None
@@ -64,4 +66,4 @@ def build_transforms(aug: AugConfig, train: bool) -> A.Compose | None:
                  border_mode=cv2.BORDER_REFLECT_101, p=aug.shift_scale_rotate),
         A.ColorJitter(brightness=0.2, contrast=0.2, saturation=0.2, hue=0.02,
                       p=aug.color_jitter),
-    ])
+    ], seed=seed)
