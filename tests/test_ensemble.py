@@ -88,3 +88,24 @@ def test_diff_counts_on_a_handcrafted_pair(tmp_path):
     assert result["share"] == pytest.approx(0.6)
     assert result["attribute_changed"] == {"mask": 1, "gender": 1, "age": 1}
     assert {(t["from"], t["to"]) for t in result["transitions"]} == {(0, 6), (6, 9), (3, 4)}
+
+
+def test_ensemble_command_writes_validated_submission_in_info_order(tmp_path):
+    from typer.testing import CliRunner
+
+    from maskclf.cli import app
+
+    probs = np.eye(18)[[1, 2, 3]]
+    a = _predictions(tmp_path, "a.csv", ["x", "y", "z"], probs)
+    b = _predictions(tmp_path, "b.csv", ["z", "x", "y"], probs[[2, 0, 1]])
+    pd.DataFrame({"ImageID": ["y", "z", "x"], "ans": 0}).to_csv(tmp_path / "info.csv",
+                                                              index=False)
+    result = CliRunner().invoke(app, ["ensemble", "--out", str(tmp_path / "out"), "--soft",
+                                      str(a), "--soft", str(b), "--info",
+                                      str(tmp_path / "info.csv")])
+    assert result.exit_code == 0, result.output
+    submission = pd.read_csv(tmp_path / "out" / "submission.csv")
+    assert submission["ImageID"].tolist() == ["y", "z", "x"]
+    assert submission["ans"].tolist() == [2, 3, 1]
+    result = CliRunner().invoke(app, ["ensemble", "--out", str(tmp_path / "o2")])
+    assert result.exit_code == 2 and "either --soft" in result.output

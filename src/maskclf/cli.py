@@ -266,27 +266,10 @@ def ensemble(
                     ] = None,
 ) -> None:
     """Soft voting over prediction files, or hard voting over submissions."""
-    import pandas as pd
+    from maskclf.ensemble import write_ensemble
 
-    from maskclf import ensemble as voting
-    from maskclf.submission import validate_submission, write_csv
-
-    if bool(soft) == bool(hard):
-        raise ValueError("give either --soft files or --hard submissions")
-    if soft:
-        probs = voting.soft_vote(soft, weights)
-        write_csv(probs, out_dir / "predictions.csv")
-        submission = (voting.soft_vote_per_attribute(soft, weights) if per_attribute else
-                      pd.DataFrame({"ImageID": probs["ImageID"],
-                                    "ans": probs[voting.CLASS_COLUMNS].to_numpy().argmax(1)}))
-    else:
-        submission = voting.hard_vote(hard, per_attribute)
-    if info is not None:
-        info_table = pd.read_csv(info, dtype={"ImageID": str})
-        submission = submission.set_index("ImageID").loc[info_table["ImageID"]].reset_index()
-        validate_submission(submission, info_table, str(out_dir / "submission.csv"))
-    write_csv(submission, out_dir / "submission.csv")
-    out.print(f"wrote {out_dir / 'submission.csv'} ({len(submission)} rows)")
+    path = write_ensemble(out_dir, soft or [], weights, hard or [], per_attribute, info)
+    out.print(f"wrote {path}")
 
 
 @command

@@ -21,6 +21,8 @@ from maskclf.submission import (
     prediction_table,
     read_prediction_file,
     read_submission,
+    validate_submission,
+    write_csv,
 )
 
 ATTRIBUTE_COLUMNS = {name: [f"{name}_{i}" for i in range(len(values))]
@@ -118,3 +120,30 @@ def diff(path_a: Path | str, path_b: Path | str, top: int = 10) -> dict:
         "transitions": [{"from": f, "to": t, "count": c}
                         for (f, t), c in transitions.most_common(top)],
     }
+
+
+def write_ensemble(out_dir: Path | str, soft: list[Path], weights: list[float] | None,
+                   hard: list[Path], per_attribute: bool = False,
+                   info: Path | str | None = None) -> Path:
+    """Vote, then write ``submission.csv`` (and ``predictions.csv`` for soft voting).
+
+    With ``info`` the submission follows ``info.csv``'s order and is validated first.
+    """
+    if bool(soft) == bool(hard):
+        raise ValueError("give either --soft prediction files or --hard submissions")
+    out_dir = Path(out_dir)
+    if soft:
+        probs = soft_vote(soft, weights)
+        write_csv(probs, out_dir / "predictions.csv")
+        submission = (soft_vote_per_attribute(soft, weights) if per_attribute else
+                      pd.DataFrame({"ImageID": probs["ImageID"],
+                                    "ans": probs[CLASS_COLUMNS].to_numpy().argmax(axis=1)}))
+    else:
+        submission = hard_vote(hard, per_attribute)
+    if info is not None:
+        info_table = pd.read_csv(info, dtype={"ImageID": str})
+        submission = align([submission, info_table[["ImageID"]]], ["ensemble", str(info)])[0]
+        submission = submission.set_index("ImageID").loc[info_table["ImageID"]].reset_index()
+        validate_submission(submission, info_table, str(out_dir / "submission.csv"))
+    write_csv(submission, out_dir / "submission.csv")
+    return out_dir / "submission.csv"
