@@ -1,5 +1,7 @@
 """Each head mode trains a tiny model and predicts 18-class probabilities; EMA is saved."""
 
+from pathlib import Path
+
 import pandas as pd
 import pytest
 import torch
@@ -28,6 +30,8 @@ def test_head_mode_trains_and_predicts_distributions(head, synthetic_root, tmp_p
     if head == "per_attribute":
         for attribute in ("mask", "gender", "age"):
             assert (result.run / attribute / "fold0/checkpoints/best.ckpt").is_file()
+        listed = result.summary["folds"][0]["checkpoints"]
+        assert [Path(c).parts[-4] for c in listed] == ["mask", "gender", "age"]
         age_metrics = pd.read_csv(result.run / "age" / "fold0" / "metrics.csv")
         assert age_metrics["epoch"].max() == 0  # its own epochs
 

@@ -28,6 +28,7 @@ from maskclf.predict import (
     combine_attribute_probs,
     load_net,
     make_dataset,
+    make_loader,
     predict_probs,
 )
 from maskclf.pseudo import read_extra
@@ -41,7 +42,7 @@ class FoldResult:
     """One trained fold: its checkpoint and its validation rows with their probabilities."""
 
     fold: int
-    checkpoint: Path | None
+    checkpoints: list[Path]
     val_rows: pd.DataFrame
     probs: np.ndarray | None
 
@@ -81,16 +82,7 @@ def _train_loader(dataset, rows: pd.DataFrame, cfg: RunConfig) -> DataLoader:
         by = {"class": "target", "age": "age_group"}.get(cfg.data.sampler_by, cfg.data.sampler_by)
         sampler = WeightedRandomSampler(sample_weights(rows[by]), num_samples=len(rows),
                                         generator=torch.Generator().manual_seed(cfg.seed))
-    return _loader(dataset, cfg, shuffle=sampler is None, sampler=sampler, drop_last=True)
-
-
-def _loader(dataset, cfg: RunConfig, shuffle: bool = False, sampler=None,
-            drop_last: bool = False) -> DataLoader:
-    workers = cfg.data.num_workers
-    return DataLoader(dataset, batch_size=cfg.train.batch_size, shuffle=shuffle, sampler=sampler,
-                      drop_last=drop_last and len(dataset) > cfg.train.batch_size,
-                      num_workers=workers, persistent_workers=workers > 0,
-                      pin_memory=torch.cuda.is_available())
+    return make_loader(dataset, cfg, shuffle=sampler is None, sampler=sampler, drop_last=True)
 
 
 def fit_fold(cfg: RunConfig, root: Path, records: pd.DataFrame, fold: int, out_dir: Path,
@@ -112,12 +104,12 @@ def fit_fold(cfg: RunConfig, root: Path, records: pd.DataFrame, fold: int, out_d
     validate = len(val_rows) > 0
     trainer, checkpoint = build_trainer(cfg, fold_dir(out_dir, fold), validate, interactive)
     trainer.fit(module, _train_loader(train_set, train_rows, cfg),
-                _loader(val_set, cfg) if validate else None)
+                make_loader(val_set, cfg) if validate else None)
     best = Path(checkpoint.best_model_path or checkpoint.last_model_path)
     if not validate:
-        return FoldResult(fold, best, val_rows, None)
+        return FoldResult(fold, [best], val_rows, None)
     best_net = load_net(cfg, best, attribute)
-    return FoldResult(fold, best, val_rows, predict_probs(cfg, best_net, val_set, attribute))
+    return FoldResult(fold, [best], val_rows, predict_probs(cfg, best_net, val_set, attribute))
 
 
 def _train_folds(cfg: RunConfig, root: Path, records: pd.DataFrame, folds: list[int],
@@ -134,7 +126,8 @@ def _train_folds(cfg: RunConfig, root: Path, records: pd.DataFrame, folds: list[
     for i, k in enumerate(folds):
         parts = {a: results[i].probs for a, results in per_attribute.items()}
         probs = None if parts["mask"] is None else combine_attribute_probs(parts)
-        combined.append(FoldResult(k, None, per_attribute["mask"][i].val_rows, probs))
+        checkpoints = [c for results in per_attribute.values() for c in results[i].checkpoints]
+        combined.append(FoldResult(k, checkpoints, per_attribute["mask"][i].val_rows, probs))
     return combined
 
 
@@ -142,7 +135,7 @@ def _summarise(run: Path, records: pd.DataFrame, results: list[FoldResult], star
                ) -> dict:
     folds, tables = [], []
     for result in results:
-        entry = {"fold": result.fold, "checkpoint": str(result.checkpoint or "")}
+        entry = {"fold": result.fold, "checkpoints": [str(c) for c in result.checkpoints]}
         if result.probs is not None:
             truth, predicted = result.val_rows["class"], result.probs.argmax(axis=1)
             scores = score(truth, predicted)

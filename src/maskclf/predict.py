@@ -48,6 +48,16 @@ def make_dataset(cfg: RunConfig, root: Path, paths, targets, train: bool) -> Ima
                         disk=open_cache(root, cfg.data, len(paths)))
 
 
+def make_loader(dataset, cfg: RunConfig, shuffle: bool = False, sampler=None,
+                drop_last: bool = False) -> DataLoader:
+    """The DataLoader of every stage: workers kept alive, pinned memory on a GPU."""
+    workers = cfg.data.num_workers
+    return DataLoader(dataset, batch_size=cfg.train.batch_size, shuffle=shuffle, sampler=sampler,
+                      drop_last=drop_last and len(dataset) > cfg.train.batch_size,
+                      num_workers=workers, persistent_workers=workers > 0,
+                      pin_memory=torch.cuda.is_available())
+
+
 def build_net(cfg: RunConfig, attribute: str | None = None,
               pretrained: bool | None = None) -> torch.nn.Module:
     """The network of ``cfg`` with as many outputs as its head needs."""
@@ -68,9 +78,7 @@ def load_net(cfg: RunConfig, checkpoint: Path, attribute: str | None = None) -> 
 def predict_probs(cfg: RunConfig, net: torch.nn.Module, dataset: ImageDataset,
                   attribute: str | None = None) -> np.ndarray:
     """Probabilities of ``net`` on ``dataset`` in dataset order (N x 18, or N x attribute)."""
-    loader = DataLoader(dataset, batch_size=cfg.train.batch_size, shuffle=False,
-                        num_workers=cfg.data.num_workers,
-                        pin_memory=torch.cuda.is_available())
+    loader = make_loader(dataset, cfg)
     quiet_lightning()
     trainer = L.Trainer(accelerator=cfg.train.accelerator, devices=1, logger=False,
                         precision=cfg.train.precision, enable_progress_bar=False,

@@ -26,6 +26,3 @@ def create_run_dir(runs: Path | str, name: str | None = None) -> Path:
 def fold_dir(run: Path, fold: int) -> Path:
     return Path(run) / f"fold{fold}"
 
-
-def checkpoint_dir(run: Path, fold: int) -> Path:
-    return fold_dir(run, fold) / "checkpoints"
