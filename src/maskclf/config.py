@@ -47,7 +47,7 @@ class DataConfig(_Section):
     """Folders written by ``maskclf pseudo-label``: their images join training, never validation."""
     num_workers: int = Field(2, ge=0)
     cache: Literal["auto", "disk", "memory", "none"] = "auto"
-    """``disk``: decode-once cache (memory-mapped .npy per image); ``auto``: disk when it fits
+    """``disk``: decode-once cache (memory-mapped packs of images); ``auto``: disk when it fits
     ``cache_max_gb`` and half the free disk; ``memory``: RAM of each loader process."""
     cache_dir: Path | None = None
     """Where the disk cache lives (default: DATA/.maskclf-cache)."""

@@ -48,10 +48,14 @@ def make_dataset(cfg: RunConfig, root: Path, paths, targets, train: bool) -> Ima
                         disk=open_cache(root, cfg.data, len(paths)))
 
 
-def make_loader(dataset, cfg: RunConfig, shuffle: bool = False, sampler=None,
+def make_loader(dataset: ImageDataset, cfg: RunConfig, shuffle: bool = False, sampler=None,
                 drop_last: bool = False) -> DataLoader:
-    """The DataLoader of every stage: workers kept alive, pinned memory on a GPU."""
-    workers = cfg.data.num_workers
+    """The DataLoader of every stage: workers kept alive, pinned memory on a GPU.
+
+    Images read straight from a cache pack with nothing to augment load in the main
+    process: a row copy is cheaper than shipping the batch from a worker.
+    """
+    workers = 0 if dataset.served_from_packs() else cfg.data.num_workers
     return DataLoader(dataset, batch_size=cfg.train.batch_size, shuffle=shuffle, sampler=sampler,
                       drop_last=drop_last and len(dataset) > cfg.train.batch_size,
                       num_workers=workers, persistent_workers=workers > 0,

@@ -1,4 +1,5 @@
 import os
+import pickle
 import shutil
 
 import numpy as np
@@ -6,7 +7,14 @@ import pytest
 from PIL import Image
 
 from maskclf.config import DataConfig
-from maskclf.data.cache import DecodeCache, build_cache, cache_root, open_cache, settings_key
+from maskclf.data.cache import (
+    DecodeCache,
+    build_cache,
+    cache_root,
+    file_key,
+    open_cache,
+    settings_key,
+)
 from maskclf.data.dataset import ImageDataset
 
 
@@ -38,14 +46,43 @@ def test_changed_file_invalidates_only_its_entry(tmp_path):
     cfg = DataConfig(image_size=(16, 16), crop="none", cache="disk")
     _write(tmp_path / "img.jpg", (255, 0, 0))
     cache = DecodeCache(tmp_path / "cache", cfg)
-    old_entry = cache.entry(tmp_path / "img.jpg")
+    old_entry = cache.entry(file_key(tmp_path / "img.jpg"))
     assert _dataset(tmp_path, cfg, cache).load(0)[..., 0].mean() > 200
     _write(tmp_path / "img.jpg", (0, 0, 255))
     stat = (tmp_path / "img.jpg").stat()
     os.utime(tmp_path / "img.jpg", ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
-    assert cache.entry(tmp_path / "img.jpg") != old_entry
+    assert cache.entry(file_key(tmp_path / "img.jpg")) != old_entry
     assert _dataset(tmp_path, cfg, cache).load(0)[..., 2].mean() > 200
     assert old_entry.is_file()  # other entries untouched
+
+
+def test_pack_serves_the_same_pixels_without_loose_files(synthetic_root, tmp_path):
+    cfg = DataConfig(image_size=(32, 24), cache="disk")
+    paths = [str(p.relative_to(synthetic_root))
+             for p in sorted((synthetic_root / "train/images").rglob("*.*"))][:6]
+    cache = DecodeCache(tmp_path / "cache", cfg)
+    loose = ImageDataset(synthetic_root, paths, None, cfg, transform=None, disk=cache)
+    expected = [np.array(loose.load(i)) for i in range(len(paths))]
+    assert cache.pack() == len(paths)
+    assert not list(cache.dir.glob("??/*.npy")) and len(list(cache.dir.glob("pack-*.npy"))) == 1
+    packed = ImageDataset(synthetic_root, paths[::-1], None, cfg, transform=None,
+                          disk=DecodeCache(tmp_path / "cache", cfg))
+    packed.decode = lambda path: pytest.fail("a packed image must not be decoded")
+    for i, image in enumerate(reversed(expected)):
+        np.testing.assert_array_equal(packed.load(i), image)
+    assert pickle.loads(pickle.dumps(packed.disk))._mapped == {}  # workers reopen the map
+
+
+def test_changed_file_after_packing_is_decoded_again(tmp_path):
+    cfg = DataConfig(image_size=(16, 16), crop="none", cache="disk")
+    _write(tmp_path / "img.jpg", (255, 0, 0))
+    cache = DecodeCache(tmp_path / "cache", cfg)
+    _dataset(tmp_path, cfg, cache).load(0)
+    cache.pack()
+    _write(tmp_path / "img.jpg", (0, 0, 255))
+    stat = (tmp_path / "img.jpg").stat()
+    os.utime(tmp_path / "img.jpg", ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
+    assert _dataset(tmp_path, cfg, cache).load(0)[..., 2].mean() > 200
 
 
 def test_changed_settings_use_another_folder():
@@ -61,6 +98,7 @@ def test_build_cache_reports_size_and_read_only_data_goes_to_home(synthetic_root
     paths = [str(p.relative_to(data)) for p in sorted((data / "train/images").rglob("*.*"))][:5]
     report = build_cache(data, cfg, paths)
     assert report["images"] == 5 and report["bytes"] >= 5 * 16 * 12 * 3
+    assert len(DecodeCache(data / ".maskclf-cache", cfg).index()) == 5  # packed
     assert cache_root(data, cfg) == data / ".maskclf-cache"
     monkeypatch.setattr(os, "access", lambda *a, **k: False)
     monkeypatch.setenv("HOME", str(tmp_path / "home"))

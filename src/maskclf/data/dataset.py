@@ -10,9 +10,8 @@ import numpy as np
 from torch.utils.data import Dataset
 
 from maskclf.config import DataConfig
-from maskclf.data.cache import DecodeCache
-from maskclf.data.io import read_rgb
-from maskclf.data.transforms import decode_size, preprocess
+from maskclf.data.cache import DecodeCache, file_key
+from maskclf.data.transforms import decode_preprocessed
 
 
 class ImageDataset(Dataset):
@@ -28,9 +27,10 @@ class ImageDataset(Dataset):
         self.targets = None if targets is None else [int(t) for t in targets]
         self.data_cfg = data_cfg
         self.transform = transform
-        self._decode_size = decode_size(data_cfg)
         self._memory: dict[int, np.ndarray] | None = {} if data_cfg.cache == "memory" else None
         self.disk = disk
+        # keys once per dataset: a warm read then touches no file but the cache
+        self._keys = None if disk is None else [file_key(self.root / p) for p in self.paths]
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -41,15 +41,23 @@ class ImageDataset(Dataset):
             return self._memory[index]
         path = self.root / self.paths[index]
         if self.disk is not None:
-            image = self.disk.get(path, lambda: self.decode(path))
+            image = self.disk.get(self._keys[index], lambda: self.decode(path))
         else:
             image = self.decode(path)
         if self._memory is not None:
             self._memory[index] = image
         return image
 
+    def served_from_packs(self) -> bool:
+        """True when every image is a row of a cache pack and needs no per-image work,
+        so loader workers would only add inter-process copies."""
+        if self.disk is None or self.transform is not None:
+            return False
+        packed = self.disk.index()
+        return all(key in packed for key in self._keys)
+
     def decode(self, path: Path) -> np.ndarray:
-        return preprocess(read_rgb(path, min_size=self._decode_size), self.data_cfg)
+        return decode_preprocessed(path, self.data_cfg)
 
     def __getitem__(self, index: int) -> tuple[np.ndarray, int]:
         image = self.load(index)
