@@ -1,6 +1,7 @@
 """End to end: train a tiny model, predict, and check the run directory contract."""
 
 import json
+from importlib import metadata
 
 import pandas as pd
 import pytest
@@ -40,11 +41,15 @@ def test_validation_f1_clearly_above_chance(trained):
 
 def test_run_directory_contract(trained):
     run = trained.run
-    for name in ("config.yaml", "folds.csv", "oof.csv", "summary.json", "command.txt",
+    for name in ("config.yaml", "folds.csv", "oof.csv", "summary.json", "run.json",
                  "fold0/metrics.csv", "fold0/checkpoints/best.ckpt",
                  "fold0/checkpoints/last.ckpt"):
         assert (run / name).is_file(), name
     assert list((run / "fold0" / "tb").glob("events.out.tfevents.*"))
+    record = json.loads((run / "run.json").read_text())
+    assert record["versions"]["torch"] == metadata.version("torch")
+    assert record["versions"]["maskclf"] and record["versions"]["lightning"]
+    assert record["command"] and record["folds"] == [0] and record["data"]
     config = yaml.safe_load((run / "config.yaml").read_text())
     assert config["train"]["epochs"] == 20 and config["model"]["name"] == "test_byobnet"
     metrics = pd.read_csv(run / "fold0" / "metrics.csv")

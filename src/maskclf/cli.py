@@ -27,6 +27,7 @@ err = Console(stderr=True)
 
 JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON object as the last line.")]
 DataOption = Annotated[Path, typer.Option("--data", help="Dataset root (train/ and eval/).")]
+"""``--data``; with ``train --resume`` the default means the path the run recorded."""
 TtaOption = Annotated[str | None, typer.Option(
     "--tta", help="Comma-separated test-time views: hflip,scale,shift ('' for none).")]
 
@@ -150,14 +151,22 @@ def train(
                     ] = None,
     override: Annotated[list[str] | None, typer.Option("-o", help="key=value override, e.g. "
                                                        "-o optim.lr=3e-4")] = None,
+    resume: Annotated[Path | None, typer.Option(
+        "--resume", help="Finish this interrupted run (its own config, folds and data).")
+    ] = None,
     as_json: JsonOption = False,
 ) -> None:
     """Check the dataset, split by person, train, and write a new run directory."""
     from maskclf.config import load_config
-    from maskclf.pipeline import train_run
+    from maskclf.pipeline import resume_run, train_run
 
-    cfg = load_config(config, override or [])
-    result = train_run(cfg, data, runs, name, fold=fold)
+    if resume is not None:
+        if config is not None or override or fold is not None or name is not None:
+            raise ValueError("--resume continues a run with its own config.yaml and folds; "
+                             "drop --config, -o, --fold and --name")
+        result = resume_run(resume, data if data != Path("data") else None)
+    else:
+        result = train_run(load_config(config, override or []), data, runs, name, fold=fold)
     validation = result.summary["validation"]
     if validation is None:
         out.print("data.val_ratio is 0: trained on every person without validation; "

@@ -145,6 +145,8 @@ class TrainConfig(_Section):
     ema: bool = False
     ema_decay: float = Field(0.999, gt=0.0, lt=1.0)
     log_every_n_steps: int = Field(10, ge=1)
+    deterministic: bool = False
+    """Ask torch for deterministic algorithms (slower on GPU; CPU runs repeat without it)."""
 
     @field_validator("precision", mode="before")
     @classmethod

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,16 +10,15 @@ from pathlib import Path
 import lightning as L
 import numpy as np
 import pandas as pd
-import torch
-from torch.utils.data import DataLoader, WeightedRandomSampler
+from torch.utils.data import DataLoader
 
 from maskclf import labels
 from maskclf.atomic import atomic_write_text
-from maskclf.config import RunConfig, dump_config
+from maskclf.config import RunConfig, dump_config, load_config
 from maskclf.data.cache import build_cache, open_cache
 from maskclf.data.corrections import CorrectionReport, apply_corrections, load_corrections
 from maskclf.data.layout import read_tables
-from maskclf.data.sampling import oversample, sample_weights
+from maskclf.data.sampling import EpochSampler, oversample, sample_weights
 from maskclf.data.splits import PSEUDO, attach_folds, make_folds
 from maskclf.metrics import score, write_confusions
 from maskclf.predict import (
@@ -32,9 +30,20 @@ from maskclf.predict import (
     predict_probs,
 )
 from maskclf.pseudo import read_extra
+from maskclf.reproducibility import environment
+from maskclf.resume import (
+    last_checkpoint,
+    load_fold_result,
+    restore_metrics,
+    save_fold_result,
+    stash_metrics,
+)
 from maskclf.rundir import create_run_dir, fold_dir
 from maskclf.submission import CLASS_COLUMNS, prediction_table, write_csv
 from maskclf.training import build_module, build_task, build_trainer
+
+RUN_RECORD = "run.json"
+"""Versions, command line, data path and folds of a run (``reproducibility.environment``)."""
 
 
 @dataclass
@@ -77,49 +86,61 @@ def prepare_records(cfg: RunConfig, root: Path) -> tuple[pd.DataFrame, Correctio
 
 
 def _train_loader(dataset, rows: pd.DataFrame, cfg: RunConfig) -> DataLoader:
-    sampler = None
+    weights = None
     if cfg.data.sampler == "balanced":
         by = {"class": "target", "age": "age_group"}.get(cfg.data.sampler_by, cfg.data.sampler_by)
-        sampler = WeightedRandomSampler(sample_weights(rows[by]), num_samples=len(rows),
-                                        generator=torch.Generator().manual_seed(cfg.seed))
-    return make_loader(dataset, cfg, shuffle=sampler is None, sampler=sampler, drop_last=True)
+        weights = sample_weights(rows[by])
+    return make_loader(dataset, cfg, sampler=EpochSampler(len(rows), cfg.seed, weights),
+                       drop_last=True)
 
 
 def fit_fold(cfg: RunConfig, root: Path, records: pd.DataFrame, fold: int, out_dir: Path,
-             attribute: str | None = None, interactive: bool | None = None) -> FoldResult:
+             attribute: str | None = None, interactive: bool | None = None,
+             run: Path | None = None) -> FoldResult:
     """Train one fold from fresh, seeded weights: persons of ``fold`` validate, the rest train.
 
-    ``attribute`` trains a one-attribute model (per-attribute runs); its probabilities are
-    over that attribute.
+    A fold that already finished (resumed run) is read back; one that stopped part-way
+    continues from its last finished epoch. ``attribute`` trains a one-attribute model
+    (per-attribute runs); its probabilities are over that attribute.
     """
+    out = fold_dir(out_dir, fold)
+    val_rows = records[records["fold"] == fold]
+    finished = load_fold_result(out)
+    if finished is not None:
+        return FoldResult(fold, finished[0], val_rows, finished[1])
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     records = records.assign(target=training_classes(records, cfg.data.age_old_threshold))
     train_rows = oversample(records[records["fold"] != fold], cfg.data.oversample, cfg.seed)
-    val_rows = records[records["fold"] == fold]
     net = build_net(cfg, attribute)
     counts = np.bincount(train_rows["target"], minlength=labels.NUM_CLASSES)
     module = build_module(cfg, net, build_task(cfg, attribute, counts))
     train_set = make_dataset(cfg, root, train_rows["path"], train_rows["target"], True)
     val_set = make_dataset(cfg, root, val_rows["path"], val_rows["class"], False)
     validate = len(val_rows) > 0
-    trainer, checkpoint = build_trainer(cfg, fold_dir(out_dir, fold), validate, interactive)
+    resume_from = last_checkpoint(out)
+    if resume_from is not None:
+        stash_metrics(out)
+    trainer, checkpoint = build_trainer(cfg, out, validate, interactive, run)
     trainer.fit(module, _train_loader(train_set, train_rows, cfg),
-                make_loader(val_set, cfg) if validate else None)
+                make_loader(val_set, cfg) if validate else None,
+                ckpt_path=resume_from, weights_only=True)
+    restore_metrics(out)
     best = Path(checkpoint.best_model_path or checkpoint.last_model_path)
-    if not validate:
-        return FoldResult(fold, [best], val_rows, None)
-    best_net = load_net(cfg, best, attribute)
-    return FoldResult(fold, [best], val_rows, predict_probs(cfg, best_net, val_set, attribute))
+    probs = (predict_probs(cfg, load_net(cfg, best, attribute), val_set, attribute)
+             if validate else None)
+    save_fold_result(out, [best], probs)
+    return FoldResult(fold, [best], val_rows, probs)
 
 
 def _train_folds(cfg: RunConfig, root: Path, records: pd.DataFrame, folds: list[int],
                  out_dir: Path, interactive: bool | None) -> list[FoldResult]:
     """Every fold of one model, or of three attribute models combined per fold."""
     if cfg.model.head != "per_attribute":
-        return [fit_fold(cfg, root, records, k, out_dir, None, interactive) for k in folds]
+        return [fit_fold(cfg, root, records, k, out_dir, None, interactive, out_dir)
+                for k in folds]
     per_attribute = {
         attribute: [fit_fold(cfg.for_attribute(attribute), root, records, k, out_dir / attribute,
-                             attribute, interactive) for k in folds]
+                             attribute, interactive, out_dir) for k in folds]
         for attribute in labels.ATTRIBUTES
     }
     combined = []
@@ -193,20 +214,48 @@ def train_run(cfg: RunConfig, data_root: Path | str, runs_dir: Path | str = "run
         raise ValueError(f"--fold {fold} does not exist; this split has folds {fold_ids}")
     run = create_run_dir(runs_dir, name)
     atomic_write_text(run / "config.yaml", dump_config(cfg))
-    atomic_write_text(run / "command.txt", " ".join(sys.argv) + "\n")
+    record = {**environment(), "data": str(root.resolve()),
+              "folds": fold_ids if fold is None else [fold], "resumed": []}
+    atomic_write_text(run / RUN_RECORD, json.dumps(record, indent=2) + "\n")
     write_csv(folds, run / "folds.csv")
     if report is not None:
         write_csv(report.changes, run / "corrections.csv")
         print(report.summary(), flush=True)
-    records = attach_folds(records, folds)
+    return _run_folds(cfg, root, attach_folds(records, folds), record["folds"], run,
+                      interactive, started, report)
+
+
+def resume_run(run: Path | str, data_root: Path | str | None = None,
+               interactive: bool | None = None) -> RunResult:
+    """Finish an interrupted run with its own config, folds and data (or ``data_root``)."""
+    started = time.monotonic()
+    run = Path(run)
+    if (run / "summary.json").is_file():
+        raise FileExistsError(f"{run} already finished (summary.json exists); nothing to resume")
+    if not (run / RUN_RECORD).is_file():
+        raise FileNotFoundError(f"{run / RUN_RECORD} not found: not a maskclf run directory")
+    record = json.loads((run / RUN_RECORD).read_text())
+    cfg = load_config(run / "config.yaml")
+    root = Path(data_root or record["data"])
+    records, _ = prepare_records(cfg, root)
+    folds = pd.read_csv(run / "folds.csv", dtype={"person": str, "fold": int})
+    record["resumed"].append(environment())
+    atomic_write_text(run / RUN_RECORD, json.dumps(record, indent=2) + "\n")
+    print(f"resuming {run}: folds {record['folds']}", flush=True)
+    return _run_folds(cfg, root, attach_folds(records, folds), record["folds"], run,
+                      interactive, started, None)
+
+
+def _run_folds(cfg: RunConfig, root: Path, records: pd.DataFrame, folds: list[int], run: Path,
+               interactive: bool | None, started: float,
+               report: CorrectionReport | None) -> RunResult:
     _warm_cache(cfg, root, records["path"].tolist())
     extra = read_extra(cfg.data.extra)
     if extra is not None:
         print(f"data.extra: {len(extra)} pseudo-labelled image(s) join every fold's training",
               flush=True)
         records = pd.concat([records, extra.assign(fold=PSEUDO)], ignore_index=True)
-    results = _train_folds(cfg, root, records, fold_ids if fold is None else [fold], run,
-                           interactive)
+    results = _train_folds(cfg, root, records, folds, run, interactive)
     summary = _summarise(run, records, results, started)
     atomic_write_text(run / "summary.json", json.dumps(summary, indent=2) + "\n")
     return RunResult(run, summary, report)

@@ -23,6 +23,8 @@ from maskclf.labels import NUM_CLASSES
 from maskclf.losses import create_loss
 from maskclf.models.heads import AttributeTask, MultiHeadTask, SingleTask
 from maskclf.progress import progress_callback, quiet_lightning
+from maskclf.reproducibility import EpochSeed
+from maskclf.resume import InterruptCheckpoint
 from maskclf.tta import tta_probs
 
 MONITOR = "val/f1"
@@ -199,8 +201,13 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 
 
 def build_trainer(cfg: RunConfig, out_dir: Path, validate: bool,
-                  interactive: bool | None = None) -> tuple[L.Trainer, ModelCheckpoint]:
-    """A Trainer logging to ``out_dir`` (metrics.csv, tb/) and checkpointing to checkpoints/."""
+                  interactive: bool | None = None, run: Path | None = None
+                  ) -> tuple[L.Trainer, ModelCheckpoint]:
+    """A Trainer logging to ``out_dir`` (metrics.csv, tb/) and checkpointing to checkpoints/.
+
+    Every epoch reseeds from (seed, epoch) and ends with ``checkpoints/last.ckpt``; an
+    interrupt saves the current state and prints how to resume ``run``.
+    """
     if cfg.sched.name == "plateau" and not validate:
         raise ValueError("sched.name: plateau follows validation macro F1; it needs "
                          "data.val_ratio > 0 or data.folds >= 2")
@@ -212,7 +219,8 @@ def build_trainer(cfg: RunConfig, out_dir: Path, validate: bool,
         checkpoint = ModelCheckpoint(dirpath=out_dir / "checkpoints", filename="last",
                                      save_top_k=1, monitor=None)
     callbacks = [checkpoint, LearningRateMonitor(logging_interval="epoch"),
-                 progress_callback(interactive)]
+                 progress_callback(interactive), EpochSeed(cfg.seed),
+                 InterruptCheckpoint(run or out_dir, out_dir / "checkpoints")]
     if cfg.model.freeze_epochs:
         callbacks.append(FreezeBackbone(cfg.model.freeze_epochs))
     loggers = [CSVLogger(save_dir=out_dir, name="", version=""),
@@ -232,6 +240,7 @@ def build_trainer(cfg: RunConfig, out_dir: Path, validate: bool,
         num_sanity_val_steps=0,
         enable_model_summary=False,
         limit_val_batches=1.0 if validate else 0,
+        deterministic=cfg.train.deterministic,
     )
     return trainer, checkpoint
 

@@ -1,10 +1,8 @@
 import numpy as np
 import pandas as pd
 import pytest
-import torch
-from torch.utils.data import WeightedRandomSampler
 
-from maskclf.data.sampling import class_weights, oversample, sample_weights
+from maskclf.data.sampling import EpochSampler, class_weights, oversample, sample_weights
 
 
 def test_inverse_weights_on_a_known_table():
@@ -21,10 +19,22 @@ def test_effective_number_weights_on_a_known_table():
 
 def test_balanced_sampler_draws_minority_at_expected_rate():
     keys = pd.Series([0] * 900 + [1] * 100)
-    sampler = WeightedRandomSampler(sample_weights(keys), num_samples=20000,
-                                    generator=torch.Generator().manual_seed(0))
-    drawn = keys.to_numpy()[list(sampler)]
+    sampler = EpochSampler(len(keys), seed=0, weights=sample_weights(keys))
+    drawn = np.concatenate([keys.to_numpy()[[i for i, _ in sampler]]
+                            for sampler.epoch in range(20)])
     assert abs((drawn == 1).mean() - 0.5) < 0.02
+
+
+def test_epoch_order_is_a_function_of_seed_and_epoch():
+    sampler = EpochSampler(50, seed=3)
+    sampler.set_epoch(4)
+    first = list(sampler)
+    assert sorted(i for i, _ in first) == list(range(50)) and {e for _, e in first} == {4}
+    again = EpochSampler(50, seed=3)
+    again.set_epoch(4)
+    assert list(again) == first  # a fresh (resumed) sampler replays the epoch
+    again.set_epoch(5)
+    assert list(again) != first
 
 
 def test_oversample_multiplies_class_rows():

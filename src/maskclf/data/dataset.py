@@ -14,8 +14,18 @@ from maskclf.data.cache import DecodeCache, file_key
 from maskclf.data.transforms import decode_preprocessed
 
 
+def augmentation_seed(base: int, epoch: int, index: int) -> int:
+    """Seed of one image's augmentation in one epoch: independent of workers and resumes."""
+    return int(np.random.SeedSequence([base, epoch, index]).generate_state(1)[0])
+
+
 class ImageDataset(Dataset):
-    """Yields ``(uint8 H x W x C array, target)``; target is -1 for unlabelled images."""
+    """Yields ``(uint8 H x W x C array, target)``; target is -1 for unlabelled images.
+
+    A key may be an index or ``(index, epoch)`` (from ``EpochSampler``): the latter seeds the
+    image's augmentation from (transform seed, epoch, index), so an epoch's augmented pixels
+    are the same whichever worker loads them and whether or not the run was resumed.
+    """
 
     def __init__(self, root: Path | str, paths: Sequence[str], targets: Sequence[int] | None,
                  data_cfg: DataConfig, transform: A.Compose | None,
@@ -27,6 +37,7 @@ class ImageDataset(Dataset):
         self.targets = None if targets is None else [int(t) for t in targets]
         self.data_cfg = data_cfg
         self.transform = transform
+        self._aug_seed = 0 if transform is None or transform.seed is None else transform.seed
         self._memory: dict[int, np.ndarray] | None = {} if data_cfg.cache == "memory" else None
         self.disk = disk
         # keys once per dataset: a warm read then touches no file but the cache
@@ -59,8 +70,11 @@ class ImageDataset(Dataset):
     def decode(self, path: Path) -> np.ndarray:
         return decode_preprocessed(path, self.data_cfg)
 
-    def __getitem__(self, index: int) -> tuple[np.ndarray, int]:
+    def __getitem__(self, key: int | tuple[int, int]) -> tuple[np.ndarray, int]:
+        index, epoch = key if isinstance(key, tuple) else (key, None)
         image = self.load(index)
         if self.transform is not None:
+            if epoch is not None:
+                self.transform.set_random_seed(augmentation_seed(self._aug_seed, epoch, index))
             image = self.transform(image=image)["image"]
         return image, -1 if self.targets is None else self.targets[index]

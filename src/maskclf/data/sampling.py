@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import numpy as np
 import pandas as pd
+from torch.utils.data import Sampler
 
 from maskclf import labels
 
@@ -47,3 +50,28 @@ def oversample(records: pd.DataFrame, factors: dict[int, float], seed: int) -> p
         if fraction > 0 and len(rows):
             pieces.append(rows[rng.random(len(rows)) < fraction])
     return pd.concat(pieces, ignore_index=True)
+
+
+class EpochSampler(Sampler):
+    """Training order as a pure function of (seed, epoch): a shuffle, or weighted draws.
+
+    Lightning calls ``set_epoch`` before each epoch. Keys are ``(index, epoch)`` so the
+    dataset seeds each image's augmentation the same way, and a resumed run replays exactly
+    the epochs an uninterrupted run would have seen.
+    """
+
+    def __init__(self, size: int, seed: int, weights: np.ndarray | None = None):
+        self.size, self.seed, self.epoch = size, seed, 0
+        self.weights = None if weights is None else np.asarray(weights) / np.sum(weights)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.size
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        rng = np.random.default_rng([self.seed, self.epoch])
+        order = (rng.permutation(self.size) if self.weights is None
+                 else rng.choice(self.size, size=self.size, p=self.weights))
+        return iter([(int(index), self.epoch) for index in order])

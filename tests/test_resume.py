@@ -1,0 +1,83 @@
+"""Interrupt a k-fold run with a real SIGTERM part-way through a fold, resume it, and get
+the same result as an uninterrupted run."""
+
+import json
+import os
+import signal
+
+import numpy as np
+import pandas as pd
+import pytest
+from lightning.pytorch.callbacks import Callback
+
+from maskclf import pipeline
+from maskclf.pipeline import resume_run, train_run
+from tests.conftest import tiny_config
+
+# dropout, mixup and every augmentation on: all draw random numbers a resume must replay
+OVERRIDES = ("data.folds=2", "train.epochs=3", "model.drop_rate=0.2", "aug.mixup_alpha=0.4",
+             "aug.shift_scale_rotate=1.0", "aug.color_jitter=1.0")
+
+
+class SigtermDuring(Callback):
+    """Send this process SIGTERM in the middle of ``epoch`` of the fold in ``folder``."""
+
+    def __init__(self, folder: str, epoch: int):
+        self.folder, self.epoch = folder, epoch
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        in_fold = trainer.default_root_dir and self.folder in str(trainer.loggers[0].save_dir)
+        if in_fold and trainer.current_epoch == self.epoch and batch_idx == 1:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+
+def _interrupting(build_trainer):
+    def build(*args, **kwargs):
+        trainer, checkpoint = build_trainer(*args, **kwargs)
+        trainer.callbacks.append(SigtermDuring("fold1", epoch=1))
+        return trainer, checkpoint
+    return build
+
+
+def test_sigterm_then_resume_matches_an_uninterrupted_run(synthetic_root, tmp_path, monkeypatch,
+                                                          capsys):
+    cfg = tiny_config(*OVERRIDES)
+    straight = train_run(cfg, synthetic_root, tmp_path, "straight", interactive=False)
+
+    monkeypatch.setattr(pipeline, "build_trainer", _interrupting(pipeline.build_trainer))
+    with pytest.raises(SystemExit):
+        train_run(cfg, synthetic_root, tmp_path, "cut", interactive=False)
+    run = tmp_path / "cut"
+    assert "maskclf train --resume" in capsys.readouterr().out
+    assert (run / "fold0/result.json").is_file()  # fold 0 finished before the signal
+    assert (run / "fold1/checkpoints/interrupted.ckpt").is_file()
+    assert not (run / "summary.json").exists()
+    monkeypatch.undo()
+
+    resumed = resume_run(run, interactive=False)
+    for a, b in zip(straight.summary["folds"], resumed.summary["folds"], strict=True):
+        assert a["macro_f1"] == pytest.approx(b["macro_f1"], abs=1e-6)
+    oof_a, oof_b = pd.read_csv(straight.run / "oof.csv"), pd.read_csv(run / "oof.csv")
+    np.testing.assert_allclose(oof_a.filter(like="class_").to_numpy(),
+                               oof_b.filter(like="class_").to_numpy(), atol=1e-5)
+    epochs = [pd.read_csv(r / "fold1/metrics.csv")[["epoch", "val/f1"]].dropna()
+              for r in (straight.run, run)]
+    pd.testing.assert_frame_equal(epochs[0].reset_index(drop=True),
+                                  epochs[1].reset_index(drop=True), atol=1e-6)
+    record = json.loads((run / "run.json").read_text())
+    assert len(record["resumed"]) == 1
+    with pytest.raises(FileExistsError, match="already finished"):
+        resume_run(run)
+
+
+def test_identical_reruns(synthetic_root, tmp_path):
+    cfg = tiny_config("train.epochs=2", "model.drop_rate=0.2", "aug.mixup_alpha=0.4")
+    first = train_run(cfg, synthetic_root, tmp_path, "a", interactive=False)
+    second = train_run(cfg, synthetic_root, tmp_path, "b", interactive=False)
+    assert first.summary["validation"] == second.summary["validation"]
+    other = train_run(cfg.model_copy(update={"seed": 1}), synthetic_root, tmp_path, "c",
+                      interactive=False)
+    oof = [pd.read_csv(r.run / "oof.csv").filter(like="class_").to_numpy()
+           for r in (first, second, other)]
+    np.testing.assert_array_equal(oof[0], oof[1])
+    assert not np.allclose(oof[0], oof[2])
