@@ -358,6 +358,40 @@ def cache(
         _emit_json(report)
 
 
+def _frame_table(title: str, frame, floats: str = "{:.4g}") -> Table:
+    table = Table(title=title)
+    for column in frame.columns:
+        table.add_column(str(column))
+    for row in frame.itertuples(index=False):
+        table.add_row(*("" if value is None or value != value  # NaN
+                        else floats.format(value) if isinstance(value, float)
+                        else escape(str(value)) for value in row))
+    return table
+
+
+@command
+def runs(
+    folder: Annotated[Path, typer.Argument(help="Folder of run directories.")] = Path("runs"),
+    sort: Annotated[str, typer.Option(help="Column to rank by (e.g. cv_f1, date, minutes).")
+                    ] = "oof_f1",
+    ascending: Annotated[bool, typer.Option(help="Smallest first.")] = False,
+    diff: Annotated[tuple[Path, Path] | None, typer.Option(
+        help="Show the config settings that differ between two run directories.")] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Leaderboard of runs (backbone, head, loss, size, folds, CV/OOF F1, time), or --diff A B."""
+    from maskclf.runs import config_diff, leaderboard
+
+    if diff is not None:
+        table = config_diff(*diff)
+        out.print(_frame_table(f"config differences ({len(table)})", table, "{:g}"))
+    else:
+        table = leaderboard(folder, sort, ascending)
+        out.print(_frame_table(f"{len(table)} runs in {folder}, by {sort}", table))
+    if as_json:
+        _emit_json({"rows": json.loads(table.to_json(orient="records"))})
+
+
 @command
 def faces(
     data: Annotated[Path, typer.Argument(help="Dataset root.")],

@@ -1,0 +1,93 @@
+"""A leaderboard of run directories and the config differences between two runs."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from pathlib import Path
+
+import pandas as pd
+import yaml
+from pydantic import ValidationError
+
+from maskclf.config import RunConfig
+
+COLUMNS = ("name", "date", "status", "backbone", "head", "loss", "image_size", "folds",
+           "cv_f1", "cv_std", "oof_f1", "mask_f1", "gender_f1", "age_f1", "minutes")
+
+
+def _loss_name(loss: dict) -> str:
+    name = loss.get("name", "cross_entropy")
+    if isinstance(name, dict):
+        name = "+".join(f"{w:g}*{n}" for n, w in name.items())
+    smoothing = loss.get("label_smoothing") or 0
+    return f"{name} (ls={smoothing:g})" if smoothing else str(name)
+
+
+def _date(run: Path) -> str:
+    record = run / "run.json"
+    if record.is_file():
+        return json.loads(record.read_text())["started"][:16].replace("T", " ")
+    return datetime.fromtimestamp((run / "config.yaml").stat().st_mtime).strftime(
+        "%Y-%m-%d %H:%M")
+
+
+def run_row(run: Path) -> dict:
+    """One leaderboard row from a run directory's config.yaml, run.json and summary.json."""
+    try:
+        cfg = RunConfig.model_validate(yaml.safe_load((run / "config.yaml").read_text()))
+    except ValidationError:  # a run from an older maskclf: listed, not ranked
+        return {"name": run.name, "date": _date(run), "status": "old config"}
+    row = {"name": run.name, "date": _date(run), "backbone": cfg.model.name,
+           "head": cfg.model.head, "loss": _loss_name(cfg.loss.model_dump()),
+           "image_size": "x".join(map(str, cfg.data.image_size)),
+           "folds": max(cfg.data.folds, 1)}
+    summary_file = run / "summary.json"
+    if not summary_file.is_file():
+        return {**row, "status": "unfinished"}
+    summary = json.loads(summary_file.read_text())
+    row.update(status="finished", minutes=round(summary.get("seconds", float("nan")) / 60, 1))
+    if summary.get("validation") is not None:
+        validation, cv = summary["validation"], summary.get("cv") or {}
+        row.update(cv_f1=cv.get("macro_f1_mean"), cv_std=cv.get("macro_f1_std"),
+                   oof_f1=validation["macro_f1"],
+                   **{f"{k}_f1": v for k, v in validation["attribute_f1"].items()})
+    return row
+
+
+def leaderboard(runs_dir: Path | str, sort: str = "oof_f1", ascending: bool = False
+                ) -> pd.DataFrame:
+    """Every run under ``runs_dir`` (a folder with config.yaml), best first by ``sort``."""
+    if sort not in COLUMNS:
+        raise ValueError(f"cannot sort by {sort!r}; columns: {', '.join(COLUMNS)}")
+    runs_dir = Path(runs_dir)
+    if not runs_dir.is_dir():
+        raise FileNotFoundError(f"{runs_dir} is not a folder of run directories")
+    rows = [run_row(p) for p in sorted(runs_dir.iterdir()) if (p / "config.yaml").is_file()]
+    table = pd.DataFrame(rows, columns=list(COLUMNS))
+    return table.sort_values(sort, ascending=ascending, na_position="last", kind="stable",
+                             ignore_index=True)
+
+
+def _flatten(tree: dict, prefix: str = "") -> dict[str, object]:
+    flat: dict[str, object] = {}
+    for key, value in tree.items():
+        if isinstance(value, dict) and value:
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def config_diff(run_a: Path | str, run_b: Path | str) -> pd.DataFrame:
+    """``key, A, B`` for every config setting whose value differs between two runs."""
+    configs = []
+    for run in (Path(run_a), Path(run_b)):
+        if not (run / "config.yaml").is_file():
+            raise FileNotFoundError(f"{run / 'config.yaml'} not found: not a run directory")
+        configs.append(_flatten(yaml.safe_load((run / "config.yaml").read_text())))
+    keys = sorted(set(configs[0]) | set(configs[1]))
+    missing = "(absent)"
+    rows = [(k, configs[0].get(k, missing), configs[1].get(k, missing)) for k in keys
+            if configs[0].get(k, missing) != configs[1].get(k, missing)]
+    return pd.DataFrame(rows, columns=["key", Path(run_a).name, Path(run_b).name])
