@@ -21,6 +21,7 @@ TINY_OVERRIDES = [
     "train.accelerator=cpu",
     "train.devices=1",
     "train.log_every_n_steps=1",
+    "train.report=false",
 ]
 
 

@@ -393,6 +393,22 @@ def runs(
 
 
 @command
+def report(
+    run: Annotated[Path, typer.Argument(help="Run directory made by `maskclf train`.")],
+    data: Annotated[Path | None, typer.Option(
+        "--data", help="Dataset root for the mistake images (default: the run's own).")] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """(Re)draw a run's report: curves, confusion matrices, per-class F1, confident mistakes."""
+    from maskclf.report import write_report
+
+    written = write_report(run, data)
+    out.print(f"report: {written['report']} ({len(written['figures'])} figures)")
+    if as_json:
+        _emit_json({k: v for k, v in written.items() if k != "confusion"})
+
+
+@command
 def faces(
     data: Annotated[Path, typer.Argument(help="Dataset root.")],
     out_dir: Annotated[Path, typer.Option("--out", help="Folder for boxes.csv, faces.png.")

@@ -147,6 +147,8 @@ class TrainConfig(_Section):
     log_every_n_steps: int = Field(10, ge=1)
     deterministic: bool = False
     """Ask torch for deterministic algorithms (slower on GPU; CPU runs repeat without it)."""
+    report: bool = True
+    """Write RUN/report/ (curves, confusion matrices, per-class F1, mistakes) at the end."""
 
     @field_validator("precision", mode="before")
     @classmethod

@@ -30,6 +30,7 @@ from maskclf.predict import (
     predict_probs,
 )
 from maskclf.pseudo import read_extra
+from maskclf.report import write_report
 from maskclf.reproducibility import environment
 from maskclf.resume import (
     last_checkpoint,
@@ -258,4 +259,6 @@ def _run_folds(cfg: RunConfig, root: Path, records: pd.DataFrame, folds: list[in
     results = _train_folds(cfg, root, records, folds, run, interactive)
     summary = _summarise(run, records, results, started)
     atomic_write_text(run / "summary.json", json.dumps(summary, indent=2) + "\n")
+    if cfg.train.report:
+        print(f"report: {write_report(run, root)['report']}", flush=True)
     return RunResult(run, summary, report)

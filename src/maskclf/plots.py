@@ -1,0 +1,62 @@
+"""The few figure types reports need, drawn with matplotlib's file backend and saved atomically."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only: no display on servers and CI
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from maskclf.atomic import atomic_write  # noqa: E402
+
+
+def save(figure: plt.Figure, path: Path) -> Path:
+    """Write ``figure`` as PNG to ``path`` (temporary file + rename) and close it."""
+    figure.tight_layout()
+    atomic_write(path, lambda tmp: figure.savefig(tmp, format="png", dpi=100))
+    plt.close(figure)
+    return path
+
+
+def confusion_figure(matrix: np.ndarray, names: Sequence[str], title: str, ax: plt.Axes) -> None:
+    """Counts as a heatmap, rows true and columns predicted, each cell labelled."""
+    ax.imshow(matrix, cmap="Blues")
+    ax.set(title=title, xlabel="predicted", ylabel="true", xticks=range(len(names)),
+           yticks=range(len(names)))
+    ax.set_xticklabels(names, rotation=90, fontsize=7)
+    ax.set_yticklabels(names, fontsize=7)
+    threshold = matrix.max() / 2 if matrix.size else 0
+    for (row, col), count in np.ndenumerate(matrix):
+        if count:
+            ax.text(col, row, str(count), ha="center", va="center", fontsize=6,
+                    color="white" if count > threshold else "black")
+
+
+def bar_figure(values: Sequence[float], names: Sequence[str], title: str, path: Path,
+               xlabel: str = "") -> Path:
+    figure, ax = plt.subplots(figsize=(8, 0.3 * len(names) + 1.2))
+    ax.barh(range(len(names)), values, color="tab:blue")
+    ax.set(title=title, xlabel=xlabel, yticks=range(len(names)))
+    ax.set_yticklabels(names, fontsize=8)
+    ax.invert_yaxis()
+    return save(figure, path)
+
+
+def image_grid(images: Sequence[np.ndarray], captions: Sequence[str], title: str, path: Path,
+               columns: int = 6) -> Path:
+    """Images with a caption under each, ``columns`` per row."""
+    rows = max(1, -(-len(images) // columns))
+    figure, axes = plt.subplots(rows, columns, figsize=(2.0 * columns, 2.6 * rows),
+                                squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, image, caption in zip(axes.flat, images, captions, strict=False):
+        ax.imshow(image)
+        ax.set_title(caption, fontsize=7)
+    figure.suptitle(title)
+    return save(figure, path)

@@ -1,0 +1,150 @@
+"""A report per run: curves, confusion matrices, per-class F1, the most confident mistakes.
+
+Everything is read back from the run directory (fold metrics.csv, oof.csv, summary.json),
+so ``maskclf report RUN`` can redraw any finished run; ``train`` calls it at the end.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from maskclf import labels
+from maskclf.atomic import atomic_write_text
+from maskclf.data.io import read_rgb
+from maskclf.metrics import confusion, score
+from maskclf.plots import bar_figure, confusion_figure, image_grid, plt, save
+from maskclf.submission import CLASS_COLUMNS
+
+
+def _curves(run: Path, path: Path) -> Path | None:
+    """Train/validation loss and validation macro F1 per epoch, one line per fold."""
+    files = sorted(run.glob("**/fold*/metrics.csv"))
+    if not files:
+        return None
+    figure, (loss_ax, f1_ax) = plt.subplots(1, 2, figsize=(11, 4))
+    for file in files:
+        fold = str(file.parent.relative_to(run))
+        epochs = pd.read_csv(file).groupby("epoch").last()
+        if "train/loss_epoch" in epochs:
+            loss_ax.plot(epochs.index + 1, epochs["train/loss_epoch"], label=f"{fold} train")
+        if "val/loss" in epochs:
+            loss_ax.plot(epochs.index + 1, epochs["val/loss"], "--", label=f"{fold} val")
+        if "val/f1" in epochs:
+            f1_ax.plot(epochs.index + 1, epochs["val/f1"], marker=".", label=fold)
+    loss_ax.set(title="loss", xlabel="epoch")
+    f1_ax.set(title="validation macro F1", xlabel="epoch")
+    for ax in (loss_ax, f1_ax):
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    return save(figure, path)
+
+
+def _confusions(truth: np.ndarray, predicted: np.ndarray, out: Path) -> tuple[Path, np.ndarray]:
+    matrix = confusion(truth, predicted)
+    figure = plt.figure(figsize=(13, 9))
+    grid = figure.add_gridspec(3, 2, width_ratios=[2.2, 1])
+    confusion_figure(matrix, labels.class_names(), "18 classes (out-of-fold)",
+                     figure.add_subplot(grid[:, 0]))
+    for row, ((name, values), t, p) in enumerate(zip(
+            labels.ATTRIBUTES.items(), labels.decode_class(truth), labels.decode_class(predicted),
+            strict=True)):
+        counts = np.zeros((len(values), len(values)), dtype=int)
+        np.add.at(counts, (t, p), 1)
+        confusion_figure(counts, values, name, figure.add_subplot(grid[row, 1]))
+    return save(figure, out / "confusion.png"), matrix
+
+
+def _mistakes(oof: pd.DataFrame, predicted: np.ndarray, data_root: Path | None, out: Path,
+              count: int) -> tuple[Path | None, pd.DataFrame]:
+    """The wrong predictions made with the highest confidence, as a captioned grid."""
+    probs = oof[CLASS_COLUMNS].to_numpy()
+    wrong = oof.assign(predicted=predicted, confidence=probs.max(axis=1))
+    wrong = wrong[wrong["predicted"] != wrong["class"]].nlargest(count, "confidence")
+    names = labels.class_names()
+    if data_root is None or wrong.empty:
+        return None, wrong
+    paths = [data_root / p for p in wrong["ImageID"]]
+    if not all(p.is_file() for p in paths):
+        return None, wrong
+    captions = [f"true {names[t]}\npred {names[p]} ({c:.2f})"
+                for t, p, c in zip(wrong["class"], wrong["predicted"], wrong["confidence"],
+                                   strict=True)]
+    return image_grid([read_rgb(p) for p in paths], captions, "most confident mistakes",
+                      out / "mistakes.png"), wrong
+
+
+def _markdown(run: Path, summary: dict, figures: dict[str, Path | None],
+              mistakes: pd.DataFrame) -> str:
+    lines = [f"# Run `{run.name}`", ""]
+    validation, cv = summary.get("validation"), summary.get("cv")
+    if validation is None:
+        lines += ["Trained without validation: no scores.", ""]
+    else:
+        attributes = validation["attribute_f1"]
+        lines += ["| OOF macro F1 | CV mean ± std | mask F1 | gender F1 | age F1 | images |",
+                  "|---|---|---|---|---|---|",
+                  f"| {validation['macro_f1']:.4f} | {cv['macro_f1_mean']:.4f} ± "
+                  f"{cv['macro_f1_std']:.4f} | {attributes['mask']:.4f} | "
+                  f"{attributes['gender']:.4f} | {attributes['age']:.4f} | {validation['n']} |",
+                  "", "| fold | macro F1 | mask | gender | age | images |",
+                  "|---|---|---|---|---|---|"]
+        for fold in summary["folds"]:
+            if "macro_f1" in fold:
+                a = fold["attribute_f1"]
+                lines.append(f"| {fold['fold']} | {fold['macro_f1']:.4f} | {a['mask']:.4f} | "
+                             f"{a['gender']:.4f} | {a['age']:.4f} | {fold['n']} |")
+        lines.append("")
+    captions = {"curves": "Loss and validation macro F1 per epoch",
+                "confusion": "Confusion matrices (rows true, columns predicted)",
+                "class_f1": "Per-class F1 (support in brackets)",
+                "mistakes": "Most confident mistakes"}
+    for key, path in figures.items():
+        if path is not None:
+            lines += [f"## {captions[key]}", "", f"![{key}]({path.name})", ""]
+    if not mistakes.empty:
+        names = labels.class_names()
+        lines += ["| image | true | predicted | confidence |", "|---|---|---|---|"]
+        lines += [f"| {image} | {names[true]} | {names[guess]} | {confidence:.3f} |"
+                  for image, true, guess, confidence in zip(
+                      mistakes["ImageID"], mistakes["class"], mistakes["predicted"],
+                      mistakes["confidence"], strict=True)]
+        lines.append("")
+    return "\n".join(lines)
+
+
+def write_report(run: Path | str, data_root: Path | str | None = None, mistakes: int = 24
+                 ) -> dict:
+    """Write ``RUN/report/`` (report.md and PNG figures); images come from ``data_root``,
+    by default the data folder the run recorded."""
+    run = Path(run)
+    if not (run / "summary.json").is_file():
+        raise FileNotFoundError(f"{run / 'summary.json'} not found: the run has not finished "
+                                f"(resume it with `maskclf train --resume {run}`)")
+    summary = json.loads((run / "summary.json").read_text())
+    if data_root is None and (run / "run.json").is_file():
+        data_root = json.loads((run / "run.json").read_text()).get("data")
+    out = run / "report"
+    out.mkdir(exist_ok=True)
+    figures: dict[str, Path | None] = {"curves": _curves(run, out / "curves.png")}
+    wrong, matrix = pd.DataFrame(), None
+    if (run / "oof.csv").is_file():
+        oof = pd.read_csv(run / "oof.csv")
+        truth = oof["class"].to_numpy()
+        predicted = oof[CLASS_COLUMNS].to_numpy().argmax(axis=1)
+        figures["confusion"], matrix = _confusions(truth, predicted, out)
+        scores = score(truth, predicted)
+        names = [f"{n} ({s})" for n, s in zip(labels.class_names(), scores["class_support"],
+                                               strict=True)]
+        figures["class_f1"] = bar_figure(scores["class_f1"], names, "per-class F1 (OOF)",
+                                         out / "class_f1.png", "F1")
+        figures["mistakes"], wrong = _mistakes(oof, predicted,
+                                               None if data_root is None else Path(data_root),
+                                               out, mistakes)
+    atomic_write_text(out / "report.md", _markdown(run, summary, figures, wrong))
+    return {"dir": str(out), "report": str(out / "report.md"),
+            "figures": {k: str(v) for k, v in figures.items() if v is not None},
+            "confusion": None if matrix is None else matrix.tolist()}
