@@ -409,6 +409,37 @@ def report(
 
 
 @command
+def eda(
+    data: Annotated[Path, typer.Argument(help="Dataset root.")],
+    out_dir: Annotated[Path, typer.Option("--out", help="Folder for report.md and plots.")
+                       ] = Path("eda"),
+    per_class: Annotated[int, typer.Option(help="Sample images per class in the grid.")] = 4,
+    stats_sample: Annotated[int, typer.Option(
+        help="Images used for the per-channel mean/std (0: all).")] = 2000,
+    as_json: JsonOption = False,
+) -> None:
+    """Explore a dataset: counts per class/attribute/person, ages, sizes, mean/std, odd files."""
+    import pandas as pd
+
+    from maskclf.eda import run_eda
+
+    result = run_eda(data, out_dir, per_class, stats_sample or None)
+    classes = pd.DataFrame({"class": list(result["class_counts"]),
+                            "images": list(result["class_counts"].values())})
+    out.print(_frame_table(f"{result['images']} images of {result['persons']} persons",
+                           classes))
+    for attribute, counts in result["attribute_counts"].items():
+        out.print(f"{attribute}: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
+    gender_age = pd.DataFrame(result["gender_age_persons"]).T.reset_index(names="gender")
+    out.print(_frame_table("persons by gender and age group", gender_age))
+    out.print(f"channel mean {result['channel_mean']} std {result['channel_std']}; "
+              f"formats {result['formats']}; odd files {len(result['odd_files'])}")
+    out.print(f"report: {result['report']}")
+    if as_json:
+        _emit_json(result)
+
+
+@command
 def faces(
     data: Annotated[Path, typer.Argument(help="Dataset root.")],
     out_dir: Annotated[Path, typer.Option("--out", help="Folder for boxes.csv, faces.png.")

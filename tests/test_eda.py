@@ -1,0 +1,53 @@
+from collections import Counter
+
+import numpy as np
+from PIL import Image
+
+from maskclf import labels
+from maskclf.eda import channel_stats, run_eda
+
+STEM_MASK = {"incorrect_mask": "incorrect", "normal": "not_wear"}
+
+
+def _hand_counts(root):
+    """Classes counted straight from folder and file names, without maskclf's reader."""
+    counts = Counter()
+    for person in (root / "train/images").iterdir():
+        _, gender, _, age = person.name.split("_")
+        age_name = labels.AGE_NAMES[0 if int(age) < 30 else 1 if int(age) < 60 else 2]
+        for image in person.iterdir():
+            if image.name.startswith("."):
+                continue
+            mask = STEM_MASK.get(image.stem, "wear")
+            counts[f"{mask}/{gender}/{age_name}"] += 1
+    return counts
+
+
+def test_eda_counts_equal_hand_counts_and_lists_odd_files(dataset_copy, tmp_path):
+    person = sorted((dataset_copy / "train/images").iterdir())[0]
+    odd = next(person.glob("normal.*"))
+    Image.open(odd).convert("L").save(odd.with_suffix(".tmp.png"), format="PNG")
+    odd.unlink()
+    odd.with_suffix(".tmp.png").rename(person / "normal.jpg")  # PNG bytes, grey, .jpg name
+    result = run_eda(dataset_copy, tmp_path / "eda", per_class=2, stats_sample=None)
+    hand = _hand_counts(dataset_copy)
+    assert result["class_counts"] == {name: hand[name] for name in labels.class_names()}
+    assert result["images"] == sum(hand.values()) and result["persons"] == 12
+    assert sum(result["attribute_counts"]["mask"].values()) == result["images"]
+    assert result["images_per_person"] == {7: 12}
+    assert sum(sum(row.values()) for row in result["gender_age_persons"].values()) == 12
+    why = {o["path"]: o["why"] for o in result["odd_files"]}
+    odd_path = str((person / "normal.jpg").relative_to(dataset_copy))
+    assert "PNG data in a .jpg file" in why[odd_path] and "mode L" in why[odd_path]
+    for name in ("report.md", "class_counts.png", "age_histogram.png", "samples.png"):
+        assert (tmp_path / "eda" / name).stat().st_size > 0
+
+
+def test_channel_stats_of_known_images(tmp_path):
+    paths = []
+    for i, colour in enumerate([(255, 0, 0), (0, 0, 255)]):
+        paths.append(tmp_path / f"{i}.png")
+        Image.new("RGB", (32, 32), colour).save(paths[-1])
+    mean, std = channel_stats(paths)
+    np.testing.assert_allclose(mean, [0.5, 0.0, 0.5], atol=1e-4)
+    np.testing.assert_allclose(std, [0.5, 0.0, 0.5], atol=1e-4)
