@@ -62,3 +62,14 @@ def test_per_attribute_sections_merge_into_each_model():
     assert cfg.for_attribute("gender").model.name == "efficientnet_b0"
     with pytest.raises(ConfigError, match="unknown section"):
         load_config(None, ["per_attribute={mask: {modle: {name: x}}}"])
+
+
+def test_wandb_without_the_package_is_a_clear_config_error(monkeypatch):
+    import importlib.util
+
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "wandb" else real_find_spec(name, *a))
+    with pytest.raises(ConfigError, match=r"pip install 'maskclf\[wandb\]'"):
+        load_config(None, ["train.wandb_project=masks"])
+    assert load_config(None, []).train.wandb_project is None  # off by default

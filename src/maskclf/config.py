@@ -6,6 +6,7 @@ wrong types are errors that name the key, so a typo fails before any training st
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 from typing import Any, Literal
 
@@ -149,6 +150,16 @@ class TrainConfig(_Section):
     """Ask torch for deterministic algorithms (slower on GPU; CPU runs repeat without it)."""
     report: bool = True
     """Write RUN/report/ (curves, confusion matrices, per-class F1, mistakes) at the end."""
+    wandb_project: str | None = None
+    """Also log to Weights & Biases under this project (needs ``pip install wandb``)."""
+
+    @field_validator("wandb_project")
+    @classmethod
+    def _wandb_installed(cls, value: str | None) -> str | None:
+        if value is not None and importlib.util.find_spec("wandb") is None:
+            raise ValueError("train.wandb_project is set but wandb is not installed: "
+                             "pip install 'maskclf[wandb]' (or drop the setting)")
+        return value
 
     @field_validator("precision", mode="before")
     @classmethod

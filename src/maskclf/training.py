@@ -225,6 +225,13 @@ def build_trainer(cfg: RunConfig, out_dir: Path, validate: bool,
         callbacks.append(FreezeBackbone(cfg.model.freeze_epochs))
     loggers = [CSVLogger(save_dir=out_dir, name="", version=""),
                TensorBoardLogger(save_dir=out_dir, name="tb", version="", default_hp_metric=False)]
+    if cfg.train.wandb_project is not None:
+        from lightning.pytorch.loggers import WandbLogger
+
+        fold = out_dir.relative_to(run) if run is not None else out_dir.name
+        loggers.append(WandbLogger(project=cfg.train.wandb_project, save_dir=out_dir,
+                                   name=f"{(run or out_dir).name}/{fold}",
+                                   config=cfg.model_dump(mode="json")))
     quiet_lightning()
     trainer = L.Trainer(
         max_epochs=cfg.train.epochs,
