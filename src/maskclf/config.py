@@ -46,7 +46,8 @@ class DataConfig(_Section):
     """Class id -> repeat factor (>= 1) for minority classes in training."""
     extra: list[Path] = []
     """Folders written by ``maskclf pseudo-label``: their images join training, never validation."""
-    num_workers: int = Field(2, ge=0)
+    num_workers: int | Literal["auto"] = "auto"
+    """Loader processes for augmented training batches; ``auto``: one per CPU core, up to 8."""
     cache: Literal["auto", "disk", "memory", "none"] = "auto"
     """``disk``: decode-once cache (memory-mapped packs of images); ``auto``: disk when it fits
     ``cache_max_gb`` and half the free disk; ``memory``: RAM of each loader process."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -48,6 +49,14 @@ def make_dataset(cfg: RunConfig, root: Path, paths, targets, train: bool) -> Ima
                         disk=open_cache(root, cfg.data, len(paths)))
 
 
+def loader_workers(setting: int | str) -> int:
+    """``data.num_workers``, with ``auto`` resolved to the CPU cores this process may use."""
+    if setting != "auto":
+        return int(setting)
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return min(8, cores or 1)
+
+
 def make_loader(dataset: ImageDataset, cfg: RunConfig, shuffle: bool = False, sampler=None,
                 drop_last: bool = False) -> DataLoader:
     """The DataLoader of every stage: workers kept alive, pinned memory on a GPU.
@@ -55,7 +64,7 @@ def make_loader(dataset: ImageDataset, cfg: RunConfig, shuffle: bool = False, sa
     Images read straight from a cache pack with nothing to augment load in the main
     process: a row copy is cheaper than shipping the batch from a worker.
     """
-    workers = 0 if dataset.served_from_packs() else cfg.data.num_workers
+    workers = 0 if dataset.served_from_packs() else loader_workers(cfg.data.num_workers)
     return DataLoader(dataset, batch_size=cfg.train.batch_size, shuffle=shuffle, sampler=sampler,
                       drop_last=drop_last and len(dataset) > cfg.train.batch_size,
                       num_workers=workers, persistent_workers=workers > 0,
