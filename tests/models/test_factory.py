@@ -34,7 +34,11 @@ def test_missing_weights_file(tmp_path):
 
 
 def test_hub_without_network_suggests_local_weights(monkeypatch):
+    import huggingface_hub.constants
+
+    # offline mode, read by huggingface_hub at import: the test fails fast, never downloads
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
     with pytest.raises(ModelWeightsError, match="model.weights"):
         create_model(ModelConfig(name="test_byobnet", pretrained=True))
 
