@@ -65,7 +65,8 @@ def test_sigterm_then_resume_matches_an_uninterrupted_run(synthetic_root, tmp_pa
     pd.testing.assert_frame_equal(epochs[0].reset_index(drop=True),
                                   epochs[1].reset_index(drop=True), atol=1e-6)
     record = json.loads((run / "run.json").read_text())
-    assert len(record["resumed"]) == 1
+    assert len(record["resumed"]) == 1 and record["interrupted_seconds"] > 0
+    assert resumed.summary["seconds"] > record["interrupted_seconds"]  # both sessions count
     with pytest.raises(FileExistsError, match="already finished"):
         resume_run(run)
 

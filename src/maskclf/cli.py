@@ -384,7 +384,10 @@ def runs(
 
     if diff is not None:
         table = config_diff(*diff)
-        out.print(_frame_table(f"config differences ({len(table)})", table, "{:g}"))
+        if table.empty:
+            out.print(f"{diff[0]} and {diff[1]} have the same config")
+        else:
+            out.print(_frame_table(f"config differences ({len(table)})", table, "{:g}"))
     else:
         table = leaderboard(folder, sort, ascending)
         out.print(_frame_table(f"{len(table)} runs in {folder}, by {sort}", table))

@@ -247,6 +247,17 @@ def resume_run(run: Path | str, data_root: Path | str | None = None,
                       interactive, started, None)
 
 
+def _earlier_seconds(run: Path) -> float:
+    """Seconds spent by earlier, interrupted sessions of this run."""
+    return json.loads((run / RUN_RECORD).read_text()).get("interrupted_seconds", 0.0)
+
+
+def _add_seconds(run: Path, seconds: float) -> None:
+    record = json.loads((run / RUN_RECORD).read_text())
+    record["interrupted_seconds"] = round(record.get("interrupted_seconds", 0.0) + seconds, 1)
+    atomic_write_text(run / RUN_RECORD, json.dumps(record, indent=2) + "\n")
+
+
 def _run_folds(cfg: RunConfig, root: Path, records: pd.DataFrame, folds: list[int], run: Path,
                interactive: bool | None, started: float,
                report: CorrectionReport | None) -> RunResult:
@@ -256,8 +267,13 @@ def _run_folds(cfg: RunConfig, root: Path, records: pd.DataFrame, folds: list[in
         print(f"data.extra: {len(extra)} pseudo-labelled image(s) join every fold's training",
               flush=True)
         records = pd.concat([records, extra.assign(fold=PSEUDO)], ignore_index=True)
-    results = _train_folds(cfg, root, records, folds, run, interactive)
+    try:
+        results = _train_folds(cfg, root, records, folds, run, interactive)
+    except BaseException:  # interrupted or failed: keep the time spent for the run's total
+        _add_seconds(run, time.monotonic() - started)
+        raise
     summary = _summarise(run, records, results, started)
+    summary["seconds"] = round(summary["seconds"] + _earlier_seconds(run), 1)
     atomic_write_text(run / "summary.json", json.dumps(summary, indent=2) + "\n")
     if cfg.train.report:
         print(f"report: {write_report(run, root)['report']}", flush=True)

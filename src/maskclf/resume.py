@@ -44,7 +44,7 @@ class InterruptCheckpoint(Callback):
             return
         trainer.save_checkpoint(self.checkpoints / "interrupted.ckpt")
         if trainer.is_global_zero:
-            print(f"\ninterrupted in epoch {trainer.current_epoch}; state saved in "
+            print(f"\ninterrupted in epoch {trainer.current_epoch + 1}; state saved in "
                   f"{self.checkpoints}. Resume (from the last finished epoch) with:\n"
                   f"  {resume_command(self.run)}", flush=True)
 
