@@ -105,3 +105,21 @@ def test_build_cache_reports_size_and_read_only_data_goes_to_home(synthetic_root
     assert str(cache_root(data, cfg)).startswith(str(tmp_path / "home"))
     assert open_cache(data, DataConfig(cache="none"), 5) is None
     assert open_cache(data, DataConfig(cache="auto", cache_max_gb=1e-9), 5) is None
+
+
+def _build(args):
+    root, cfg, paths = args
+    return build_cache(root, cfg, paths)["decoded"]
+
+
+def test_concurrent_builders_decode_each_image_once(synthetic_root, tmp_path):
+    import multiprocessing
+
+    cfg = DataConfig(image_size=(16, 12), cache="disk", cache_dir=tmp_path / "cache")
+    paths = [str(p.relative_to(synthetic_root))
+             for p in sorted((synthetic_root / "train/images").rglob("*.*"))][:20]
+    with multiprocessing.get_context("fork").Pool(3) as pool:
+        decoded = pool.map(_build, [(synthetic_root, cfg, paths)] * 3)
+    assert sorted(decoded) == [0, 0, 20]  # the lock let one writer decode; the others waited
+    cache = DecodeCache(tmp_path / "cache", cfg)
+    assert len(cache.index()) == 20 and not list(cache.dir.glob("??/*.npy"))

@@ -6,20 +6,23 @@ and a changed setting a new folder: only what changed is rebuilt.
 
 Two tiers. A miss is decoded and stored as a loose ``.npy`` entry, written to a temporary
 name and renamed, so several loader workers or DDP ranks may fill the cache at once and a
-reader never sees a partial entry. ``pack()`` (run by ``build_cache``, i.e. before training
-and by ``maskclf cache``) then moves the loose entries into one memory-mapped
-``pack-*.npy`` array with a ``.keys`` list beside it: a warm read is a row copy from a
-mapped file, with no file to open per image.
+reader never sees a partial entry. ``build_cache`` (before training, and ``maskclf cache``)
+runs one process at a time under a lock on the folder: it moves loose entries into one
+memory-mapped ``pack-*.npy`` array with a ``.keys`` list beside it and decodes what is
+missing straight into another; a warm read is a row copy from a mapped file, with no file
+to open per image.
 """
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -162,6 +165,17 @@ def fits_disk(root: Path, n_images: int, cfg: DataConfig) -> bool:
     return needed < cfg.cache_max_gb * 1e9 and needed < shutil.disk_usage(root).free / 2
 
 
+@contextmanager
+def writer_lock(folder: Path) -> Iterator[None]:
+    """Exclusive lock on ``folder`` across processes (runs, DDP ranks), released on exit."""
+    with open(folder / ".lock", "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 def in_threads(work: Callable[[int], object], count: int, workers: int | None = None) -> None:
     """Run ``work(i)`` for every i in parallel threads (decoding and I/O free the GIL)."""
     workers = workers or min(8, os.cpu_count() or 1)
@@ -177,13 +191,14 @@ def build_cache(data_root: Path | str, cfg: DataConfig, rel_paths: list[str]) ->
     """
     data_root = Path(data_root)
     cache = DecodeCache(cache_root(data_root, cfg), cfg)
-    cache.pack()
     paths = [data_root / rel for rel in rel_paths]
-    cached = cache.index()
-    missing = {key: path for key, path in zip(map(file_key, paths), paths, strict=True)
-               if key not in cached}
-    todo = list(missing.values())
-    cache.write_pack(list(missing), lambda row: decode_preprocessed(todo[row], cfg),
-                     (*cfg.image_size, 3))
+    keys = [file_key(path) for path in paths]
+    with writer_lock(cache.dir):  # one writer; others wait, then find their images packed
+        cache.pack()
+        cached = cache.index()
+        missing = {key: path for key, path in zip(keys, paths, strict=True) if key not in cached}
+        todo = list(missing.values())
+        cache.write_pack(list(missing), lambda row: decode_preprocessed(todo[row], cfg),
+                         (*cfg.image_size, 3))
     return {"dir": str(cache.dir), "images": len(paths), "decoded": len(todo),
             "bytes": cache.size_bytes()}
