@@ -63,7 +63,9 @@ def quiet_lightning() -> None:
     """Hide Lightning's start-up chatter and warnings that do not apply to maskclf's use."""
     logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
     for message in (".*does not have many workers.*", ".*no `val_dataloader`.*", ".*LeafSpec.*",
-                    r".*module\(s\) in eval mode.*"):  # the last: the EMA copy
+                    r".*module\(s\) in eval mode.*",  # the EMA copy
+                    # a resumed fold reopens its folders; metrics.csv is kept by resume.py
+                    ".*exists and is not empty.*"):
         warnings.filterwarnings("ignore", message=message)
 
 

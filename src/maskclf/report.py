@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from matplotlib.ticker import MaxNLocator
 
 from maskclf import labels
 from maskclf.atomic import atomic_write_text
@@ -38,6 +39,7 @@ def _curves(run: Path, path: Path) -> Path | None:
     loss_ax.set(title="loss", xlabel="epoch")
     f1_ax.set(title="validation macro F1", xlabel="epoch")
     for ax in (loss_ax, f1_ax):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
     return save(figure, path)
