@@ -99,7 +99,7 @@ def test_predict_follows_shuffled_info_order(trained, learnable_root, tmp_path):
 
 
 def test_second_run_with_same_name_gets_new_directory(synthetic_root, tmp_path):
-    cfg = tiny_config("data.val_ratio=0")
+    cfg = tiny_config("data.val_ratio=0", "train.report=true")
     first = train_run(cfg, synthetic_root, tmp_path, "same", interactive=False)
     marker = first.run / "config.yaml"
     before = marker.read_text()
@@ -109,6 +109,8 @@ def test_second_run_with_same_name_gets_new_directory(synthetic_root, tmp_path):
     assert second.summary["validation"] is None
     assert (second.run / "fold0/checkpoints/last.ckpt").is_file()
     assert not (second.run / "fold0/checkpoints/best.ckpt").exists()
+    report = (second.run / "report/report.md").read_text()  # curves, but nothing to score
+    assert "without validation" in report and (second.run / "report/curves.png").is_file()
 
 
 def test_bad_data_fails_before_any_run_directory(dataset_copy, tmp_path):

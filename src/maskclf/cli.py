@@ -352,8 +352,8 @@ def cache(
     records, info = read_tables(data)
     paths = records["path"].tolist() + ([] if info is None else info["path"].tolist())
     report = build_cache(data, cfg.data, paths)
-    out.print(f"cached {report['images']} images: {report['bytes'] / 1e6:.1f} MB in "
-              f"{report['dir']}")
+    out.print(f"cached {report['images']} images ({report['decoded']} decoded now): "
+              f"{report['bytes'] / 1e6:.1f} MB in {report['dir']}")
     if as_json:
         _emit_json(report)
 
