@@ -62,3 +62,10 @@ def test_python_dash_m_works():
     completed = subprocess.run([sys.executable, "-m", "maskclf", "--help"], capture_output=True,
                                text=True, check=True)
     assert "make-synthetic" in completed.stdout and "demo" in completed.stdout
+
+
+def test_resume_keeps_the_run_config(tmp_path):
+    result = runner.invoke(app, ["train", "--resume", str(tmp_path), "-o", "optim.lr=1"])
+    assert result.exit_code == 2 and "drop --config, -o" in result.output
+    result = runner.invoke(app, ["train", "--resume", str(tmp_path / "nope")])
+    assert result.exit_code == 2 and "not a maskclf run directory" in result.output

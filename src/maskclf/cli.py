@@ -27,7 +27,6 @@ err = Console(stderr=True)
 
 JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON object as the last line.")]
 DataOption = Annotated[Path, typer.Option("--data", help="Dataset root (train/ and eval/).")]
-"""``--data``; with ``train --resume`` the default means the path the run recorded."""
 TtaOption = Annotated[str | None, typer.Option(
     "--tta", help="Comma-separated test-time views: hflip,scale,shift ('' for none).")]
 
@@ -144,7 +143,9 @@ def make_synthetic(
 @command
 def train(
     config: Annotated[Path | None, typer.Option("--config", help="YAML config.")] = None,
-    data: DataOption = Path("data"),
+    data: Annotated[Path | None, typer.Option(
+        "--data", help="Dataset root (default: ./data, or with --resume the run's own).")
+    ] = None,
     runs: Annotated[Path, typer.Option("--out", help="Folder of run directories.")] = Path("runs"),
     name: Annotated[str | None, typer.Option(help="Run name (default: a timestamp).")] = None,
     fold: Annotated[int | None, typer.Option(help="Train only this fold of a k-fold split.")
@@ -164,9 +165,10 @@ def train(
         if config is not None or override or fold is not None or name is not None:
             raise ValueError("--resume continues a run with its own config.yaml and folds; "
                              "drop --config, -o, --fold and --name")
-        result = resume_run(resume, data if data != Path("data") else None)
+        result = resume_run(resume, data)
     else:
-        result = train_run(load_config(config, override or []), data, runs, name, fold=fold)
+        result = train_run(load_config(config, override or []), data or Path("data"), runs, name,
+                           fold=fold)
     validation = result.summary["validation"]
     if validation is None:
         out.print("data.val_ratio is 0: trained on every person without validation; "
