@@ -31,6 +31,9 @@ class DataConfig(_Section):
     crop_fraction: float = Field(0.8, gt=0.0, le=1.0)
     face_margin: float = Field(0.4, ge=0.0, le=2.0)
     """For ``face``: grow the detected box by this share of its size on every side."""
+    crop_margin: float = Field(0.0, ge=0.0, le=0.5)
+    """Preprocess (and cache) at ``image_size * (1 + crop_margin)``; training then takes a
+    random ``image_size`` crop of it, validation and prediction the centre."""
     val_ratio: float = Field(0.2, ge=0.0, lt=1.0)
     """Share of persons held out for validation (0 trains on everyone); unused when folds >= 2."""
     folds: int = Field(0, ge=0)

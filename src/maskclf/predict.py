@@ -44,7 +44,8 @@ class PredictResult:
 
 def make_dataset(cfg: RunConfig, root: Path, paths, targets, train: bool) -> ImageDataset:
     """Images of ``paths`` with the run's transforms, read through the decode-once cache."""
-    transform = build_transforms(cfg.aug, train=train, seed=cfg.seed)
+    crop_to = tuple(cfg.data.image_size) if cfg.data.crop_margin else None
+    transform = build_transforms(cfg.aug, train=train, seed=cfg.seed, crop_to=crop_to)
     return ImageDataset(root, paths, targets, cfg.data, transform,
                         disk=open_cache(root, cfg.data, len(paths)))
 

@@ -29,7 +29,7 @@ import numpy as np
 
 from maskclf.atomic import atomic_write
 from maskclf.config import DataConfig
-from maskclf.data.transforms import decode_preprocessed
+from maskclf.data.transforms import decode_preprocessed, stored_size
 
 CACHE_VERSION = 2
 CACHE_DIRNAME = ".maskclf-cache"
@@ -37,7 +37,7 @@ CACHE_DIRNAME = ".maskclf-cache"
 
 def settings_key(cfg: DataConfig) -> str:
     """Hash of every setting that changes the preprocessed pixels."""
-    settings = {"version": CACHE_VERSION, "image_size": list(cfg.image_size), "crop": cfg.crop,
+    settings = {"version": CACHE_VERSION, "image_size": list(stored_size(cfg)), "crop": cfg.crop,
                 "crop_fraction": cfg.crop_fraction, "face_margin": cfg.face_margin}
     return hashlib.sha1(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -154,7 +154,7 @@ class DecodeCache:
 
 
 def estimate_bytes(n_images: int, cfg: DataConfig) -> int:
-    height, width = cfg.image_size
+    height, width = stored_size(cfg)
     return n_images * (height * width * 3 + 128)
 
 
@@ -199,6 +199,6 @@ def build_cache(data_root: Path | str, cfg: DataConfig, rel_paths: list[str]) ->
         missing = {key: path for key, path in zip(keys, paths, strict=True) if key not in cached}
         todo = list(missing.values())
         cache.write_pack(list(missing), lambda row: decode_preprocessed(todo[row], cfg),
-                         (*cfg.image_size, 3))
+                         (*stored_size(cfg), 3))
     return {"dir": str(cache.dir), "images": len(paths), "decoded": len(todo),
             "bytes": cache.size_bytes()}

@@ -11,7 +11,7 @@ from torch.utils.data import Dataset
 
 from maskclf.config import DataConfig
 from maskclf.data.cache import DecodeCache, file_key
-from maskclf.data.transforms import decode_preprocessed
+from maskclf.data.transforms import centre_crop, decode_preprocessed
 
 
 def augmentation_seed(base: int, epoch: int, index: int) -> int:
@@ -77,4 +77,6 @@ class ImageDataset(Dataset):
             if epoch is not None:
                 self.transform.set_random_seed(augmentation_seed(self._aug_seed, epoch, index))
             image = self.transform(image=image)["image"]
+        else:  # evaluation: the centre of an image stored with a crop margin
+            image = centre_crop(image, self.data_cfg.image_size)
         return image, -1 if self.targets is None else self.targets[index]

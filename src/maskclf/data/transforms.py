@@ -39,10 +39,16 @@ def crop_box(image: np.ndarray, cfg: DataConfig) -> tuple[int, int, int, int]:
     return centre_box(height, width, cfg.crop_fraction)
 
 
+def stored_size(cfg: DataConfig) -> tuple[int, int]:
+    """(height, width) that preprocessing produces and the cache stores: the network size
+    plus ``crop_margin`` for random crops."""
+    return tuple(round(side * (1 + cfg.crop_margin)) for side in cfg.image_size)
+
+
 def decode_size(cfg: DataConfig) -> tuple[int, int]:
     """Smallest decoded (height, width) that still gives full detail after cropping."""
     scale = {"center": cfg.crop_fraction, "face": 0.5}.get(cfg.crop, 1.0)
-    return tuple(int(np.ceil(side / scale)) for side in cfg.image_size)
+    return tuple(int(np.ceil(side / scale)) for side in stored_size(cfg))
 
 
 def interpolation(source: tuple[int, int], target: tuple[int, int]) -> int:
@@ -53,9 +59,9 @@ def interpolation(source: tuple[int, int], target: tuple[int, int]) -> int:
 
 
 def preprocess(image: np.ndarray, cfg: DataConfig) -> np.ndarray:
-    """Crop and resize an RGB uint8 image to ``cfg.image_size`` (deterministic)."""
+    """Crop and resize an RGB uint8 image to ``stored_size(cfg)`` (deterministic)."""
     top, left, bottom, right = crop_box(image, cfg)
-    height, width = cfg.image_size
+    height, width = stored_size(cfg)
     if (bottom - top, right - left) == (height, width):
         return np.ascontiguousarray(image[top:bottom, left:right])
     return cv2.resize(image[top:bottom, left:right], (width, height),
@@ -67,8 +73,18 @@ def decode_preprocessed(path: Path | str, cfg: DataConfig) -> np.ndarray:
     return preprocess(read_rgb(path, min_size=decode_size(cfg)), cfg)
 
 
-def build_transforms(aug: AugConfig, train: bool, seed: int = 0) -> A.Compose | None:
+def centre_crop(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """The central ``size`` (height, width) of ``image`` (a view; the image if already so)."""
+    top, left = (image.shape[0] - size[0]) // 2, (image.shape[1] - size[1]) // 2
+    return image[top:top + size[0], left:left + size[1]]
+
+
+def build_transforms(aug: AugConfig, train: bool, seed: int = 0,
+                     crop_to: tuple[int, int] | None = None) -> A.Compose | None:
     """Random augmentation for training; None for eval (nothing to do per image).
+
+    ``crop_to`` (height, width) starts training augmentation with a random crop of that
+    size, for images stored with a ``crop_margin``.
 
     Images stay uint8 H x W x C: batches collate with plain copies, and the model step
     normalises them on the device and views them as channels-last N x C x H x W.
@@ -77,7 +93,9 @@ def build_transforms(aug: AugConfig, train: bool, seed: int = 0) -> A.Compose | 
     """
     if not train:
         return None
+    crop = [] if crop_to is None else [A.RandomCrop(height=crop_to[0], width=crop_to[1])]
     return A.Compose([
+        *crop,
         A.HorizontalFlip(p=aug.hflip),
         A.Affine(scale=(0.9, 1.1), translate_percent=(-0.06, 0.06), rotate=(-10, 10),
                  border_mode=cv2.BORDER_REFLECT_101, p=aug.shift_scale_rotate),
