@@ -66,6 +66,15 @@ def score_files(submission_path, labels_path) -> dict:
     return score(truth.to_numpy(), submission.loc[truth.index].to_numpy())
 
 
+def attribute_confusions(y_true, y_pred) -> dict[str, np.ndarray]:
+    """Per-attribute confusion matrices (rows true, columns predicted) of 18-class labels."""
+    return {name: confusion_matrix(t, p, labels=range(len(values)))
+            for (name, values), t, p in zip(labels.ATTRIBUTES.items(),
+                                            labels.decode_class(np.asarray(y_true, dtype=int)),
+                                            labels.decode_class(np.asarray(y_pred, dtype=int)),
+                                            strict=True)}
+
+
 def write_confusions(y_true, y_pred, out_dir) -> None:
     """``confusion.csv`` (18 classes) and ``confusion_<attribute>.csv`` in ``out_dir``."""
     out_dir = Path(out_dir)
@@ -73,8 +82,7 @@ def write_confusions(y_true, y_pred, out_dir) -> None:
     names = labels.class_names()
     write_csv(pd.DataFrame(confusion(y_true, y_pred), index=names, columns=names)
               .rename_axis("true\\predicted").reset_index(), out_dir / "confusion.csv")
-    for (name, values), t, p in zip(labels.ATTRIBUTES.items(), labels.decode_class(y_true),
-                                    labels.decode_class(y_pred), strict=True):
-        matrix = confusion_matrix(t, p, labels=range(len(values)))
+    for name, matrix in attribute_confusions(y_true, y_pred).items():
+        values = labels.ATTRIBUTES[name]
         write_csv(pd.DataFrame(matrix, index=values, columns=values)
                   .rename_axis("true\\predicted").reset_index(), out_dir / f"confusion_{name}.csv")

@@ -39,12 +39,9 @@ from maskclf.resume import (
     save_fold_result,
     stash_metrics,
 )
-from maskclf.rundir import create_run_dir, fold_dir
+from maskclf.rundir import RUN_RECORD, create_run_dir, fold_dir, read_record, write_record
 from maskclf.submission import CLASS_COLUMNS, prediction_table, write_csv
 from maskclf.training import build_module, build_task, build_trainer
-
-RUN_RECORD = "run.json"
-"""Versions, command line, data path and folds of a run (``reproducibility.environment``)."""
 
 
 @dataclass
@@ -217,7 +214,7 @@ def train_run(cfg: RunConfig, data_root: Path | str, runs_dir: Path | str = "run
     atomic_write_text(run / "config.yaml", dump_config(cfg))
     record = {**environment(), "data": str(root.resolve()),
               "folds": fold_ids if fold is None else [fold], "resumed": []}
-    atomic_write_text(run / RUN_RECORD, json.dumps(record, indent=2) + "\n")
+    write_record(run, record)
     write_csv(folds, run / "folds.csv")
     if report is not None:
         write_csv(report.changes, run / "corrections.csv")
@@ -233,29 +230,25 @@ def resume_run(run: Path | str, data_root: Path | str | None = None,
     run = Path(run)
     if (run / "summary.json").is_file():
         raise FileExistsError(f"{run} already finished (summary.json exists); nothing to resume")
-    if not (run / RUN_RECORD).is_file():
+    record = read_record(run)
+    if not record:
         raise FileNotFoundError(f"{run / RUN_RECORD} not found: not a maskclf run directory")
-    record = json.loads((run / RUN_RECORD).read_text())
     cfg = load_config(run / "config.yaml")
     root = Path(data_root or record["data"])
     records, _ = prepare_records(cfg, root)
     folds = pd.read_csv(run / "folds.csv", dtype={"person": str, "fold": int})
     record["resumed"].append(environment())
-    atomic_write_text(run / RUN_RECORD, json.dumps(record, indent=2) + "\n")
+    write_record(run, record)
     print(f"resuming {run}: folds {record['folds']}", flush=True)
     return _run_folds(cfg, root, attach_folds(records, folds), record["folds"], run,
                       interactive, started, None)
 
 
-def _earlier_seconds(run: Path) -> float:
-    """Seconds spent by earlier, interrupted sessions of this run."""
-    return json.loads((run / RUN_RECORD).read_text()).get("interrupted_seconds", 0.0)
-
-
 def _add_seconds(run: Path, seconds: float) -> None:
-    record = json.loads((run / RUN_RECORD).read_text())
+    """Keep the time an interrupted session spent, for the finished run's total."""
+    record = read_record(run)
     record["interrupted_seconds"] = round(record.get("interrupted_seconds", 0.0) + seconds, 1)
-    atomic_write_text(run / RUN_RECORD, json.dumps(record, indent=2) + "\n")
+    write_record(run, record)
 
 
 def _run_folds(cfg: RunConfig, root: Path, records: pd.DataFrame, folds: list[int], run: Path,
@@ -273,7 +266,8 @@ def _run_folds(cfg: RunConfig, root: Path, records: pd.DataFrame, folds: list[in
         _add_seconds(run, time.monotonic() - started)
         raise
     summary = _summarise(run, records, results, started)
-    summary["seconds"] = round(summary["seconds"] + _earlier_seconds(run), 1)
+    summary["seconds"] = round(summary["seconds"]
+                               + read_record(run).get("interrupted_seconds", 0.0), 1)
     atomic_write_text(run / "summary.json", json.dumps(summary, indent=2) + "\n")
     if cfg.train.report:
         print(f"report: {write_report(run, root)['report']}", flush=True)

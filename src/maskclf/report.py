@@ -16,8 +16,9 @@ from matplotlib.ticker import MaxNLocator
 from maskclf import labels
 from maskclf.atomic import atomic_write_text
 from maskclf.data.io import read_rgb
-from maskclf.metrics import confusion, score
+from maskclf.metrics import attribute_confusions, confusion, score
 from maskclf.plots import bar_figure, confusion_figure, image_grid, plt, save
+from maskclf.rundir import read_record
 from maskclf.submission import CLASS_COLUMNS
 
 
@@ -51,12 +52,8 @@ def _confusions(truth: np.ndarray, predicted: np.ndarray, out: Path) -> tuple[Pa
     grid = figure.add_gridspec(3, 2, width_ratios=[2.2, 1])
     confusion_figure(matrix, labels.class_names(), "18 classes (out-of-fold)",
                      figure.add_subplot(grid[:, 0]))
-    for row, ((name, values), t, p) in enumerate(zip(
-            labels.ATTRIBUTES.items(), labels.decode_class(truth), labels.decode_class(predicted),
-            strict=True)):
-        counts = np.zeros((len(values), len(values)), dtype=int)
-        np.add.at(counts, (t, p), 1)
-        confusion_figure(counts, values, name, figure.add_subplot(grid[row, 1]))
+    for row, (name, counts) in enumerate(attribute_confusions(truth, predicted).items()):
+        confusion_figure(counts, labels.ATTRIBUTES[name], name, figure.add_subplot(grid[row, 1]))
     return save(figure, out / "confusion.png"), matrix
 
 
@@ -127,8 +124,8 @@ def write_report(run: Path | str, data_root: Path | str | None = None, mistakes:
         raise FileNotFoundError(f"{run / 'summary.json'} not found: the run has not finished "
                                 f"(resume it with `maskclf train --resume {run}`)")
     summary = json.loads((run / "summary.json").read_text())
-    if data_root is None and (run / "run.json").is_file():
-        data_root = json.loads((run / "run.json").read_text()).get("data")
+    if data_root is None:
+        data_root = read_record(run).get("data")
     out = run / "report"
     out.mkdir(exist_ok=True)
     figures: dict[str, Path | None] = {"curves": _curves(run, out / "curves.png")}

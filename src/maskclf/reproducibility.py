@@ -17,8 +17,9 @@ RECORDED_PACKAGES = ("maskclf", "torch", "torchvision", "timm", "lightning", "al
                      "numpy", "opencv-python-headless")
 
 
-def epoch_seed(seed: int, epoch: int, rank: int = 0) -> int:
-    return int(np.random.SeedSequence([seed, epoch, rank]).generate_state(1)[0])
+def derived_seed(*parts: int) -> int:
+    """A well-mixed seed from integers (seed, epoch, rank or image index, ...)."""
+    return int(np.random.SeedSequence(list(parts)).generate_state(1)[0])
 
 
 class EpochSeed(Callback):
@@ -38,7 +39,7 @@ class EpochSeed(Callback):
                              batch_idx: int) -> None:
         if batch_idx != 0:
             return
-        seed = epoch_seed(self.seed, trainer.current_epoch, trainer.global_rank)
+        seed = derived_seed(self.seed, trainer.current_epoch, trainer.global_rank)
         random.seed(seed)
         np.random.seed(seed % 2**32)
         torch.manual_seed(seed)

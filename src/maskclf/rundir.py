@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
 from pathlib import Path
+
+from maskclf.atomic import atomic_write_text
+
+RUN_RECORD = "run.json"
+"""Command line, versions, data path, folds and resumes of a run (see ``reproducibility``)."""
 
 
 def create_run_dir(runs: Path | str, name: str | None = None) -> Path:
@@ -26,3 +32,13 @@ def create_run_dir(runs: Path | str, name: str | None = None) -> Path:
 def fold_dir(run: Path, fold: int) -> Path:
     return Path(run) / f"fold{fold}"
 
+
+
+def read_record(run: Path | str) -> dict:
+    """A run's ``run.json``, or {} for a run made before maskclf wrote one."""
+    path = Path(run) / RUN_RECORD
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def write_record(run: Path | str, record: dict) -> None:
+    atomic_write_text(Path(run) / RUN_RECORD, json.dumps(record, indent=2) + "\n")

@@ -11,6 +11,7 @@ import yaml
 from pydantic import ValidationError
 
 from maskclf.config import RunConfig
+from maskclf.rundir import read_record
 
 COLUMNS = ("name", "date", "status", "backbone", "head", "loss", "image_size", "folds",
            "cv_f1", "cv_std", "oof_f1", "mask_f1", "gender_f1", "age_f1", "minutes")
@@ -25,9 +26,9 @@ def _loss_name(loss: dict) -> str:
 
 
 def _date(run: Path) -> str:
-    record = run / "run.json"
-    if record.is_file():
-        return json.loads(record.read_text())["started"][:16].replace("T", " ")
+    record = read_record(run)
+    if record:
+        return record["started"][:16].replace("T", " ")
     return datetime.fromtimestamp((run / "config.yaml").stat().st_mtime).strftime(
         "%Y-%m-%d %H:%M")
 

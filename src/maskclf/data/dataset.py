@@ -12,11 +12,7 @@ from torch.utils.data import Dataset
 from maskclf.config import DataConfig
 from maskclf.data.cache import DecodeCache, file_key
 from maskclf.data.transforms import centre_crop, decode_preprocessed
-
-
-def augmentation_seed(base: int, epoch: int, index: int) -> int:
-    """Seed of one image's augmentation in one epoch: independent of workers and resumes."""
-    return int(np.random.SeedSequence([base, epoch, index]).generate_state(1)[0])
+from maskclf.reproducibility import derived_seed
 
 
 class ImageDataset(Dataset):
@@ -75,7 +71,7 @@ class ImageDataset(Dataset):
         image = self.load(index)
         if self.transform is not None:
             if epoch is not None:
-                self.transform.set_random_seed(augmentation_seed(self._aug_seed, epoch, index))
+                self.transform.set_random_seed(derived_seed(self._aug_seed, epoch, index))
             image = self.transform(image=image)["image"]
         else:  # evaluation: the centre of an image stored with a crop margin
             image = centre_crop(image, self.data_cfg.image_size)
