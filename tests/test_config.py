@@ -1,7 +1,6 @@
 import pytest
 
-from maskclf.config import ConfigError, load_config
-from maskclf.demo import packaged_config
+from maskclf.config import ConfigError, load_config, packaged_config
 
 
 @pytest.mark.parametrize("name", ["demo", "baseline", "multihead", "per_attribute"])

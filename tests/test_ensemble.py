@@ -3,8 +3,9 @@ import pandas as pd
 import pytest
 
 from maskclf import labels
+from maskclf.atomic import write_csv
 from maskclf.ensemble import diff, hard_vote, majority, soft_vote, soft_vote_per_attribute
-from maskclf.submission import CLASS_COLUMNS, prediction_table, write_csv
+from maskclf.submission import CLASS_COLUMNS, prediction_table
 
 
 def _predictions(tmp_path, name, ids, probs):
@@ -100,12 +101,33 @@ def test_ensemble_command_writes_validated_submission_in_info_order(tmp_path):
     b = _predictions(tmp_path, "b.csv", ["z", "x", "y"], probs[[2, 0, 1]])
     pd.DataFrame({"ImageID": ["y", "z", "x"], "ans": 0}).to_csv(tmp_path / "info.csv",
                                                               index=False)
-    result = CliRunner().invoke(app, ["ensemble", "--out", str(tmp_path / "out"), "--soft",
-                                      str(a), "--soft", str(b), "--info",
-                                      str(tmp_path / "info.csv")])
+    result = CliRunner().invoke(app, ["ensemble", str(a), str(b), "--out", str(tmp_path / "out"),
+                                      "--info", str(tmp_path / "info.csv")])
     assert result.exit_code == 0, result.output
     submission = pd.read_csv(tmp_path / "out" / "submission.csv")
     assert submission["ImageID"].tolist() == ["y", "z", "x"]
     assert submission["ans"].tolist() == [2, 3, 1]
-    result = CliRunner().invoke(app, ["ensemble", "--out", str(tmp_path / "o2")])
-    assert result.exit_code == 2 and "either --soft" in result.output
+    result = CliRunner().invoke(app, ["ensemble", str(a), "--out", str(tmp_path / "o2")])
+    assert result.exit_code == 2 and "at least two input files" in result.output
+
+
+def test_ensemble_weights_follow_the_inputs_as_written(tmp_path):
+    from typer.testing import CliRunner
+
+    from maskclf.cli import app
+
+    a = _predictions(tmp_path, "a.csv", ["x"], np.eye(18)[[1]])
+    b = _predictions(tmp_path, "b.csv", ["x"], np.eye(18)[[2]])
+    for args in (["--weights", "3", "1"], ["--weights", "3", "--weights", "1"]):
+        out = tmp_path / "w"
+        result = CliRunner().invoke(app, ["ensemble", str(a), str(b), *args, "--out", str(out)])
+        assert result.exit_code == 0, result.output
+        averaged = pd.read_csv(out / "predictions.csv")
+        assert averaged["class_1"].item() == 0.75 and averaged["class_2"].item() == 0.25
+    result = CliRunner().invoke(app, ["ensemble", str(a), str(b), "--weights", "1", "--hard",
+                                      "--out", str(tmp_path / "h")])
+    assert result.exit_code == 2 and "hard voting counts" in result.output
+    result = CliRunner().invoke(app, ["ensemble", str(a), str(b), "--hard", "--out",
+                                      str(tmp_path / "h")])
+    assert result.exit_code == 0, result.output
+    assert pd.read_csv(tmp_path / "h" / "submission.csv")["ans"].tolist() == [1]  # first wins

@@ -6,11 +6,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from maskclf.decisions import BIASES_FILE
+from maskclf.atomic import write_csv
 from maskclf.pipeline import train_run
 from maskclf.predict import predict_fold, predict_oof, predict_run
 from maskclf.pseudo import pseudo_label
-from maskclf.submission import CLASS_COLUMNS, prediction_table, write_csv
+from maskclf.rundir import RunDir
+from maskclf.submission import CLASS_COLUMNS, prediction_table
 
 from .conftest import tiny_config
 
@@ -24,13 +25,13 @@ def two_fold_run(synthetic_root, tmp_path_factory):
 def test_kfold_predict_averages_every_fold_model(two_fold_run, synthetic_root):
     result = predict_run(two_fold_run.run, synthetic_root)
     assert len(result.checkpoints) == 2
-    from maskclf.config import load_config
     from maskclf.data.layout import read_eval
+    from maskclf.models import resolve_specs
 
-    cfg = load_config(two_fold_run.run / "config.yaml")
+    run = RunDir.open(two_fold_run.run)
+    specs = resolve_specs(run.read_config())
     paths = read_eval(synthetic_root)["path"]
-    fold_probs = [predict_fold(two_fold_run.run, cfg, synthetic_root, paths, k)[0]
-                  for k in (0, 1)]
+    fold_probs = [predict_fold(run, specs, synthetic_root, paths, k, [])[0] for k in (0, 1)]
     table = pd.read_csv(result.predictions)
     np.testing.assert_allclose(table[CLASS_COLUMNS].to_numpy(), np.mean(fold_probs, axis=0),
                                atol=1e-5)
@@ -87,9 +88,9 @@ def test_tuned_decisions_are_saved_and_applied(two_fold_run, synthetic_root):
 
     result = CliRunner().invoke(app, ["tune-decisions", str(two_fold_run.run), "--json"])
     assert result.exit_code == 0, result.output
-    report = json.loads(result.output.strip().splitlines()[-1])
+    report = json.loads(result.stdout)
     assert {"plain_macro_f1", "tuned_macro_f1", "biases"} <= set(report)
-    saved = json.loads((two_fold_run.run / BIASES_FILE).read_text())["biases"]
+    saved = json.loads((two_fold_run.run / RunDir.BIASES).read_text())["biases"]
     biases = np.asarray(saved)
     plain = predict_run(two_fold_run.run, synthetic_root, tune_decisions=False)
     probs = pd.read_csv(plain.predictions)[CLASS_COLUMNS].to_numpy()

@@ -1,11 +1,12 @@
 import math
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 
 from maskclf.config import LossConfig
-from maskclf.losses import create_loss, list_losses
+from maskclf.losses import class_weights, create_loss, list_losses
 
 LOGITS = torch.tensor([[2.0, 0.5, -1.0], [0.1, 0.2, 0.3], [-0.5, 1.5, 0.0]])
 TARGETS = torch.tensor([0, 2, 1])
@@ -81,3 +82,15 @@ def test_soft_targets_accepted():
 def test_unknown_loss_suggests_a_name():
     with pytest.raises(ValueError, match="Did you mean 'focal'"):
         _loss(name="focla")
+
+
+def test_inverse_weights_on_a_known_table():
+    np.testing.assert_allclose(class_weights([10, 0, 5], "inverse"), [2 / 3, 0, 4 / 3])
+
+
+def test_effective_number_weights_on_a_known_table():
+    beta = 0.9
+    raw = np.array([(1 - beta) / (1 - beta**10), (1 - beta) / (1 - beta**2)])
+    expected = raw * 2 / raw.sum()
+    np.testing.assert_allclose(class_weights([10, 2], "effective", beta), expected)
+    assert class_weights([10, 2], "none") is None

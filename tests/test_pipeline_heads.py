@@ -6,8 +6,9 @@ import pandas as pd
 import pytest
 import torch
 
+from maskclf.models import build_net, load_net, resolve_specs
 from maskclf.pipeline import train_run
-from maskclf.predict import load_net, predict_run
+from maskclf.predict import predict_run
 from maskclf.submission import CLASS_COLUMNS
 
 from .conftest import tiny_config
@@ -48,7 +49,7 @@ def test_ema_weights_differ_and_are_the_ones_used(synthetic_root, tmp_path):
     assert raw.keys() == ema.keys()
     floats = [k for k, v in raw.items() if v.is_floating_point()]
     assert any(not torch.equal(raw[k], ema[k]) for k in floats)
-    loaded = load_net(cfg, checkpoint).state_dict()
+    loaded = load_net(checkpoint).net.state_dict()
     for key in floats:
         torch.testing.assert_close(loaded[key], ema[key])
 
@@ -67,13 +68,11 @@ def test_training_tricks_run_together(synthetic_root, tmp_path):
 def test_frozen_backbone_does_not_move_but_head_does(synthetic_root, tmp_path):
     import lightning as L
 
-    from maskclf.predict import build_net
-
     cfg = tiny_config("model.freeze_epochs=1", "data.val_ratio=0")
     L.seed_everything(cfg.seed, verbose=False)
-    initial = dict(build_net(cfg).named_parameters())
+    initial = dict(build_net(resolve_specs(cfg)[0]).named_parameters())
     result = train_run(cfg, synthetic_root, tmp_path, "frozen", interactive=False)
-    trained = load_net(cfg, result.run / "fold0/checkpoints/last.ckpt")
+    trained = load_net(result.run / "fold0/checkpoints/last.ckpt").net
     head = {f"{trained.default_cfg['classifier']}.{name}"
             for name, _ in trained.get_classifier().named_parameters()}
     for name, parameter in trained.named_parameters():

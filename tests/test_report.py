@@ -5,6 +5,7 @@ from typer.testing import CliRunner
 from maskclf.cli import app
 from maskclf.pipeline import train_run
 from maskclf.report import write_report
+from maskclf.rundir import RunDir
 from tests.conftest import tiny_config
 
 
@@ -34,6 +35,6 @@ def test_confusion_matrix_counts_every_validation_image(reported):
 
 
 def test_report_of_an_unfinished_run_says_how_to_finish_it(tmp_path):
-    (tmp_path / "cut").mkdir()
+    RunDir.create(tmp_path, "cut").write_config(tiny_config())
     result = CliRunner().invoke(app, ["report", str(tmp_path / "cut")])
     assert result.exit_code == 2 and "--resume" in result.output

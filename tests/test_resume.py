@@ -2,6 +2,7 @@
 the same result as an uninterrupted run."""
 
 import json
+import logging
 import os
 import signal
 
@@ -11,6 +12,7 @@ import pytest
 from lightning.pytorch.callbacks import Callback
 
 from maskclf import pipeline
+from maskclf.errors import MaskclfError
 from maskclf.pipeline import resume_run, train_run
 from tests.conftest import tiny_config
 
@@ -40,7 +42,8 @@ def _interrupting(build_trainer):
 
 
 def test_sigterm_then_resume_matches_an_uninterrupted_run(synthetic_root, tmp_path, monkeypatch,
-                                                          capsys):
+                                                          caplog):
+    caplog.set_level(logging.INFO, logger="maskclf")
     cfg = tiny_config(*OVERRIDES)
     straight = train_run(cfg, synthetic_root, tmp_path, "straight", interactive=False)
 
@@ -48,7 +51,7 @@ def test_sigterm_then_resume_matches_an_uninterrupted_run(synthetic_root, tmp_pa
     with pytest.raises(SystemExit):
         train_run(cfg, synthetic_root, tmp_path, "cut", interactive=False)
     run = tmp_path / "cut"
-    assert "maskclf train --resume" in capsys.readouterr().out
+    assert "maskclf train --resume" in caplog.text
     assert (run / "fold0/result.json").is_file()  # fold 0 finished before the signal
     assert (run / "fold1/checkpoints/interrupted.ckpt").is_file()
     assert not (run / "summary.json").exists()
@@ -67,7 +70,7 @@ def test_sigterm_then_resume_matches_an_uninterrupted_run(synthetic_root, tmp_pa
     record = json.loads((run / "run.json").read_text())
     assert len(record["resumed"]) == 1 and record["interrupted_seconds"] > 0
     assert resumed.summary["seconds"] > record["interrupted_seconds"]  # both sessions count
-    with pytest.raises(FileExistsError, match="already finished"):
+    with pytest.raises(MaskclfError, match="already finished"):
         resume_run(run)
 
 

@@ -1,9 +1,18 @@
-"""The ``maskclf`` command line: each command parses, calls one library function, prints."""
+"""The ``maskclf`` command line: each command parses, calls one library function, shows.
+
+Human output (tables, progress, log lines) goes to stdout, or to stderr with ``--json``,
+when stdout carries exactly one JSON document. A :class:`~maskclf.errors.MaskclfError`
+becomes one red line and exit status 2; any other exception is a bug and keeps its
+traceback.
+"""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+import logging
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from functools import wraps
 from pathlib import Path
 from typing import Annotated
@@ -11,9 +20,9 @@ from typing import Annotated
 import typer
 from rich.console import Console
 from rich.markup import escape
-from rich.table import Table
 
-from maskclf import labels
+from maskclf import render
+from maskclf.errors import MaskclfError, UsageError
 
 app = typer.Typer(
     help="Toolkit for the face mask-status competition (18 classes, macro F1).\n\n"
@@ -22,85 +31,61 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
-out = Console()
-err = Console(stderr=True)
+stdout = Console()
+stderr = Console(stderr=True)
 
-JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON object as the last line.")]
+JsonOption = Annotated[bool, typer.Option(
+    "--json", help="Print exactly one JSON document on stdout (human output goes to stderr).")]
 DataOption = Annotated[Path, typer.Option("--data", help="Dataset root (train/ and eval/).")]
 TtaOption = Annotated[str | None, typer.Option(
     "--tta", help="Comma-separated test-time views: hflip,scale,shift ('' for none).")]
+OverrideOption = Annotated[list[str] | None, typer.Option(
+    "-o", help="key=value override, e.g. -o optim.lr=3e-4")]
 
 
 def _views(tta: str | None) -> list[str] | None:
     return None if tta is None else [v.strip() for v in tta.split(",") if v.strip()]
 
 
-def _user_errors() -> tuple[type[Exception], ...]:
-    from maskclf.config import ConfigError
-    from maskclf.data.layout import DataError
-    from maskclf.models import ModelWeightsError
-    from maskclf.submission import SubmissionError
-
-    return (ConfigError, DataError, ModelWeightsError, SubmissionError, FileNotFoundError,
-            FileExistsError, ValueError)
+@contextmanager
+def _logs_on_stderr() -> Iterator[None]:
+    """During a command, maskclf's log lines (cache built, corrections, resume hints) go
+    to stderr as plain lines; the logger is left as it was afterwards."""
+    logger = logging.getLogger("maskclf")
+    handler = logging.StreamHandler(sys.stderr)
+    level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
 
 
 def command(func: Callable) -> Callable:
-    """Register a command that reports user errors in one red message and exits 2."""
+    """Register a command whose maskclf errors print one red message and exit 2."""
 
     @wraps(func)
     def wrapper(*args, **kwargs):
         try:
-            return func(*args, **kwargs)
-        except _user_errors() as exc:
-            err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
+            with _logs_on_stderr():
+                return func(*args, **kwargs)
+        except MaskclfError as exc:
+            stderr.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False,
+                         soft_wrap=True)
             raise typer.Exit(2) from None
 
     return app.command()(wrapper)
 
 
+def _console(as_json: bool) -> Console:
+    """Where human output goes: stderr when stdout is reserved for the JSON document."""
+    return stderr if as_json else stdout
+
+
 def _emit_json(payload: dict) -> None:
     print(json.dumps(payload, default=str))
-
-
-def _score_table(title: str, scores: dict) -> Table:
-    table = Table(title=title)
-    table.add_column("metric")
-    table.add_column("value", justify="right")
-    table.add_row("images", str(scores["n"]))
-    table.add_row("accuracy", f"{scores['accuracy']:.4f}")
-    table.add_row("macro F1 (18 classes)", f"{scores['macro_f1']:.4f}")
-    for name, value in scores["attribute_f1"].items():
-        table.add_row(f"{name} macro F1", f"{value:.4f}")
-    return table
-
-
-def _fold_table(summary: dict) -> Table:
-    table = Table(title="per fold (best checkpoint)")
-    for column in ("fold", "images", "accuracy", "macro F1", "mask", "gender", "age"):
-        table.add_column(column, justify="right")
-    for row in summary["folds"]:
-        if "macro_f1" in row:
-            table.add_row(str(row["fold"]), str(row["n"]), f"{row['accuracy']:.4f}",
-                          f"{row['macro_f1']:.4f}",
-                          *(f"{v:.4f}" for v in row["attribute_f1"].values()))
-    cv = summary["cv"]
-    table.add_section()
-    table.add_row("mean ± std", "", "", f"{cv['macro_f1_mean']:.4f} ± {cv['macro_f1_std']:.4f}",
-                  "", "", "")
-    table.add_row("pooled OOF", "", "", f"{cv['oof_macro_f1']:.4f}", "", "", "")
-    return table
-
-
-def _class_table(scores: dict) -> Table:
-    table = Table(title="per-class F1")
-    for column in ("class", "name", "F1", "support"):
-        table.add_column(column, justify="right" if column != "name" else "left")
-    names = labels.class_names()
-    for cls, (f1, support) in enumerate(zip(scores["class_f1"], scores["class_support"],
-                                            strict=True)):
-        table.add_row(str(cls), names[cls], f"{f1:.3f}", str(support))
-    return table
 
 
 @command
@@ -108,20 +93,21 @@ def demo(
     out_dir: Annotated[Path, typer.Option("--out", help="Work folder.")] = Path("maskclf-demo"),
     persons: Annotated[int, typer.Option(help="Synthetic training persons.")] = 150,
     eval_persons: Annotated[int, typer.Option(help="Synthetic eval persons.")] = 30,
-    override: Annotated[list[str] | None, typer.Option("-o", help="key=value override.")] = None,
+    override: OverrideOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Run the main job on built-in synthetic data: generate, train, predict, score."""
     from maskclf.demo import run_demo
 
+    show = _console(as_json)
     result = run_demo(out_dir, persons=persons, eval_persons=eval_persons,
                       overrides=override or [])
-    out.print(_score_table("validation (held-out persons)", result["validation"]))
-    out.print(_score_table("eval set (submission scored)", result["eval"]))
+    show.print(render.score_table("validation (held-out persons)", result["validation"]))
+    show.print(render.score_table("eval set (submission scored)", result["eval"]))
     for key in ("data", "run", "predictions", "submission"):
-        out.print(f"{key:12s} {result[key]}")
-    out.print(f"validation macro F1 {result['validation']['macro_f1']:.4f} in "
-              f"{result['seconds']:.0f}s")
+        show.print(f"{key:12s} {result[key]}")
+    show.print(f"validation macro F1 {result['validation']['macro_f1']:.4f} in "
+               f"{result['seconds']:.0f}s")
     if as_json:
         _emit_json(result)
 
@@ -132,12 +118,15 @@ def make_synthetic(
     persons: Annotated[int, typer.Option(help="Training persons (7 images each).")] = 60,
     eval_persons: Annotated[int, typer.Option(help="Eval persons (7 images each).")] = 15,
     seed: Annotated[int, typer.Option(help="Seed; the same seed gives the same files.")] = 0,
+    as_json: JsonOption = False,
 ) -> None:
     """Write a synthetic dataset in the competition layout (with eval/labels.csv)."""
     from maskclf.data.synthetic import make_synthetic as make
 
     path = make(out_dir, persons=persons, eval_persons=eval_persons, seed=seed)
-    out.print(f"wrote {persons} training and {eval_persons} eval persons to {path}")
+    _console(as_json).print(f"wrote {persons} training and {eval_persons} eval persons to {path}")
+    if as_json:
+        _emit_json({"data": str(path), "persons": persons, "eval_persons": eval_persons})
 
 
 @command
@@ -150,8 +139,7 @@ def train(
     name: Annotated[str | None, typer.Option(help="Run name (default: a timestamp).")] = None,
     fold: Annotated[int | None, typer.Option(help="Train only this fold of a k-fold split.")
                     ] = None,
-    override: Annotated[list[str] | None, typer.Option("-o", help="key=value override, e.g. "
-                                                       "-o optim.lr=3e-4")] = None,
+    override: OverrideOption = None,
     resume: Annotated[Path | None, typer.Option(
         "--resume", help="Finish this interrupted run (its own config, folds and data).")
     ] = None,
@@ -161,9 +149,10 @@ def train(
     from maskclf.config import load_config
     from maskclf.pipeline import resume_run, train_run
 
+    show = _console(as_json)
     if resume is not None:
         if config is not None or override or fold is not None or name is not None:
-            raise ValueError("--resume continues a run with its own config.yaml and folds; "
+            raise UsageError("--resume continues a run with its own config.yaml and folds; "
                              "drop --config, -o, --fold and --name")
         result = resume_run(resume, data)
     else:
@@ -171,12 +160,12 @@ def train(
                            fold=fold)
     validation = result.summary["validation"]
     if validation is None:
-        out.print("data.val_ratio is 0: trained on every person without validation; "
-                  "the last checkpoint is kept.")
+        show.print("data.val_ratio is 0: trained on every person without validation; "
+                   "the last checkpoint is kept.")
     else:
-        out.print(_fold_table(result.summary))
-        out.print(_score_table("out-of-fold predictions (best checkpoints)", validation))
-    out.print(f"run directory: {result.run}")
+        show.print(render.fold_table(result.summary))
+        show.print(render.score_table("out-of-fold predictions (best checkpoints)", validation))
+    show.print(f"run directory: {result.run}")
     if as_json:
         _emit_json(result.summary)
 
@@ -194,12 +183,14 @@ def predict(
     """Predict eval/images in info.csv order; write predictions.csv and submission.csv."""
     from maskclf.predict import predict_run
 
+    show = _console(as_json)
     result = predict_run(run, data, _views(tta), tune_decisions)
-    out.print(f"predicted {result.n_images} images with {len(result.checkpoints)} model(s)")
-    out.print(f"predictions: {result.predictions}\nsubmission:  {result.submission}")
+    show.print(f"predicted {result.n_images} images with {len(result.checkpoints)} model(s)")
+    show.print(f"predictions: {result.predictions}\nsubmission:  {result.submission}")
     if as_json:
         _emit_json({"predictions": result.predictions, "submission": result.submission,
-                    "n_images": result.n_images})
+                    "n_images": result.n_images,
+                    "checkpoints": [str(c) for c in result.checkpoints]})
 
 
 @command
@@ -211,9 +202,10 @@ def score(
     """Accuracy, macro F1, per-attribute and per-class F1 of a submission."""
     from maskclf.metrics import score_files
 
+    show = _console(as_json)
     scores = score_files(submission, labels_file)
-    out.print(_score_table(str(submission), scores))
-    out.print(_class_table(scores))
+    show.print(render.score_table(str(submission), scores))
+    show.print(render.class_table(scores))
     if as_json:
         _emit_json(scores)
 
@@ -221,16 +213,21 @@ def score(
 @command
 def validate(
     submission: Annotated[Path, typer.Argument(help="submission.csv to check.")],
-    info: Annotated[Path, typer.Option("--info", help="eval/info.csv")],
+    info: Annotated[Path, typer.Option("--info", help="eval/info.csv", exists=True,
+                                       dir_okay=False)],
+    as_json: JsonOption = False,
 ) -> None:
     """Check a submission: same ImageIDs in info.csv's order, labels 0-17."""
     import pandas as pd
 
     from maskclf.submission import read_submission, validate_submission
 
-    validate_submission(read_submission(submission),
-                        pd.read_csv(info, dtype={"ImageID": str}), str(submission))
-    out.print(f"{submission} is a valid submission for {info}")
+    table = read_submission(submission)
+    validate_submission(table, pd.read_csv(info, dtype={"ImageID": str}), str(submission))
+    _console(as_json).print(f"{submission} is a valid submission for {info}")
+    if as_json:
+        _emit_json({"submission": str(submission), "info": str(info), "valid": True,
+                    "rows": len(table)})
 
 
 @command
@@ -242,8 +239,9 @@ def check_data(data: Annotated[Path, typer.Argument(help="Dataset root.")],
     records, info = read_tables(data)
     summary = {"persons": int(records["person"].nunique()), "train_images": len(records),
                "eval_images": 0 if info is None else len(info)}
-    out.print(f"{data}: {summary['persons']} persons, {summary['train_images']} training images, "
-              f"{summary['eval_images']} eval images; no problems found")
+    _console(as_json).print(f"{data}: {summary['persons']} persons, {summary['train_images']} "
+                            f"training images, {summary['eval_images']} eval images; no "
+                            "problems found")
     if as_json:
         _emit_json(summary)
 
@@ -259,28 +257,51 @@ def oof(
     from maskclf.predict import predict_oof
 
     path, scores = predict_oof(run, data, _views(tta))
-    out.print(_score_table(f"out-of-fold ({path.name})", scores))
+    _console(as_json).print(render.score_table(f"out-of-fold ({path.name})", scores))
     if as_json:
-        _emit_json(scores)
+        _emit_json({"file": str(path), **scores})
+
+
+def _numbers_among(inputs: list[str], weights: list[float]) -> tuple[list[Path], list[float]]:
+    """Split ``P1 P2 --weights 2 1``: a click option takes one value, so the weights after
+    the first arrive among the positional inputs; numbers there are weights, in order."""
+    files, more = [], []
+    for item in inputs:
+        try:
+            more.append(float(item))
+        except ValueError:
+            files.append(Path(item))
+    if more and not weights:
+        raise UsageError(f"{more} look like weights: put them after --weights")
+    return files, [*weights, *more]
 
 
 @command
 def ensemble(
+    inputs: Annotated[list[str], typer.Argument(
+        help="Prediction files to average (soft), or submissions to vote over (--hard).")],
     out_dir: Annotated[Path, typer.Option("--out", help="Folder for the outputs.")],
-    soft: Annotated[list[Path] | None, typer.Option(help="Prediction files to average.")] = None,
-    weights: Annotated[list[float] | None, typer.Option(help="One weight per --soft file.")
-                       ] = None,
-    hard: Annotated[list[Path] | None, typer.Option(help="Submissions to vote over.")] = None,
-    per_attribute: Annotated[bool, typer.Option(help="Vote mask, gender, age separately.")
+    weights: Annotated[list[float] | None, typer.Option(
+        help="One weight per input file, in order (soft voting): --weights 2 1")] = None,
+    hard: Annotated[bool, typer.Option(
+        "--hard", help="Majority vote over classes instead of averaging probabilities.")
+    ] = False,
+    per_attribute: Annotated[bool, typer.Option(help="Decide mask, gender, age separately.")
                              ] = False,
-    info: Annotated[Path | None, typer.Option(help="eval/info.csv: validate the result.")
-                    ] = None,
+    info: Annotated[Path | None, typer.Option(
+        help="eval/info.csv: order and validate the result.", exists=True, dir_okay=False)
+    ] = None,
+    as_json: JsonOption = False,
 ) -> None:
-    """Soft voting over prediction files, or hard voting over submissions."""
+    """Soft voting over prediction files, or hard voting (--hard) over submissions."""
     from maskclf.ensemble import write_ensemble
 
-    path = write_ensemble(out_dir, soft or [], weights, hard or [], per_attribute, info)
-    out.print(f"wrote {path}")
+    files, all_weights = _numbers_among(inputs, weights or [])
+    written = write_ensemble(out_dir, files, hard, all_weights or None, per_attribute, info)
+    _console(as_json).print(f"{written['mode']} vote over {len(files)} files: wrote "
+                            f"{written['submission']}")
+    if as_json:
+        _emit_json(written)
 
 
 @command
@@ -293,13 +314,9 @@ def diff(
     from maskclf.ensemble import diff as diff_files
 
     result = diff_files(first, second)
-    out.print(f"{result['changed']} of {result['n']} labels differ ({result['share']:.2%})")
-    for name, count in result["attribute_changed"].items():
-        out.print(f"  {name:6s} changed: {count}")
-    names = labels.class_names()
-    for row in result["transitions"]:
-        out.print(f"  {row['count']:5d}  {row['from']:2d} {names[row['from']]:28s} -> "
-                  f"{row['to']:2d} {names[row['to']]}")
+    show = _console(as_json)
+    for line in render.diff_lines(result):
+        show.print(line, highlight=False)
     if as_json:
         _emit_json(result)
 
@@ -311,13 +328,18 @@ def pseudo_label(
     threshold: Annotated[float, typer.Option(help="Minimum top probability.")] = 0.9,
     out_dir: Annotated[Path, typer.Option("--out", help="Folder for extra.csv.")] = Path(
         "pseudo"),
+    as_json: JsonOption = False,
 ) -> None:
     """Write confident eval predictions as an extra training table (use with data.extra)."""
     from maskclf.pseudo import pseudo_label as make
 
     extra = make(predictions, data, threshold, out_dir)
-    out.print(f"{len(extra)} image(s) at >= {threshold} written to {out_dir}/extra.csv; "
-              f"train with -o data.extra=[{out_dir}]")
+    _console(as_json).print(f"{len(extra)} image(s) at >= {threshold} written to "
+                            f"{out_dir}/extra.csv; train with -o data.extra=[{out_dir}]",
+                            markup=False)
+    if as_json:
+        _emit_json({"images": len(extra), "threshold": threshold,
+                    "extra": str(out_dir / "extra.csv")})
 
 
 @command
@@ -330,10 +352,11 @@ def tune_decisions(
     from maskclf.decisions import tune_run
 
     report = tune_run(run, oof_file)
-    out.print(f"OOF macro F1, cross-validated over persons: plain {report['plain_macro_f1']:.4f}"
-              f" -> tuned {report['tuned_macro_f1']:.4f} ({report['n_splits']} splits)")
-    out.print(f"biases saved to {report['file']}; apply them with "
-              f"`maskclf predict {run} --tune-decisions`")
+    show = _console(as_json)
+    show.print(f"OOF macro F1, cross-validated over persons: plain {report['plain_macro_f1']:.4f}"
+               f" -> tuned {report['tuned_macro_f1']:.4f} ({report['n_splits']} splits)")
+    show.print(f"biases saved to {report['file']}; apply them with "
+               f"`maskclf predict {run} --tune-decisions`")
     if as_json:
         _emit_json(report)
 
@@ -342,7 +365,7 @@ def tune_decisions(
 def cache(
     data: Annotated[Path, typer.Argument(help="Dataset root.")],
     config: Annotated[Path | None, typer.Option("--config", help="YAML config.")] = None,
-    override: Annotated[list[str] | None, typer.Option("-o", help="key=value override.")] = None,
+    override: OverrideOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Build the decode-once cache for a config's preprocessing (train and eval images)."""
@@ -354,21 +377,10 @@ def cache(
     records, info = read_tables(data)
     paths = records["path"].tolist() + ([] if info is None else info["path"].tolist())
     report = build_cache(data, cfg.data, paths)
-    out.print(f"cached {report['images']} images ({report['decoded']} decoded now): "
-              f"{report['bytes'] / 1e6:.1f} MB in {report['dir']}")
+    _console(as_json).print(f"cached {report['images']} images ({report['decoded']} decoded "
+                            f"now): {report['bytes'] / 1e6:.1f} MB in {report['dir']}")
     if as_json:
         _emit_json(report)
-
-
-def _frame_table(title: str, frame, floats: str = "{:.4g}") -> Table:
-    table = Table(title=title)
-    for column in frame.columns:
-        table.add_column(str(column))
-    for row in frame.itertuples(index=False):
-        table.add_row(*("" if value is None or value != value  # NaN
-                        else floats.format(value) if isinstance(value, float)
-                        else escape(str(value)) for value in row))
-    return table
 
 
 @command
@@ -384,15 +396,16 @@ def runs(
     """Leaderboard of runs (backbone, head, loss, size, folds, CV/OOF F1, time), or --diff A B."""
     from maskclf.runs import config_diff, leaderboard
 
+    show = _console(as_json)
     if diff is not None:
         table = config_diff(*diff)
         if table.empty:
-            out.print(f"{diff[0]} and {diff[1]} have the same config")
+            show.print(f"{diff[0]} and {diff[1]} have the same config")
         else:
-            out.print(_frame_table(f"config differences ({len(table)})", table, "{:g}"))
+            show.print(render.frame_table(f"config differences ({len(table)})", table, "{:g}"))
     else:
         table = leaderboard(folder, sort, ascending)
-        out.print(_frame_table(f"{len(table)} runs in {folder}, by {sort}", table))
+        show.print(render.frame_table(f"{len(table)} runs in {folder}, by {sort}", table))
     if as_json:
         _emit_json({"rows": json.loads(table.to_json(orient="records"))})
 
@@ -408,7 +421,7 @@ def report(
     from maskclf.report import write_report
 
     written = write_report(run, data)
-    out.print(f"report: {written['report']} ({len(written['figures'])} figures)")
+    _console(as_json).print(f"report: {written['report']} ({len(written['figures'])} figures)")
     if as_json:
         _emit_json({k: v for k, v in written.items() if k != "confusion"})
 
@@ -424,22 +437,12 @@ def eda(
     as_json: JsonOption = False,
 ) -> None:
     """Explore a dataset: counts per class/attribute/person, ages, sizes, mean/std, odd files."""
-    import pandas as pd
-
     from maskclf.eda import run_eda
 
     result = run_eda(data, out_dir, per_class, stats_sample or None)
-    classes = pd.DataFrame({"class": list(result["class_counts"]),
-                            "images": list(result["class_counts"].values())})
-    out.print(_frame_table(f"{result['images']} images of {result['persons']} persons",
-                           classes))
-    for attribute, counts in result["attribute_counts"].items():
-        out.print(f"{attribute}: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
-    gender_age = pd.DataFrame(result["gender_age_persons"]).T.reset_index(names="gender")
-    out.print(_frame_table("persons by gender and age group", gender_age))
-    out.print(f"channel mean {result['channel_mean']} std {result['channel_std']}; "
-              f"formats {result['formats']}; odd files {len(result['odd_files'])}")
-    out.print(f"report: {result['report']}")
+    show = _console(as_json)
+    for item in render.eda_tables(result):
+        show.print(item)
     if as_json:
         _emit_json(result)
 
@@ -459,12 +462,8 @@ def faces(
     from maskclf.data.face_report import face_report
 
     report = face_report(data, out_dir, load_config(config).data, limit)
-    out.print(f"faces found in {report['detected']} of {report['images']} images "
-              f"({report['detection_rate']:.1%}); boxes: {report['boxes']}; grid: "
-              f"{report['grid']}")
+    _console(as_json).print(f"faces found in {report['detected']} of {report['images']} "
+                            f"images ({report['detection_rate']:.1%}); boxes: "
+                            f"{report['boxes']}; grid: {report['grid']}")
     if as_json:
         _emit_json(report)
-
-
-def main() -> None:
-    app()

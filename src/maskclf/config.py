@@ -6,15 +6,20 @@ wrong types are errors that name the key, so a typo fails before any training st
 
 from __future__ import annotations
 
-import importlib.util
+import difflib
+import typing
+from importlib.resources import files
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from maskclf.errors import MaskclfError
+from maskclf.labels import ATTRIBUTES, NUM_CLASSES
 
 
-class ConfigError(ValueError):
+class ConfigError(MaskclfError, ValueError):
     """A config file or override that cannot be used; the message says which key and why."""
 
 
@@ -58,12 +63,19 @@ class DataConfig(_Section):
     """Where the disk cache lives (default: DATA/.maskclf-cache)."""
     cache_max_gb: float = Field(20.0, gt=0.0)
 
-
     @field_validator("folds")
     @classmethod
     def _folds_not_one(cls, value: int) -> int:
         if value == 1:
             raise ValueError("data.folds must be 0 (one split by val_ratio) or >= 2; got 1")
+        return value
+
+    @field_validator("oversample")
+    @classmethod
+    def _oversample_classes(cls, value: dict[int, float]) -> dict[int, float]:
+        bad = {k: v for k, v in value.items() if not 0 <= k < NUM_CLASSES or v < 1}
+        if bad:
+            raise ValueError(f"data.oversample maps class ids 0-17 to factors >= 1; got {bad}")
         return value
 
 
@@ -155,15 +167,8 @@ class TrainConfig(_Section):
     report: bool = True
     """Write RUN/report/ (curves, confusion matrices, per-class F1, mistakes) at the end."""
     wandb_project: str | None = None
-    """Also log to Weights & Biases under this project (needs ``pip install wandb``)."""
-
-    @field_validator("wandb_project")
-    @classmethod
-    def _wandb_installed(cls, value: str | None) -> str | None:
-        if value is not None and importlib.util.find_spec("wandb") is None:
-            raise ValueError("train.wandb_project is set but wandb is not installed: "
-                             "pip install 'maskclf[wandb]' (or drop the setting)")
-        return value
+    """Also log to Weights & Biases under this project (needs ``pip install wandb``; checked
+    before training by ``preflight``, so a saved config loads on machines without it)."""
 
     @field_validator("precision", mode="before")
     @classmethod
@@ -212,6 +217,22 @@ class RunConfig(_Section):
                                  f"{sorted(unknown)}; allowed {list(ATTRIBUTE_SECTIONS)}")
         return value
 
+    @model_validator(mode="after")
+    def _settings_agree(self) -> RunConfig:
+        """Rules that combine two settings, so a bad pair fails before anything is written."""
+        validated = self.data.val_ratio > 0 or self.data.folds >= 2
+        if self.sched.name == "plateau" and not validated:
+            raise ValueError("sched.name: plateau follows validation macro F1; it needs "
+                             "data.val_ratio > 0 or data.folds >= 2")
+        mixing = self.aug.mixup_alpha > 0 or self.aug.cutmix_alpha > 0
+        if mixing and self.train.batch_size % 2:
+            raise ValueError(f"aug.mixup_alpha / aug.cutmix_alpha need an even "
+                             f"train.batch_size; got {self.train.batch_size}")
+        if self.model.head == "per_attribute":
+            for attribute in ATTRIBUTES:
+                self.for_attribute(attribute)  # each merged config obeys the same rules
+        return self
+
     def for_attribute(self, attribute: str) -> RunConfig:
         """This config with ``per_attribute[attribute]`` merged in, as a single-model config."""
         raw = self.model_dump(mode="json")
@@ -222,12 +243,46 @@ class RunConfig(_Section):
         return build_config(raw, f"per_attribute.{attribute}")
 
 
+def _section_model(annotation: Any) -> type[BaseModel] | None:
+    """The section class inside a field's type (``LossConfig`` in ``dict[.., LossConfig]``)."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in typing.get_args(annotation):
+        found = _section_model(arg)
+        if found is not None:
+            return found
+    return None
+
+
+def _known_keys(loc: tuple) -> list[str]:
+    """The keys allowed where ``loc`` points (dict keys such as ``loss.attributes.age`` skipped)."""
+    model: type[BaseModel] = RunConfig
+    for part in loc:
+        field = model.model_fields.get(str(part))
+        if field is None:
+            continue
+        section = _section_model(field.annotation)
+        if section is None:
+            return []
+        model = section
+    return list(model.model_fields)
+
+
+def _unknown_key(loc: tuple) -> str:
+    close = difflib.get_close_matches(str(loc[-1]), _known_keys(loc[:-1]), n=1, cutoff=0.6)
+    hint = f"did you mean {close[0]!r}?" if close else "see configs/*.yaml for the keys"
+    return f"unknown key ({hint})"
+
+
 def _format_errors(error: ValidationError, source: str) -> str:
     lines = [f"invalid config {source}:"]
     for item in error.errors():
-        key = ".".join(str(part) for part in item["loc"]) or "<root>"
+        key = ".".join(str(part) for part in item["loc"])
         if item["type"] == "extra_forbidden":
-            lines.append(f"  {key}: unknown key (check the spelling; see configs/*.yaml)")
+            lines.append(f"  {key}: {_unknown_key(item['loc'])}")
+        elif item["type"] == "value_error":  # our validators' messages name their keys
+            message = item["msg"].removeprefix("Value error, ")
+            lines.append(f"  {key}: {message}" if key else f"  {message}")
         else:
             lines.append(f"  {key}: {item['msg']} (got {item.get('input')!r})")
     return "\n".join(lines)
@@ -266,6 +321,11 @@ def build_config(raw: dict[str, Any], source: str = "<dict>") -> RunConfig:
         return RunConfig.model_validate(raw)
     except ValidationError as exc:
         raise ConfigError(_format_errors(exc, source)) from None
+
+
+def packaged_config(name: str) -> Path:
+    """Path of a config shipped inside the package (``demo``, ``baseline``...)."""
+    return Path(str(files("maskclf") / "configs" / f"{name}.yaml"))
 
 
 def load_config(path: Path | str | None, overrides: list[str] | None = None) -> RunConfig:

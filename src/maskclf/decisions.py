@@ -15,11 +15,12 @@ import numpy as np
 from sklearn.metrics import f1_score
 from sklearn.model_selection import GroupKFold
 
-from maskclf.atomic import atomic_write_text
+from maskclf.atomic import write_json
+from maskclf.errors import InputFileError, MissingFileError
 from maskclf.labels import NUM_CLASSES
+from maskclf.rundir import RunDir
 from maskclf.submission import CLASS_COLUMNS, read_prediction_file
 
-BIASES_FILE = "decision_biases.json"
 DEFAULT_GRID = np.round(np.linspace(-3.0, 3.0, 25), 6)
 
 
@@ -68,27 +69,27 @@ def cross_validate(probs: np.ndarray, y, groups, n_splits: int = 5) -> dict:
             "tuned_macro_f1": _macro_f1(y, tuned), "n_splits": splits}
 
 
-def save_biases(run: Path | str, biases: np.ndarray, report: dict) -> Path:
-    path = Path(run) / BIASES_FILE
-    atomic_write_text(path, json.dumps({"biases": [float(b) for b in biases], **report},
-                                       indent=2) + "\n")
+def save_biases(run: RunDir, biases: np.ndarray, report: dict) -> Path:
+    path = run.file(RunDir.BIASES)
+    write_json(path, {"biases": [float(b) for b in biases], **report})
     return path
 
 
-def load_biases(run: Path | str) -> np.ndarray:
-    path = Path(run) / BIASES_FILE
+def load_biases(run_path: Path | str) -> np.ndarray:
+    path = RunDir(run_path).file(RunDir.BIASES)
     if not path.is_file():
-        raise FileNotFoundError(f"{path} does not exist; run `maskclf tune-decisions {run}` "
-                                "first or set predict.tune_decisions: false")
+        raise MissingFileError(f"{path} does not exist; run `maskclf tune-decisions "
+                               f"{run_path}` first or set predict.tune_decisions: false")
     biases = np.asarray(json.loads(path.read_text())["biases"], dtype=float)
     if biases.shape != (NUM_CLASSES,):
-        raise ValueError(f"{path} must hold {NUM_CLASSES} biases; has {biases.shape}")
+        raise InputFileError(f"{path} must hold {NUM_CLASSES} biases; has {biases.shape}")
     return biases
 
 
-def tune_run(run: Path | str, oof_file: str = "oof.csv") -> dict:
+def tune_run(run_path: Path | str, oof_file: str = RunDir.OOF) -> dict:
     """Cross-validate decision tuning on a run's OOF rows, then fit on all and save."""
-    oof = read_prediction_file(Path(run) / oof_file)
+    run = RunDir.open(run_path)
+    oof = read_prediction_file(run.file(oof_file))
     probs = oof[CLASS_COLUMNS].to_numpy()
     persons = oof["ImageID"].str.split("/").str[-2].to_numpy()
     report = cross_validate(probs, oof["class"], persons)

@@ -3,19 +3,13 @@
 from __future__ import annotations
 
 import time
-from importlib.resources import files
 from pathlib import Path
 
-from maskclf.config import RunConfig, load_config
+from maskclf.config import RunConfig, load_config, packaged_config
 from maskclf.data.synthetic import make_synthetic
 from maskclf.metrics import score_files
 from maskclf.pipeline import train_run
 from maskclf.predict import predict_run
-
-
-def packaged_config(name: str) -> Path:
-    """Path of a config shipped inside the package (``demo``, ``baseline``)."""
-    return Path(str(files("maskclf") / "configs" / f"{name}.yaml"))
 
 
 def run_demo(out: Path | str = "maskclf-demo", persons: int = 150, eval_persons: int = 30,

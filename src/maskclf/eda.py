@@ -12,13 +12,14 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from matplotlib.figure import Figure
 from PIL import Image
 
 from maskclf import labels
 from maskclf.atomic import atomic_write_text
 from maskclf.data.io import read_rgb
 from maskclf.data.layout import read_tables
-from maskclf.plots import bar_figure, image_grid, plt, save
+from maskclf.plots import bar_figure, image_grid, save
 
 MIN_SIDE = 64
 """Images with a shorter side are listed as odd (too small to show a face well)."""
@@ -128,7 +129,8 @@ def run_eda(data_root: Path | str, out_dir: Path | str, per_class: int = 4,
                                    out / "class_counts.png", "images"),
         "samples": _sample_grid(records, root, out, per_class, seed),
     }
-    figure, ax = plt.subplots(figsize=(8, 3.5))
+    figure = Figure(figsize=(8, 3.5))
+    ax = figure.subplots()
     ax.hist(persons["age"], bins=range(0, int(persons["age"].max()) + 6, 5), color="tab:blue")
     for boundary in (labels.AGE_YOUNG_BELOW, labels.AGE_OLD_FROM):
         ax.axvline(boundary, color="tab:red", linestyle="--")

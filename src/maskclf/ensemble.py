@@ -16,13 +16,14 @@ import numpy as np
 import pandas as pd
 
 from maskclf import labels
+from maskclf.atomic import write_csv
+from maskclf.errors import InputFileError, UsageError
 from maskclf.submission import (
     CLASS_COLUMNS,
     prediction_table,
     read_prediction_file,
     read_submission,
     validate_submission,
-    write_csv,
 )
 
 ATTRIBUTE_COLUMNS = {name: [f"{name}_{i}" for i in range(len(values))]
@@ -33,13 +34,13 @@ def align(tables: list[pd.DataFrame], sources: list[str]) -> list[pd.DataFrame]:
     """Reorder every table to the first one's ImageID order; different id sets fail."""
     reference = tables[0]["ImageID"]
     if not reference.is_unique:
-        raise ValueError(f"{sources[0]}: ImageIDs repeat")
+        raise InputFileError(f"{sources[0]}: ImageIDs repeat")
     aligned = []
     for table, source in zip(tables, sources, strict=True):
         ids = set(table["ImageID"])
         if ids != set(reference) or len(table) != len(reference):
             missing, extra = set(reference) - ids, ids - set(reference)
-            raise ValueError(f"{source} and {sources[0]} hold different ImageIDs: "
+            raise InputFileError(f"{source} and {sources[0]} hold different ImageIDs: "
                              f"{len(missing)} missing, {len(extra)} extra (e.g. "
                              f"{sorted(missing or extra)[:2]})")
         aligned.append(table.set_index("ImageID").loc[reference].reset_index())
@@ -63,7 +64,7 @@ def soft_vote(paths: list[Path], weights: list[float] | None = None) -> pd.DataF
     """Weighted mean of the 18-class probabilities of prediction files."""
     weights = list(weights or [1.0] * len(paths))
     if len(weights) != len(paths):
-        raise ValueError(f"{len(paths)} prediction files but {len(weights)} weights")
+        raise UsageError(f"{len(paths)} prediction files but {len(weights)} weights")
     tables = align([read_prediction_file(p) for p in paths], [str(p) for p in paths])
     probs = sum(w * t[CLASS_COLUMNS].to_numpy() for w, t in zip(weights, tables, strict=True))
     return prediction_table(tables[0]["ImageID"], probs / sum(weights))
@@ -122,28 +123,35 @@ def diff(path_a: Path | str, path_b: Path | str, top: int = 10) -> dict:
     }
 
 
-def write_ensemble(out_dir: Path | str, soft: list[Path], weights: list[float] | None,
-                   hard: list[Path], per_attribute: bool = False,
-                   info: Path | str | None = None) -> Path:
-    """Vote, then write ``submission.csv`` (and ``predictions.csv`` for soft voting).
+def write_ensemble(out_dir: Path | str, inputs: list[Path], hard: bool = False,
+                   weights: list[float] | None = None, per_attribute: bool = False,
+                   info: Path | str | None = None) -> dict:
+    """Vote over ``inputs``, then write ``submission.csv`` (and ``predictions.csv`` for
+    soft voting); returns what was written.
 
-    With ``info`` the submission follows ``info.csv``'s order and is validated first.
+    Soft voting averages prediction files (``weights`` per file); hard voting counts the
+    classes of submissions or prediction files. With ``info`` the submission follows
+    ``info.csv``'s order and is validated first.
     """
-    if bool(soft) == bool(hard):
-        raise ValueError("give either --soft prediction files or --hard submissions")
+    if len(inputs) < 2:
+        raise UsageError(f"an ensemble needs at least two input files; got {len(inputs)}")
+    if hard and weights:
+        raise UsageError("--weights apply to soft voting; hard voting counts every input once")
     out_dir = Path(out_dir)
-    if soft:
-        probs = soft_vote(soft, weights)
+    written = {"mode": "hard" if hard else "soft", "inputs": [str(p) for p in inputs]}
+    if hard:
+        submission = hard_vote(inputs, per_attribute)
+    else:
+        probs = soft_vote(inputs, weights)
         write_csv(probs, out_dir / "predictions.csv")
-        submission = (soft_vote_per_attribute(soft, weights) if per_attribute else
+        written["predictions"] = str(out_dir / "predictions.csv")
+        submission = (soft_vote_per_attribute(inputs, weights) if per_attribute else
                       pd.DataFrame({"ImageID": probs["ImageID"],
                                     "ans": probs[CLASS_COLUMNS].to_numpy().argmax(axis=1)}))
-    else:
-        submission = hard_vote(hard, per_attribute)
     if info is not None:
         info_table = pd.read_csv(info, dtype={"ImageID": str})
         submission = align([submission, info_table[["ImageID"]]], ["ensemble", str(info)])[0]
         submission = submission.set_index("ImageID").loc[info_table["ImageID"]].reset_index()
         validate_submission(submission, info_table, str(out_dir / "submission.csv"))
     write_csv(submission, out_dir / "submission.csv")
-    return out_dir / "submission.csv"
+    return {**written, "submission": str(out_dir / "submission.csv"), "n": len(submission)}

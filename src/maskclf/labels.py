@@ -22,6 +22,7 @@ ATTRIBUTES: dict[str, tuple[str, ...]] = {
     "gender": GENDER_NAMES,
     "age": AGE_NAMES,
 }
+ATTRIBUTE_SIZES = {name: len(values) for name, values in ATTRIBUTES.items()}
 NUM_CLASSES = len(MASK_NAMES) * len(GENDER_NAMES) * len(AGE_NAMES)
 
 AGE_YOUNG_BELOW = 30
@@ -65,9 +66,13 @@ def class_names() -> list[str]:
     ]
 
 
-def attribute_marginals(probs: np.ndarray) -> dict[str, np.ndarray]:
-    """Per-attribute probabilities (N x 3, N x 2, N x 3) as marginals of 18-class ones."""
-    cube = np.asarray(probs).reshape(-1, len(MASK_NAMES), len(GENDER_NAMES), len(AGE_NAMES))
+def attribute_marginals(probs):
+    """Per-attribute marginals (N x 3, N x 2, N x 3) of N x 18 probabilities or counts.
+
+    Works on NumPy arrays and torch tensors alike (losses use it on soft targets), so the
+    18 -> attribute rule is written once.
+    """
+    cube = probs.reshape(-1, len(MASK_NAMES), len(GENDER_NAMES), len(AGE_NAMES))
     return {
         "mask": cube.sum(axis=(2, 3)),
         "gender": cube.sum(axis=(1, 3)),

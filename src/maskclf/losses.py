@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -35,6 +36,26 @@ def soft_targets(targets: torch.Tensor, num_classes: int) -> torch.Tensor:
     if targets.ndim == 2:
         return targets.float()
     return F.one_hot(targets.long(), num_classes).float()
+
+
+def class_weights(counts, mode: str, beta: float = 0.999) -> np.ndarray | None:
+    """Per-class loss weights, normalised to average 1 over the classes present.
+
+    ``inverse``: 1 / n_c. ``effective``: (1 - beta) / (1 - beta ** n_c), the "effective
+    number of samples" of Cui et al. (2019). Absent classes get weight 0.
+    """
+    counts = np.asarray(counts, dtype=np.float64)
+    if mode == "none":
+        return None
+    present = counts > 0
+    weights = np.zeros_like(counts)
+    if mode == "inverse":
+        weights[present] = 1.0 / counts[present]
+    elif mode == "effective":
+        weights[present] = (1.0 - beta) / (1.0 - np.power(beta, counts[present]))
+    else:
+        raise ValueError(f"loss.class_weights must be none, inverse or effective; got {mode!r}")
+    return weights * present.sum() / weights.sum()
 
 
 class _WeightedLoss(torch.nn.Module):

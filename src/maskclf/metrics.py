@@ -14,7 +14,8 @@ import pandas as pd
 from sklearn.metrics import accuracy_score, confusion_matrix, f1_score
 
 from maskclf import labels
-from maskclf.submission import write_csv
+from maskclf.atomic import write_csv
+from maskclf.errors import InputFileError, MissingFileError
 
 
 def score(y_true, y_pred) -> dict:
@@ -51,16 +52,16 @@ def score_files(submission_path, labels_path) -> dict:
         try:
             table = pd.read_csv(path, dtype={"ImageID": str})
         except FileNotFoundError:
-            raise FileNotFoundError(f"{role} file {path} does not exist") from None
+            raise MissingFileError(f"{role} file {path} does not exist") from None
         if not {"ImageID", column} <= set(table.columns):
-            raise ValueError(f"{role} file {path} needs columns ImageID,{column}; "
+            raise InputFileError(f"{role} file {path} needs columns ImageID,{column}; "
                              f"has {list(table.columns)}")
         tables[role] = table.set_index("ImageID")[column]
     submission, truth = tables["submission"], tables["labels"]
     missing, extra = truth.index.difference(submission.index), submission.index.difference(
         truth.index)
     if len(missing) or len(extra):
-        raise ValueError(f"{submission_path} and {labels_path} hold different ImageIDs: "
+        raise InputFileError(f"{submission_path} and {labels_path} hold different ImageIDs: "
                          f"{len(missing)} labelled image(s) not predicted, {len(extra)} "
                          "predicted image(s) without a label")
     return score(truth.to_numpy(), submission.loc[truth.index].to_numpy())

@@ -1,29 +1,29 @@
-"""The few figure types reports need, drawn with matplotlib's file backend and saved atomically."""
+"""The few figure types reports need, drawn and saved atomically as PNG files.
+
+Figures use matplotlib's object API (``Figure``), not pyplot: nothing global changes (no
+backend switch, no figure registry), so importing maskclf leaves a user's plotting alone.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
 
-import matplotlib
+import numpy as np
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")  # files only: no display on servers and CI
-
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-
-from maskclf.atomic import atomic_write  # noqa: E402
+from maskclf.atomic import atomic_write
 
 
-def save(figure: plt.Figure, path: Path) -> Path:
-    """Write ``figure`` as PNG to ``path`` (temporary file + rename) and close it."""
+def save(figure: Figure, path: Path) -> Path:
+    """Write ``figure`` as PNG to ``path`` (temporary file + rename)."""
     figure.tight_layout()
     atomic_write(path, lambda tmp: figure.savefig(tmp, format="png", dpi=100))
-    plt.close(figure)
     return path
 
 
-def confusion_figure(matrix: np.ndarray, names: Sequence[str], title: str, ax: plt.Axes) -> None:
+def confusion_figure(matrix: np.ndarray, names: Sequence[str], title: str, ax: Axes) -> None:
     """Counts as a heatmap, rows true and columns predicted, each cell labelled."""
     ax.imshow(matrix, cmap="Blues")
     ax.set(title=title, xlabel="predicted", ylabel="true", xticks=range(len(names)),
@@ -39,7 +39,8 @@ def confusion_figure(matrix: np.ndarray, names: Sequence[str], title: str, ax: p
 
 def bar_figure(values: Sequence[float], names: Sequence[str], title: str, path: Path,
                xlabel: str = "") -> Path:
-    figure, ax = plt.subplots(figsize=(8, 0.3 * len(names) + 1.2))
+    figure = Figure(figsize=(8, 0.3 * len(names) + 1.2))
+    ax = figure.subplots()
     ax.barh(range(len(names)), values, color="tab:blue")
     ax.set(title=title, xlabel=xlabel, yticks=range(len(names)))
     ax.set_yticklabels(names, fontsize=8)
@@ -51,8 +52,8 @@ def image_grid(images: Sequence[np.ndarray], captions: Sequence[str], title: str
                columns: int = 6) -> Path:
     """Images with a caption under each, ``columns`` per row."""
     rows = max(1, -(-len(images) // columns))
-    figure, axes = plt.subplots(rows, columns, figsize=(2.0 * columns, 2.6 * rows),
-                                squeeze=False)
+    figure = Figure(figsize=(2.0 * columns, 2.6 * rows))
+    axes = figure.subplots(rows, columns, squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
     for ax, image, caption in zip(axes.flat, images, captions, strict=False):

@@ -1,4 +1,7 @@
-"""Progress output: a rich bar on a terminal, plain periodic lines in logs and CI."""
+"""Progress output: a rich bar on a terminal, plain periodic lines in logs and CI.
+
+Progress goes to stderr, so stdout stays free for results (``--json``).
+"""
 
 from __future__ import annotations
 
@@ -6,6 +9,8 @@ import logging
 import sys
 import time
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import lightning as L
 from lightning.pytorch.callbacks import ProgressBar, RichProgressBar
@@ -29,7 +34,7 @@ class PlainProgress(ProgressBar):
         super().__init__()
         self._enabled = True
         self.every_s = every_s
-        self.stream = stream or sys.stdout
+        self.stream = stream or sys.stderr
         self._last = 0.0
         self._epoch_start = 0.0
 
@@ -59,17 +64,26 @@ class PlainProgress(ProgressBar):
                    f"{_format(trainer.callback_metrics)}")
 
 
-def quiet_lightning() -> None:
-    """Hide Lightning's start-up chatter and warnings that do not apply to maskclf's use."""
-    logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
-    for message in (".*does not have many workers.*", ".*no `val_dataloader`.*", ".*LeafSpec.*",
-                    r".*module\(s\) in eval mode.*",  # the EMA copy
-                    # a resumed fold reopens its folders; metrics.csv is kept by resume.py
-                    ".*exists and is not empty.*"):
-        warnings.filterwarnings("ignore", message=message)
+@contextmanager
+def quiet_lightning() -> Iterator[None]:
+    """Within the block, hide Lightning's start-up chatter and the warnings that do not apply
+    to maskclf's use; the process's logger levels and warning filters are restored after."""
+    logger = logging.getLogger("lightning.pytorch")
+    level = logger.level
+    logger.setLevel(max(level, logging.WARNING))
+    with warnings.catch_warnings():
+        for message in (".*does not have many workers.*", ".*no `val_dataloader`.*",
+                        ".*LeafSpec.*", r".*module\(s\) in eval mode.*",  # the EMA copy
+                        # a resumed fold reopens its folders; metrics.csv is kept by resume.py
+                        ".*exists and is not empty.*"):
+            warnings.filterwarnings("ignore", message=message)
+        try:
+            yield
+        finally:
+            logger.setLevel(level)
 
 
 def progress_callback(interactive: bool | None = None) -> ProgressBar:
-    """Rich progress bar when stdout is a terminal, plain lines otherwise."""
-    interactive = sys.stdout.isatty() if interactive is None else interactive
-    return RichProgressBar() if interactive else PlainProgress()
+    """Rich progress bar when stderr is a terminal, plain lines otherwise; both on stderr."""
+    interactive = sys.stderr.isatty() if interactive is None else interactive
+    return RichProgressBar(console_kwargs={"stderr": True}) if interactive else PlainProgress()

@@ -12,8 +12,10 @@ from pathlib import Path
 import pandas as pd
 
 from maskclf import labels
+from maskclf.atomic import write_csv
 from maskclf.data.layout import read_eval
-from maskclf.submission import CLASS_COLUMNS, read_prediction_file, write_csv
+from maskclf.errors import MissingFileError, UsageError
+from maskclf.submission import CLASS_COLUMNS, read_prediction_file
 
 EXTRA_FILE = "extra.csv"
 
@@ -22,12 +24,12 @@ def pseudo_label(predictions: Path | str, data_root: Path | str, threshold: floa
                  out_dir: Path | str) -> pd.DataFrame:
     """Write the eval images whose top probability is >= ``threshold`` with that class."""
     if not 0 < threshold <= 1:
-        raise ValueError(f"threshold must be in (0, 1]; got {threshold}")
+        raise UsageError(f"threshold must be in (0, 1]; got {threshold}")
     table = read_prediction_file(predictions)
     info = read_eval(data_root, check_images=False)
     unknown = set(table["ImageID"]) - set(info["ImageID"])
     if unknown:
-        raise ValueError(f"{predictions} has {len(unknown)} ImageID(s) not in "
+        raise UsageError(f"{predictions} has {len(unknown)} ImageID(s) not in "
                          f"{data_root}/eval/info.csv, e.g. {sorted(unknown)[:2]}")
     probs = table[CLASS_COLUMNS].to_numpy()
     keep = probs.max(axis=1) >= threshold
@@ -53,7 +55,7 @@ def read_extra(folders: list[Path]) -> pd.DataFrame | None:
     for folder in folders:
         path = Path(folder) / EXTRA_FILE
         if not path.is_file():
-            raise FileNotFoundError(f"data.extra: {path} does not exist; create it with "
+            raise MissingFileError(f"data.extra: {path} does not exist; create it with "
                                     "`maskclf pseudo-label`")
         tables.append(pd.read_csv(path, dtype={"id": str, "race": str}, keep_default_na=False))
     return pd.concat(tables, ignore_index=True)

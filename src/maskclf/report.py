@@ -6,19 +6,19 @@ so ``maskclf report RUN`` can redraw any finished run; ``train`` calls it at the
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from maskclf import labels
 from maskclf.atomic import atomic_write_text
 from maskclf.data.io import read_rgb
 from maskclf.metrics import attribute_confusions, confusion, score
-from maskclf.plots import bar_figure, confusion_figure, image_grid, plt, save
-from maskclf.rundir import read_record
+from maskclf.plots import bar_figure, confusion_figure, image_grid, save
+from maskclf.rundir import RunDir
 from maskclf.submission import CLASS_COLUMNS
 
 
@@ -27,7 +27,8 @@ def _curves(run: Path, path: Path) -> Path | None:
     files = sorted(run.glob("**/fold*/metrics.csv"))
     if not files:
         return None
-    figure, (loss_ax, f1_ax) = plt.subplots(1, 2, figsize=(11, 4))
+    figure = Figure(figsize=(11, 4))
+    loss_ax, f1_ax = figure.subplots(1, 2)
     for file in files:
         fold = str(file.parent.relative_to(run))
         epochs = pd.read_csv(file).groupby("epoch").last()
@@ -48,7 +49,7 @@ def _curves(run: Path, path: Path) -> Path | None:
 
 def _confusions(truth: np.ndarray, predicted: np.ndarray, out: Path) -> tuple[Path, np.ndarray]:
     matrix = confusion(truth, predicted)
-    figure = plt.figure(figsize=(13, 9))
+    figure = Figure(figsize=(13, 9))
     grid = figure.add_gridspec(3, 2, width_ratios=[2.2, 1])
     confusion_figure(matrix, labels.class_names(), "18 classes (out-of-fold)",
                      figure.add_subplot(grid[:, 0]))
@@ -115,23 +116,20 @@ def _markdown(run: Path, summary: dict, figures: dict[str, Path | None],
     return "\n".join(lines)
 
 
-def write_report(run: Path | str, data_root: Path | str | None = None, mistakes: int = 24
-                 ) -> dict:
+def write_report(run_path: Path | str, data_root: Path | str | None = None,
+                 mistakes: int = 24) -> dict:
     """Write ``RUN/report/`` (report.md and PNG figures); images come from ``data_root``,
     by default the data folder the run recorded."""
-    run = Path(run)
-    if not (run / "summary.json").is_file():
-        raise FileNotFoundError(f"{run / 'summary.json'} not found: the run has not finished "
-                                f"(resume it with `maskclf train --resume {run}`)")
-    summary = json.loads((run / "summary.json").read_text())
+    run = RunDir.open(run_path)
+    summary = run.read_summary()
     if data_root is None:
-        data_root = read_record(run).get("data")
-    out = run / "report"
+        data_root = run.read_record().get("data")
+    out = run.file(RunDir.REPORT)
     out.mkdir(exist_ok=True)
-    figures: dict[str, Path | None] = {"curves": _curves(run, out / "curves.png")}
+    figures: dict[str, Path | None] = {"curves": _curves(run.path, out / "curves.png")}
     wrong, matrix = pd.DataFrame(), None
-    if (run / "oof.csv").is_file():
-        oof = pd.read_csv(run / "oof.csv")
+    if run.file(RunDir.OOF).is_file():
+        oof = pd.read_csv(run.file(RunDir.OOF))
         truth = oof["class"].to_numpy()
         predicted = oof[CLASS_COLUMNS].to_numpy().argmax(axis=1)
         figures["confusion"], matrix = _confusions(truth, predicted, out)
@@ -143,7 +141,7 @@ def write_report(run: Path | str, data_root: Path | str | None = None, mistakes:
         figures["mistakes"], wrong = _mistakes(oof, predicted,
                                                None if data_root is None else Path(data_root),
                                                out, mistakes)
-    atomic_write_text(out / "report.md", _markdown(run, summary, figures, wrong))
+    atomic_write_text(out / "report.md", _markdown(run.path, summary, figures, wrong))
     return {"dir": str(out), "report": str(out / "report.md"),
             "figures": {k: str(v) for k, v in figures.items() if v is not None},
             "confusion": None if matrix is None else matrix.tolist()}

@@ -5,27 +5,23 @@ best-so-far). A finished fold writes ``result.json`` (+ ``val_probs.npy``), so a
 skips it. Training resumes from the last *finished* epoch: with ``EpochSampler`` and
 ``EpochSeed`` that epoch is replayed exactly, so the resumed run ends with the same
 metrics as an uninterrupted one. SIGINT / SIGTERM also save ``checkpoints/interrupted.ckpt``
-(the weights at the moment of the signal) and print the command that resumes.
+(the weights at the moment of the signal) and log the command that resumes.
 """
 
 from __future__ import annotations
 
-import json
+import logging
 import shlex
 from pathlib import Path
 
 import lightning as L
-import numpy as np
 import pandas as pd
 from lightning.pytorch.callbacks import Callback
 
-from maskclf.atomic import atomic_write, atomic_write_text
-from maskclf.submission import write_csv
+from maskclf.atomic import write_csv
+from maskclf.rundir import FoldDir
 
-RESULT_FILE = "result.json"
-PROBS_FILE = "val_probs.npy"
-METRICS_FILE = "metrics.csv"
-HISTORY_FILE = "metrics-history.csv"
+log = logging.getLogger(__name__)
 
 
 def resume_command(run: Path) -> str:
@@ -35,64 +31,42 @@ def resume_command(run: Path) -> str:
 class InterruptCheckpoint(Callback):
     """On Ctrl+C or SIGTERM: save the current state and say how to resume the run."""
 
-    def __init__(self, run: Path, checkpoints: Path):
-        self.run, self.checkpoints = run, checkpoints
+    def __init__(self, fold: FoldDir):
+        self.fold = fold
 
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule,
                      exception: BaseException) -> None:
         if not isinstance(exception, KeyboardInterrupt | SystemExit):
             return
-        trainer.save_checkpoint(self.checkpoints / "interrupted.ckpt")
+        trainer.save_checkpoint(self.fold.interrupted)
         if trainer.is_global_zero:
-            print(f"\ninterrupted in epoch {trainer.current_epoch + 1}; state saved in "
-                  f"{self.checkpoints}. Resume (from the last finished epoch) with:\n"
-                  f"  {resume_command(self.run)}", flush=True)
+            log.warning("interrupted in epoch %d; state saved in %s. Resume (from the last "
+                        "finished epoch) with:\n  %s", trainer.current_epoch + 1,
+                        self.fold.checkpoints, resume_command(self.fold.run))
 
 
-def last_checkpoint(fold_path: Path) -> Path | None:
+def last_checkpoint(fold: FoldDir) -> Path | None:
     """The end-of-epoch checkpoint to resume a fold from, if it got that far."""
-    path = fold_path / "checkpoints" / "last.ckpt"
-    return path if path.is_file() else None
+    return fold.last if fold.last.is_file() else None
 
 
-def save_fold_result(fold_path: Path, checkpoints: list[Path], probs: np.ndarray | None
-                     ) -> None:
-    """Mark a fold finished: its checkpoints and validation probabilities."""
-    if probs is not None:
-        atomic_write(fold_path / PROBS_FILE, lambda tmp: np.save(tmp.open("wb"), probs))
-    atomic_write_text(fold_path / RESULT_FILE, json.dumps(
-        {"checkpoints": [str(c) for c in checkpoints], "validated": probs is not None}) + "\n")
-
-
-def load_fold_result(fold_path: Path) -> tuple[list[Path], np.ndarray | None] | None:
-    """(checkpoints, validation probabilities) of a finished fold; None if unfinished."""
-    path = fold_path / RESULT_FILE
-    if not path.is_file():
-        return None
-    result = json.loads(path.read_text())
-    probs = np.load(fold_path / PROBS_FILE) if result["validated"] else None
-    return [Path(c) for c in result["checkpoints"]], probs
-
-
-def stash_metrics(fold_path: Path) -> None:
+def stash_metrics(fold: FoldDir) -> None:
     """Before a resumed fit: keep the fold's metrics rows in metrics-history.csv, because
     Lightning's CSVLogger deletes metrics.csv when it reopens a folder."""
-    frames = [pd.read_csv(p) for p in (fold_path / HISTORY_FILE, fold_path / METRICS_FILE)
-              if p.is_file()]
+    frames = [pd.read_csv(p) for p in (fold.metrics_history, fold.metrics) if p.is_file()]
     if frames:
-        write_csv(pd.concat(frames, ignore_index=True), fold_path / HISTORY_FILE)
-        (fold_path / METRICS_FILE).unlink(missing_ok=True)
+        write_csv(pd.concat(frames, ignore_index=True), fold.metrics_history)
+        fold.metrics.unlink(missing_ok=True)
 
 
-def restore_metrics(fold_path: Path) -> None:
+def restore_metrics(fold: FoldDir) -> None:
     """After a resumed fit: earlier rows of the epochs it did not redo, then its own rows."""
-    history, current = fold_path / HISTORY_FILE, fold_path / METRICS_FILE
-    if not history.is_file():
+    if not fold.metrics_history.is_file():
         return
-    earlier = pd.read_csv(history)
-    if current.is_file():
-        resumed = pd.read_csv(current)
+    earlier = pd.read_csv(fold.metrics_history)
+    if fold.metrics.is_file():
+        resumed = pd.read_csv(fold.metrics)
         earlier = pd.concat([earlier[earlier["epoch"] < resumed["epoch"].min()], resumed],
                             ignore_index=True)
-    write_csv(earlier, current)
-    history.unlink()
+    write_csv(earlier, fold.metrics)
+    fold.metrics_history.unlink()

@@ -1,44 +1,203 @@
-"""Run directories: created fresh, never reused, so no earlier result is overwritten."""
+"""The run directory: every file name of a run lives here, and every write is atomic.
+
+Layout (see ``docs/architecture.md``)::
+
+    RUN/config.yaml run.json folds.csv corrections.csv summary.json oof.csv confusion*.csv
+        predictions.csv submission.csv decision_biases.json report/
+    RUN/[<attribute>/]fold<k>/checkpoints/{best,last,interrupted}.ckpt
+                              result.json val_probs.npy metrics.csv tb/ confusion*.csv
+
+A run directory is created fresh (``<name>-2`` when ``<name>`` exists) and never reused.
+"""
 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from maskclf.atomic import atomic_write_text
+import numpy as np
+import pandas as pd
 
-RUN_RECORD = "run.json"
-"""Command line, versions, data path, folds and resumes of a run (see ``reproducibility``)."""
+from maskclf.atomic import atomic_write, atomic_write_text, write_csv, write_json
+from maskclf.config import RunConfig, dump_config, load_config
+from maskclf.errors import MissingFileError, UsageError
 
-
-def create_run_dir(runs: Path | str, name: str | None = None) -> Path:
-    """Make ``runs/<name>``, or ``<name>-2``, ``<name>-3``... if it exists (race-free)."""
-    runs = Path(runs)
-    runs.mkdir(parents=True, exist_ok=True)
-    base = name or datetime.now().strftime("%Y%m%d-%H%M%S")
-    if "/" in base or base in {"", ".", ".."}:
-        raise ValueError(f"run name {base!r} must be a plain folder name")
-    for attempt in range(1, 10_000):
-        candidate = runs / (base if attempt == 1 else f"{base}-{attempt}")
-        try:
-            candidate.mkdir()
-        except FileExistsError:
-            continue
-        return candidate
-    raise RuntimeError(f"could not find a free run directory for {base!r} in {runs}")
+if TYPE_CHECKING:  # specs pull in torch and timm; the run directory itself needs neither
+    from maskclf.models.spec import ModelSpec
 
 
-def fold_dir(run: Path, fold: int) -> Path:
-    return Path(run) / f"fold{fold}"
+@dataclass(frozen=True)
+class FoldDir:
+    """One fold of one network: checkpoints, logs and the finished fold's results."""
+
+    run: Path
+    path: Path
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.path / "checkpoints"
+
+    @property
+    def best(self) -> Path:
+        return self.checkpoints / "best.ckpt"
+
+    @property
+    def last(self) -> Path:
+        """Written every epoch: the point a resumed fold continues from."""
+        return self.checkpoints / "last.ckpt"
+
+    @property
+    def interrupted(self) -> Path:
+        return self.checkpoints / "interrupted.ckpt"
+
+    @property
+    def metrics(self) -> Path:
+        return self.path / "metrics.csv"
+
+    @property
+    def metrics_history(self) -> Path:
+        return self.path / "metrics-history.csv"
+
+    def checkpoint(self) -> Path:
+        """The checkpoint predictions use: the best by validation F1, else the last."""
+        for path in (self.best, self.last):
+            if path.is_file():
+                return path
+        raise MissingFileError(f"no checkpoint in {self.checkpoints}; is {self.run} a "
+                               "finished maskclf run?")
+
+    def save_result(self, checkpoints: list[Path], probs: np.ndarray | None) -> None:
+        """Mark the fold finished: its checkpoints and validation probabilities."""
+        if probs is not None:
+            atomic_write(self.path / "val_probs.npy", lambda tmp: np.save(tmp.open("wb"), probs))
+        write_json(self.path / "result.json", {"checkpoints": [str(c) for c in checkpoints],
+                                               "validated": probs is not None})
+
+    def load_result(self) -> tuple[list[Path], np.ndarray | None] | None:
+        """(checkpoints, validation probabilities) of a finished fold; None if unfinished."""
+        path = self.path / "result.json"
+        if not path.is_file():
+            return None
+        result = json.loads(path.read_text())
+        probs = np.load(self.path / "val_probs.npy") if result["validated"] else None
+        return [Path(c) for c in result["checkpoints"]], probs
 
 
+class RunDir:
+    """A run directory: named files, read and written atomically."""
 
-def read_record(run: Path | str) -> dict:
-    """A run's ``run.json``, or {} for a run made before maskclf wrote one."""
-    path = Path(run) / RUN_RECORD
-    return json.loads(path.read_text()) if path.is_file() else {}
+    CONFIG = "config.yaml"
+    RECORD = "run.json"
+    """Command line, versions, data path, folds and resumes (see ``reproducibility``)."""
+    FOLDS = "folds.csv"
+    CORRECTIONS = "corrections.csv"
+    SUMMARY = "summary.json"
+    OOF = "oof.csv"
+    PREDICTIONS = "predictions.csv"
+    SUBMISSION = "submission.csv"
+    BIASES = "decision_biases.json"
+    REPORT = "report"
 
+    def __init__(self, path: Path | str):
+        self.path = Path(path)
 
-def write_record(run: Path | str, record: dict) -> None:
-    atomic_write_text(Path(run) / RUN_RECORD, json.dumps(record, indent=2) + "\n")
+    def __repr__(self) -> str:
+        return f"RunDir({str(self.path)!r})"
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    @classmethod
+    def create(cls, runs: Path | str, name: str | None = None) -> RunDir:
+        """Make ``runs/<name>``, or ``<name>-2``, ``<name>-3``... if it exists (race-free)."""
+        runs = Path(runs)
+        base = name or datetime.now().strftime("%Y%m%d-%H%M%S")
+        if "/" in base or base in {"", ".", ".."}:
+            raise UsageError(f"run name {base!r} must be a plain folder name")
+        runs.mkdir(parents=True, exist_ok=True)
+        for attempt in range(1, 10_000):
+            candidate = runs / (base if attempt == 1 else f"{base}-{attempt}")
+            try:
+                candidate.mkdir()
+            except FileExistsError:
+                continue
+            return cls(candidate)
+        raise RuntimeError(f"could not find a free run directory for {base!r} in {runs}")
+
+    @classmethod
+    def open(cls, path: Path | str) -> RunDir:
+        """An existing run directory; a clear error when ``path`` is not one."""
+        run = cls(path)
+        if not run.file(cls.CONFIG).is_file():
+            raise MissingFileError(f"{run.file(cls.CONFIG)} not found: {run.path} is not a "
+                                   "maskclf run directory")
+        return run
+
+    def file(self, name: str) -> Path:
+        return self.path / name
+
+    # config, record, folds, summary
+    def write_config(self, cfg: RunConfig) -> None:
+        atomic_write_text(self.file(self.CONFIG), dump_config(cfg))
+
+    def read_config(self) -> RunConfig:
+        return load_config(self.file(self.CONFIG))
+
+    def read_record(self) -> dict:
+        """``run.json``, or {} for a run made before maskclf wrote one."""
+        path = self.file(self.RECORD)
+        return json.loads(path.read_text()) if path.is_file() else {}
+
+    def write_record(self, record: dict) -> None:
+        write_json(self.file(self.RECORD), record)
+
+    def write_folds(self, folds: pd.DataFrame) -> None:
+        write_csv(folds, self.file(self.FOLDS))
+
+    def read_folds(self) -> pd.DataFrame:
+        return pd.read_csv(self.file(self.FOLDS), dtype={"person": str, "fold": int})
+
+    @property
+    def finished(self) -> bool:
+        return self.file(self.SUMMARY).is_file()
+
+    def write_summary(self, summary: dict) -> None:
+        write_json(self.file(self.SUMMARY), summary)
+
+    def read_summary(self) -> dict:
+        if not self.finished:
+            raise MissingFileError(f"{self.file(self.SUMMARY)} not found: the run has not "
+                                   f"finished (resume it with `maskclf train --resume "
+                                   f"{self.path}`)")
+        return json.loads(self.file(self.SUMMARY).read_text())
+
+    def write_table(self, name: str, table: pd.DataFrame) -> Path:
+        write_csv(table, self.file(name))
+        return self.file(name)
+
+    # networks and folds
+    def model_dir(self, spec: ModelSpec) -> Path:
+        """Where ``spec``'s folds live: the run itself, or ``<attribute>/``."""
+        return self.path / spec.subdir
+
+    def fold(self, spec: ModelSpec, fold: int) -> FoldDir:
+        return FoldDir(self.path, self.model_dir(spec) / f"fold{fold}")
+
+    def fold_root(self, fold: int) -> Path:
+        """Where a fold's combined files (confusion matrices) go, whatever the head."""
+        return self.path / f"fold{fold}"
+
+    def trained_folds(self, spec: ModelSpec) -> list[int]:
+        """The folds of ``spec`` that have checkpoints."""
+        model_dir = self.model_dir(spec)
+        folds = sorted(int(p.name.removeprefix("fold")) for p in model_dir.glob("fold*")
+                       if p.name.removeprefix("fold").isdigit()
+                       and (p / "checkpoints").is_dir())
+        if not folds:
+            raise MissingFileError(f"no fold*/checkpoints under {model_dir}; is {self.path} a "
+                                   "finished maskclf run?")
+        return folds

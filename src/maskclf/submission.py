@@ -13,12 +13,13 @@ import numpy as np
 import pandas as pd
 
 from maskclf import labels
-from maskclf.atomic import atomic_write_text
+from maskclf.atomic import write_csv
+from maskclf.errors import InputFileError, MaskclfError, MissingFileError
 
 CLASS_COLUMNS = [f"class_{i}" for i in range(labels.NUM_CLASSES)]
 
 
-class SubmissionError(ValueError):
+class SubmissionError(MaskclfError, ValueError):
     """A submission that would be scored wrongly; the message says which rows and why."""
 
 
@@ -31,10 +32,6 @@ def prediction_table(ids, probs: np.ndarray) -> pd.DataFrame:
             table[f"{name}_{i}"] = marginal[:, i]
     table.insert(0, "ImageID", list(ids))
     return table
-
-
-def write_csv(table: pd.DataFrame, path: Path | str) -> None:
-    atomic_write_text(path, table.to_csv(index=False, float_format="%.6g"))
 
 
 def validate_submission(submission: pd.DataFrame, info: pd.DataFrame, source: str = "") -> None:
@@ -73,11 +70,11 @@ def read_prediction_file(path: Path | str) -> pd.DataFrame:
     """A predictions/OOF file, checked to hold ImageID and the 18 class probabilities."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"prediction file {path} does not exist")
+        raise MissingFileError(f"prediction file {path} does not exist")
     table = pd.read_csv(path, dtype={"ImageID": str})
     missing = [c for c in ["ImageID", *CLASS_COLUMNS] if c not in table.columns]
     if missing:
-        raise ValueError(f"{path} is not a prediction file: missing column(s) {missing[:4]}"
+        raise InputFileError(f"{path} is not a prediction file: missing column(s) {missing[:4]}"
                          f"{'...' if len(missing) > 4 else ''}")
     return table
 

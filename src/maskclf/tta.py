@@ -11,6 +11,8 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
+from maskclf.errors import UsageError
+
 _VIEWS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {}
 
 
@@ -52,7 +54,7 @@ def _shift(images: torch.Tensor, share: float = 0.05) -> torch.Tensor:
 def check_views(names: list[str]) -> list[str]:
     unknown = [n for n in names if n not in _VIEWS]
     if unknown:
-        raise ValueError(f"unknown TTA view(s) {unknown}; available: {', '.join(list_views())}")
+        raise UsageError(f"unknown TTA view(s) {unknown}; available: {', '.join(list_views())}")
     return names
 
 

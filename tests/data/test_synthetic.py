@@ -7,6 +7,7 @@ from PIL import Image
 
 from maskclf.data.layout import read_tables
 from maskclf.data.synthetic import STEMS, make_synthetic
+from maskclf.errors import MaskclfError
 
 
 def _digest(root: Path) -> str:
@@ -60,5 +61,5 @@ def test_same_seed_same_bytes_other_seed_other_bytes(tmp_path):
 
 
 def test_refuses_to_overwrite(synthetic_root):
-    with pytest.raises(FileExistsError, match="already holds a dataset"):
+    with pytest.raises(MaskclfError, match="already holds a dataset"):
         make_synthetic(synthetic_root, persons=6, eval_persons=1)

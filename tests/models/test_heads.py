@@ -8,9 +8,9 @@ from maskclf.models.heads import (
     AttributeTask,
     MultiHeadTask,
     attribute_targets,
+    combine_attribute_probs,
     combine_attributes,
 )
-from maskclf.predict import combine_attribute_probs
 
 
 def test_per_attribute_combination_picks_expected_class():

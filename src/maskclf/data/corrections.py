@@ -15,6 +15,7 @@ import pandas as pd
 import yaml
 
 from maskclf import labels
+from maskclf.errors import InputFileError, MissingFileError
 
 KINDS = ("mask_swapped", "gender_wrong", "age_under_30", "age_60_or_over")
 
@@ -42,11 +43,11 @@ def load_corrections(path: Path | str | None = None) -> dict[str, list[str]]:
     """Read a corrections file (the packaged one when ``path`` is None)."""
     path = Path(path) if path is not None else packaged_corrections()
     if not path.is_file():
-        raise FileNotFoundError(f"corrections file {path} does not exist")
+        raise MissingFileError(f"corrections file {path} does not exist")
     raw = yaml.safe_load(path.read_text()) or {}
     unknown = set(raw) - set(KINDS) - {"version"}
     if unknown:
-        raise ValueError(f"corrections file {path}: unknown section(s) {sorted(unknown)}; "
+        raise InputFileError(f"corrections file {path}: unknown section(s) {sorted(unknown)}; "
                          f"expected {list(KINDS)}")
     return {kind: [str(i) for i in raw.get(kind) or []] for kind in KINDS}
 

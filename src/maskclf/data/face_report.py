@@ -9,12 +9,12 @@ import cv2
 import numpy as np
 import pandas as pd
 
+from maskclf.atomic import write_csv
 from maskclf.config import DataConfig
 from maskclf.data.faces import detect_face
 from maskclf.data.io import read_rgb
 from maskclf.data.layout import read_train
 from maskclf.data.transforms import preprocess
-from maskclf.submission import write_csv
 
 
 def face_report(data_root: Path | str, out_dir: Path | str, cfg: DataConfig,

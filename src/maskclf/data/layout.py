@@ -18,6 +18,7 @@ import pandas as pd
 
 from maskclf import labels
 from maskclf.data.io import is_image_file, probe_image
+from maskclf.errors import MaskclfError
 
 TRAIN_CSV = Path("train/train.csv")
 TRAIN_IMAGES = Path("train/images")
@@ -28,7 +29,7 @@ EVAL_COLUMNS = ("ImageID", "ans")
 RECORD_COLUMNS = ("path", "person", "id", "race", "age", "mask", "gender", "age_group", "class")
 
 
-class DataError(ValueError):
+class DataError(MaskclfError, ValueError):
     """A dataset that cannot be used; ``problems`` lists (file, what is wrong)."""
 
     def __init__(self, problems: list[tuple[str, str]], max_listed: int = 50):

@@ -1,4 +1,4 @@
-"""Imbalance tools: class weights for the loss, a balanced sampler, minority oversampling."""
+"""Imbalance tools on the data side: a balanced sampler and minority oversampling."""
 
 from __future__ import annotations
 
@@ -7,28 +7,6 @@ from collections.abc import Iterator
 import numpy as np
 import pandas as pd
 from torch.utils.data import Sampler
-
-from maskclf import labels
-
-
-def class_weights(counts, mode: str, beta: float = 0.999) -> np.ndarray | None:
-    """Per-class loss weights, normalised to average 1 over the classes present.
-
-    ``inverse``: 1 / n_c. ``effective``: (1 - beta) / (1 - beta ** n_c), the "effective
-    number of samples" of Cui et al. (2019). Absent classes get weight 0.
-    """
-    counts = np.asarray(counts, dtype=np.float64)
-    if mode == "none":
-        return None
-    present = counts > 0
-    weights = np.zeros_like(counts)
-    if mode == "inverse":
-        weights[present] = 1.0 / counts[present]
-    elif mode == "effective":
-        weights[present] = (1.0 - beta) / (1.0 - np.power(beta, counts[present]))
-    else:
-        raise ValueError(f"loss.class_weights must be none, inverse or effective; got {mode!r}")
-    return weights * present.sum() / weights.sum()
 
 
 def sample_weights(keys: pd.Series) -> np.ndarray:
@@ -40,10 +18,7 @@ def oversample(records: pd.DataFrame, factors: dict[int, float], seed: int) -> p
     """Repeat rows of class ``c`` about ``factors[c]`` times (fractions drawn at random)."""
     rng = np.random.default_rng(seed)
     pieces = [records]
-    for cls, factor in factors.items():
-        if not 0 <= cls < labels.NUM_CLASSES or factor < 1:
-            raise ValueError(f"data.oversample: class {cls} factor {factor}; classes are 0-17 "
-                             "and factors >= 1")
+    for cls, factor in factors.items():  # classes and factors checked by DataConfig
         rows = records[records["class"] == cls]
         whole, fraction = int(factor) - 1, factor - int(factor)
         pieces += [rows] * whole

@@ -19,6 +19,7 @@ import pandas as pd
 from sklearn.model_selection import StratifiedGroupKFold, train_test_split
 
 from maskclf import labels
+from maskclf.errors import UsageError
 
 TRAIN_ONLY = -1
 """The ``fold`` of a person who is never validated (folds.csv)."""
@@ -45,7 +46,7 @@ def holdout_split(records: pd.DataFrame, val_ratio: float, seed: int) -> pd.Data
         return persons.assign(fold=TRAIN_ONLY)[["person", "fold"]]
     n_val = int(round(val_ratio * len(persons)))
     if not 0 < n_val < len(persons):
-        raise ValueError(f"data.val_ratio={val_ratio} leaves {n_val} of {len(persons)} persons "
+        raise UsageError(f"data.val_ratio={val_ratio} leaves {n_val} of {len(persons)} persons "
                          "for validation; use a ratio that keeps both sides non-empty")
     strata = persons["stratum"].copy()
     counts = strata.map(strata.value_counts())
@@ -70,11 +71,9 @@ def kfold_split(records: pd.DataFrame, n_folds: int, seed: int) -> pd.DataFrame:
     Every person is in exactly one fold; fold sizes and class proportions are as even as
     the persons allow. The same seed gives the same folds.
     """
-    if n_folds < 2:
-        raise ValueError(f"data.folds must be an int >= 2; got {n_folds}")
     persons = records["person"].nunique()
     if persons < n_folds:
-        raise ValueError(f"data.folds={n_folds} needs at least {n_folds} persons; got {persons}")
+        raise UsageError(f"data.folds={n_folds} needs at least {n_folds} persons; got {persons}")
     splitter = StratifiedGroupKFold(n_splits=n_folds, shuffle=True, random_state=seed)
     fold_of: dict[str, int] = {}
     for fold, (_, val_index) in enumerate(splitter.split(records, records["class"],

@@ -25,6 +25,7 @@ import pandas as pd
 
 from maskclf import labels
 from maskclf.data.layout import EVAL_CSV, EVAL_IMAGES, TRAIN_CSV, TRAIN_IMAGES
+from maskclf.errors import UsageError
 
 WIDTH, HEIGHT = 384, 512
 STEMS = ("mask1", "mask2", "mask3", "mask4", "mask5", "incorrect_mask", "normal")
@@ -207,10 +208,10 @@ def make_synthetic(out: Path | str, persons: int = 60, eval_persons: int = 15,
     ``persons >= 6``. ``eval/labels.csv`` holds the true class of every eval image.
     """
     if persons < 6 or eval_persons < 1:
-        raise ValueError(f"need persons >= 6 and eval_persons >= 1; got {persons}, {eval_persons}")
+        raise UsageError(f"need persons >= 6 and eval_persons >= 1; got {persons}, {eval_persons}")
     out = Path(out)
     if (out / "train").exists() or (out / "eval").exists():
-        raise FileExistsError(f"{out} already holds a dataset; choose an empty folder")
+        raise UsageError(f"{out} already holds a dataset; choose an empty folder")
     train_rows = []
     for person in _draw_persons(seed, 0, persons, _person_ids(persons)):
         rng = np.random.default_rng([seed, 1_000_000, len(train_rows)])

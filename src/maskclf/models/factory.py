@@ -1,17 +1,26 @@
-"""Build any timm model for the 18 classes, with hub or local pretrained weights."""
+"""Networks: any timm model sized for a spec, and a network rebuilt from a checkpoint alone.
+
+Training and inference both build their networks here; neither imports the other.
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import timm
 import torch
 
-from maskclf.config import ModelConfig
+from maskclf.config import ConfigError, ModelConfig
+from maskclf.errors import InputFileError, MaskclfError
 from maskclf.labels import NUM_CLASSES
+from maskclf.models.spec import ModelSpec, Preprocessing
+
+CHECKPOINT_KEY = "maskclf"
+"""Key of a checkpoint's hyper-parameters that holds the spec and the preprocessing."""
 
 
-class ModelWeightsError(RuntimeError):
+class ModelWeightsError(MaskclfError, RuntimeError):
     """Pretrained weights were asked for but cannot be loaded; the message says how to fix it."""
 
 
@@ -30,7 +39,7 @@ def create_model(cfg: ModelConfig, num_classes: int = NUM_CLASSES,
     """
     if not timm.is_model(cfg.name):
         close = timm.list_models(f"*{cfg.name.split('.')[0][:6]}*")[:8]
-        raise ValueError(f"model.name {cfg.name!r} is not a timm model; similar: {close}")
+        raise ConfigError(f"model.name {cfg.name!r} is not a timm model; similar: {close}")
     use_weights = (cfg.pretrained or cfg.weights is not None) if pretrained is None else pretrained
     kwargs = _timm_kwargs(cfg)
     if use_weights and cfg.weights is not None:
@@ -53,3 +62,43 @@ def create_model(cfg: ModelConfig, num_classes: int = NUM_CLASSES,
             "model.weights: /path/to/weights.safetensors (or .pth), or set "
             "model.pretrained: false to train from scratch."
         ) from exc
+
+
+def build_net(spec: ModelSpec, pretrained: bool | None = None) -> torch.nn.Module:
+    """The network of ``spec`` with as many outputs as its task needs."""
+    return create_model(spec.cfg.model, num_classes=spec.num_outputs, pretrained=pretrained)
+
+
+def checkpoint_hparams(spec: ModelSpec, preprocessing: Preprocessing) -> dict:
+    """What a checkpoint stores to describe itself (see :func:`load_net`)."""
+    return {CHECKPOINT_KEY: {"spec": spec.to_dict(), "preprocessing": preprocessing.to_dict()}}
+
+
+@dataclass
+class LoadedNet:
+    """A trained network with the spec it was trained under and its preprocessing."""
+
+    net: torch.nn.Module
+    spec: ModelSpec
+    preprocessing: Preprocessing
+    checkpoint: Path
+
+
+def load_net(checkpoint: Path | str) -> LoadedNet:
+    """Rebuild the network of a maskclf checkpoint from the file alone (loaded safely,
+    ``weights_only=True``); its EMA weights when it holds them."""
+    checkpoint = Path(checkpoint)
+    state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    described = state.get("hyper_parameters", {}).get(CHECKPOINT_KEY)
+    if described is None:
+        raise InputFileError(f"{checkpoint} does not describe its network (no maskclf spec in "
+                             "its hyper-parameters); it was not written by this maskclf: "
+                             "retrain the run")
+    spec = ModelSpec.from_dict(described["spec"])
+    net = build_net(spec, pretrained=False)
+    weights = state["state_dict"]
+    prefix = "ema.module." if any(k.startswith("ema.module.") for k in weights) else "net."
+    net.load_state_dict({k.removeprefix(prefix): v for k, v in weights.items()
+                         if k.startswith(prefix)})
+    return LoadedNet(net.eval(), spec, Preprocessing.from_dict(described["preprocessing"]),
+                     checkpoint)

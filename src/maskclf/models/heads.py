@@ -3,25 +3,26 @@
 A task turns raw outputs into a loss (against 18-class targets, hard or soft), into
 predictions for the validation metric, and into probabilities. Multi-head probabilities
 over the 18 classes are the product of the three softmaxes, so prediction files, metrics
-and ensembles are the same for every head.
+and ensembles are the same for every head. ``build_task(spec)`` makes the task of a
+:class:`~maskclf.models.spec.ModelSpec`.
 """
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
 from maskclf import labels
-from maskclf.losses import soft_targets
+from maskclf.losses import class_weights, create_loss, soft_targets
+from maskclf.models.spec import ModelSpec
 
-ATTRIBUTE_SIZES = {name: len(values) for name, values in labels.ATTRIBUTES.items()}
+ATTRIBUTE_SIZES = labels.ATTRIBUTE_SIZES
 
 
 def attribute_targets(targets: torch.Tensor) -> dict[str, torch.Tensor]:
     """18-class targets (ids or N x 18 probabilities) -> per-attribute soft targets."""
-    cube = soft_targets(targets, labels.NUM_CLASSES).reshape(-1, 3, 2, 3)
-    return {"mask": cube.sum(dim=(2, 3)), "gender": cube.sum(dim=(1, 3)),
-            "age": cube.sum(dim=(1, 2))}
+    return labels.attribute_marginals(soft_targets(targets, labels.NUM_CLASSES))
 
 
 def attribute_ids(classes: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -34,6 +35,12 @@ def combine_attributes(mask: torch.Tensor, gender: torch.Tensor, age: torch.Tens
     """N x 18 class probabilities from per-attribute ones: p(m, g, a) = p(m) p(g) p(a)."""
     joint = mask[:, :, None, None] * gender[:, None, :, None] * age[:, None, None, :]
     return joint.reshape(len(mask), labels.NUM_CLASSES)
+
+
+def combine_attribute_probs(parts: dict[str, np.ndarray]) -> np.ndarray:
+    """N x 18 probabilities from per-attribute NumPy arrays (the product rule)."""
+    tensors = {k: torch.from_numpy(np.asarray(v, dtype=np.float64)) for k, v in parts.items()}
+    return combine_attributes(tensors["mask"], tensors["gender"], tensors["age"]).numpy()
 
 
 class SingleTask(torch.nn.Module):
@@ -93,3 +100,25 @@ class AttributeTask(SingleTask):
 
     def metric_targets(self, classes: torch.Tensor) -> torch.Tensor:
         return attribute_ids(classes)[self.attribute]
+
+
+def build_task(spec: ModelSpec, class_counts: np.ndarray | None = None) -> SingleTask:
+    """The task of ``spec`` with its loss; class weights come from the 18 training-class
+    counts (their attribute marginals for attribute heads)."""
+    loss_cfg = spec.cfg.loss
+    counts = None if class_counts is None else np.asarray(class_counts, dtype=np.float64)
+    marginals = None if counts is None else labels.attribute_marginals(counts)
+
+    def weights(attribute: str | None):
+        if counts is None:
+            return None
+        per_class = counts if attribute is None else marginals[attribute][0]
+        return class_weights(per_class, loss_cfg.class_weights, loss_cfg.effective_beta)
+
+    if spec.attribute is not None:
+        return AttributeTask(spec.attribute, create_loss(loss_cfg, weights(spec.attribute)))
+    if spec.task == "multihead":
+        losses = {name: create_loss(loss_cfg.attributes.get(name, loss_cfg), weights(name))
+                  for name in ATTRIBUTE_SIZES}
+        return MultiHeadTask(losses, loss_cfg.attribute_weights)
+    return SingleTask(create_loss(loss_cfg, weights(None)))

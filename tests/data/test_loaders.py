@@ -3,8 +3,8 @@ import os
 from maskclf.config import AugConfig, DataConfig
 from maskclf.data.cache import DecodeCache, build_cache
 from maskclf.data.dataset import ImageDataset
+from maskclf.data.loaders import loader_workers, make_loader
 from maskclf.data.transforms import build_transforms
-from maskclf.predict import loader_workers, make_loader
 from tests.conftest import tiny_config
 
 

@@ -1,0 +1,70 @@
+"""Running a trained network: normalisation on the device, TTA, and probabilities.
+
+The smallest LightningModule that predicts — no optimizer, no mixup, no EMA bookkeeping.
+Training's ``ClassifierModule`` extends it, so both normalise batches the same way.
+"""
+
+from __future__ import annotations
+
+import lightning as L
+import numpy as np
+import torch
+
+from maskclf.data.dataset import ImageDataset
+from maskclf.data.loaders import make_loader
+from maskclf.models.factory import LoadedNet
+from maskclf.models.heads import SingleTask, build_task
+from maskclf.models.spec import Preprocessing
+from maskclf.progress import quiet_lightning
+from maskclf.tta import tta_probs
+
+
+class InferenceModule(L.LightningModule):
+    """``net`` with its task's probabilities; uint8 N x H x W x C batches are normalised
+    with ``preprocessing``'s mean/std on the device."""
+
+    def __init__(self, net: torch.nn.Module, task: SingleTask, preprocessing: Preprocessing,
+                 channels_last: bool = False, tta: list[str] | None = None):
+        super().__init__()
+        self.net = net.to(memory_format=torch.channels_last) if channels_last else net
+        self.task = task
+        self.channels_last = channels_last
+        self.tta = list(tta or [])
+        self.register_buffer("mean", 255 * torch.tensor(preprocessing.mean).view(1, -1, 1, 1),
+                             persistent=False)
+        self.register_buffer("std", 255 * torch.tensor(preprocessing.std).view(1, -1, 1, 1),
+                             persistent=False)
+
+    def normalize(self, images: torch.Tensor) -> torch.Tensor:
+        """uint8 N x H x W x C batches from the loader -> normalised float N x C x H x W.
+
+        Float N x C x H x W input passes through (already normalised).
+        """
+        if images.dtype == torch.uint8:
+            images = images.permute(0, 3, 1, 2).float().sub_(self.mean).div_(self.std)
+        return images.contiguous(memory_format=torch.channels_last if self.channels_last
+                                 else torch.contiguous_format)
+
+    def eval_net(self) -> torch.nn.Module:
+        return self.net
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.eval_net()(self.normalize(images))
+
+    def predict_step(self, batch, batch_idx: int) -> torch.Tensor:
+        return tta_probs(lambda images: self.task.probs(self(images)), self.normalize(batch[0]),
+                         self.tta)
+
+
+def predict_probs(model: LoadedNet, dataset: ImageDataset, tta: list[str]) -> np.ndarray:
+    """Probabilities of ``model`` on ``dataset`` in dataset order (N x 18, or N x attribute),
+    averaged over the ``tta`` views and the plain image."""
+    cfg = model.spec.cfg
+    module = InferenceModule(model.net, build_task(model.spec), model.preprocessing,
+                             channels_last=cfg.train.channels_last, tta=tta)
+    with quiet_lightning():
+        trainer = L.Trainer(accelerator=cfg.train.accelerator, devices=1, logger=False,
+                            precision=cfg.train.precision, enable_progress_bar=False,
+                            enable_checkpointing=False, enable_model_summary=False)
+        batches = trainer.predict(module, make_loader(dataset, cfg))
+    return torch.cat(batches).double().numpy()

@@ -1,0 +1,94 @@
+"""What a run trains: one :class:`ModelSpec` per network, resolved from the config once.
+
+``resolve_specs`` is the only code that reads ``model.head``. A single or multi-head run
+trains one network; a per-attribute run trains three (mask, gender, age), each with its own
+merged config and its own folder of the run directory. Specs are saved in every
+checkpoint (with the preprocessing the network expects), so a checkpoint alone rebuilds
+its network: see ``models.factory.load_net``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+from timm.data import resolve_model_data_config
+
+from maskclf import labels
+from maskclf.config import RunConfig, build_config
+
+TASK_OUTPUTS = {"single": labels.NUM_CLASSES,
+                "multihead": sum(labels.ATTRIBUTE_SIZES.values()), **labels.ATTRIBUTE_SIZES}
+"""Output width of each task: 18 classes; 3 + 2 + 3 heads; one attribute."""
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """One network of a run: its task (``single``, ``multihead``, ``mask``, ``gender`` or
+    ``age``) and the config it trains with (per-attribute sections already merged)."""
+
+    task: str
+    cfg: RunConfig
+
+    def __post_init__(self) -> None:
+        if self.task not in TASK_OUTPUTS:
+            raise ValueError(f"unknown task {self.task!r}; tasks: {list(TASK_OUTPUTS)}")
+
+    @property
+    def num_outputs(self) -> int:
+        return TASK_OUTPUTS[self.task]
+
+    @property
+    def attribute(self) -> str | None:
+        """The attribute a per-attribute network predicts; None for 18-class networks."""
+        return self.task if self.task in labels.ATTRIBUTE_SIZES else None
+
+    @property
+    def subdir(self) -> str:
+        """Folder of this network's folds inside the run directory ('' for the run itself)."""
+        return self.attribute or ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"task": self.task, "config": self.cfg.model_dump(mode="json")}
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> ModelSpec:
+        return cls(raw["task"], build_config(raw["config"], "checkpoint spec"))
+
+
+def resolve_specs(cfg: RunConfig) -> list[ModelSpec]:
+    """The networks ``cfg`` trains, in training order."""
+    if cfg.model.head == "per_attribute":
+        return [ModelSpec(attribute, cfg.for_attribute(attribute))
+                for attribute in labels.ATTRIBUTES]
+    return [ModelSpec(cfg.model.head, cfg)]
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """What an image goes through before the network: the settings of ``data`` that shape
+    pixels, and the mean/std (0-1 scale) the backbone's weights expect."""
+
+    image_size: tuple[int, int]
+    crop: str
+    crop_fraction: float
+    face_margin: float
+    crop_margin: float
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+
+    @classmethod
+    def of(cls, spec: ModelSpec, net: torch.nn.Module) -> Preprocessing:
+        data, model_data = spec.cfg.data, resolve_model_data_config(net)
+        return cls(tuple(data.image_size), data.crop, data.crop_fraction, data.face_margin,
+                   data.crop_margin, tuple(model_data["mean"]), tuple(model_data["std"]))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {key: list(value) if isinstance(value, tuple) else value
+                for key, value in asdict(self).items()}
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> Preprocessing:
+        return cls(**{key: tuple(value) if isinstance(value, list) else value
+                      for key, value in raw.items()})

@@ -1,0 +1,85 @@
+"""Rich tables and lines for the CLI's human output; the library returns plain data."""
+
+from __future__ import annotations
+
+import pandas as pd
+from rich.markup import escape
+from rich.table import Table
+
+from maskclf import labels
+
+
+def score_table(title: str, scores: dict) -> Table:
+    table = Table(title=title)
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    table.add_row("images", str(scores["n"]))
+    table.add_row("accuracy", f"{scores['accuracy']:.4f}")
+    table.add_row("macro F1 (18 classes)", f"{scores['macro_f1']:.4f}")
+    for name, value in scores["attribute_f1"].items():
+        table.add_row(f"{name} macro F1", f"{value:.4f}")
+    return table
+
+
+def fold_table(summary: dict) -> Table:
+    table = Table(title="per fold (best checkpoint)")
+    for column in ("fold", "images", "accuracy", "macro F1", "mask", "gender", "age"):
+        table.add_column(column, justify="right")
+    for row in summary["folds"]:
+        if "macro_f1" in row:
+            table.add_row(str(row["fold"]), str(row["n"]), f"{row['accuracy']:.4f}",
+                          f"{row['macro_f1']:.4f}",
+                          *(f"{v:.4f}" for v in row["attribute_f1"].values()))
+    cv = summary["cv"]
+    table.add_section()
+    table.add_row("mean ± std", "", "", f"{cv['macro_f1_mean']:.4f} ± {cv['macro_f1_std']:.4f}",
+                  "", "", "")
+    table.add_row("pooled OOF", "", "", f"{cv['oof_macro_f1']:.4f}", "", "", "")
+    return table
+
+
+def class_table(scores: dict) -> Table:
+    table = Table(title="per-class F1")
+    for column in ("class", "name", "F1", "support"):
+        table.add_column(column, justify="right" if column != "name" else "left")
+    names = labels.class_names()
+    for cls, (f1, support) in enumerate(zip(scores["class_f1"], scores["class_support"],
+                                            strict=True)):
+        table.add_row(str(cls), names[cls], f"{f1:.3f}", str(support))
+    return table
+
+
+def frame_table(title: str, frame: pd.DataFrame, floats: str = "{:.4g}") -> Table:
+    table = Table(title=title)
+    for column in frame.columns:
+        table.add_column(str(column))
+    for row in frame.itertuples(index=False):
+        table.add_row(*("" if value is None or value != value  # NaN
+                        else floats.format(value) if isinstance(value, float)
+                        else escape(str(value)) for value in row))
+    return table
+
+
+def diff_lines(result: dict) -> list[str]:
+    """How two label files differ: the share, per attribute, the top class transitions."""
+    lines = [f"{result['changed']} of {result['n']} labels differ ({result['share']:.2%})"]
+    lines += [f"  {name:6s} changed: {count}"
+              for name, count in result["attribute_changed"].items()]
+    names = labels.class_names()
+    lines += [f"  {row['count']:5d}  {row['from']:2d} {names[row['from']]:28s} -> "
+              f"{row['to']:2d} {names[row['to']]}" for row in result["transitions"]]
+    return lines
+
+
+def eda_tables(result: dict) -> list[Table | str]:
+    """The printed part of an EDA: class counts, attribute counts, gender x age persons."""
+    classes = pd.DataFrame({"class": list(result["class_counts"]),
+                            "images": list(result["class_counts"].values())})
+    gender_age = pd.DataFrame(result["gender_age_persons"]).T.reset_index(names="gender")
+    return [frame_table(f"{result['images']} images of {result['persons']} persons", classes),
+            *(f"{attribute}: " + ", ".join(f"{k} {v}" for k, v in counts.items())
+              for attribute, counts in result["attribute_counts"].items()),
+            frame_table("persons by gender and age group", gender_age),
+            f"channel mean {result['channel_mean']} std {result['channel_std']}; "
+            f"formats {result['formats']}; odd files {len(result['odd_files'])}",
+            f"report: {result['report']}"]
