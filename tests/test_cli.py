@@ -17,7 +17,7 @@ def test_make_synthetic_then_check_data(tmp_path):
     assert result.exit_code == 0, result.output
     result = runner.invoke(app, ["check-data", str(target), "--json"])
     assert result.exit_code == 0, result.output
-    payload = json.loads(result.output.strip().splitlines()[-1])
+    payload = json.loads(result.stdout)
     assert payload == {"persons": 6, "train_images": 42, "eval_images": 7}
 
 
@@ -29,7 +29,7 @@ def test_bad_data_is_one_clear_error(dataset_copy):
     assert "Traceback" not in result.output
 
 
-def test_score_prints_json_last(tmp_path):
+def test_score_json(tmp_path):
     pd.DataFrame({"ImageID": ["a", "b", "c"], "class": [0, 6, 12]}).to_csv(
         tmp_path / "labels.csv", index=False)
     pd.DataFrame({"ImageID": ["a", "b", "c"], "ans": [0, 6, 13]}).to_csv(
@@ -37,7 +37,7 @@ def test_score_prints_json_last(tmp_path):
     result = runner.invoke(app, ["score", str(tmp_path / "sub.csv"), "--labels",
                                  str(tmp_path / "labels.csv"), "--json"])
     assert result.exit_code == 0, result.output
-    payload = json.loads(result.output.strip().splitlines()[-1])
+    payload = json.loads(result.stdout)
     assert payload["accuracy"] == 2 / 3
     assert payload["attribute_f1"]["mask"] == 1.0
 
@@ -69,3 +69,45 @@ def test_resume_keeps_the_run_config(tmp_path):
     assert result.exit_code == 2 and "drop --config, -o" in result.output
     result = runner.invoke(app, ["train", "--resume", str(tmp_path / "nope")])
     assert result.exit_code == 2 and "not a maskclf run directory" in result.output
+
+
+def _json_of(args: list[str]) -> dict:
+    """Run a command with --json; stdout must be exactly one JSON document."""
+    result = runner.invoke(app, [*args, "--json"])
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout)
+
+
+def test_json_commands_keep_stdout_for_one_document(synthetic_root, tmp_path):
+    from .conftest import TINY_OVERRIDES
+
+    overrides = [arg for o in TINY_OVERRIDES for arg in ("-o", o)]
+    summary = _json_of(["train", "--data", str(synthetic_root), "--out", str(tmp_path),
+                        "--name", "j", *overrides, "-o", "data.val_ratio=0.3"])
+    run = tmp_path / "j"
+    assert summary["run"] == str(run) and summary["validation"]["n"] > 0
+    predicted = _json_of(["predict", str(run), "--data", str(synthetic_root)])
+    assert predicted["n_images"] == 14 and len(predicted["checkpoints"]) == 1
+    labels_file = str(synthetic_root / "eval" / "labels.csv")
+    scores = _json_of(["score", predicted["submission"], "--labels", labels_file])
+    assert scores["n"] == 14
+    checked = _json_of(["validate", predicted["submission"], "--info",
+                        str(synthetic_root / "eval" / "info.csv")])
+    assert checked["valid"] and checked["rows"] == 14
+    diffed = _json_of(["diff", predicted["submission"], predicted["predictions"]])
+    assert diffed["changed"] == 0  # the submission is the argmax of the predictions
+    voted = _json_of(["ensemble", predicted["predictions"], predicted["predictions"],
+                      "--out", str(tmp_path / "ens")])
+    assert voted["mode"] == "soft" and voted["n"] == 14
+
+
+def test_only_maskclf_errors_become_one_line_messages(monkeypatch, tmp_path):
+    from maskclf import ensemble
+
+    def broken(*args, **kwargs):
+        raise KeyError("a bug, not a user error")
+
+    monkeypatch.setattr(ensemble, "diff", broken)
+    pd.DataFrame({"ImageID": ["a"], "ans": [0]}).to_csv(tmp_path / "s.csv", index=False)
+    result = runner.invoke(app, ["diff", str(tmp_path / "s.csv"), str(tmp_path / "s.csv")])
+    assert result.exit_code == 1 and isinstance(result.exception, KeyError)

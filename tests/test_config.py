@@ -3,10 +3,13 @@ import pytest
 from maskclf.config import ConfigError, load_config, packaged_config
 
 
-@pytest.mark.parametrize("name", ["demo", "baseline", "multihead", "per_attribute"])
-def test_shipped_configs_validate(name):
+@pytest.mark.parametrize(("name", "head"), [("demo", "single"), ("baseline", "single"),
+                                            ("multihead", "multihead"),
+                                            ("per_attribute", "per_attribute")])
+def test_shipped_configs_validate(name, head):
     cfg = load_config(packaged_config(name))
-    assert cfg.model.name
+    assert cfg.model.head == head
+    assert cfg.model_dump() != load_config(None).model_dump()  # the file changed something
 
 
 def test_baseline_is_a_gpu_competition_recipe():
@@ -63,12 +66,33 @@ def test_per_attribute_sections_merge_into_each_model():
         load_config(None, ["per_attribute={mask: {modle: {name: x}}}"])
 
 
-def test_wandb_without_the_package_is_a_clear_config_error(monkeypatch):
+@pytest.mark.parametrize(("overrides", "message"), [
+    (["sched.name=plateau", "data.val_ratio=0"], "plateau follows validation"),
+    (["aug.mixup_alpha=0.2", "train.batch_size=7"], "need an even train.batch_size"),
+    (["data.oversample={18: 2}"], "class ids 0-17"),
+    (["data.oversample={3: 0.5}"], "factors >= 1"),
+    (["data.folds=1"], "data.folds must be 0"),
+    (["model.head=per_attribute", "aug.cutmix_alpha=1.0",
+      "per_attribute={age: {train: {batch_size: 5}}}"], "per_attribute.age"),
+])
+def test_settings_that_do_not_fit_together_are_config_errors(overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config(None, overrides)
+
+
+def test_unknown_keys_suggest_the_closest_one():
+    with pytest.raises(ConfigError, match=r"optim\.lrr: unknown key \(did you mean 'lr'\?\)"):
+        load_config(None, ["optim.lrr=1"])
+    with pytest.raises(ConfigError, match=r"loss\.attributes\.age\.gama: .*'gamma'"):
+        load_config(None, ["loss.attributes={age: {gama: 2}}"])
+    with pytest.raises(ConfigError, match=r"zzz: unknown key \(see configs"):
+        load_config(None, ["zzz=1"])
+
+
+def test_a_saved_config_with_wandb_loads_without_wandb(monkeypatch):
     import importlib.util
 
     real_find_spec = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec",
                         lambda name, *a: None if name == "wandb" else real_find_spec(name, *a))
-    with pytest.raises(ConfigError, match=r"pip install 'maskclf\[wandb\]'"):
-        load_config(None, ["train.wandb_project=masks"])
-    assert load_config(None, []).train.wandb_project is None  # off by default
+    assert load_config(None, ["train.wandb_project=masks"]).train.wandb_project == "masks"

@@ -51,7 +51,7 @@ def test_runs_command_prints_the_board_and_the_diff(tmp_path):
     _fake_run(tmp_path, "b", 0.6, tiny_config("optim.lr=0.01"))
     result = CliRunner().invoke(app, ["runs", str(tmp_path), "--json"])
     assert result.exit_code == 0, result.output
-    rows = json.loads(result.output.strip().splitlines()[-1])["rows"]
+    rows = json.loads(result.stdout)["rows"]
     assert [r["name"] for r in rows] == ["b", "a"]
     result = CliRunner().invoke(app, ["runs", "--diff", str(tmp_path / "a"), str(tmp_path / "b")])
     assert result.exit_code == 0 and "optim.lr" in result.output

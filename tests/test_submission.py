@@ -13,9 +13,12 @@ from maskclf.submission import (
 INFO = pd.DataFrame({"ImageID": ["c.jpg", "a.jpg", "b.jpg"], "ans": 0})
 
 
-def test_valid_submission_passes():
-    validate_submission(pd.DataFrame({"ImageID": ["c.jpg", "a.jpg", "b.jpg"], "ans": [0, 17, 5]}),
-                        INFO)
+def test_valid_submission_is_written_as_given(tmp_path):
+    target = tmp_path / "submission.csv"
+    written = write_submission(["c.jpg", "a.jpg", "b.jpg"], [0, 17, 5], INFO, target)
+    on_disk = pd.read_csv(target)
+    assert on_disk.equals(written) and on_disk["ans"].tolist() == [0, 17, 5]
+    assert on_disk["ImageID"].tolist() == INFO["ImageID"].tolist()
 
 
 @pytest.mark.parametrize(("ids", "answers", "message"), [
