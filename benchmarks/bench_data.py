@@ -30,8 +30,8 @@ from maskclf.config import AugConfig, DataConfig, RunConfig, TrainConfig
 from maskclf.data.cache import DecodeCache, build_cache
 from maskclf.data.dataset import ImageDataset
 from maskclf.data.layout import read_train
+from maskclf.data.loaders import make_loader
 from maskclf.data.transforms import build_transforms
-from maskclf.predict import make_loader
 
 BATCH = 64
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)

@@ -23,9 +23,10 @@ from torch.utils.data import DataLoader
 from maskclf.config import load_config
 from maskclf.data.cache import build_cache
 from maskclf.data.layout import read_train
-from maskclf.predict import build_net, make_dataset
+from maskclf.data.loaders import make_dataset
+from maskclf.models import build_net, resolve_specs
 from maskclf.progress import quiet_lightning
-from maskclf.training import build_module, build_task
+from maskclf.training import build_module
 
 
 class StepTimer(Callback):
@@ -95,22 +96,23 @@ def main() -> None:
             return DataLoader(dataset, batch_size=args.batch_size, shuffle=True, drop_last=True,
                               num_workers=args.workers, persistent_workers=args.workers > 0)
 
-        plain_steps(build_module(cfg, build_net(cfg), build_task(cfg)), cfg, loader(),
+        spec = resolve_specs(cfg)[0]
+        plain_steps(build_module(spec, build_net(spec)), cfg, loader(),
                     max_steps=15)  # process warm-up (kernels, allocator) shared by both sides
         torch.manual_seed(0)
-        module = build_module(cfg, build_net(cfg), build_task(cfg))
+        module = build_module(spec, build_net(spec))
         timer = StepTimer(skip)
-        quiet_lightning()
-        trainer = L.Trainer(max_epochs=1, accelerator="auto", devices=1, logger=False,
-                            enable_checkpointing=False, enable_progress_bar=False,
-                            enable_model_summary=False, callbacks=[timer],
-                            num_sanity_val_steps=0)
-        trainer.fit(module, loader())
+        with quiet_lightning():
+            trainer = L.Trainer(max_epochs=1, accelerator="auto", devices=1, logger=False,
+                                enable_checkpointing=False, enable_progress_bar=False,
+                                enable_model_summary=False, callbacks=[timer],
+                                num_sanity_val_steps=0)
+            trainer.fit(module, loader())
         maskclf_rate = timer.rate()
 
         torch.manual_seed(0)
-        reference_rate = plain_steps(build_module(cfg, build_net(cfg), build_task(cfg)), cfg,
-                                     loader(), skip=skip)
+        reference_rate = plain_steps(build_module(spec, build_net(spec)), cfg, loader(),
+                                     skip=skip)
         device = "cuda" if torch.cuda.is_available() else "cpu"
     print(f"model={args.model} size={args.size[0]}x{args.size[1]} batch={args.batch_size} "
           f"steps={args.steps} device={device}")

@@ -3,6 +3,7 @@ import subprocess
 import sys
 
 import pandas as pd
+import pytest
 from typer.testing import CliRunner
 
 from maskclf.cli import app
@@ -78,6 +79,7 @@ def _json_of(args: list[str]) -> dict:
     return json.loads(result.stdout)
 
 
+@pytest.mark.slow
 def test_json_commands_keep_stdout_for_one_document(synthetic_root, tmp_path):
     from .conftest import TINY_OVERRIDES
 

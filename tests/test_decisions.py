@@ -1,7 +1,7 @@
 import numpy as np
 from sklearn.metrics import f1_score
 
-from maskclf.decisions import apply_biases, cross_validate, fit_biases
+from maskclf.decisions import apply_biases, cross_validate, fit_biases, macro_f1
 
 
 def _imbalanced_case(n: int = 600, seed: int = 0):
@@ -36,3 +36,14 @@ def test_optimal_predictions_are_left_alone():
     biases = fit_biases(probs, y)
     assert not biases.any()
     assert (apply_biases(probs, biases) == y).all()
+
+
+def test_fast_macro_f1_equals_scikit_learn():
+    rng = np.random.default_rng(0)
+    for trial in range(50):
+        n, classes = rng.integers(1, 60), rng.integers(1, 19)
+        y, predicted = rng.integers(0, classes, n), rng.integers(0, classes, n)
+        if trial % 3 == 0:
+            predicted[:] = rng.integers(0, 18)  # one predicted class, maybe absent in y
+        expected = f1_score(y, predicted, average="macro", zero_division=0)
+        assert abs(macro_f1(y, predicted) - expected) < 1e-12

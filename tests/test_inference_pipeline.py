@@ -15,6 +15,8 @@ from maskclf.submission import CLASS_COLUMNS, prediction_table
 
 from .conftest import tiny_config
 
+pytestmark = pytest.mark.slow  # trains real (tiny) models end to end
+
 
 @pytest.fixture(scope="module")
 def two_fold_run(synthetic_root, tmp_path_factory):

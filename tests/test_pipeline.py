@@ -16,6 +16,8 @@ from maskclf.submission import CLASS_COLUMNS
 
 from .conftest import tiny_config
 
+pytestmark = pytest.mark.slow  # trains real (tiny) models end to end
+
 
 @pytest.fixture(scope="module")
 def learnable_root(tmp_path_factory):

@@ -13,6 +13,8 @@ from maskclf.submission import CLASS_COLUMNS
 
 from .conftest import tiny_config
 
+pytestmark = pytest.mark.slow  # trains real (tiny) models end to end
+
 
 @pytest.mark.parametrize("head", ["single", "multihead", "per_attribute"])
 def test_head_mode_trains_and_predicts_distributions(head, synthetic_root, tmp_path):

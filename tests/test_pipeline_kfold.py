@@ -13,6 +13,8 @@ from maskclf.data.layout import read_train
 
 from .conftest import tiny_config
 
+pytestmark = pytest.mark.slow  # trains real (tiny) models end to end
+
 
 @pytest.fixture(scope="module")
 def kfold_run(synthetic_root, tmp_path_factory):

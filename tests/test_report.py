@@ -8,6 +8,8 @@ from maskclf.report import write_report
 from maskclf.rundir import RunDir
 from tests.conftest import tiny_config
 
+pytestmark = pytest.mark.slow  # trains real (tiny) models end to end
+
 
 @pytest.fixture(scope="module")
 def reported(synthetic_root, tmp_path_factory):

@@ -16,6 +16,8 @@ from maskclf.errors import MaskclfError
 from maskclf.pipeline import resume_run, train_run
 from tests.conftest import tiny_config
 
+pytestmark = pytest.mark.slow  # trains real (tiny) models end to end
+
 # dropout, mixup and every augmentation on: all draw random numbers a resume must replay
 OVERRIDES = ("data.folds=2", "train.epochs=3", "model.drop_rate=0.2", "aug.mixup_alpha=0.4",
              "aug.shift_scale_rotate=1.0", "aug.color_jitter=1.0")

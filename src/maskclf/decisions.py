@@ -12,7 +12,6 @@ import json
 from pathlib import Path
 
 import numpy as np
-from sklearn.metrics import f1_score
 from sklearn.model_selection import GroupKFold
 
 from maskclf.atomic import write_json
@@ -29,8 +28,21 @@ def apply_biases(probs: np.ndarray, biases: np.ndarray) -> np.ndarray:
     return np.argmax(np.log(np.clip(probs, 1e-12, 1.0)) + biases, axis=1)
 
 
-def _macro_f1(y: np.ndarray, predicted: np.ndarray) -> float:
-    return float(f1_score(y, predicted, average="macro", zero_division=0))
+def macro_f1(y: np.ndarray, predicted: np.ndarray) -> float:
+    """scikit-learn's macro F1 (classes in ``y`` or ``predicted``) for integer class ids.
+
+    The coordinate ascent scores thousands of candidate decisions; ``f1_score``'s input
+    checks cost ~1 ms a call, these three bincounts a few microseconds. Tested equal to
+    ``f1_score(average="macro", zero_division=0)``.
+    """
+    size = max(int(y.max(initial=0)), int(predicted.max(initial=0))) + 1
+    true_counts = np.bincount(y, minlength=size)
+    predicted_counts = np.bincount(predicted, minlength=size)
+    hits = np.bincount(y[y == predicted], minlength=size)
+    present = (true_counts + predicted_counts) > 0
+    if not present.any():
+        return 0.0
+    return float(np.mean(2 * hits[present] / (true_counts + predicted_counts)[present]))
 
 
 def fit_biases(probs: np.ndarray, y, grid: np.ndarray = DEFAULT_GRID, rounds: int = 3
@@ -42,14 +54,14 @@ def fit_biases(probs: np.ndarray, y, grid: np.ndarray = DEFAULT_GRID, rounds: in
     y = np.asarray(y, dtype=int)
     log_p = np.log(np.clip(probs, 1e-12, 1.0))
     biases = np.zeros(probs.shape[1])
-    best = _macro_f1(y, np.argmax(log_p, axis=1))
+    best = macro_f1(y, np.argmax(log_p, axis=1))
     for _ in range(rounds):
         improved = False
         for cls in range(probs.shape[1]):
             for value in grid:
                 trial = biases.copy()
                 trial[cls] = value
-                f1 = _macro_f1(y, np.argmax(log_p + trial, axis=1))
+                f1 = macro_f1(y, np.argmax(log_p + trial, axis=1))
                 if f1 > best + 1e-12:
                     best, biases, improved = f1, trial, True
         if not improved:
@@ -65,8 +77,8 @@ def cross_validate(probs: np.ndarray, y, groups, n_splits: int = 5) -> dict:
     for fit_rows, held_rows in GroupKFold(n_splits=splits).split(probs, y, groups):
         biases = fit_biases(probs[fit_rows], y[fit_rows])
         tuned[held_rows] = apply_biases(probs[held_rows], biases)
-    return {"plain_macro_f1": _macro_f1(y, probs.argmax(axis=1)),
-            "tuned_macro_f1": _macro_f1(y, tuned), "n_splits": splits}
+    return {"plain_macro_f1": macro_f1(y, probs.argmax(axis=1)),
+            "tuned_macro_f1": macro_f1(y, tuned), "n_splits": splits}
 
 
 def save_biases(run: RunDir, biases: np.ndarray, report: dict) -> Path:

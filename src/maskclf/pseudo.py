@@ -18,6 +18,9 @@ from maskclf.errors import MissingFileError, UsageError
 from maskclf.submission import CLASS_COLUMNS, read_prediction_file
 
 EXTRA_FILE = "extra.csv"
+EXTRA_TYPES = {"id": str, "race": str, "age": int, "mask": int, "gender": int, "age_group": int,
+               "class": int}
+"""Column types, so a table with no confident row still joins the records as integers."""
 
 
 def pseudo_label(predictions: Path | str, data_root: Path | str, threshold: float,
@@ -57,5 +60,5 @@ def read_extra(folders: list[Path]) -> pd.DataFrame | None:
         if not path.is_file():
             raise MissingFileError(f"data.extra: {path} does not exist; create it with "
                                     "`maskclf pseudo-label`")
-        tables.append(pd.read_csv(path, dtype={"id": str, "race": str}, keep_default_na=False))
+        tables.append(pd.read_csv(path, dtype=EXTRA_TYPES, keep_default_na=False))
     return pd.concat(tables, ignore_index=True)

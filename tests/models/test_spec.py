@@ -43,6 +43,7 @@ def test_spec_round_trips_through_a_dict():
     assert again.task == "age" and again.cfg == spec.cfg
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("head", ["multihead", "per_attribute"])
 def test_a_checkpoint_alone_rebuilds_network_and_preprocessing(head, synthetic_root, tmp_path):
     cfg = tiny_config(f"model.head={head}", "data.val_ratio=0.3",
