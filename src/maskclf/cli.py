@@ -345,13 +345,14 @@ def pseudo_label(
 @command
 def tune_decisions(
     run: Annotated[Path, typer.Argument(help="Run directory with oof.csv.")],
-    oof_file: Annotated[str, typer.Option(help="OOF file inside the run.")] = "oof.csv",
+    oof_file: Annotated[str | None, typer.Option(
+        help="OOF file inside the run (default: oof.csv).")] = None,
     as_json: JsonOption = False,
 ) -> None:
     """Fit per-class decision biases for macro F1 on OOF rows (cross-validated by person)."""
     from maskclf.decisions import tune_run
 
-    report = tune_run(run, oof_file)
+    report = tune_run(run) if oof_file is None else tune_run(run, oof_file)
     show = _console(as_json)
     show.print(f"OOF macro F1, cross-validated over persons: plain {report['plain_macro_f1']:.4f}"
                f" -> tuned {report['tuned_macro_f1']:.4f} ({report['n_splits']} splits)")

@@ -18,6 +18,7 @@ import pandas as pd
 from maskclf import labels
 from maskclf.atomic import write_csv
 from maskclf.errors import InputFileError, UsageError
+from maskclf.rundir import RunDir
 from maskclf.submission import (
     CLASS_COLUMNS,
     prediction_table,
@@ -143,8 +144,8 @@ def write_ensemble(out_dir: Path | str, inputs: list[Path], hard: bool = False,
         submission = hard_vote(inputs, per_attribute)
     else:
         probs = soft_vote(inputs, weights)
-        write_csv(probs, out_dir / "predictions.csv")
-        written["predictions"] = str(out_dir / "predictions.csv")
+        write_csv(probs, out_dir / RunDir.PREDICTIONS)
+        written["predictions"] = str(out_dir / RunDir.PREDICTIONS)
         submission = (soft_vote_per_attribute(inputs, weights) if per_attribute else
                       pd.DataFrame({"ImageID": probs["ImageID"],
                                     "ans": probs[CLASS_COLUMNS].to_numpy().argmax(axis=1)}))
@@ -152,6 +153,6 @@ def write_ensemble(out_dir: Path | str, inputs: list[Path], hard: bool = False,
         info_table = pd.read_csv(info, dtype={"ImageID": str})
         submission = align([submission, info_table[["ImageID"]]], ["ensemble", str(info)])[0]
         submission = submission.set_index("ImageID").loc[info_table["ImageID"]].reset_index()
-        validate_submission(submission, info_table, str(out_dir / "submission.csv"))
-    write_csv(submission, out_dir / "submission.csv")
-    return {**written, "submission": str(out_dir / "submission.csv"), "n": len(submission)}
+        validate_submission(submission, info_table, str(out_dir / RunDir.SUBMISSION))
+    write_csv(submission, out_dir / RunDir.SUBMISSION)
+    return {**written, "submission": str(out_dir / RunDir.SUBMISSION), "n": len(submission)}

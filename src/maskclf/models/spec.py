@@ -1,10 +1,10 @@
 """What a run trains: one :class:`ModelSpec` per network, resolved from the config once.
 
-``resolve_specs`` is the only code that reads ``model.head``. A single or multi-head run
-trains one network; a per-attribute run trains three (mask, gender, age), each with its own
-merged config and its own folder of the run directory. Specs are saved in every
-checkpoint (with the preprocessing the network expects), so a checkpoint alone rebuilds
-its network: see ``models.factory.load_net``.
+``resolve_specs`` is the only code that turns ``model.head`` into networks. A single or
+multi-head run trains one network; a per-attribute run trains three (mask, gender, age),
+each with its own merged config and its own folder of the run directory. Specs are saved
+in every checkpoint (with the preprocessing the network expects), so a checkpoint alone
+rebuilds its network: see ``models.factory.load_net``.
 """
 
 from __future__ import annotations
