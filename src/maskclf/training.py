@@ -63,8 +63,7 @@ class ClassifierModule(InferenceModule):
                  mixup: Mixup | None = None):
         cfg = spec.cfg
         preprocessing = Preprocessing.of(spec, net)
-        super().__init__(net, task, preprocessing, channels_last=cfg.train.channels_last,
-                         tta=cfg.predict.tta)
+        super().__init__(net, task, preprocessing, channels_last=cfg.train.channels_last)
         self.save_hyperparameters(checkpoint_hparams(spec, preprocessing), logger=False)
         self.optim_cfg, self.sched_cfg = cfg.optim, cfg.sched
         self.mixup, self.mix_off_epoch = mixup, cfg.aug.mix_off_epoch
