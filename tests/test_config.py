@@ -72,6 +72,8 @@ def test_per_attribute_sections_merge_into_each_model():
     (["data.oversample={18: 2}"], "class ids 0-17"),
     (["data.oversample={3: 0.5}"], "factors >= 1"),
     (["data.folds=1"], "data.folds must be 0"),
+    (["train.strategy=ddp_spawn"], "use ddp"),
+    (["train.devices=0"], "train.devices must be >= 1"),
     (["model.head=per_attribute", "aug.cutmix_alpha=1.0",
       "per_attribute={age: {train: {batch_size: 5}}}"], "per_attribute.age"),
 ])

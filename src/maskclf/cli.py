@@ -22,7 +22,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from maskclf import render
-from maskclf.errors import MaskclfError, UsageError
+from maskclf.errors import MaskclfError, RunInterrupted, UsageError
 
 app = typer.Typer(
     help="Toolkit for the face mask-status competition (18 classes, macro F1).\n\n"
@@ -51,11 +51,13 @@ def _views(tta: str | None) -> list[str] | None:
 def _logs_on_stderr() -> Iterator[None]:
     """During a command, maskclf's log lines (cache built, corrections, resume hints) go
     to stderr as plain lines; the logger is left as it was afterwards."""
+    from maskclf.distributed import is_rank_zero
+
     logger = logging.getLogger("maskclf")
     handler = logging.StreamHandler(sys.stderr)
     level = logger.level
     logger.addHandler(handler)
-    logger.setLevel(logging.INFO)
+    logger.setLevel(logging.INFO if is_rank_zero() else logging.WARNING)
     try:
         yield
     finally:
@@ -74,7 +76,8 @@ def command(func: Callable) -> Callable:
         except MaskclfError as exc:
             stderr.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False,
                          soft_wrap=True)
-            raise typer.Exit(2) from None
+            raise typer.Exit(128 + exc.signum if isinstance(exc, RunInterrupted) else 2
+                             ) from None
 
     return app.command()(wrapper)
 
@@ -147,6 +150,7 @@ def train(
 ) -> None:
     """Check the dataset, split by person, train, and write a new run directory."""
     from maskclf.config import load_config
+    from maskclf.distributed import is_rank_zero
     from maskclf.pipeline import resume_run, train_run
 
     show = _console(as_json)
@@ -158,6 +162,8 @@ def train(
     else:
         result = train_run(load_config(config, override or []), data or Path("data"), runs, name,
                            fold=fold)
+    if not is_rank_zero():  # one rank of a multi-process run: rank 0 reports
+        return
     validation = result.summary["validation"]
     if validation is None:
         show.print("data.val_ratio is 0: trained on every person without validation; "

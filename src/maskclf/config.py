@@ -154,7 +154,14 @@ class TrainConfig(_Section):
     batch_size: int = Field(32, ge=1)
     precision: Literal["32", "16-mixed", "bf16-mixed"] = "32"
     accelerator: str = "auto"
-    devices: int | str = "auto"
+    devices: int | Literal["auto"] = "auto"
+    """Devices (processes) per node; more than one trains with DDP, one process per device."""
+    num_nodes: int = Field(1, ge=1)
+    strategy: str = "auto"
+    """Lightning strategy: ``auto`` (DDP when devices x nodes > 1), ``ddp``, or any Lightning
+    strategy name; spawn-style strategies are refused (see ``_launched_strategy``)."""
+    ddp_timeout_s: int = Field(1800, ge=10)
+    """How long a rank waits for the others at a collective before failing (a dead rank)."""
     channels_last: bool = True
     compile: bool = False
     accumulate: int = Field(1, ge=1)
@@ -169,6 +176,23 @@ class TrainConfig(_Section):
     wandb_project: str | None = None
     """Also log to Weights & Biases under this project (needs ``pip install wandb``; checked
     before training by ``preflight``, so a saved config loads on machines without it)."""
+
+    @field_validator("devices")
+    @classmethod
+    def _positive_devices(cls, value: int | str) -> int | str:
+        if value != "auto" and value < 1:
+            raise ValueError(f"train.devices must be >= 1 or auto; got {value}")
+        return value
+
+    @field_validator("strategy")
+    @classmethod
+    def _launched_strategy(cls, value: str) -> str:
+        if "spawn" in value or value in {"ddp_fork", "ddp_notebook"}:
+            raise ValueError(
+                f"train.strategy {value!r} starts the ranks from inside one process, which then "
+                "alone continues the run; maskclf runs its whole pipeline on every rank, so use "
+                "ddp (Lightning re-runs the command once per device), torchrun or srun")
+        return value
 
     @field_validator("precision", mode="before")
     @classmethod

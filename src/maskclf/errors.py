@@ -23,3 +23,14 @@ class InputFileError(MaskclfError, ValueError):
 
 class MissingFileError(MaskclfError, FileNotFoundError):
     """A file or folder maskclf needs is not there."""
+
+
+class RunInterrupted(MaskclfError):
+    """Training stopped on a signal; the run directory is left resumable.
+
+    The CLI exits with 128 + the signal number (130 for SIGINT, 143 for SIGTERM).
+    """
+
+    def __init__(self, message: str, signum: int):
+        super().__init__(message)
+        self.signum = signum

@@ -4,6 +4,7 @@ of every fold, score the out-of-fold predictions, write the run directory."""
 from __future__ import annotations
 
 import logging
+import signal
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +21,8 @@ from maskclf.data.layout import read_tables
 from maskclf.data.loaders import make_dataset, make_loader, train_loader
 from maskclf.data.sampling import oversample
 from maskclf.data.splits import PSEUDO, attach_folds, make_folds
-from maskclf.errors import MissingFileError, UsageError
+from maskclf.distributed import handed_down, is_rank_zero, shared_run_dir
+from maskclf.errors import MissingFileError, RunInterrupted, UsageError
 from maskclf.inference import predict_probs
 from maskclf.metrics import score, write_confusions
 from maskclf.models.factory import build_net, load_net
@@ -31,7 +33,7 @@ from maskclf.progress import quiet_lightning
 from maskclf.pseudo import read_extra
 from maskclf.report import write_report
 from maskclf.reproducibility import environment
-from maskclf.resume import last_checkpoint, restore_metrics, stash_metrics
+from maskclf.resume import last_checkpoint, restore_metrics, resume_command, stash_metrics
 from maskclf.rundir import RunDir
 from maskclf.submission import CLASS_COLUMNS, prediction_table
 from maskclf.training import build_module, build_trainer
@@ -101,15 +103,25 @@ def fit_fold(spec: ModelSpec, root: Path, records: pd.DataFrame, fold: int, run:
     val_set = make_dataset(cfg, root, val_rows["path"], val_rows["class"], False)
     validate = len(val_rows) > 0
     resume_from = last_checkpoint(out)
-    if resume_from is not None:
+    writer = is_rank_zero()
+    if resume_from is not None and writer:
         stash_metrics(out)
     with quiet_lightning():
         trainer, checkpoint = build_trainer(spec, out, validate, interactive)
-        trainer.fit(module, train_loader(train_set, train_rows, cfg),
-                    make_loader(val_set, cfg) if validate else None,
-                    ckpt_path=resume_from, weights_only=True)
-    restore_metrics(out)
+        try:
+            trainer.fit(module, train_loader(train_set, train_rows, cfg),
+                        make_loader(val_set, cfg) if validate else None,
+                        ckpt_path=resume_from, weights_only=True)
+        except Exception as exc:  # under DDP a SIGTERM breaks the ranks' next exchange
+            if not trainer.received_sigterm:
+                raise
+            raise RunInterrupted(f"stopped by SIGTERM ({type(exc).__name__} as the ranks "
+                                 "stopped); resume from the last finished epoch with: "
+                                 f"{resume_command(run.path)}", signal.SIGTERM) from exc
     best = Path(checkpoint.best_model_path or checkpoint.last_model_path)
+    if not writer:  # rank 0 scores the fold once, on every validation image
+        return FoldResult(fold, [best], val_rows, None)
+    restore_metrics(out)
     probs = predict_probs(load_net(best), val_set, cfg.predict.tta) if validate else None
     out.save_result([best], probs)
     return FoldResult(fold, [best], val_rows, probs)
@@ -188,15 +200,16 @@ def train_run(cfg: RunConfig, data_root: Path | str, runs_dir: Path | str = "run
     fold_ids = sorted(int(f) for f in folds["fold"].unique() if f >= 0) or [0]
     if fold is not None and fold not in fold_ids:
         raise UsageError(f"--fold {fold} does not exist; this split has folds {fold_ids}")
-    run = RunDir.create(runs_dir, name)
-    run.write_config(cfg)
+    run = shared_run_dir(runs_dir, name)
     record = {**environment(), "data": str(root.resolve()),
               "folds": fold_ids if fold is None else [fold], "resumed": []}
-    run.write_record(record)
-    run.write_folds(folds)
-    if report is not None:
-        run.write_table(RunDir.CORRECTIONS, report.changes)
-        log.info("%s", report.summary())
+    if is_rank_zero():
+        run.write_config(cfg)
+        run.write_record(record)
+        run.write_folds(folds)
+        if report is not None:
+            run.write_table(RunDir.CORRECTIONS, report.changes)
+            log.info("%s", report.summary())
     return _run_folds(cfg, specs, root, attach_folds(records, folds), record["folds"], run,
                       interactive, started, report)
 
@@ -217,9 +230,10 @@ def resume_run(run_path: Path | str, data_root: Path | str | None = None,
     root = Path(data_root or record["data"])
     records, _ = prepare_records(cfg, root)
     specs = preflight(cfg)
-    record["resumed"].append(environment())
-    run.write_record(record)
-    log.info("resuming %s: folds %s", run.path, record["folds"])
+    if is_rank_zero():
+        record["resumed"].append(environment())
+        run.write_record(record)
+        log.info("resuming %s: folds %s", run.path, record["folds"])
     return _run_folds(cfg, specs, root, attach_folds(records, run.read_folds()), record["folds"],
                       run, interactive, started, None)
 
@@ -241,10 +255,14 @@ def _run_folds(cfg: RunConfig, specs: list[ModelSpec], root: Path, records: pd.D
                  len(extra))
         records = pd.concat([records, extra.assign(fold=PSEUDO)], ignore_index=True)
     try:
-        results = _train_folds(specs, root, records, folds, run, interactive)
+        with handed_down(run):
+            results = _train_folds(specs, root, records, folds, run, interactive)
     except BaseException:  # interrupted or failed: keep the time spent for the run's total
-        _add_seconds(run, time.monotonic() - started)
+        if is_rank_zero():
+            _add_seconds(run, time.monotonic() - started)
         raise
+    if not is_rank_zero():  # the other ranks only trained; rank 0 writes the results
+        return RunResult(run.path, {}, report)
     summary = _summarise(run, records, results, started)
     summary["seconds"] = round(summary["seconds"]
                                + run.read_record().get("interrupted_seconds", 0.0), 1)

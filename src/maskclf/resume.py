@@ -38,7 +38,8 @@ class InterruptCheckpoint(Callback):
                      exception: BaseException) -> None:
         if not isinstance(exception, KeyboardInterrupt | SystemExit):
             return
-        trainer.save_checkpoint(self.fold.interrupted)
+        if trainer.world_size == 1:  # saving under DDP waits for ranks that are stopping
+            trainer.save_checkpoint(self.fold.interrupted)
         if trainer.is_global_zero:
             log.warning("interrupted in epoch %d; state saved in %s. Resume (from the last "
                         "finished epoch) with:\n  %s", trainer.current_epoch + 1,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from datetime import timedelta
 
 import lightning as L
 import numpy as np
@@ -10,13 +11,14 @@ import torch
 from lightning.pytorch.callbacks import Callback, LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.plugins.io import TorchCheckpointIO
+from lightning.pytorch.strategies import DDPStrategy, Strategy
 from timm.data import Mixup
 from timm.optim import create_optimizer_v2
 from timm.utils import ModelEmaV3
 from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
 
 from maskclf.atomic import atomic_write
-from maskclf.config import AugConfig, SchedConfig
+from maskclf.config import AugConfig, SchedConfig, TrainConfig
 from maskclf.inference import InferenceModule
 from maskclf.labels import NUM_CLASSES
 from maskclf.models.factory import checkpoint_hparams
@@ -96,7 +98,7 @@ class ClassifierModule(InferenceModule):
             self.train_acc(self.task.probs(outputs).argmax(dim=1),
                            self.task.metric_targets(targets))
             self.log("train/acc", self.train_acc, on_step=False, on_epoch=True)
-        self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True)
+        self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, sync_dist=True)
         return loss
 
     def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
@@ -110,7 +112,7 @@ class ClassifierModule(InferenceModule):
         truth = self.task.metric_targets(targets)
         self.val_acc(preds, truth)
         self.val_f1(preds, truth)
-        self.log("val/loss", self.task.loss(outputs, targets), on_epoch=True)
+        self.log("val/loss", self.task.loss(outputs, targets), on_epoch=True, sync_dist=True)
         self.log("val/acc", self.val_acc, on_epoch=True)
         self.log(MONITOR, self.val_f1, on_epoch=True, prog_bar=True)
 
@@ -155,6 +157,15 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         atomic_write(path, lambda tmp: torch.save(checkpoint, tmp))
 
 
+def build_strategy(train: TrainConfig) -> Strategy | str:
+    """``train.strategy``; DDP (asked for, or chosen for several devices) with the configured
+    timeout, so a rank that died fails the others instead of hanging them."""
+    several = (isinstance(train.devices, int) and train.devices > 1) or train.num_nodes > 1
+    if train.strategy == "ddp" or (train.strategy == "auto" and several):
+        return DDPStrategy(timeout=timedelta(seconds=train.ddp_timeout_s))
+    return train.strategy
+
+
 def build_trainer(spec: ModelSpec, fold: FoldDir, validate: bool,
                   interactive: bool | None = None) -> tuple[L.Trainer, ModelCheckpoint]:
     """A Trainer logging to the fold's folder (metrics.csv, tb/) and checkpointing to its
@@ -188,6 +199,8 @@ def build_trainer(spec: ModelSpec, fold: FoldDir, validate: bool,
         max_epochs=cfg.train.epochs,
         accelerator=cfg.train.accelerator,
         devices=cfg.train.devices,
+        num_nodes=cfg.train.num_nodes,
+        strategy=build_strategy(cfg.train),
         precision=cfg.train.precision,
         accumulate_grad_batches=cfg.train.accumulate,
         gradient_clip_val=cfg.train.grad_clip,
