@@ -24,15 +24,21 @@ from pathlib import Path
 EPOCH_LINE = re.compile(r"^epoch (\d+)/\d+ \(([\d.]+)s\)", re.M)
 
 
-def train_rate(data: Path, runs: Path, name: str, overrides: list[str], threads: int) -> float:
-    """Images per second of a ``maskclf train`` run, from its epoch lines."""
+def train_epochs(data: Path, runs: Path, name: str, overrides: list[str], threads: int
+                 ) -> tuple[int, list[float]]:
+    """Run ``maskclf train``: its training images and rank 0's seconds per epoch."""
     command = [sys.executable, "-m", "maskclf", "train", "--data", str(data), "--out", str(runs),
                "--name", name, "--json", *[a for o in overrides for a in ("-o", o)]]
     env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
     completed = subprocess.run(command, capture_output=True, text=True, env=env, check=True)
-    seconds = [float(s) for _, s in EPOCH_LINE.findall(completed.stderr)][1:]
-    images = json.loads(completed.stdout)["n_images"]
-    return images * len(seconds) / sum(seconds)
+    seconds = [float(s) for _, s in EPOCH_LINE.findall(completed.stderr)]
+    return json.loads(completed.stdout)["n_images"], seconds
+
+
+def train_rate(data: Path, runs: Path, name: str, overrides: list[str], threads: int) -> float:
+    """Images per second of a ``maskclf train`` run, its first (start-up) epoch skipped."""
+    images, seconds = train_epochs(data, runs, name, overrides, threads)
+    return images * len(seconds[1:]) / sum(seconds[1:])
 
 
 def main() -> None:
@@ -50,7 +56,7 @@ def main() -> None:
                      f"data.cache_dir={work}/cache", "train.accelerator=auto",
                      "train.report=false", "sched.name=none"]
         runs = Path(work) / "runs"
-        train_rate(args.data, runs, "warm-cache", [*overrides, "train.epochs=1"], threads=2)
+        train_epochs(args.data, runs, "warm-cache", [*overrides, "train.epochs=1"], threads=2)
         one = train_rate(args.data, runs, "one", [*overrides, "train.devices=1"], threads=1)
         two_threads = train_rate(args.data, runs, "two-threads",
                                  [*overrides, "train.devices=1"], threads=2)

@@ -177,6 +177,72 @@ def train(
 
 
 @command
+def tune(
+    study: Annotated[str, typer.Option(help="Study name; workers with the same name share it.")
+                     ] = "study",
+    config: Annotated[Path | None, typer.Option("--config", help="Base YAML config.")] = None,
+    data: Annotated[Path, typer.Option("--data", help="Dataset root.")] = Path("data"),
+    space: Annotated[Path | None, typer.Option(
+        help="Search space YAML: config keys -> {log_float|float|int|log_int|choice: ...}.")
+    ] = None,
+    trials: Annotated[int, typer.Option(help="Trials this worker runs.")] = 20,
+    storage: Annotated[str | None, typer.Option(
+        help="Study storage URL (default: a SQLite file in --out), e.g. "
+             "postgresql+psycopg://user:pass@host/db for many workers.")] = None,
+    out_dir: Annotated[Path | None, typer.Option(
+        "--out", help="Study folder: trial runs, SQLite file (default: studies/STUDY).")
+    ] = None,
+    timeout: Annotated[float | None, typer.Option(help="Stop starting trials after S seconds.")
+                       ] = None,
+    sampler_seed: Annotated[int | None, typer.Option(
+        help="TPE seed (default: the config's seed); give each worker its own.")] = None,
+    startup_trials: Annotated[int, typer.Option(
+        help="Finished trials before the median pruner prunes.")] = 5,
+    warmup_epochs: Annotated[int, typer.Option(help="Epochs a trial runs before pruning.")
+                             ] = 1,
+    threads: Annotated[int | None, typer.Option(
+        help="Torch threads of this worker (workers on one machine split its cores).")
+    ] = None,
+    report: Annotated[Path | None, typer.Option(
+        help="Instead of running trials: write the study's report (best.yaml, trials.csv, "
+             "plots) to this folder.")] = None,
+    override: OverrideOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Tune a config with Optuna: each trial is a run; many workers can share a study."""
+    from maskclf.config import apply_overrides, load_raw_config
+    from maskclf.errors import RunInterrupted
+    from maskclf.tune import run_study, set_threads, study_report
+
+    show = _console(as_json)
+    folder = out_dir or Path("studies") / study
+    if report is not None:
+        result = study_report(study, folder, storage, report)
+        show.print(f"best trial {result['best']['number']}: validation macro F1 "
+                   f"{result['best']['value']:.4f} {result['best']['params']}")
+        show.print(f"config: {result['config']}  trials: {result['trials_table']}  "
+                   f"figures: {', '.join(result['figures'].values())}")
+    else:
+        if space is None:
+            raise UsageError("--space SPACE.yaml is needed to run trials (or --report DIR to "
+                             "report a study)")
+        set_threads(threads)
+        raw = apply_overrides(load_raw_config(config), override or [])
+        try:
+            result = run_study(raw, data, space, trials, study, folder, storage, timeout,
+                               sampler_seed, startup_trials, warmup_epochs)
+        except KeyboardInterrupt:
+            raise RunInterrupted(f"study {study!r} stopped; the running trial is marked failed "
+                                 "and the same command continues the study", 2) from None
+        best = result["best"]
+        show.print(f"study {study}: {result['trials']} trials {result['states']}; best: "
+                   + ("none yet" if best is None else
+                      f"trial {best['number']} F1 {best['value']:.4f} {best['params']}"))
+    if as_json:
+        _emit_json(result)
+
+
+@command
 def predict(
     run: Annotated[Path, typer.Argument(help="Run directory made by `maskclf train`.")],
     data: DataOption = Path("data"),

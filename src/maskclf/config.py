@@ -339,6 +339,16 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
     return merged
 
 
+def check_keys(raw: dict[str, Any], source: str) -> None:
+    """Raise :class:`ConfigError` for unknown keys and wrong types in ``raw``, but not for
+    rules that combine settings (a search space may pair a value with others that fit)."""
+    try:
+        RunConfig.model_validate(raw)
+    except ValidationError as exc:
+        if any(item["loc"] for item in exc.errors()):
+            raise ConfigError(_format_errors(exc, source)) from None
+
+
 def build_config(raw: dict[str, Any], source: str = "<dict>") -> RunConfig:
     """Validate a plain dict into a :class:`RunConfig`, naming every bad key."""
     try:
@@ -352,22 +362,26 @@ def packaged_config(name: str) -> Path:
     return Path(str(files("maskclf") / "configs" / f"{name}.yaml"))
 
 
+def load_raw_config(path: Path | str | None) -> dict[str, Any]:
+    """A YAML config file as a plain dict (``None``: {}, all defaults), not yet validated."""
+    if path is None:
+        return {}
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config file {path} is not valid YAML: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise ConfigError(f"config file {path} must hold a mapping of sections")
+    return raw
+
+
 def load_config(path: Path | str | None, overrides: list[str] | None = None) -> RunConfig:
     """Read a YAML config (``None`` means all defaults) and apply dotted overrides."""
-    raw: dict[str, Any] = {}
-    source = "<defaults>"
-    if path is not None:
-        path = Path(path)
-        source = str(path)
-        if not path.is_file():
-            raise ConfigError(f"config file {path} does not exist")
-        try:
-            raw = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"config file {path} is not valid YAML: {exc}") from exc
-        if not isinstance(raw, dict):
-            raise ConfigError(f"config file {path} must hold a mapping of sections")
-    return build_config(apply_overrides(raw, overrides or []), source)
+    source = "<defaults>" if path is None else str(path)
+    return build_config(apply_overrides(load_raw_config(path), overrides or []), source)
 
 
 def config_to_dict(cfg: RunConfig) -> dict[str, Any]:

@@ -6,12 +6,14 @@ from __future__ import annotations
 import logging
 import signal
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import lightning as L
 import numpy as np
 import pandas as pd
+from lightning.pytorch.callbacks import Callback
 
 from maskclf import labels
 from maskclf.config import RunConfig
@@ -36,7 +38,7 @@ from maskclf.reproducibility import environment
 from maskclf.resume import last_checkpoint, restore_metrics, resume_command, stash_metrics
 from maskclf.rundir import RunDir
 from maskclf.submission import CLASS_COLUMNS, prediction_table
-from maskclf.training import build_module, build_trainer
+from maskclf.training import FitOptions, build_module, build_trainer
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +83,7 @@ def prepare_records(cfg: RunConfig, root: Path) -> tuple[pd.DataFrame, Correctio
 
 
 def fit_fold(spec: ModelSpec, root: Path, records: pd.DataFrame, fold: int, run: RunDir,
-             interactive: bool | None = None) -> FoldResult:
+             options: FitOptions) -> FoldResult:
     """Train one network on one fold from fresh, seeded weights: persons of ``fold``
     validate, the rest train.
 
@@ -107,7 +109,7 @@ def fit_fold(spec: ModelSpec, root: Path, records: pd.DataFrame, fold: int, run:
     if resume_from is not None and writer:
         stash_metrics(out)
     with quiet_lightning():
-        trainer, checkpoint = build_trainer(spec, out, validate, interactive)
+        trainer, checkpoint = build_trainer(spec, out, validate, options)
         try:
             trainer.fit(module, train_loader(train_set, train_rows, cfg),
                         make_loader(val_set, cfg) if validate else None,
@@ -128,9 +130,9 @@ def fit_fold(spec: ModelSpec, root: Path, records: pd.DataFrame, fold: int, run:
 
 
 def _train_folds(specs: list[ModelSpec], root: Path, records: pd.DataFrame, folds: list[int],
-                 run: RunDir, interactive: bool | None) -> list[FoldResult]:
+                 run: RunDir, options: FitOptions) -> list[FoldResult]:
     """Every fold of one network, or of three attribute networks combined per fold."""
-    per_spec = [[fit_fold(spec, root, records, k, run, interactive) for k in folds]
+    per_spec = [[fit_fold(spec, root, records, k, run, options) for k in folds]
                 for spec in specs]
     if len(specs) == 1:
         return per_spec[0]
@@ -185,12 +187,13 @@ def _warm_cache(specs: list[ModelSpec], root: Path, rel_paths: list[str]) -> Non
 
 def train_run(cfg: RunConfig, data_root: Path | str, runs_dir: Path | str = "runs",
               name: str | None = None, fold: int | None = None,
-              interactive: bool | None = None) -> RunResult:
+              interactive: bool | None = None, callbacks: Sequence[Callback] = ()) -> RunResult:
     """Check the dataset and that the config can run here, then train every fold (or only
     ``fold``) into a new run directory. Nothing is written before the checks pass.
 
     ``summary["validation"]`` scores the pooled out-of-fold predictions; ``summary["cv"]``
-    gives the mean and spread of the per-fold macro F1.
+    gives the mean and spread of the per-fold macro F1. ``callbacks`` join every fold's
+    Trainer (a tuning study's pruner).
     """
     started = time.monotonic()
     root = Path(data_root)
@@ -211,7 +214,7 @@ def train_run(cfg: RunConfig, data_root: Path | str, runs_dir: Path | str = "run
             run.write_table(RunDir.CORRECTIONS, report.changes)
             log.info("%s", report.summary())
     return _run_folds(cfg, specs, root, attach_folds(records, folds), record["folds"], run,
-                      interactive, started, report)
+                      FitOptions(interactive, tuple(callbacks)), started, report)
 
 
 def resume_run(run_path: Path | str, data_root: Path | str | None = None,
@@ -235,7 +238,7 @@ def resume_run(run_path: Path | str, data_root: Path | str | None = None,
         run.write_record(record)
         log.info("resuming %s: folds %s", run.path, record["folds"])
     return _run_folds(cfg, specs, root, attach_folds(records, run.read_folds()), record["folds"],
-                      run, interactive, started, None)
+                      run, FitOptions(interactive), started, None)
 
 
 def _add_seconds(run: RunDir, seconds: float) -> None:
@@ -246,7 +249,7 @@ def _add_seconds(run: RunDir, seconds: float) -> None:
 
 
 def _run_folds(cfg: RunConfig, specs: list[ModelSpec], root: Path, records: pd.DataFrame,
-               folds: list[int], run: RunDir, interactive: bool | None, started: float,
+               folds: list[int], run: RunDir, options: FitOptions, started: float,
                report: CorrectionReport | None) -> RunResult:
     _warm_cache(specs, root, records["path"].tolist())
     extra = read_extra(cfg.data.extra)
@@ -256,7 +259,7 @@ def _run_folds(cfg: RunConfig, specs: list[ModelSpec], root: Path, records: pd.D
         records = pd.concat([records, extra.assign(fold=PSEUDO)], ignore_index=True)
     try:
         with handed_down(run):
-            results = _train_folds(specs, root, records, folds, run, interactive)
+            results = _train_folds(specs, root, records, folds, run, options)
     except BaseException:  # interrupted or failed: keep the time spent for the run's total
         if is_rank_zero():
             _add_seconds(run, time.monotonic() - started)

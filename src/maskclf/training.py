@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from datetime import timedelta
 
 import lightning as L
@@ -166,8 +167,17 @@ def build_strategy(train: TrainConfig) -> Strategy | str:
     return train.strategy
 
 
+@dataclass(frozen=True)
+class FitOptions:
+    """How a run's Trainers are dressed beyond the config: the progress display (None:
+    a bar on a terminal) and extra callbacks (e.g. a tuning study's pruner)."""
+
+    interactive: bool | None = None
+    callbacks: tuple[Callback, ...] = ()
+
+
 def build_trainer(spec: ModelSpec, fold: FoldDir, validate: bool,
-                  interactive: bool | None = None) -> tuple[L.Trainer, ModelCheckpoint]:
+                  options: FitOptions) -> tuple[L.Trainer, ModelCheckpoint]:
     """A Trainer logging to the fold's folder (metrics.csv, tb/) and checkpointing to its
     checkpoints/.
 
@@ -183,7 +193,8 @@ def build_trainer(spec: ModelSpec, fold: FoldDir, validate: bool,
         checkpoint = ModelCheckpoint(dirpath=fold.checkpoints, filename="last",
                                      save_top_k=1, monitor=None)
     callbacks = [checkpoint, LearningRateMonitor(logging_interval="epoch"),
-                 progress_callback(interactive), EpochSeed(cfg.seed), InterruptCheckpoint(fold)]
+                 progress_callback(options.interactive), EpochSeed(cfg.seed),
+                 InterruptCheckpoint(fold), *options.callbacks]
     if cfg.model.freeze_epochs:
         callbacks.append(FreezeBackbone(cfg.model.freeze_epochs))
     loggers = [CSVLogger(save_dir=fold.path, name="", version=""),
