@@ -36,7 +36,8 @@ def as_run_here(command: str) -> list[str]:
     for placeholder, value in PLACEHOLDERS.items():
         command = command.replace(placeholder, value)
     args = shlex.split(command)[1:]
-    if args[0] == "train" and "--resume" not in args:
+    if (args[0] == "train" and "--resume" not in args) or (args[0] == "tune"
+                                                            and "--report" not in args):
         args += FAST
     if args[0] == "demo":
         args += ["--persons", "12", "--eval-persons", "2", *FAST]
