@@ -112,3 +112,14 @@ def test_an_interrupted_two_process_run_resumes(synthetic_root, tmp_path):
     assert oof["ImageID"].is_unique and len(oof) == 12 * 7  # every image validated once
     metrics = pd.read_csv(run / "fold1" / "metrics.csv")
     assert sorted(metrics["epoch"].dropna().unique()) == [0, 1, 2]
+
+
+def test_a_rank_that_stops_answering_fails_the_run_after_the_timeout(synthetic_root, tmp_path):
+    runs = tmp_path / "runs"
+    stuck = _run([sys.executable, str(ENTRY),
+                  *_train_args(synthetic_root, runs, "stuck", "train.epochs=2",
+                               "data.val_ratio=0.5", "train.ddp_timeout_s=10")],
+                 MASKCLF_TEST_HANG="1")
+    assert stuck.returncode == 2, stuck.stderr[-3000:]
+    assert "another rank stopped answering" in stuck.stderr
+    assert "maskclf train --resume" in stuck.stderr

@@ -34,3 +34,7 @@ class RunInterrupted(MaskclfError):
     def __init__(self, message: str, signum: int):
         super().__init__(message)
         self.signum = signum
+
+
+class RankLost(MaskclfError):
+    """A rank of a multi-process run stopped answering; the run directory is resumable."""

@@ -13,6 +13,7 @@ from pathlib import Path
 import lightning as L
 import numpy as np
 import pandas as pd
+import torch
 from lightning.pytorch.callbacks import Callback
 
 from maskclf import labels
@@ -24,7 +25,7 @@ from maskclf.data.loaders import make_dataset, make_loader, train_loader
 from maskclf.data.sampling import oversample
 from maskclf.data.splits import PSEUDO, attach_folds, make_folds
 from maskclf.distributed import handed_down, is_rank_zero, shared_run_dir
-from maskclf.errors import MissingFileError, RunInterrupted, UsageError
+from maskclf.errors import MissingFileError, RankLost, RunInterrupted, UsageError
 from maskclf.inference import predict_probs
 from maskclf.metrics import score, write_confusions
 from maskclf.models.factory import build_net, load_net
@@ -115,11 +116,18 @@ def fit_fold(spec: ModelSpec, root: Path, records: pd.DataFrame, fold: int, run:
                         make_loader(val_set, cfg) if validate else None,
                         ckpt_path=resume_from, weights_only=True)
         except Exception as exc:  # under DDP a SIGTERM breaks the ranks' next exchange
-            if not trainer.received_sigterm:
-                raise
-            raise RunInterrupted(f"stopped by SIGTERM ({type(exc).__name__} as the ranks "
-                                 "stopped); resume from the last finished epoch with: "
-                                 f"{resume_command(run.path)}", signal.SIGTERM) from exc
+            if trainer.received_sigterm:
+                raise RunInterrupted(f"stopped by SIGTERM ({type(exc).__name__} as the ranks "
+                                     "stopped); resume from the last finished epoch with: "
+                                     f"{resume_command(run.path)}", signal.SIGTERM) from exc
+            if trainer.world_size > 1 and _lost_peer(exc):
+                if trainer.strategy.launcher is not None:  # ranks Lightning started: stop them
+                    trainer.strategy.launcher.kill(signal.SIGKILL)
+                raise RankLost(f"rank {trainer.global_rank}: another rank stopped answering "
+                               f"(waited up to train.ddp_timeout_s={cfg.train.ddp_timeout_s} "
+                               f"s: {str(exc).splitlines()[0][:200]}); resume from the last "
+                               f"finished epoch with: {resume_command(run.path)}") from exc
+            raise
     best = Path(checkpoint.best_model_path or checkpoint.last_model_path)
     if not writer:  # rank 0 scores the fold once, on every validation image
         return FoldResult(fold, [best], val_rows, None)
@@ -127,6 +135,14 @@ def fit_fold(spec: ModelSpec, root: Path, records: pd.DataFrame, fold: int, run:
     probs = predict_probs(load_net(best), val_set, cfg.predict.tta) if validate else None
     out.save_result([best], probs)
     return FoldResult(fold, [best], val_rows, probs)
+
+
+def _lost_peer(exc: Exception) -> bool:
+    """Whether a DDP failure is another rank gone silent: torch types some of these errors;
+    gloo's timeouts and closed connections arrive as RuntimeErrors that say so."""
+    text = str(exc).lower()
+    return isinstance(exc, torch.distributed.DistError) or any(
+        sign in text for sign in ("timeout", "timed out", "connection reset", "pair closure"))
 
 
 def _train_folds(specs: list[ModelSpec], root: Path, records: pd.DataFrame, folds: list[int],

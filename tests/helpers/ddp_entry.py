@@ -2,11 +2,13 @@
 
 ``MASKCLF_TEST_TRACE=DIR``: each rank appends the ``epoch index`` keys it trains on to
 ``DIR/rank<r>.txt``. ``MASKCLF_TEST_SIGTERM=FOLD:EPOCH``: global rank 0 sends itself SIGTERM
-in the second batch of that epoch of that fold.
+in the second batch of that epoch of that fold. ``MASKCLF_TEST_HANG=1``: global rank 1
+stops answering (sleeps) in its second batch.
 """
 
 import os
 import signal
+import time
 from pathlib import Path
 
 from lightning.pytorch.callbacks import Callback
@@ -43,16 +45,29 @@ class _SigtermAt(Callback):
             os.kill(os.getpid(), signal.SIGTERM)
 
 
-if os.environ.get("MASKCLF_TEST_SIGTERM"):
-    fold, epoch = os.environ["MASKCLF_TEST_SIGTERM"].split(":")
+class _HangOnRankOne(Callback):
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if trainer.global_rank == 1 and batch_idx == 1:
+            time.sleep(90)
+
+
+def _with(callback_factory):
     build = pipeline.build_trainer
 
-    def interrupting(*args, **kwargs):
+    def dressed(*args, **kwargs):
         trainer, checkpoint = build(*args, **kwargs)
-        trainer.callbacks.append(_SigtermAt(fold, int(epoch)))
+        trainer.callbacks.append(callback_factory())
         return trainer, checkpoint
 
-    pipeline.build_trainer = interrupting
+    pipeline.build_trainer = dressed
+
+
+if os.environ.get("MASKCLF_TEST_HANG"):
+    _with(_HangOnRankOne)
+
+if os.environ.get("MASKCLF_TEST_SIGTERM"):
+    fold, epoch = os.environ["MASKCLF_TEST_SIGTERM"].split(":")
+    _with(lambda: _SigtermAt(fold, int(epoch)))
 
 if __name__ == "__main__":
     app(prog_name="maskclf")
