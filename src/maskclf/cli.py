@@ -31,6 +31,8 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
+weights_app = typer.Typer(help="Pretrained weights without a network.", no_args_is_help=True)
+app.add_typer(weights_app, name="weights")
 stdout = Console()
 stderr = Console(stderr=True)
 
@@ -65,7 +67,7 @@ def _logs_on_stderr() -> Iterator[None]:
         logger.setLevel(level)
 
 
-def command(func: Callable) -> Callable:
+def command(func: Callable, group: typer.Typer = app, name: str | None = None) -> Callable:
     """Register a command whose maskclf errors print one red message and exit 2."""
 
     @wraps(func)
@@ -79,7 +81,7 @@ def command(func: Callable) -> Callable:
             raise typer.Exit(128 + exc.signum if isinstance(exc, RunInterrupted) else 2
                              ) from None
 
-    return app.command()(wrapper)
+    return group.command(name)(wrapper)
 
 
 def _console(as_json: bool) -> Console:
@@ -240,6 +242,29 @@ def tune(
                       f"trial {best['number']} F1 {best['value']:.4f} {best['params']}"))
     if as_json:
         _emit_json(result)
+
+
+def weights_import(
+    source: Annotated[Path, typer.Argument(help="Weights file: timm/HF .safetensors or .bin/.pth "
+                                           "state dict, lukemelas EfficientNet .pth, "
+                                           "torchvision ResNet .pth, Lightning/maskclf .ckpt.")],
+    model: Annotated[str, typer.Option(help="The timm model the weights are for.")],
+    out: Annotated[Path, typer.Option("--out", help="Output .safetensors file.")],
+    as_json: JsonOption = False,
+) -> None:
+    """Convert a weights file into a verified timm state dict (safe loading, source hash and
+    normalisation recorded); use it with -o model.weights=OUT."""
+    from maskclf.models.weights import import_weights
+
+    record = import_weights(source, model, out)
+    _console(as_json).print(f"{record['tensors']} tensors mapped by {record['mapping']} "
+                            f"({'with' if record['with_head'] == 'True' else 'without'} the "
+                            f"classifier) -> {out}; mean {record['mean']} std {record['std']}")
+    if as_json:
+        _emit_json(record)
+
+
+command(weights_import, weights_app, "import")
 
 
 @command

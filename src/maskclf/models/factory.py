@@ -5,6 +5,7 @@ Training and inference both build their networks here; neither imports the other
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,6 +16,13 @@ from maskclf.config import ConfigError, ModelConfig
 from maskclf.errors import InputFileError, MaskclfError
 from maskclf.labels import NUM_CLASSES
 from maskclf.models.spec import ModelSpec, Preprocessing
+from maskclf.models.weights import (
+    PACKAGED,
+    head_keys,
+    map_backbone,
+    packaged_weights,
+    read_tensors,
+)
 
 CHECKPOINT_KEY = "maskclf"
 """Key of a checkpoint's hyper-parameters that holds the spec and the preprocessing."""
@@ -33,35 +41,56 @@ def create_model(cfg: ModelConfig, num_classes: int = NUM_CLASSES,
                  pretrained: bool | None = None) -> torch.nn.Module:
     """A timm model with a fresh ``num_classes`` head.
 
-    ``cfg.weights`` loads a local file into the backbone (timm drops its classifier and
-    re-initialises the head); ``cfg.pretrained`` downloads from timm's hub. ``pretrained``
-    overrides both, e.g. ``False`` when a checkpoint will be loaded next anyway.
+    ``cfg.weights`` (a file, or the name of packaged weights such as
+    ``efficientnet_lite0``) loads the backbone — read by maskclf itself, safely, whatever
+    the timm version — and sets the input normalisation the weights expect;
+    ``cfg.pretrained`` downloads from timm's hub. ``pretrained`` overrides both, e.g.
+    ``False`` when a checkpoint will be loaded next anyway.
     """
     if not timm.is_model(cfg.name):
         close = timm.list_models(f"*{cfg.name.split('.')[0][:6]}*")[:8]
         raise ConfigError(f"model.name {cfg.name!r} is not a timm model; similar: {close}")
     use_weights = (cfg.pretrained or cfg.weights is not None) if pretrained is None else pretrained
-    kwargs = _timm_kwargs(cfg)
-    if use_weights and cfg.weights is not None:
-        weights = Path(cfg.weights)
-        if not weights.is_file():
-            raise ModelWeightsError(f"model.weights file {weights} does not exist")
-        kwargs["pretrained_cfg_overlay"] = {"file": str(weights)}
+    from_hub = use_weights and cfg.weights is None
     try:
-        return timm.create_model(cfg.name, pretrained=use_weights, num_classes=num_classes,
-                                 **kwargs)
-    except ModelWeightsError:
-        raise
+        net = timm.create_model(cfg.name, pretrained=from_hub, num_classes=num_classes,
+                                **_timm_kwargs(cfg))
     except Exception as exc:
-        if not use_weights:
+        if not from_hub:
             raise
-        source = f"file {cfg.weights}" if cfg.weights else "timm's hub (needs network)"
         raise ModelWeightsError(
-            f"could not load pretrained weights for {cfg.name!r} from {source}: "
-            f"{type(exc).__name__}: {exc}. Offline, download the weights elsewhere and set "
-            "model.weights: /path/to/weights.safetensors (or .pth), or set "
-            "model.pretrained: false to train from scratch."
+            f"could not load pretrained weights for {cfg.name!r} from timm's hub (needs "
+            f"network): {type(exc).__name__}: {exc}. Offline, set model.weights to a weights "
+            f"file (convert one with `maskclf weights import`) or to packaged weights "
+            f"({', '.join(PACKAGED)}), or model.pretrained: false to train from scratch."
         ) from exc
+    if use_weights and cfg.weights is not None:
+        _load_backbone(net, cfg.weights)
+    return net
+
+
+def _load_backbone(net: torch.nn.Module, weights: Path) -> None:
+    """Load a weights file into ``net`` except its (new) classifier, and adopt the file's
+    recorded normalisation."""
+    path = packaged_weights(str(weights)) if str(weights) in PACKAGED else Path(weights)
+    try:
+        tensors, metadata = read_tensors(path)
+        source_net = timm.create_model(net.pretrained_cfg["architecture"], pretrained=False)
+        mapped, _, _ = map_backbone(tensors, source_net, str(path))
+    except MaskclfError as exc:
+        raise ModelWeightsError(f"model.weights: {exc}") from None
+    source_head = set(head_keys(source_net))
+    missing, unexpected = net.load_state_dict(
+        {k: v for k, v in mapped.items() if k not in source_head}, strict=False)
+    backbone_missing = set(missing) - set(head_keys(net))
+    if backbone_missing or unexpected:
+        raise ModelWeightsError(f"model.weights {path} does not fit the model: missing "
+                                f"{sorted(backbone_missing)[:3]}, unexpected "
+                                f"{sorted(unexpected)[:3]}")
+    if "mean" in metadata:
+        net.pretrained_cfg = {**net.pretrained_cfg, "mean": tuple(json.loads(metadata["mean"])),
+                              "std": tuple(json.loads(metadata["std"])),
+                              "interpolation": metadata.get("interpolation", "bicubic")}
 
 
 def build_net(spec: ModelSpec, pretrained: bool | None = None) -> torch.nn.Module:
