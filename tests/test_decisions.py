@@ -47,3 +47,39 @@ def test_fast_macro_f1_equals_scikit_learn():
             predicted[:] = rng.integers(0, 18)  # one predicted class, maybe absent in y
         expected = f1_score(y, predicted, average="macro", zero_division=0)
         assert abs(macro_f1(y, predicted) - expected) < 1e-12
+
+
+def test_attribute_biases_are_sums_of_mask_gender_and_age_values():
+    from maskclf import labels
+    from maskclf.decisions import bias_design
+
+    design = bias_design("attribute")
+    assert design.shape == (18, 8) and (design.sum(axis=1) == 3).all()
+    theta = np.arange(8.0)
+    biases = design @ theta
+    for cls in range(18):
+        mask, gender, age = labels.decode_class(cls)
+        assert biases[cls] == theta[mask] + theta[3 + gender] + theta[5 + age]
+
+
+def test_tuning_that_does_not_help_held_out_persons_keeps_argmax(tmp_path):
+    import json
+
+    from maskclf.atomic import write_csv
+    from maskclf.decisions import load_biases, tune_run
+    from maskclf.rundir import RunDir
+    from maskclf.submission import prediction_table
+
+    from .conftest import tiny_config
+
+    run = RunDir.create(tmp_path, "r")
+    run.write_config(tiny_config())
+    y = np.arange(60) % 18
+    probs = np.full((60, 18), 0.01)
+    probs[np.arange(60), y] = 0.83  # already right: nothing to gain
+    ids = [f"train/images/p{i // 3}/mask1.jpg" for i in range(60)]
+    write_csv(prediction_table(ids, probs).assign(fold=0, **{"class": y}), run.file(RunDir.OOF))
+    report = tune_run(run.path)
+    assert report["applied"] is False and report["per"] == "attribute"
+    assert not load_biases(run.path).any()
+    assert json.loads(run.file(RunDir.BIASES).read_text())["applied"] is False

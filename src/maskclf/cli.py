@@ -444,17 +444,27 @@ def tune_decisions(
     run: Annotated[Path, typer.Argument(help="Run directory with oof.csv.")],
     oof_file: Annotated[str | None, typer.Option(
         help="OOF file inside the run (default: oof.csv).")] = None,
+    per: Annotated[str, typer.Option(
+        help="Free biases per attribute value (8, the default) or per class (18).")
+    ] = "attribute",
     as_json: JsonOption = False,
 ) -> None:
-    """Fit per-class decision biases for macro F1 on OOF rows (cross-validated by person)."""
+    """Fit decision biases for macro F1 on OOF rows; kept only if they help on held-out
+    persons (cross-validated), else argmax stays."""
     from maskclf.decisions import tune_run
 
-    report = tune_run(run) if oof_file is None else tune_run(run, oof_file)
+    report = (tune_run(run, per=per) if oof_file is None
+              else tune_run(run, oof_file, per=per))
     show = _console(as_json)
     show.print(f"OOF macro F1, cross-validated over persons: plain {report['plain_macro_f1']:.4f}"
-               f" -> tuned {report['tuned_macro_f1']:.4f} ({report['n_splits']} splits)")
-    show.print(f"biases saved to {report['file']}; apply them with "
-               f"`maskclf predict {run} --tune-decisions`")
+               f" -> tuned {report['tuned_macro_f1']:.4f} ({report['n_splits']} splits, "
+               f"biases per {per})")
+    if report["applied"]:
+        show.print(f"biases saved to {report['file']}; apply them with "
+                   f"`maskclf predict {run} --tune-decisions`")
+    else:
+        show.print(f"tuning did not help on held-out persons: {report['file']} keeps zero "
+                   "biases, so --tune-decisions predicts the plain argmax")
     if as_json:
         _emit_json(report)
 

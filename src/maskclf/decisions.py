@@ -14,8 +14,9 @@ from pathlib import Path
 import numpy as np
 from sklearn.model_selection import GroupKFold
 
+from maskclf import labels
 from maskclf.atomic import write_json
-from maskclf.errors import InputFileError, MissingFileError
+from maskclf.errors import InputFileError, MissingFileError, UsageError
 from maskclf.labels import NUM_CLASSES
 from maskclf.rundir import RunDir
 from maskclf.submission import CLASS_COLUMNS, read_prediction_file
@@ -45,37 +46,56 @@ def macro_f1(y: np.ndarray, predicted: np.ndarray) -> float:
     return float(np.mean(2 * hits[present] / (true_counts + predicted_counts)[present]))
 
 
-def fit_biases(probs: np.ndarray, y, grid: np.ndarray = DEFAULT_GRID, rounds: int = 3
-               ) -> np.ndarray:
-    """Biases that raise macro F1 on ``(probs, y)``; a change is kept only if it helps.
+def bias_design(per: str, num_classes: int = NUM_CLASSES) -> np.ndarray:
+    """Class biases as ``design @ parameters``: one parameter per class (``class``), or one
+    per attribute value (``attribute``: 3 + 2 + 3, the bias of a class is the sum of its
+    mask, gender and age values) — fewer free values, so a few hundred OOF rows suffice."""
+    if per == "class":
+        return np.eye(num_classes)
+    if per != "attribute":
+        raise UsageError(f"biases per {per!r}: use class or attribute")
+    parts = labels.decode_class(np.arange(num_classes))
+    offsets = np.cumsum([0, *list(labels.ATTRIBUTE_SIZES.values())[:-1]])
+    design = np.zeros((num_classes, sum(labels.ATTRIBUTE_SIZES.values())))
+    for part, offset in zip(parts, offsets, strict=True):
+        design[np.arange(num_classes), offset + part] = 1.0
+    return design
+
+
+def fit_biases(probs: np.ndarray, y, grid: np.ndarray = DEFAULT_GRID, rounds: int = 3,
+               per: str = "attribute") -> np.ndarray:
+    """Per-class biases that raise macro F1 on ``(probs, y)``, by coordinate ascent over
+    the parameters of :func:`bias_design`; a change is kept only if it helps.
 
     Already-optimal predictions therefore keep all-zero biases.
     """
     y = np.asarray(y, dtype=int)
     log_p = np.log(np.clip(probs, 1e-12, 1.0))
-    biases = np.zeros(probs.shape[1])
+    design = bias_design(per, probs.shape[1])
+    theta = np.zeros(design.shape[1])
     best = macro_f1(y, np.argmax(log_p, axis=1))
     for _ in range(rounds):
         improved = False
-        for cls in range(probs.shape[1]):
+        for index in range(len(theta)):
             for value in grid:
-                trial = biases.copy()
-                trial[cls] = value
-                f1 = macro_f1(y, np.argmax(log_p + trial, axis=1))
+                trial = theta.copy()
+                trial[index] = value
+                f1 = macro_f1(y, np.argmax(log_p + design @ trial, axis=1))
                 if f1 > best + 1e-12:
-                    best, biases, improved = f1, trial, True
+                    best, theta, improved = f1, trial, True
         if not improved:
             break
-    return biases
+    return design @ theta
 
 
-def cross_validate(probs: np.ndarray, y, groups, n_splits: int = 5) -> dict:
+def cross_validate(probs: np.ndarray, y, groups, n_splits: int = 5, per: str = "attribute"
+                   ) -> dict:
     """Macro F1 of plain argmax and of biases fitted on the other groups' rows."""
     y = np.asarray(y, dtype=int)
     splits = min(n_splits, len(set(groups)))
     tuned = np.empty_like(y)
     for fit_rows, held_rows in GroupKFold(n_splits=splits).split(probs, y, groups):
-        biases = fit_biases(probs[fit_rows], y[fit_rows])
+        biases = fit_biases(probs[fit_rows], y[fit_rows], per=per)
         tuned[held_rows] = apply_biases(probs[held_rows], biases)
     return {"plain_macro_f1": macro_f1(y, probs.argmax(axis=1)),
             "tuned_macro_f1": macro_f1(y, tuned), "n_splits": splits}
@@ -98,14 +118,19 @@ def load_biases(run_path: Path | str) -> np.ndarray:
     return biases
 
 
-def tune_run(run_path: Path | str, oof_file: str = RunDir.OOF) -> dict:
-    """Cross-validate decision tuning on a run's OOF rows, then fit on all and save."""
+def tune_run(run_path: Path | str, oof_file: str = RunDir.OOF, per: str = "attribute") -> dict:
+    """Cross-validate decision tuning on a run's OOF rows; when it helps on held-out
+    persons, fit on all rows and save the biases, else save zero biases (plain argmax).
+    Either way the report says which (``applied``)."""
     run = RunDir.open(run_path)
     oof = read_prediction_file(run.file(oof_file))
     probs = oof[CLASS_COLUMNS].to_numpy()
     persons = oof["ImageID"].str.split("/").str[-2].to_numpy()
-    report = cross_validate(probs, oof["class"], persons)
-    biases = fit_biases(probs, oof["class"])
+    report = {**cross_validate(probs, oof["class"], persons, per=per), "per": per,
+              "oof_file": oof_file}
+    report["applied"] = report["tuned_macro_f1"] > report["plain_macro_f1"]
+    biases = (fit_biases(probs, oof["class"], per=per) if report["applied"]
+              else np.zeros(probs.shape[1]))
     report["file"] = str(save_biases(run, biases, report))
     report["biases"] = [float(b) for b in biases]
     return report
