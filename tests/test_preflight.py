@@ -23,6 +23,7 @@ def test_a_runnable_config_yields_its_specs():
      r"cannot take data.image_size \[64, 48\].*set data.image_size: \[160, 160\]"),
     (["train.accelerator=tpuu"], "is not one of"),
     (["model.weights=/nonexistent/weights.pth"], "does not exist"),
+    (["optim.name=adamww"], "did you mean 'adamw'"),
 ])
 def test_environment_problems_are_named(overrides, message):
     with pytest.raises(Exception, match=message) as caught:

@@ -40,3 +40,19 @@ def test_mixup_yields_soft_targets():
     torch.testing.assert_close(targets.sum(1), torch.ones(4))
     assert ((targets > 0).sum(1) == 2).all()  # each row mixes two classes
     assert not torch.equal(mixed, images)
+
+
+@pytest.mark.parametrize("name", ["lamb", "lion", "adan"])
+def test_any_timm_optimizer_with_layer_decay(name):
+    from maskclf.models import build_net, resolve_specs
+    from maskclf.training import build_module
+
+    from .conftest import tiny_config
+
+    spec = resolve_specs(tiny_config(f"optim.name={name}", "optim.layer_decay=0.5",
+                                     "sched.name=plateau"))[0]  # plateau needs no Trainer
+    module = build_module(spec, build_net(spec))
+    optimizer = module.configure_optimizers()["optimizer"]
+    scales = sorted({group["lr_scale"] for group in optimizer.param_groups})
+    assert type(optimizer).__name__.lower().startswith(name)
+    assert len(scales) > 2 and scales[-1] == 1.0 and scales[0] < 0.5  # earlier layers slower

@@ -115,12 +115,17 @@ class MultiLossConfig(LossConfig):
 
 
 class OptimConfig(_Section):
-    name: Literal["sgd", "adam", "adamw"] = "adamw"
+    name: str = "adamw"
+    """Any optimizer timm's ``create_optimizer_v2`` knows (adamw, sgd, lamb, lion, adan...);
+    checked by ``preflight``. ``sgd`` uses ``momentum`` and ``nesterov``."""
     lr: float = Field(1e-3, gt=0.0)
     weight_decay: float = Field(0.01, ge=0.0)
     """Not applied to norms and biases (timm's optimizer factory)."""
     momentum: float = Field(0.9, ge=0.0, lt=1.0)
     nesterov: bool = True
+    layer_decay: float | None = Field(None, gt=0.0, le=1.0)
+    """Layer-wise learning-rate decay (timm): each earlier block's lr is this times the next
+    one's, so pretrained early layers move less when fine-tuning."""
 
 
 class SchedConfig(_Section):
@@ -136,6 +141,10 @@ class SchedConfig(_Section):
 
 
 class AugConfig(_Section):
+    pipeline: Path | None = None
+    """An albumentations pipeline saved as YAML or JSON (``A.save``), or the name of a preset
+    in ``configs/aug/`` (``light``, ``strong``); it replaces hflip / shift_scale_rotate /
+    color_jitter and is seeded like them."""
     hflip: float = Field(0.5, ge=0.0, le=1.0)
     shift_scale_rotate: float = Field(0.5, ge=0.0, le=1.0)
     color_jitter: float = Field(0.5, ge=0.0, le=1.0)

@@ -2,19 +2,24 @@
 
 The config schema checks what a config says; these check whether this machine can run
 it: each network builds (model name, weights file), takes ``data.image_size`` in one
-forward pass, the accelerator exists, and optional loggers are installed. A typo or a
+forward pass, the accelerator and the optimizer exist, an augmentation pipeline file loads
+and keeps the image size, and optional loggers are installed. A typo or a
 wrong size then costs seconds and leaves nothing behind, instead of an unfinished run.
 """
 
 from __future__ import annotations
 
+import difflib
 import importlib.util
 
+import numpy as np
 import torch
 from lightning.pytorch.accelerators import AcceleratorRegistry
 from timm.data import resolve_model_data_config
+from timm.optim import list_optimizers
 
 from maskclf.config import ConfigError, RunConfig
+from maskclf.data.transforms import build_transforms
 from maskclf.models.factory import build_net
 from maskclf.models.spec import ModelSpec, resolve_specs
 
@@ -47,11 +52,35 @@ def _check_forward(spec: ModelSpec) -> None:
             "takes any size (most CNNs)") from None
 
 
+def _check_optimizer(name: str) -> None:
+    known = list_optimizers()
+    if name not in known and name != "sgd":
+        close = difflib.get_close_matches(name, known, n=3)
+        raise ConfigError(f"optim.name {name!r} is not an optimizer timm knows"
+                          + (f"; did you mean {', '.join(map(repr, close))}?" if close
+                             else f"; see timm.optim.list_optimizers() ({len(known)} names)"))
+
+
+def _check_augmentation(spec: ModelSpec) -> None:
+    """A pipeline file loads and keeps the network size (batches must stack)."""
+    if spec.cfg.aug.pipeline is None:
+        return
+    size = tuple(spec.cfg.data.image_size)
+    transform = build_transforms(spec.cfg.aug, train=True, seed=spec.cfg.seed)
+    shape = transform(image=np.zeros((*size, 3), dtype=np.uint8))["image"].shape[:2]
+    if shape != size:
+        raise ConfigError(f"aug.pipeline {spec.cfg.aug.pipeline} turns {list(size)} images "
+                          f"into {list(shape)}; a training pipeline must keep "
+                          "data.image_size")
+
+
 def preflight(cfg: RunConfig) -> list[ModelSpec]:
     """Check that ``cfg`` can run here; returns the specs of the networks it trains."""
     specs = resolve_specs(cfg)
     for spec in specs:
         _check_accelerator(spec.cfg.train.accelerator)
+        _check_optimizer(spec.cfg.optim.name)
+        _check_augmentation(spec)
         if spec.cfg.train.wandb_project is not None and importlib.util.find_spec("wandb") is None:
             raise ConfigError("train.wandb_project is set but wandb is not installed: "
                               "pip install 'maskclf[wandb]' (or drop the setting)")

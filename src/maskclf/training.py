@@ -121,6 +121,8 @@ class ClassifierModule(InferenceModule):
         cfg = self.optim_cfg
         name = {"sgd": "sgd" if cfg.nesterov else "momentum"}.get(cfg.name, cfg.name)
         extra = {"momentum": cfg.momentum} if cfg.name == "sgd" else {}
+        if cfg.layer_decay is not None:
+            extra["layer_decay"] = cfg.layer_decay
         optimizer = create_optimizer_v2(self.net, opt=name, lr=cfg.lr,
                                         weight_decay=cfg.weight_decay, **extra)
         if self.sched_cfg.name == "plateau":

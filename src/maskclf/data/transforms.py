@@ -8,13 +8,14 @@ uint8 tensor, normalised on the device by the model step.
 
 from __future__ import annotations
 
+from importlib import resources
 from pathlib import Path
 
 import albumentations as A
 import cv2
 import numpy as np
 
-from maskclf.config import AugConfig, DataConfig
+from maskclf.config import AugConfig, ConfigError, DataConfig
 from maskclf.data.faces import detect_face, face_box
 from maskclf.data.io import read_rgb
 
@@ -94,6 +95,8 @@ def build_transforms(aug: AugConfig, train: bool, seed: int = 0,
     if not train:
         return None
     crop = [] if crop_to is None else [A.RandomCrop(height=crop_to[0], width=crop_to[1])]
+    if aug.pipeline is not None:
+        return A.Compose([*crop, load_pipeline(aug.pipeline)], seed=seed)
     return A.Compose([
         *crop,
         A.HorizontalFlip(p=aug.hflip),
@@ -102,3 +105,27 @@ def build_transforms(aug: AugConfig, train: bool, seed: int = 0,
         A.ColorJitter(brightness=0.2, contrast=0.2, saturation=0.2, hue=0.02,
                       p=aug.color_jitter),
     ], seed=seed)
+
+
+PRESETS = Path(str(resources.files("maskclf") / "configs" / "aug"))
+
+
+def pipeline_file(setting: Path) -> Path:
+    """``aug.pipeline`` as a file: a path, or a preset name from ``configs/aug/``."""
+    preset = PRESETS / f"{setting}.yaml"
+    return preset if not Path(setting).exists() and preset.is_file() else Path(setting)
+
+
+def load_pipeline(setting: Path) -> A.BasicTransform | A.BaseCompose:
+    """The albumentations pipeline of ``aug.pipeline`` (YAML or JSON written by ``A.save``;
+    only albumentations' own transforms can be named in it)."""
+    path = pipeline_file(setting)
+    if not path.is_file():
+        raise ConfigError(f"aug.pipeline {setting} is neither a file nor a preset "
+                          f"({', '.join(sorted(p.stem for p in PRESETS.glob('*.yaml')))})")
+    data_format = "json" if path.suffix == ".json" else "yaml"
+    try:
+        return A.load(str(path), data_format=data_format)
+    except Exception as exc:  # albumentations raises several types for unknown names/fields
+        raise ConfigError(f"aug.pipeline {path} is not an albumentations pipeline: "
+                          f"{type(exc).__name__}: {exc}") from None
