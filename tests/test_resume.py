@@ -12,7 +12,7 @@ import pytest
 from lightning.pytorch.callbacks import Callback
 
 from maskclf import pipeline
-from maskclf.errors import MaskclfError
+from maskclf.errors import MaskclfError, RunInterrupted
 from maskclf.pipeline import resume_run, train_run
 from tests.conftest import tiny_config
 
@@ -50,8 +50,9 @@ def test_sigterm_then_resume_matches_an_uninterrupted_run(synthetic_root, tmp_pa
     straight = train_run(cfg, synthetic_root, tmp_path, "straight", interactive=False)
 
     monkeypatch.setattr(pipeline, "build_trainer", _interrupting(pipeline.build_trainer))
-    with pytest.raises(SystemExit):
+    with pytest.raises(RunInterrupted) as stopped:
         train_run(cfg, synthetic_root, tmp_path, "cut", interactive=False)
+    assert stopped.value.signum == signal.SIGTERM  # the CLI exits 143
     run = tmp_path / "cut"
     assert "maskclf train --resume" in caplog.text
     assert (run / "fold0/result.json").is_file()  # fold 0 finished before the signal

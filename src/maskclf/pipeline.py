@@ -115,6 +115,11 @@ def fit_fold(spec: ModelSpec, root: Path, records: pd.DataFrame, fold: int, run:
             trainer.fit(module, train_loader(train_set, train_rows, cfg),
                         make_loader(val_set, cfg) if validate else None,
                         ckpt_path=resume_from, weights_only=True)
+        except SystemExit as exc:  # Lightning's stop after SIGTERM, or Ctrl+C (its exit(1))
+            signum = signal.SIGTERM if trainer.received_sigterm else signal.SIGINT
+            raise RunInterrupted(f"stopped by {signal.Signals(signum).name}; resume from the "
+                                 f"last finished epoch with: {resume_command(run.path)}",
+                                 signum) from exc
         except Exception as exc:  # under DDP a SIGTERM breaks the ranks' next exchange
             if trainer.received_sigterm:
                 raise RunInterrupted(f"stopped by SIGTERM ({type(exc).__name__} as the ranks "

@@ -39,7 +39,7 @@ from maskclf.config import (
     check_keys,
     config_to_dict,
 )
-from maskclf.errors import MaskclfError, MissingFileError, UsageError
+from maskclf.errors import MaskclfError, MissingFileError, RunInterrupted, UsageError
 
 log = logging.getLogger(__name__)
 
@@ -179,11 +179,11 @@ def run_study(cfg_raw: dict[str, Any], data_root: Path | str, space_path: Path |
             result = train_run(cfg, data_root, out / "runs", f"trial-{trial.number:04d}",
                                interactive=False,
                                callbacks=[PyTorchLightningPruningCallback(trial, "val/f1")])
+        except RunInterrupted as exc:  # Ctrl+C / SIGTERM: Optuna marks the trial failed, stops
+            raise KeyboardInterrupt from exc
         except MaskclfError as exc:  # an invalid combination: the trial fails, the study goes on
             trial.set_user_attr("error", str(exc))
             raise
-        except SystemExit as exc:  # Lightning's stop on Ctrl+C: Optuna then marks it failed
-            raise KeyboardInterrupt from exc
         trial.set_user_attr("run", str(result.run))
         return result.summary["validation"]["macro_f1"]
 
