@@ -14,6 +14,7 @@ from lightning.pytorch.callbacks import Callback
 from maskclf import pipeline
 from maskclf.errors import MaskclfError, RunInterrupted
 from maskclf.pipeline import resume_run, train_run
+from maskclf.predict import predict_run
 from tests.conftest import tiny_config
 
 pytestmark = pytest.mark.slow  # trains real (tiny) models end to end
@@ -59,6 +60,9 @@ def test_sigterm_then_resume_matches_an_uninterrupted_run(synthetic_root, tmp_pa
     assert (run / "fold1/checkpoints/interrupted.ckpt").is_file()
     assert not (run / "summary.json").exists()
     monkeypatch.undo()
+    with pytest.raises(MaskclfError, match="has not finished"):
+        predict_run(run, synthetic_root)
+    assert predict_run(run, synthetic_root, allow_unfinished=True).n_images == 14
 
     resumed = resume_run(run, interactive=False)
     for a, b in zip(straight.summary["folds"], resumed.summary["folds"], strict=True):

@@ -275,13 +275,15 @@ def predict(
     tune_decisions: Annotated[bool | None, typer.Option(
         "--tune-decisions/--no-tune-decisions",
         help="Apply the run's decision biases (default: predict.tune_decisions).")] = None,
+    allow_unfinished: Annotated[bool, typer.Option(
+        help="Predict with an interrupted run's checkpoints instead of refusing.")] = False,
     as_json: JsonOption = False,
 ) -> None:
     """Predict eval/images in info.csv order; write predictions.csv and submission.csv."""
     from maskclf.predict import predict_run
 
     show = _console(as_json)
-    result = predict_run(run, data, _views(tta), tune_decisions)
+    result = predict_run(run, data, _views(tta), tune_decisions, allow_unfinished)
     show.print(f"predicted {result.n_images} images with {len(result.checkpoints)} model(s)")
     show.print(f"predictions: {result.predictions}\nsubmission:  {result.submission}")
     if as_json:

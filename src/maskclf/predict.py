@@ -12,6 +12,7 @@ import pandas as pd
 from maskclf.data.layout import read_eval
 from maskclf.data.loaders import make_dataset
 from maskclf.decisions import apply_biases, load_biases
+from maskclf.errors import UsageError
 from maskclf.inference import predict_probs
 from maskclf.metrics import score
 from maskclf.models.factory import load_net
@@ -66,23 +67,32 @@ def predict_paths(run: RunDir, specs: list[ModelSpec], root: Path, paths, tta: l
     return total / len(folds), used
 
 
-def _open(run_path: Path | str, tta: list[str] | None) -> tuple[RunDir, list[ModelSpec],
-                                                              list[str]]:
-    """The run, its networks' specs and the TTA views (``tta`` replaces ``predict.tta``)."""
+def _open(run_path: Path | str, tta: list[str] | None, allow_unfinished: bool = False
+          ) -> tuple[RunDir, list[ModelSpec], list[str]]:
+    """The run, its networks' specs and the TTA views (``tta`` replaces ``predict.tta``).
+
+    An unfinished run (interrupted, or still training) is refused unless allowed: its
+    checkpoints may come from a fold that stopped part-way.
+    """
     run = RunDir.open(run_path)
+    if not (run.finished or allow_unfinished):
+        raise UsageError(f"{run.path} has not finished ({RunDir.SUMMARY} is missing): finish "
+                         f"it with `maskclf train --resume {run.path}`, or pass "
+                         "--allow-unfinished to predict with the checkpoints it has")
     cfg = run.read_config()
     return run, resolve_specs(cfg), cfg.predict.tta if tta is None else check_views(tta)
 
 
 def predict_run(run_path: Path | str, data_root: Path | str, tta: list[str] | None = None,
-                tune_decisions: bool | None = None) -> PredictResult:
+                tune_decisions: bool | None = None, allow_unfinished: bool = False
+                ) -> PredictResult:
     """Predict ``eval/images`` in ``info.csv`` order, averaging the run's fold models.
 
     Writes ``predictions.csv`` and a validated ``submission.csv`` into the run directory;
     with ``predict.tune_decisions`` (or ``tune_decisions=True``) the run's decision biases
     choose the submitted class. ``tta`` replaces the config's ``predict.tta``.
     """
-    run, specs, views = _open(run_path, tta)
+    run, specs, views = _open(run_path, tta, allow_unfinished)
     data_root = Path(data_root)
     info = read_eval(data_root)
     probs, checkpoints = predict_paths(run, specs, data_root, info["path"], views)
