@@ -75,3 +75,32 @@ def test_training_and_predicting_leave_warning_filters_and_loggers_alone(synthet
     predict_run(result.run, synthetic_root)
     assert warnings.filters == filters
     assert lightning_logger.level == level
+
+
+LAYERS = [  # docs/architecture.md, "Layers": each imports only from its own or earlier rows
+    {"labels", "errors", "atomic", "config", "tta"},
+    {"data"},
+    {"models", "losses"},
+    {"rundir"},
+    {"submission", "metrics", "ensemble", "decisions", "pseudo", "report", "runs", "eda",
+     "plots"},
+    {"inference", "tta", "progress"},
+    {"training", "resume", "reproducibility", "preflight", "distributed"},
+    {"pipeline", "predict", "tune"},
+    {"cli", "render", "demo", "__main__", "__init__"},
+]
+
+
+def _layer(module: str) -> int:
+    top = module.removeprefix("maskclf.").split(".")[0]
+    return next(i for i, names in enumerate(LAYERS) if top in names)
+
+
+def test_every_module_imports_only_from_its_layer_or_above():
+    upward = []
+    for path in SRC.rglob("*.py"):
+        module = ".".join(path.relative_to(SRC).with_suffix("").parts)
+        for imported in _maskclf_imports(module):
+            if imported != "maskclf" and _layer(imported) > _layer(module):
+                upward.append(f"{module} -> {imported}")
+    assert upward == []

@@ -13,13 +13,10 @@ import numpy as np
 import torch
 from lightning.pytorch.callbacks import Callback
 
+from maskclf.data.sampling import derived_seed
+
 RECORDED_PACKAGES = ("maskclf", "torch", "torchvision", "timm", "lightning", "albumentations",
                      "numpy", "opencv-python-headless")
-
-
-def derived_seed(*parts: int) -> int:
-    """A well-mixed seed from integers (seed, epoch, rank or image index, ...)."""
-    return int(np.random.SeedSequence(list(parts)).generate_state(1)[0])
 
 
 class EpochSeed(Callback):

@@ -11,8 +11,8 @@ from torch.utils.data import Dataset
 
 from maskclf.config import DataConfig
 from maskclf.data.cache import DecodeCache, file_key
+from maskclf.data.sampling import derived_seed
 from maskclf.data.transforms import centre_crop, decode_preprocessed
-from maskclf.reproducibility import derived_seed
 
 
 class ImageDataset(Dataset):

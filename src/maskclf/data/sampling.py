@@ -1,4 +1,5 @@
-"""Imbalance tools on the data side: a balanced sampler and minority oversampling."""
+"""Training order and sampling: epoch order as a function of (seed, epoch), per-image
+seeds, a balanced sampler and minority oversampling."""
 
 from __future__ import annotations
 
@@ -7,6 +8,11 @@ from collections.abc import Iterator
 import numpy as np
 import pandas as pd
 from torch.utils.data import Sampler
+
+
+def derived_seed(*parts: int) -> int:
+    """A well-mixed seed from integers (seed, epoch, rank or image index, ...)."""
+    return int(np.random.SeedSequence(list(parts)).generate_state(1)[0])
 
 
 def sample_weights(keys: pd.Series) -> np.ndarray:
