@@ -73,4 +73,4 @@ def test_the_cpu_recipe_runs_offline_with_the_weights_own_normalisation(tmp_path
     spec = preflight(load_config(packaged_config("cpu")))[0]
     preprocessing = Preprocessing.of(spec, build_net(spec))
     assert preprocessing.mean == (0.5, 0.5, 0.5) and preprocessing.std == (0.5, 0.5, 0.5)
-    assert preprocessing.image_size == (128, 96)
+    assert preprocessing.image_size == (160, 120)
