@@ -30,9 +30,8 @@ def _train_args(root: Path, runs: Path, name: str, *overrides: str) -> list[str]
 
 
 def _run(command: list[str], **env: str) -> subprocess.CompletedProcess:
-    completed = subprocess.run(command, capture_output=True, text=True, timeout=TIMEOUT_S,
-                               env={**os.environ, **env})
-    return completed
+    return subprocess.run(command, capture_output=True, text=True, timeout=TIMEOUT_S,
+                          env={**os.environ, **env})
 
 
 def _shards(trace: Path) -> dict[int, dict[int, list[int]]]:

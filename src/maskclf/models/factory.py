@@ -5,7 +5,6 @@ Training and inference both build their networks here; neither imports the other
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,6 +17,7 @@ from maskclf.labels import NUM_CLASSES
 from maskclf.models.spec import ModelSpec, Preprocessing
 from maskclf.models.weights import (
     PACKAGED,
+    Normalisation,
     head_keys,
     map_backbone,
     packaged_weights,
@@ -88,9 +88,9 @@ def _load_backbone(net: torch.nn.Module, weights: Path) -> None:
                                 f"{sorted(backbone_missing)[:3]}, unexpected "
                                 f"{sorted(unexpected)[:3]}")
     if "mean" in metadata:
-        net.pretrained_cfg = {**net.pretrained_cfg, "mean": tuple(json.loads(metadata["mean"])),
-                              "std": tuple(json.loads(metadata["std"])),
-                              "interpolation": metadata.get("interpolation", "bicubic")}
+        norm = Normalisation.recorded(metadata, net.pretrained_cfg)
+        net.pretrained_cfg = {**net.pretrained_cfg, "mean": norm.mean, "std": norm.std,
+                              "interpolation": norm.interpolation}
 
 
 def build_net(spec: ModelSpec, pretrained: bool | None = None) -> torch.nn.Module:

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import timm
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from maskclf.atomic import atomic_write
@@ -37,6 +37,16 @@ class Normalisation:
     mean: tuple[float, ...]
     std: tuple[float, ...]
     interpolation: str = "bicubic"
+
+    @classmethod
+    def recorded(cls, metadata: dict[str, str], fallback: dict) -> Normalisation:
+        """What a weights file's metadata records, else ``fallback`` (a timm pretrained_cfg)."""
+        def values(key: str) -> tuple[float, ...]:
+            raw = json.loads(metadata[key]) if key in metadata else fallback[key]
+            return tuple(float(x) for x in raw)
+
+        return cls(values("mean"), values("std"),
+                   metadata.get("interpolation", fallback.get("interpolation", "bicubic")))
 
 
 def file_sha256(path: Path) -> str:
@@ -54,8 +64,6 @@ def read_tensors(path: Path | str) -> tuple[dict[str, torch.Tensor], dict[str, s
         raise MissingFileError(f"weights file {path} does not exist")
     if path.suffix == ".safetensors":
         try:
-            from safetensors import safe_open
-
             with safe_open(str(path), "pt") as handle:
                 metadata = handle.metadata() or {}
             return load_file(str(path)), metadata
@@ -156,12 +164,7 @@ def import_weights(source: Path | str, model_name: str, out: Path | str,
     model = timm.create_model(model_name, pretrained=False)
     mapped, how, with_head = map_backbone(tensors, model, str(source))
     model.load_state_dict(mapped, strict=with_head)
-    norm = normalisation or Normalisation(
-        tuple(float(x) for x in json.loads(metadata["mean"])) if "mean" in metadata
-        else tuple(model.pretrained_cfg["mean"]),
-        tuple(float(x) for x in json.loads(metadata["std"])) if "std" in metadata
-        else tuple(model.pretrained_cfg["std"]),
-        metadata.get("interpolation", model.pretrained_cfg.get("interpolation", "bicubic")))
+    norm = normalisation or Normalisation.recorded(metadata, model.pretrained_cfg)
     record = {"model": model_name, "source": source.name, "source_sha256": file_sha256(source),
               "mapping": how, "with_head": str(with_head), "mean": json.dumps(norm.mean),
               "std": json.dumps(norm.std), "interpolation": norm.interpolation}
