@@ -565,15 +565,21 @@ def faces(
     limit: Annotated[int | None, typer.Option(help="Only the first N training images.")
                      ] = None,
     config: Annotated[Path | None, typer.Option("--config", help="YAML config.")] = None,
+    detector: Annotated[str | None, typer.Option(
+        help="mtcnn (finds masked faces; the faces extra) or haar; default: the config's "
+             "data.face_detector.")] = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Detect faces (OpenCV Haar cascade, offline): detection rate, boxes and a crop grid."""
+    """Detect faces (offline): detection rate per mask status, boxes and a crop grid."""
     from maskclf.config import load_config
     from maskclf.data.face_report import face_report
 
-    report = face_report(data, out_dir, load_config(config).data, limit)
-    _console(as_json).print(f"faces found in {report['detected']} of {report['images']} "
-                            f"images ({report['detection_rate']:.1%}); boxes: "
-                            f"{report['boxes']}; grid: {report['grid']}")
+    overrides = [] if detector is None else [f"data.face_detector={detector}"]
+    report = face_report(data, out_dir, load_config(config, overrides).data, limit)
+    rates = ", ".join(f"{status} {rate:.1%}"
+                      for status, rate in report["detection_rate_by_mask"].items())
+    _console(as_json).print(f"{report['detector']} found faces in {report['detected']} of "
+                            f"{report['images']} images ({report['detection_rate']:.1%}: "
+                            f"{rates}); boxes: {report['boxes']}; grid: {report['grid']}")
     if as_json:
         _emit_json(report)

@@ -32,7 +32,10 @@ class DataConfig(_Section):
     """Network input size as [height, width]."""
     crop: Literal["none", "center", "face"] = "center"
     """``center`` keeps the central ``crop_fraction`` of each image, where the face is;
-    ``face`` crops around OpenCV's detected face (centre crop when none is found)."""
+    ``face`` crops around the detected face (centre crop when none is found)."""
+    face_detector: Literal["mtcnn", "haar"] = "mtcnn"
+    """For ``face``: ``mtcnn`` finds masked faces (``pip install 'maskclf[faces]'``);
+    ``haar`` is OpenCV's bundled cascade (always installed, blind to most masked faces)."""
     crop_fraction: float = Field(0.8, gt=0.0, le=1.0)
     face_margin: float = Field(0.4, ge=0.0, le=2.0)
     """For ``face``: grow the detected box by this share of its size on every side."""

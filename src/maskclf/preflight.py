@@ -3,7 +3,7 @@
 The config schema checks what a config says; these check whether this machine can run
 it: each network builds (model name, weights file), takes ``data.image_size`` in one
 forward pass, the accelerator and the optimizer exist, an augmentation pipeline file loads
-and keeps the image size, and optional loggers are installed. A typo or a
+and keeps the image size, the face detector and optional loggers are installed. A typo or a
 wrong size then costs seconds and leaves nothing behind, instead of an unfinished run.
 """
 
@@ -19,6 +19,7 @@ from timm.data import resolve_model_data_config
 from timm.optim import list_optimizers
 
 from maskclf.config import ConfigError, RunConfig
+from maskclf.data.faces import require_detector
 from maskclf.data.transforms import build_transforms
 from maskclf.models.factory import build_net
 from maskclf.models.spec import ModelSpec, resolve_specs
@@ -81,6 +82,8 @@ def preflight(cfg: RunConfig) -> list[ModelSpec]:
         _check_accelerator(spec.cfg.train.accelerator)
         _check_optimizer(spec.cfg.optim.name)
         _check_augmentation(spec)
+        if spec.cfg.data.crop == "face":
+            require_detector(spec.cfg.data.face_detector)
         if spec.cfg.train.wandb_project is not None and importlib.util.find_spec("wandb") is None:
             raise ConfigError("train.wandb_project is set but wandb is not installed: "
                               "pip install 'maskclf[wandb]' (or drop the setting)")

@@ -39,6 +39,8 @@ def settings_key(cfg: DataConfig) -> str:
     """Hash of every setting that changes the preprocessed pixels."""
     settings = {"version": CACHE_VERSION, "image_size": list(stored_size(cfg)), "crop": cfg.crop,
                 "crop_fraction": cfg.crop_fraction, "face_margin": cfg.face_margin}
+    if cfg.crop == "face":  # only then: caches of other crops keep their keys
+        settings["face_detector"] = cfg.face_detector
     return hashlib.sha1(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
 
 

@@ -11,6 +11,7 @@ from torch.utils.data import Dataset
 
 from maskclf.config import DataConfig
 from maskclf.data.cache import DecodeCache, file_key
+from maskclf.data.faces import require_detector
 from maskclf.data.sampling import derived_seed
 from maskclf.data.transforms import centre_crop, decode_preprocessed
 
@@ -28,6 +29,8 @@ class ImageDataset(Dataset):
                  disk: DecodeCache | None = None):
         if targets is not None and len(targets) != len(paths):
             raise ValueError(f"{len(paths)} paths but {len(targets)} targets")
+        if data_cfg.crop == "face":
+            require_detector(data_cfg.face_detector)
         self.root = Path(root)
         self.paths = list(paths)
         self.targets = None if targets is None else [int(t) for t in targets]

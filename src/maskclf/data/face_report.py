@@ -1,4 +1,5 @@
-"""Face detection over a dataset: boxes CSV, detection rate, and a grid of crops to inspect."""
+"""Face detection over a dataset: boxes CSV, detection rate per mask status, and a grid of
+crops to inspect."""
 
 from __future__ import annotations
 
@@ -9,9 +10,10 @@ import cv2
 import numpy as np
 import pandas as pd
 
-from maskclf.atomic import write_csv
+from maskclf import labels
+from maskclf.atomic import atomic_write, write_csv
 from maskclf.config import DataConfig
-from maskclf.data.faces import detect_face
+from maskclf.data.faces import detect_face, require_detector
 from maskclf.data.io import read_rgb
 from maskclf.data.layout import read_train
 from maskclf.data.transforms import preprocess
@@ -19,25 +21,43 @@ from maskclf.data.transforms import preprocess
 
 def face_report(data_root: Path | str, out_dir: Path | str, cfg: DataConfig,
                 limit: int | None = None, grid: int = 8) -> dict:
-    """Detect faces in the training images; write ``boxes.csv`` and ``faces.png`` to out_dir."""
+    """Detect faces in the training images with ``cfg.face_detector``; write ``boxes.csv``
+    and ``faces.png`` (the first grid x grid face crops) to out_dir.
+
+    Images are decoded one at a time and dropped after detection, so memory stays flat
+    whatever the dataset size.
+    """
+    require_detector(cfg.face_detector)
     data_root, out_dir = Path(data_root), Path(out_dir)
-    paths = read_train(data_root, check_images=False)["path"].tolist()[:limit]
+    records = read_train(data_root, check_images=False).head(limit)
 
     def detect(rel_path: str):
-        image = read_rgb(data_root / rel_path)
-        return image, detect_face(image)
+        return detect_face(read_rgb(data_root / rel_path), cfg.face_detector)
 
     with ThreadPoolExecutor(max_workers=4) as pool:
-        results = list(pool.map(detect, paths))
-    boxes = pd.DataFrame([(p, *(box or (-1, -1, -1, -1)), box is not None)
-                          for p, (_, box) in zip(paths, results, strict=True)],
-                         columns=["path", "x", "y", "w", "h", "found"])
+        found = list(pool.map(detect, records["path"]))
+    boxes = pd.DataFrame([box or (-1, -1, -1, -1) for box in found], columns=["x", "y", "w", "h"])
+    boxes.insert(0, "path", records["path"].to_numpy())
+    boxes["found"] = [box is not None for box in found]
     write_csv(boxes, out_dir / "boxes.csv")
-    face_cfg = cfg.model_copy(update={"crop": "face"})
-    tiles = [preprocess(image, face_cfg) for image, _ in results[: grid * grid]]
-    tiles += [np.zeros_like(tiles[0])] * (grid * grid - len(tiles))
-    rows = [np.concatenate(tiles[r * grid:(r + 1) * grid], axis=1) for r in range(grid)]
-    cv2.imwrite(str(out_dir / "faces.png"), cv2.cvtColor(np.concatenate(rows), cv2.COLOR_RGB2BGR))
-    return {"images": len(paths), "detected": int(boxes["found"].sum()),
+    by_mask = boxes["found"].groupby(records["mask"].to_numpy()).mean()
+    _write_grid(data_root, records["path"].head(grid * grid), cfg, grid, out_dir / "faces.png")
+    return {"images": len(boxes), "detected": int(boxes["found"].sum()),
             "detection_rate": float(boxes["found"].mean()) if len(boxes) else 0.0,
+            "detector": cfg.face_detector,
+            "detection_rate_by_mask": {labels.MASK_NAMES[int(status)]: float(rate)
+                                       for status, rate in by_mask.items()},
             "boxes": str(out_dir / "boxes.csv"), "grid": str(out_dir / "faces.png")}
+
+
+def _write_grid(data_root: Path, paths: pd.Series, cfg: DataConfig, grid: int,
+                path: Path) -> None:
+    face_cfg = cfg.model_copy(update={"crop": "face"})
+    tiles = [preprocess(read_rgb(data_root / p), face_cfg) for p in paths]
+    blank = np.zeros((*face_cfg.image_size, 3), np.uint8)
+    tiles += [blank] * (grid * grid - len(tiles))
+    rows = [np.concatenate(tiles[r * grid:(r + 1) * grid], axis=1) for r in range(grid)]
+    ok, encoded = cv2.imencode(".png", cv2.cvtColor(np.concatenate(rows), cv2.COLOR_RGB2BGR))
+    if not ok:
+        raise RuntimeError(f"OpenCV could not encode the face grid for {path}")
+    atomic_write(path, lambda tmp: tmp.write_bytes(encoded.tobytes()))

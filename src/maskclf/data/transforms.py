@@ -33,7 +33,7 @@ def crop_box(image: np.ndarray, cfg: DataConfig) -> tuple[int, int, int, int]:
     if cfg.crop == "none":
         return 0, 0, height, width
     if cfg.crop == "face":
-        box = detect_face(image)
+        box = detect_face(image, cfg.face_detector)
         if box is not None:
             aspect = cfg.image_size[0] / cfg.image_size[1]
             return face_box(box, height, width, cfg.face_margin, aspect)

@@ -54,7 +54,10 @@ class ModelSpec:
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> ModelSpec:
-        return cls(raw["task"], build_config(raw["config"], "checkpoint spec"))
+        config = raw["config"]
+        if "face_detector" not in config.get("data", {}):  # saved before mtcnn: Haar crops
+            config = {**config, "data": {**config.get("data", {}), "face_detector": "haar"}}
+        return cls(raw["task"], build_config(config, "checkpoint spec"))
 
 
 def resolve_specs(cfg: RunConfig) -> list[ModelSpec]:
@@ -77,12 +80,15 @@ class Preprocessing:
     crop_margin: float
     mean: tuple[float, ...]
     std: tuple[float, ...]
+    face_detector: str = "haar"
+    """For ``crop: face`` (checkpoints from before the setting used Haar)."""
 
     @classmethod
     def of(cls, spec: ModelSpec, net: torch.nn.Module) -> Preprocessing:
         data, model_data = spec.cfg.data, resolve_model_data_config(net)
         return cls(tuple(data.image_size), data.crop, data.crop_fraction, data.face_margin,
-                   data.crop_margin, tuple(model_data["mean"]), tuple(model_data["std"]))
+                   data.crop_margin, tuple(model_data["mean"]), tuple(model_data["std"]),
+                   data.face_detector)
 
     def to_dict(self) -> dict[str, Any]:
         return {key: list(value) if isinstance(value, tuple) else value
