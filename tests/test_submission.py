@@ -5,20 +5,18 @@ import pytest
 from maskclf.submission import (
     CLASS_COLUMNS,
     SubmissionError,
+    checked_submission,
     prediction_table,
     validate_submission,
-    write_submission,
 )
 
 INFO = pd.DataFrame({"ImageID": ["c.jpg", "a.jpg", "b.jpg"], "ans": 0})
 
 
-def test_valid_submission_is_written_as_given(tmp_path):
-    target = tmp_path / "submission.csv"
-    written = write_submission(["c.jpg", "a.jpg", "b.jpg"], [0, 17, 5], INFO, target)
-    on_disk = pd.read_csv(target)
-    assert on_disk.equals(written) and on_disk["ans"].tolist() == [0, 17, 5]
-    assert on_disk["ImageID"].tolist() == INFO["ImageID"].tolist()
+def test_valid_submission_keeps_the_given_order():
+    table = checked_submission(["c.jpg", "a.jpg", "b.jpg"], [0, 17, 5], INFO, "s.csv")
+    assert table["ans"].tolist() == [0, 17, 5]
+    assert table["ImageID"].tolist() == INFO["ImageID"].tolist()
 
 
 @pytest.mark.parametrize(("ids", "answers", "message"), [
@@ -31,13 +29,9 @@ def test_invalid_submissions_are_named(ids, answers, message):
         validate_submission(pd.DataFrame({"ImageID": ids, "ans": answers}), INFO)
 
 
-def test_invalid_submission_is_not_written(tmp_path):
-    target = tmp_path / "submission.csv"
-    target.write_text("previous\n")
-    with pytest.raises(SubmissionError):
-        write_submission(["a.jpg", "c.jpg", "b.jpg"], [1, 2, 3], INFO, target)
-    assert target.read_text() == "previous\n"
-    assert list(tmp_path.iterdir()) == [target]
+def test_invalid_submission_raises_naming_the_target():
+    with pytest.raises(SubmissionError, match="out/submission.csv"):
+        checked_submission(["a.jpg", "c.jpg", "b.jpg"], [1, 2, 3], INFO, "out/submission.csv")
 
 
 def test_prediction_table_has_classes_and_marginals():

@@ -8,21 +8,48 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
+
+TMP_SUFFIX = ".tmp"
+"""Temporary files are ``.NAME.*.tmp`` beside their target; a killed writer leaves one."""
+
+
+def fsync_path(path: Path | str) -> None:
+    """Flush a file's (or a folder's) data to the disk, so a crash cannot undo a rename."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def atomic_write(path: Path | str, write: Callable[[Path], None]) -> None:
-    """Call ``write(tmp_path)`` on a temporary file beside ``path``, then rename it over."""
+    """Call ``write(tmp_path)`` on a temporary file beside ``path``, then rename it over.
+
+    Durable as well as atomic: the file is flushed before the rename and the folder after
+    it, so after a power loss a reader finds the old file or the whole new one.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TMP_SUFFIX)
     os.close(fd)
     try:
         write(Path(tmp))
+        fsync_path(tmp)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    fsync_path(path.parent)
+
+
+def save_array(path: Path | str, array: np.ndarray) -> None:
+    """``np.save``, atomically (the file is closed before it is renamed)."""
+    def write(tmp: Path) -> None:
+        with tmp.open("wb") as handle:
+            np.save(handle, array)
+    atomic_write(path, write)
 
 
 def atomic_write_text(path: Path | str, text: str) -> None:
@@ -36,3 +63,13 @@ def write_csv(table: pd.DataFrame, path: Path | str) -> None:
 
 def write_json(path: Path | str, payload: dict) -> None:
     atomic_write_text(path, json.dumps(payload, indent=2) + "\n")
+
+
+def write_csv_set(tables: dict[Path, pd.DataFrame]) -> None:
+    """Tables that must match each other (predictions and their submission): every old one
+    is removed before any new one is written, so a crash part-way leaves files missing,
+    never an old file beside a new one."""
+    for path in tables:
+        Path(path).unlink(missing_ok=True)
+    for path, table in tables.items():
+        write_csv(table, path)

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from maskclf import labels
-from maskclf.atomic import write_csv
+from maskclf.atomic import write_csv_set
 from maskclf.errors import InputFileError, UsageError
 from maskclf.rundir import RunDir
 from maskclf.submission import (
@@ -140,11 +140,12 @@ def write_ensemble(out_dir: Path | str, inputs: list[Path], hard: bool = False,
         raise UsageError("--weights apply to soft voting; hard voting counts every input once")
     out_dir = Path(out_dir)
     written = {"mode": "hard" if hard else "soft", "inputs": [str(p) for p in inputs]}
+    tables = {}
     if hard:
         submission = hard_vote(inputs, per_attribute)
     else:
         probs = soft_vote(inputs, weights)
-        write_csv(probs, out_dir / RunDir.PREDICTIONS)
+        tables[out_dir / RunDir.PREDICTIONS] = probs
         written["predictions"] = str(out_dir / RunDir.PREDICTIONS)
         submission = (soft_vote_per_attribute(inputs, weights) if per_attribute else
                       pd.DataFrame({"ImageID": probs["ImageID"],
@@ -154,5 +155,5 @@ def write_ensemble(out_dir: Path | str, inputs: list[Path], hard: bool = False,
         submission = align([submission, info_table[["ImageID"]]], ["ensemble", str(info)])[0]
         submission = submission.set_index("ImageID").loc[info_table["ImageID"]].reset_index()
         validate_submission(submission, info_table, str(out_dir / RunDir.SUBMISSION))
-    write_csv(submission, out_dir / RunDir.SUBMISSION)
+    write_csv_set({**tables, out_dir / RunDir.SUBMISSION: submission})
     return {**written, "submission": str(out_dir / RunDir.SUBMISSION), "n": len(submission)}

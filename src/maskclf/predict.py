@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from maskclf.atomic import write_csv_set
 from maskclf.data.layout import read_eval
 from maskclf.data.loaders import make_dataset
 from maskclf.decisions import apply_biases, load_biases
@@ -21,9 +22,9 @@ from maskclf.models.spec import ModelSpec, resolve_specs
 from maskclf.rundir import RunDir
 from maskclf.submission import (
     CLASS_COLUMNS,
+    checked_submission,
     prediction_table,
     read_prediction_file,
-    write_submission,
 )
 from maskclf.tta import check_views
 
@@ -100,9 +101,9 @@ def predict_run(run_path: Path | str, data_root: Path | str, tta: list[str] | No
     tune = specs[0].cfg.predict.tune_decisions if tune_decisions is None else tune_decisions
     if tune:
         decided = apply_biases(probs, load_biases(run.path))
-    submission = run.file(RunDir.SUBMISSION)
-    write_submission(info["ImageID"], decided, info, submission)
-    predictions = run.write_table(RunDir.PREDICTIONS, prediction_table(info["ImageID"], probs))
+    predictions, submission = run.file(RunDir.PREDICTIONS), run.file(RunDir.SUBMISSION)
+    write_csv_set({predictions: prediction_table(info["ImageID"], probs),
+                   submission: checked_submission(info["ImageID"], decided, info, submission)})
     return PredictResult(predictions, submission, checkpoints, len(info))
 
 

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
-from maskclf.atomic import atomic_write, atomic_write_text, write_csv, write_json
+from maskclf.atomic import atomic_write_text, save_array, write_csv, write_json
 from maskclf.config import RunConfig, dump_config, load_config
 from maskclf.errors import MissingFileError, UsageError
 
@@ -72,7 +72,7 @@ class FoldDir:
     def save_result(self, checkpoints: list[Path], probs: np.ndarray | None) -> None:
         """Mark the fold finished: its checkpoints and validation probabilities."""
         if probs is not None:
-            atomic_write(self.path / "val_probs.npy", lambda tmp: np.save(tmp.open("wb"), probs))
+            save_array(self.path / "val_probs.npy", probs)
         write_json(self.path / "result.json", {"checkpoints": [str(c) for c in checkpoints],
                                                "validated": probs is not None})
 

@@ -13,7 +13,6 @@ import numpy as np
 import pandas as pd
 
 from maskclf import labels
-from maskclf.atomic import write_csv
 from maskclf.errors import InputFileError, MaskclfError, MissingFileError
 
 CLASS_COLUMNS = [f"class_{i}" for i in range(labels.NUM_CLASSES)]
@@ -58,11 +57,10 @@ def validate_submission(submission: pd.DataFrame, info: pd.DataFrame, source: st
         raise SubmissionError(where + "; ".join(problems))
 
 
-def write_submission(ids, classes, info: pd.DataFrame, path: Path | str) -> pd.DataFrame:
-    """Validate, then atomically write ``ImageID,ans``; nothing is written if invalid."""
+def checked_submission(ids, classes, info: pd.DataFrame, path: Path | str) -> pd.DataFrame:
+    """``ImageID,ans`` for ``path``, validated against ``info`` (raises before any write)."""
     submission = pd.DataFrame({"ImageID": list(ids), "ans": np.asarray(classes, dtype=int)})
     validate_submission(submission, info, str(path))
-    write_csv(submission, path)
     return submission
 
 

@@ -1,19 +1,27 @@
+import errno
+import logging
 import os
 import pickle
 import shutil
+import threading
+import time
 
 import numpy as np
 import pytest
 from PIL import Image
 
 from maskclf.config import DataConfig
+from maskclf.data import cache as cache_module
 from maskclf.data.cache import (
+    CacheDiskFull,
     DecodeCache,
     build_cache,
     cache_root,
     file_key,
+    fits_disk,
     open_cache,
     settings_key,
+    writer_lock,
 )
 from maskclf.data.dataset import ImageDataset
 
@@ -123,3 +131,94 @@ def test_concurrent_builders_decode_each_image_once(synthetic_root, tmp_path):
     assert sorted(decoded) == [0, 0, 20]  # the lock let one writer decode; the others waited
     cache = DecodeCache(tmp_path / "cache", cfg)
     assert len(cache.index()) == 20 and not list(cache.dir.glob("??/*.npy"))
+
+
+def test_a_file_replaced_with_its_old_mtime_is_decoded_again(tmp_path):
+    """``cp -p`` / ``rsync -a`` keep size and mtime; the inode change time still moves."""
+    cfg = DataConfig(image_size=(16, 16), crop="none", cache="disk")
+    _write(tmp_path / "img.jpg", (255, 0, 0))
+    _write(tmp_path / "new.jpg", (0, 0, 255))
+    assert (tmp_path / "img.jpg").stat().st_size == (tmp_path / "new.jpg").stat().st_size
+    cache = DecodeCache(tmp_path / "cache", cfg)
+    assert _dataset(tmp_path, cfg, cache).load(0)[..., 0].mean() > 200
+    old = (tmp_path / "img.jpg").stat()
+    time.sleep(0.01)
+    shutil.copyfile(tmp_path / "new.jpg", tmp_path / "img.jpg")
+    os.utime(tmp_path / "img.jpg", ns=(old.st_atime_ns, old.st_mtime_ns))  # as cp -p does
+    assert _dataset(tmp_path, cfg, cache).load(0)[..., 2].mean() > 200
+
+
+@pytest.mark.parametrize("garbage", [b"", b"\x93NUMPY\x01", b"not an array at all"])
+def test_a_corrupt_loose_entry_is_a_miss_and_is_rewritten(tmp_path, caplog, garbage):
+    cfg = DataConfig(image_size=(16, 16), crop="none", cache="disk")
+    _write(tmp_path / "img.jpg", (255, 0, 0))
+    cache = DecodeCache(tmp_path / "cache", cfg)
+    entry = cache.entry(file_key(tmp_path / "img.jpg"))
+    entry.parent.mkdir(parents=True)
+    entry.write_bytes(garbage)
+    with caplog.at_level(logging.WARNING, logger="maskclf.data.cache"):
+        image = _dataset(tmp_path, cfg, cache).load(0)
+    assert image[..., 0].mean() > 200 and "unreadable" in caplog.text
+    np.testing.assert_array_equal(np.load(entry), image)
+
+
+def test_build_cache_removes_what_killed_writers_left(synthetic_root, tmp_path):
+    cfg = DataConfig(image_size=(16, 12), cache="disk", cache_dir=tmp_path / "cache")
+    cache = DecodeCache(tmp_path / "cache", cfg)
+    half_pack = cache.dir / ".pack-0123.npy.abc.tmp"
+    orphan = cache.dir / "pack-0123456789abcdef.npy"  # killed between the .npy and .keys
+    (cache.dir / "ab").mkdir()
+    old_loose, fresh_loose = cache.dir / "ab" / ".x.npy.1.tmp", cache.dir / "ab" / ".y.npy.2.tmp"
+    for path in (half_pack, orphan, old_loose, fresh_loose):
+        path.write_bytes(b"partial")
+    os.utime(old_loose, (time.time() - 7200, time.time() - 7200))
+    paths = [str(p.relative_to(synthetic_root))
+             for p in sorted((synthetic_root / "train/images").rglob("*.*"))][:3]
+    build_cache(synthetic_root, cfg, paths)
+    assert not half_pack.exists() and not orphan.exists() and not old_loose.exists()
+    assert fresh_loose.exists()  # may belong to a loader worker writing right now
+    assert len(DecodeCache(tmp_path / "cache", cfg).index()) == 3
+
+
+def test_a_full_disk_is_a_clear_error_not_a_sigbus(synthetic_root, tmp_path, monkeypatch):
+    def no_space(fd, offset, length):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "posix_fallocate", no_space)
+    cfg = DataConfig(image_size=(16, 12), cache="disk", cache_dir=tmp_path / "cache")
+    paths = [str(p.relative_to(synthetic_root))
+             for p in sorted((synthetic_root / "train/images").rglob("*.*"))][:3]
+    with pytest.raises(CacheDiskFull, match=r"no room for the decode cache in .*data.cache"):
+        build_cache(synthetic_root, cfg, paths)
+    folder = DecodeCache(tmp_path / "cache", cfg).dir
+    assert not list(folder.glob("pack-*")) and not list(folder.glob("*.tmp"))
+
+
+def test_a_waiting_builder_says_who_it_waits_for(tmp_path, caplog):
+    held, release = threading.Event(), threading.Event()
+
+    def holder():
+        with writer_lock(tmp_path):
+            held.set()
+            release.wait(10)
+
+    thread = threading.Thread(target=holder)
+    thread.start()
+    held.wait(10)
+    threading.Timer(0.2, release.set).start()
+    with caplog.at_level(logging.WARNING, logger="maskclf.data.cache"), writer_lock(tmp_path):
+        pass
+    thread.join()
+    assert "waiting for another maskclf process" in caplog.text and str(tmp_path) in caplog.text
+
+
+def test_fits_disk_counts_only_images_not_yet_cached(synthetic_root, tmp_path, monkeypatch):
+    cfg = DataConfig(image_size=(16, 12), cache="disk", cache_dir=tmp_path / "cache")
+    paths = [str(p.relative_to(synthetic_root))
+             for p in sorted((synthetic_root / "train/images").rglob("*.*"))][:10]
+    needed = cache_module.estimate_bytes(len(paths), cfg)
+    free = shutil.disk_usage(tmp_path)._replace(free=needed)  # half of it: too little
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: free)
+    assert not fits_disk(tmp_path / "cache", len(paths), cfg)
+    build_cache(synthetic_root, cfg, paths)
+    assert fits_disk(tmp_path / "cache", len(paths), cfg)  # all there: nothing more needed

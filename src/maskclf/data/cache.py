@@ -15,11 +15,14 @@ to open per image.
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import hashlib
 import json
+import logging
 import os
 import shutil
+import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -27,12 +30,18 @@ from pathlib import Path
 
 import numpy as np
 
-from maskclf.atomic import atomic_write
+from maskclf.atomic import TMP_SUFFIX, atomic_write, save_array
 from maskclf.config import DataConfig
 from maskclf.data.transforms import decode_preprocessed, stored_size
+from maskclf.errors import MaskclfError
 
 CACHE_VERSION = 2
 CACHE_DIRNAME = ".maskclf-cache"
+log = logging.getLogger(__name__)
+
+
+class CacheDiskFull(MaskclfError, OSError):
+    """The disk cannot hold the decode cache; the message says which folder and how much."""
 
 
 def settings_key(cfg: DataConfig) -> str:
@@ -45,12 +54,14 @@ def settings_key(cfg: DataConfig) -> str:
 
 
 def file_key(path: Path) -> str:
-    """Hash of a file's absolute path, size and modification time (nanoseconds).
+    """Hash of a file's absolute path, size, modification and inode-change times (ns).
 
-    ``abspath``, not ``resolve``: no per-component syscalls, so keying 20k files is quick.
+    The change time catches a file replaced with its old mtime kept (``cp -p``,
+    ``rsync -a``), which path, size and mtime alone would miss. ``abspath``, not
+    ``resolve``: no per-component syscalls, so keying 20k files is quick.
     """
     stat = os.stat(path)
-    text = f"{os.path.abspath(path)}|{stat.st_size}|{stat.st_mtime_ns}"
+    text = f"{os.path.abspath(path)}|{stat.st_size}|{stat.st_mtime_ns}|{stat.st_ctime_ns}"
     return hashlib.sha1(text.encode()).hexdigest()
 
 
@@ -115,9 +126,12 @@ class DecodeCache:
         try:
             return np.load(entry)
         except FileNotFoundError:
-            image = np.ascontiguousarray(make())
-            atomic_write(entry, lambda tmp: np.save(tmp.open("wb"), image))
-            return image
+            pass
+        except (OSError, ValueError, EOFError):  # truncated or foreign: a miss, rewritten
+            log.warning("cache entry %s is unreadable; decoding the image again", entry)
+        image = np.ascontiguousarray(make())
+        save_array(entry, image)
+        return image
 
     def write_pack(self, keys: list[str], make_row: Callable[[int], np.ndarray],
                    shape: tuple[int, ...]) -> None:
@@ -129,6 +143,7 @@ class DecodeCache:
         def write_rows(tmp: Path) -> None:
             rows = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8,
                                              shape=(len(keys), *shape))
+            reserve(tmp)
 
             def fill(row: int) -> None:
                 rows[row] = make_row(row)
@@ -139,6 +154,20 @@ class DecodeCache:
         atomic_write(self.dir / f"{name}.npy", write_rows)
         atomic_write(self.dir / f"{name}.keys", lambda tmp: tmp.write_text("\n".join(keys)))
         self._index = None
+
+    def remove_leftovers(self, older_than_s: float = 3600) -> int:
+        """Delete what killed writers left: pack temporaries and packs without ``.keys``
+        (only writers holding the lock make those), and loose-entry temporaries older
+        than ``older_than_s`` (loader workers write those without the lock)."""
+        stale = [*self.dir.glob(f".pack-*{TMP_SUFFIX}"),
+                 *(pack for pack in self.dir.glob("pack-*.npy")
+                   if not pack.with_suffix(".keys").exists())]
+        now = time.time()
+        stale += [tmp for tmp in self.dir.glob(f"??/.*{TMP_SUFFIX}")
+                  if now - tmp.stat().st_mtime > older_than_s]
+        for path in stale:
+            path.unlink(missing_ok=True)
+        return len(stale)
 
     def pack(self) -> int:
         """Move every loose entry (left by loader workers) into a new pack; returns how many."""
@@ -161,17 +190,43 @@ def estimate_bytes(n_images: int, cfg: DataConfig) -> int:
 
 
 def fits_disk(root: Path, n_images: int, cfg: DataConfig) -> bool:
-    """True when the cache would take under ``cfg.cache_max_gb`` and half the free disk."""
+    """True when the cache would take under ``cfg.cache_max_gb`` and its images not yet
+    cached fit in half the free disk."""
     root.mkdir(parents=True, exist_ok=True)
-    needed = estimate_bytes(n_images, cfg)
-    return needed < cfg.cache_max_gb * 1e9 and needed < shutil.disk_usage(root).free / 2
+    total = estimate_bytes(n_images, cfg)
+    folder = root / settings_key(cfg)
+    cached = sum(f.stat().st_size for f in folder.rglob("*.npy")) if folder.is_dir() else 0
+    return total < cfg.cache_max_gb * 1e9 and total - cached < shutil.disk_usage(root).free / 2
+
+
+def reserve(path: Path) -> None:
+    """Allocate a (sparse) file's blocks now, so a full disk is an error here rather than a
+    SIGBUS when a memory-mapped write reaches the missing block."""
+    with open(path, "r+b") as handle:
+        try:
+            os.posix_fallocate(handle.fileno(), 0, os.fstat(handle.fileno()).st_size)
+        except OSError as exc:
+            if exc.errno != errno.ENOSPC:
+                raise
+            raise CacheDiskFull(f"no room for the decode cache in {path.parent} "
+                                f"({os.fstat(handle.fileno()).st_size / 1e6:.0f} MB): free "
+                                "disk space, set data.cache_dir to a larger disk, or "
+                                "data.cache: none") from None
 
 
 @contextmanager
 def writer_lock(folder: Path) -> Iterator[None]:
-    """Exclusive lock on ``folder`` across processes (runs, DDP ranks), released on exit."""
+    """Exclusive lock on ``folder`` across processes (runs, DDP ranks), released on exit.
+
+    Waiting is logged: another process building the same cache can take minutes.
+    """
     with open(folder / ".lock", "w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            log.warning("waiting for another maskclf process to finish the cache in %s "
+                        "(it holds %s)", folder, folder / ".lock")
+            fcntl.flock(handle, fcntl.LOCK_EX)
         try:
             yield
         finally:
@@ -196,6 +251,7 @@ def build_cache(data_root: Path | str, cfg: DataConfig, rel_paths: list[str]) ->
     paths = [data_root / rel for rel in rel_paths]
     keys = [file_key(path) for path in paths]
     with writer_lock(cache.dir):  # one writer; others wait, then find their images packed
+        cache.remove_leftovers()
         cache.pack()
         cached = cache.index()
         missing = {key: path for key, path in zip(keys, paths, strict=True) if key not in cached}
