@@ -78,7 +78,7 @@ def test_training_and_predicting_leave_warning_filters_and_loggers_alone(synthet
 
 
 LAYERS = [  # docs/architecture.md, "Layers": each imports only from its own or earlier rows
-    {"labels", "errors", "atomic", "config", "tta"},
+    {"labels", "errors", "atomic", "tables", "config", "tta"},
     {"data"},
     {"models", "losses"},
     {"rundir"},

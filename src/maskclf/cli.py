@@ -317,12 +317,12 @@ def validate(
     as_json: JsonOption = False,
 ) -> None:
     """Check a submission: same ImageIDs in info.csv's order, labels 0-17."""
-    import pandas as pd
-
     from maskclf.submission import read_submission, validate_submission
+    from maskclf.tables import read_table
 
     table = read_submission(submission)
-    validate_submission(table, pd.read_csv(info, dtype={"ImageID": str}), str(submission))
+    validate_submission(table, read_table(info, ["ImageID"], "info file", dtype={"ImageID": str}),
+                        str(submission))
     _console(as_json).print(f"{submission} is a valid submission for {info}")
     if as_json:
         _emit_json({"submission": str(submission), "info": str(info), "valid": True,

@@ -26,6 +26,7 @@ from maskclf.submission import (
     read_submission,
     validate_submission,
 )
+from maskclf.tables import read_table
 
 ATTRIBUTE_COLUMNS = {name: [f"{name}_{i}" for i in range(len(values))]
                      for name, values in labels.ATTRIBUTES.items()}
@@ -151,7 +152,7 @@ def write_ensemble(out_dir: Path | str, inputs: list[Path], hard: bool = False,
                       pd.DataFrame({"ImageID": probs["ImageID"],
                                     "ans": probs[CLASS_COLUMNS].to_numpy().argmax(axis=1)}))
     if info is not None:
-        info_table = pd.read_csv(info, dtype={"ImageID": str})
+        info_table = read_table(info, ["ImageID"], "info file", dtype={"ImageID": str})
         submission = align([submission, info_table[["ImageID"]]], ["ensemble", str(info)])[0]
         submission = submission.set_index("ImageID").loc[info_table["ImageID"]].reset_index()
         validate_submission(submission, info_table, str(out_dir / RunDir.SUBMISSION))

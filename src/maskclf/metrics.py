@@ -15,7 +15,8 @@ from sklearn.metrics import accuracy_score, confusion_matrix, f1_score
 
 from maskclf import labels
 from maskclf.atomic import write_csv
-from maskclf.errors import InputFileError, MissingFileError
+from maskclf.errors import InputFileError
+from maskclf.tables import check_rows, read_table
 
 
 def score(y_true, y_pred) -> dict:
@@ -49,13 +50,8 @@ def score_files(submission_path, labels_path) -> dict:
     tables = {}
     for role, path, column in (("submission", submission_path, "ans"),
                                ("labels", labels_path, "class")):
-        try:
-            table = pd.read_csv(path, dtype={"ImageID": str})
-        except FileNotFoundError:
-            raise MissingFileError(f"{role} file {path} does not exist") from None
-        if not {"ImageID", column} <= set(table.columns):
-            raise InputFileError(f"{role} file {path} needs columns ImageID,{column}; "
-                             f"has {list(table.columns)}")
+        table = check_rows(read_table(path, ("ImageID", column), f"{role} file",
+                                      dtype={"ImageID": str}), path, f"{role} file")
         tables[role] = table.set_index("ImageID")[column]
     submission, truth = tables["submission"], tables["labels"]
     missing, extra = truth.index.difference(submission.index), submission.index.difference(

@@ -9,13 +9,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from maskclf import labels
 from maskclf.atomic import write_csv
+from maskclf.data.io import is_image_file
 from maskclf.data.layout import read_eval
-from maskclf.errors import MissingFileError, UsageError
+from maskclf.errors import InputFileError, MissingFileError, UsageError
 from maskclf.submission import CLASS_COLUMNS, read_prediction_file
+from maskclf.tables import read_table
 
 EXTRA_FILE = "extra.csv"
 EXTRA_TYPES = {"id": str, "race": str, "age": int, "mask": int, "gender": int, "age_group": int,
@@ -51,7 +54,8 @@ def pseudo_label(predictions: Path | str, data_root: Path | str, threshold: floa
 
 
 def read_extra(folders: list[Path]) -> pd.DataFrame | None:
-    """The pseudo-labelled rows of every folder in ``data.extra`` (None when empty)."""
+    """The pseudo-labelled rows of every folder in ``data.extra`` (None when empty), each
+    file checked: its columns, labels that agree with each other, images that exist."""
     if not folders:
         return None
     tables = []
@@ -60,5 +64,34 @@ def read_extra(folders: list[Path]) -> pd.DataFrame | None:
         if not path.is_file():
             raise MissingFileError(f"data.extra: {path} does not exist; create it with "
                                     "`maskclf pseudo-label`")
-        tables.append(pd.read_csv(path, dtype=EXTRA_TYPES, keep_default_na=False))
+        tables.append(_checked_extra(path))
     return pd.concat(tables, ignore_index=True)
+
+
+def _checked_extra(path: Path) -> pd.DataFrame:
+    columns = ["path", "person", *EXTRA_TYPES]
+    table = read_table(path, columns, "data.extra file", dtype=str, keep_default_na=False)
+    numbers = table[list(EXTRA_TYPES)[2:]].apply(pd.to_numeric, errors="coerce")
+    problems = []
+    if numbers.isna().any().any():
+        column = numbers.columns[numbers.isna().any()][0]
+        problems.append(f"column {column!r} holds a value that is not a whole number")
+    else:
+        numbers = numbers.astype(int)
+        decoded = labels.decode_class(numbers["class"].clip(0, labels.NUM_CLASSES - 1))
+        agree = (numbers["class"].between(0, labels.NUM_CLASSES - 1)
+                 & (numbers["mask"] == decoded[0]) & (numbers["gender"] == decoded[1])
+                 & (numbers["age_group"] == decoded[2]))
+        if not agree.all():
+            row = int(np.flatnonzero(~agree.to_numpy())[0])
+            problems.append(f"row {row + 2}: class {table['class'].iloc[row]!r} is not 0-17 "
+                            "or disagrees with its mask/gender/age_group")
+    bad_paths = [p for p in table["path"]
+                 if not (Path(p).is_absolute() and Path(p).is_file() and is_image_file(Path(p)))]
+    if bad_paths:
+        problems.append(f"{len(bad_paths)} path(s) are not absolute paths of existing images, "
+                        f"first {bad_paths[0]!r}")
+    if problems:
+        raise InputFileError(f"data.extra file {path}: {'; '.join(problems)}; recreate it with "
+                             "`maskclf pseudo-label`")
+    return table.astype({**EXTRA_TYPES, "age": int})

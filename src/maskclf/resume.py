@@ -19,6 +19,7 @@ import pandas as pd
 from lightning.pytorch.callbacks import Callback
 
 from maskclf.atomic import write_csv
+from maskclf.models.weights import safe_torch_load
 from maskclf.rundir import FoldDir
 
 log = logging.getLogger(__name__)
@@ -47,8 +48,12 @@ class InterruptCheckpoint(Callback):
 
 
 def last_checkpoint(fold: FoldDir) -> Path | None:
-    """The end-of-epoch checkpoint to resume a fold from, if it got that far."""
-    return fold.last if fold.last.is_file() else None
+    """The end-of-epoch checkpoint to resume a fold from, if it got that far; read once
+    here so a damaged or tampered file is one clear error, not Lightning's traceback."""
+    if not fold.last.is_file():
+        return None
+    safe_torch_load(fold.last, "maskclf checkpoint")
+    return fold.last
 
 
 def stash_metrics(fold: FoldDir) -> None:

@@ -13,7 +13,8 @@ import numpy as np
 import pandas as pd
 
 from maskclf import labels
-from maskclf.errors import InputFileError, MaskclfError, MissingFileError
+from maskclf.errors import MaskclfError
+from maskclf.tables import check_probabilities, check_rows, read_table
 
 CLASS_COLUMNS = [f"class_{i}" for i in range(labels.NUM_CLASSES)]
 
@@ -65,20 +66,14 @@ def checked_submission(ids, classes, info: pd.DataFrame, path: Path | str) -> pd
 
 
 def read_prediction_file(path: Path | str) -> pd.DataFrame:
-    """A predictions/OOF file, checked to hold ImageID and the 18 class probabilities."""
-    path = Path(path)
-    if not path.is_file():
-        raise MissingFileError(f"prediction file {path} does not exist")
-    table = pd.read_csv(path, dtype={"ImageID": str})
-    missing = [c for c in ["ImageID", *CLASS_COLUMNS] if c not in table.columns]
-    if missing:
-        raise InputFileError(f"{path} is not a prediction file: missing column(s) {missing[:4]}"
-                         f"{'...' if len(missing) > 4 else ''}")
+    """A predictions/OOF file, checked to hold ImageID and 18 class probabilities per row."""
+    table = check_rows(read_table(path, ["ImageID", *CLASS_COLUMNS], "prediction file",
+                                  dtype={"ImageID": str}), path, "prediction file")
+    check_probabilities(table, CLASS_COLUMNS, path)
     return table
 
 
-def read_submission(path: Path | str) -> pd.DataFrame:
-    path = Path(path)
-    if not path.is_file():
-        raise SubmissionError(f"{path} does not exist")
-    return pd.read_csv(path, dtype={"ImageID": str})
+def read_submission(path: Path | str, columns: tuple[str, ...] = ("ImageID",)) -> pd.DataFrame:
+    """A submission (or, for callers that accept either, a prediction file) with rows."""
+    return check_rows(read_table(path, columns, "submission", dtype={"ImageID": str}),
+                      path, "submission")

@@ -51,9 +51,15 @@ def test_zero_ratio_trains_on_everyone():
     assert (folds["fold"] == TRAIN_ONLY).all()
 
 
-def test_ratio_leaving_no_validation_is_an_error():
-    with pytest.raises(ValueError, match="val_ratio"):
-        holdout_split(_records(3), 0.1, seed=0)
+@pytest.mark.parametrize(("persons", "ratio"), [(3, 0.1), (2, 0.2), (3, 0.99)])
+def test_a_small_dataset_keeps_one_person_on_each_side(persons, ratio):
+    folds = holdout_split(_records(persons), ratio, seed=0)
+    assert (folds["fold"] == 0).sum() >= 1 and (folds["fold"] != 0).sum() >= 1
+
+
+def test_one_person_cannot_be_split_and_the_message_says_what_to_do():
+    with pytest.raises(ValueError, match="val_ratio=0 to train on everyone"):
+        holdout_split(_records(1), 0.2, seed=0)
 
 
 def check_valid_kfold(records: pd.DataFrame, folds: pd.DataFrame, n_folds: int) -> None:

@@ -14,11 +14,13 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from maskclf import labels
 from maskclf.data.io import is_image_file, probe_image
-from maskclf.errors import MaskclfError
+from maskclf.errors import MaskclfError, MissingFileError
+from maskclf.tables import TableError, read_table
 
 TRAIN_CSV = Path("train/train.csv")
 TRAIN_IMAGES = Path("train/images")
@@ -38,7 +40,7 @@ class DataError(MaskclfError, ValueError):
         if len(problems) > max_listed:
             listed.append(f"  ... and {len(problems) - max_listed} more")
         super().__init__(
-            f"dataset has {len(problems)} problem(s); fix them before training:\n"
+            f"dataset has {len(problems)} problem(s); fix them and run again:\n"
             + "\n".join(listed)
         )
 
@@ -65,19 +67,13 @@ def parse_person_folder(name: str) -> PersonFolder:
 
 
 def _read_csv(path: Path, columns: tuple[str, ...], problems: list) -> pd.DataFrame | None:
-    if not path.is_file():
-        problems.append((str(path), "file is missing"))
-        return None
     try:
-        table = pd.read_csv(path, dtype=str, keep_default_na=False)
-    except Exception as exc:  # noqa: BLE001 - any parse failure is reported with the file
-        problems.append((str(path), f"cannot be read as CSV ({exc})"))
-        return None
-    missing = [c for c in columns if c not in table.columns]
-    if missing:
-        problems.append((str(path), f"missing column(s) {missing}; expected {list(columns)}"))
-        return None
-    return table
+        return read_table(path, columns, dtype=str, keep_default_na=False)
+    except MissingFileError:
+        problems.append((str(path), "file is missing"))
+    except TableError as exc:
+        problems.append((str(path), exc.problem))
+    return None
 
 
 def _person_images(folder: Path, root: Path, problems: list) -> list[tuple[str, int]]:
@@ -86,6 +82,9 @@ def _person_images(folder: Path, root: Path, problems: list) -> list[tuple[str, 
     seen_stems: dict[str, Path] = {}
     for file in sorted(folder.iterdir()):
         if file.name.startswith("."):
+            continue
+        if file.is_symlink() and not file.exists():
+            problems.append((str(file), "symbolic link to nothing (broken or a loop)"))
             continue
         if not file.is_file() or not is_image_file(file):
             problems.append((str(file), "unexpected file; expected .jpg/.jpeg/.png images"))
@@ -107,13 +106,41 @@ def _person_images(folder: Path, root: Path, problems: list) -> list[tuple[str, 
     return found
 
 
+def _escapes(name: str) -> bool:
+    """A table entry that would leave its folder: absolute, ``..``, or empty."""
+    return not name or Path(name).is_absolute() or ".." in Path(name).parts
+
+
+def _check_listing(table: pd.DataFrame, csv: Path, problems: list) -> set[str]:
+    """The person folders ``train.csv`` lists, after checking each row against its folder
+    name (where the labels are read from): no duplicates, no paths out of the folder."""
+    for name in table["path"][table["path"].duplicated()].unique():
+        problems.append((str(csv), f"lists person {name!r} more than once"))
+    for row, entry in enumerate(table.itertuples(index=False), start=2):
+        if _escapes(entry.path) or "/" in entry.path or "\\" in entry.path:
+            problems.append((str(csv), f"row {row}: path {entry.path!r} must be a folder name "
+                             f"inside {TRAIN_IMAGES}"))
+            continue
+        try:
+            folder = parse_person_folder(entry.path)
+        except ValueError:
+            continue  # reported with the folder itself
+        said = {"gender": entry.gender.lower(), "age": entry.age.strip()}
+        named = {"gender": labels.GENDER_NAMES[folder.gender], "age": str(folder.age)}
+        for key in ("gender", "age"):
+            if said[key] != named[key]:
+                problems.append((str(csv), f"row {row}: {key} {getattr(entry, key)!r} but the "
+                                 f"folder {entry.path!r} says {named[key]!r}"))
+    return set(table["path"])
+
+
 def _scan_train(root: Path, problems: list) -> pd.DataFrame:
     table = _read_csv(root / TRAIN_CSV, TRAIN_COLUMNS, problems)
     images_dir = root / TRAIN_IMAGES
     if not images_dir.is_dir():
         problems.append((str(images_dir), "images folder is missing"))
         return pd.DataFrame(columns=RECORD_COLUMNS)
-    listed = set(table["path"]) if table is not None else None
+    listed = None if table is None else _check_listing(table, root / TRAIN_CSV, problems)
     folders = sorted(p for p in images_dir.iterdir() if p.is_dir() and not p.name.startswith("."))
     rows = []
     for folder in folders:
@@ -142,10 +169,16 @@ def _scan_eval(root: Path, problems: list) -> pd.DataFrame | None:
     info = _read_csv(root / EVAL_CSV, EVAL_COLUMNS, problems)
     if info is None:
         return None
+    if info.empty:
+        problems.append((str(root / EVAL_CSV), "has a header but no images to predict"))
     for image_id in info["ImageID"][info["ImageID"].duplicated()].unique():
         problems.append((str(root / EVAL_CSV), f"ImageID {image_id!r} is listed more than once"))
+    escaping = info["ImageID"].map(_escapes)
+    for row in np.flatnonzero(escaping):
+        problems.append((str(root / EVAL_CSV), f"row {row + 2}: ImageID "
+                         f"{info['ImageID'].iloc[row]!r} points outside {EVAL_IMAGES}"))
     info["path"] = [(EVAL_IMAGES / image_id).as_posix() for image_id in info["ImageID"]]
-    for rel_path in info["path"]:
+    for rel_path in info["path"][~escaping]:
         if not (root / rel_path).is_file():
             problems.append((str(root / rel_path), f"listed in {EVAL_CSV} but missing"))
     return info

@@ -44,10 +44,12 @@ def holdout_split(records: pd.DataFrame, val_ratio: float, seed: int) -> pd.Data
     persons = person_table(records)
     if val_ratio <= 0:
         return persons.assign(fold=TRAIN_ONLY)[["person", "fold"]]
-    n_val = int(round(val_ratio * len(persons)))
-    if not 0 < n_val < len(persons):
-        raise UsageError(f"data.val_ratio={val_ratio} leaves {n_val} of {len(persons)} persons "
-                         "for validation; use a ratio that keeps both sides non-empty")
+    if len(persons) < 2:
+        raise UsageError(f"data.val_ratio={val_ratio} needs at least 2 persons, one to hold out; "
+                         f"the dataset has {len(persons)}: add persons, or set "
+                         "data.val_ratio=0 to train on everyone without validation")
+    # at least one person on each side, however small the dataset
+    n_val = min(len(persons) - 1, max(1, int(round(val_ratio * len(persons)))))
     strata = persons["stratum"].copy()
     counts = strata.map(strata.value_counts())
     if (counts < 2).any():

@@ -22,6 +22,7 @@ from maskclf.models.weights import (
     map_backbone,
     packaged_weights,
     read_tensors,
+    safe_torch_load,
 )
 
 CHECKPOINT_KEY = "maskclf"
@@ -117,8 +118,9 @@ def load_net(checkpoint: Path | str) -> LoadedNet:
     """Rebuild the network of a maskclf checkpoint from the file alone (loaded safely,
     ``weights_only=True``); its EMA weights when it holds them."""
     checkpoint = Path(checkpoint)
-    state = torch.load(checkpoint, map_location="cpu", weights_only=True)
-    described = state.get("hyper_parameters", {}).get(CHECKPOINT_KEY)
+    state = safe_torch_load(checkpoint, "maskclf checkpoint")
+    described = (state.get("hyper_parameters", {}).get(CHECKPOINT_KEY)
+                 if isinstance(state, dict) else None)
     if described is None:
         raise InputFileError(f"{checkpoint} does not describe its network (no maskclf spec in "
                              "its hyper-parameters); it was not written by this maskclf: "

@@ -15,6 +15,8 @@ import hashlib
 import json
 import os
 import pickle
+import re
+import warnings
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -69,16 +71,31 @@ def read_tensors(path: Path | str) -> tuple[dict[str, torch.Tensor], dict[str, s
             return load_file(str(path)), metadata
         except SafetensorError as exc:
             raise InputFileError(f"{path} is not a readable safetensors file: {exc}") from None
+    return _unwrap(safe_torch_load(path), path), {}
+
+
+def safe_torch_load(path: Path | str, what: str = "PyTorch weights file") -> object:
+    """``torch.load(weights_only=True)`` with one clear error for a file that is not a
+    PyTorch file, is cut short, or carries code (never unpickled)."""
     try:
-        raw = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch warns about pickle protocols of junk files
+            warnings.simplefilter("ignore", UserWarning)
+            return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
+        text = str(exc)
+        if "Weights only load failed" not in text:
+            raise InputFileError(f"{path} is not a {what}: {text.splitlines()[0][:160]}"
+                                 ) from None
+        found = re.search(r"WeightsUnpickler error:\s*(.+?)\s*(?:\n\n|Check the doc|$)", text,
+                          re.S)
         raise InputFileError(
             f"{path} was refused: it holds Python objects beyond tensors, which loading would "
-            f"run as code ({str(exc).splitlines()[0][:160]}). Convert it where you trust it: "
-            "torch.save(model.state_dict(), ...) or safetensors") from None
-    except (RuntimeError, EOFError) as exc:
-        raise InputFileError(f"{path} is not a PyTorch weights file: {exc}") from None
-    return _unwrap(raw, path), {}
+            f"run as code ({found.group(1)[:160] if found else 'not a plain state dict'}). "
+            "Convert it where you trust it: torch.save(model.state_dict(), ...) or "
+            "safetensors") from None
+    except Exception as exc:  # noqa: BLE001 - junk bytes fail in many ways (KeyError...)
+        raise InputFileError(f"{path} is not a {what} (damaged or cut short?): "
+                             f"{str(exc).splitlines()[0][:160]}") from None
 
 
 def _unwrap(raw: object, path: Path) -> dict[str, torch.Tensor]:
