@@ -174,6 +174,8 @@ CASES: list[tuple[str, Callable[[Workspace], tuple[list[str], int, str]]]] = [
                                     .save(w.first_person() / "mask5.png") or _train(w), 0, "")),
     ("decompression-bomb", lambda w: (Image.new("1", (30000, 30000)).save(
         w.first_person() / "mask5.png") or _train(w), 2, "mask5.png")),
+    ("png-just-past-the-pixel-limit", lambda w: (Image.new("1", (12000, 8000)).save(
+        w.first_person() / "mask5.png") or _train(w), 2, "mask5.png: cannot be decoded")),
     ("symlink-loop", lambda w: (w.first_image().unlink() or
                                 w.first_image().symlink_to(w.first_image()) or
                                 ["check-data", str(w.data)], 2, "mask1.jpg: symbolic link")),

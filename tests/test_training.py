@@ -56,3 +56,29 @@ def test_any_timm_optimizer_with_layer_decay(name):
     scales = sorted({group["lr_scale"] for group in optimizer.param_groups})
     assert type(optimizer).__name__.lower().startswith(name)
     assert len(scales) > 2 and scales[-1] == 1.0 and scales[0] < 0.5  # earlier layers slower
+
+
+def test_ema_updates_once_per_optimizer_step_with_accumulation():
+    import lightning as L
+    import torch
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from maskclf.models import build_net, resolve_specs
+    from maskclf.training import build_module
+
+    from .conftest import tiny_config
+
+    spec = resolve_specs(tiny_config("train.ema=true", "train.accumulate=2",
+                                     "sched.name=none"))[0]
+    module = build_module(spec, build_net(spec))
+    updates = []
+    real_update = module.ema.update
+    module.ema.update = lambda net: (updates.append(1), real_update(net))
+    images = torch.randint(0, 255, (5 * 4, 64, 48, 3), dtype=torch.uint8)
+    loader = DataLoader(TensorDataset(images, torch.arange(20) % 18), batch_size=4)
+    trainer = L.Trainer(max_epochs=1, accumulate_grad_batches=2, accelerator="cpu",
+                        logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                        enable_model_summary=False)
+    trainer.fit(module, loader)
+    assert trainer.global_step == 3  # 5 batches, 2 per step: 2 full steps and the last batch
+    assert len(updates) == trainer.global_step

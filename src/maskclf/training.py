@@ -105,7 +105,10 @@ class ClassifierModule(InferenceModule):
         self.log("train/loss_epoch", loss, on_step=False, on_epoch=True, sync_dist=True)
         return loss
 
-    def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
+    def optimizer_step(self, *args, **kwargs) -> None:
+        """EMA follows optimizer steps, not batches: with ``train.accumulate`` > 1 a batch
+        may not move the weights, and an update per batch would make the decay wrong."""
+        super().optimizer_step(*args, **kwargs)
         if self.ema is not None:
             self.ema.update(self.net)
 

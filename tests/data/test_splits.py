@@ -102,3 +102,14 @@ def test_make_folds_chooses_the_protocol():
     records = _records(50)
     assert set(make_folds(records, 0, 0.2, seed=0)["fold"]) == {0, TRAIN_ONLY}
     assert set(make_folds(records, 3, 0.2, seed=0)["fold"]) == {0, 1, 2}
+
+
+def test_folds_refuse_persons_added_or_removed_since_they_were_made():
+    records = _records(6)
+    folds = holdout_split(records, 0.3, seed=0)
+    assert attach_folds(records, folds)["fold"].notna().all()
+    grown = pd.concat([records, _records(7).tail(7).assign(person="newcomer")])
+    with pytest.raises(ValueError, match=r"1 added \['newcomer'\], 0 removed"):
+        attach_folds(grown, folds)
+    with pytest.raises(ValueError, match="0 added .*1 removed"):
+        attach_folds(records[records["person"] != records["person"].iloc[0]], folds)

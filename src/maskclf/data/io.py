@@ -17,6 +17,13 @@ import numpy as np
 from PIL import Image, ImageOps
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png"})
+MAX_PIXELS = 89_478_485
+"""Largest image decoded (PIL's own warning threshold, ~9500 x 9500): PIL only warns up to
+twice that, and a PNG decodes at full size, so a crafted file could take gigabytes."""
+
+
+class ImageTooLarge(ValueError):
+    """An image whose header claims more pixels than ``MAX_PIXELS`` (a decompression bomb?)."""
 
 
 def is_image_file(path: Path) -> bool:
@@ -70,6 +77,10 @@ def read_rgb(path: Path | str, min_size: tuple[int, int] | None = None) -> np.nd
     """
     data = Path(path).read_bytes()
     with Image.open(io.BytesIO(data)) as image:  # reads the header only
+        width, height = image.size
+        if width * height > MAX_PIXELS:
+            raise ImageTooLarge(f"{width} x {height} pixels is more than maskclf decodes "
+                                f"({MAX_PIXELS:,}); shrink it, or remove it if unexpected")
         if image.format == "JPEG" and image.mode in ("RGB", "L"):
             decoded = _decode_jpeg_opencv(data, reduction_factor(image.size, min_size))
             if decoded is not None:

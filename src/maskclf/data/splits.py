@@ -93,6 +93,18 @@ def make_folds(records: pd.DataFrame, n_folds: int, val_ratio: float, seed: int)
 
 
 def attach_folds(records: pd.DataFrame, folds: pd.DataFrame) -> pd.DataFrame:
-    """The records table with each image's ``fold`` taken from its person."""
+    """The records table with each image's ``fold`` taken from its person.
+
+    The persons must be exactly those the folds were made for: a person added since (a
+    resumed run over changed data) would have no fold and train in every fold.
+    """
+    now, then = set(records["person"]), set(folds["person"])
+    if now != then:
+        added, removed = sorted(now - then), sorted(then - now)
+        raise UsageError(
+            f"the dataset's persons differ from those the run's folds were made for: "
+            f"{len(added)} added {added[:5]}{'...' if len(added) > 5 else ''}, {len(removed)} "
+            f"removed {removed[:5]}{'...' if len(removed) > 5 else ''}; resume with the data "
+            "the run started with (--data), or start a new run")
     return records.drop(columns="fold", errors="ignore").merge(folds, on="person", how="left",
                                                                validate="many_to_one")
