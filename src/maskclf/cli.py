@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import signal
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -80,6 +81,11 @@ def command(func: Callable, group: typer.Typer = app, name: str | None = None) -
                          soft_wrap=True)
             raise typer.Exit(128 + exc.signum if isinstance(exc, RunInterrupted) else 2
                              ) from None
+        except KeyboardInterrupt:  # Ctrl+C outside training (which raises RunInterrupted)
+            stderr.print("[bold red]interrupted[/] (files already written are complete; "
+                         "`maskclf train --resume RUN` finishes an interrupted run)",
+                         highlight=False, soft_wrap=True)
+            raise typer.Exit(128 + signal.SIGINT) from None
 
     return group.command(name)(wrapper)
 
