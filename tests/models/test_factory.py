@@ -46,3 +46,31 @@ def test_hub_without_network_suggests_local_weights(monkeypatch):
 def test_unknown_model_name():
     with pytest.raises(ValueError, match="not a timm model"):
         create_model(ModelConfig(name="efficientnet_b99"))
+
+
+class _Payload:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        from pathlib import Path
+
+        return (Path.touch, (self.marker,))
+
+
+def test_model_weights_never_reach_timm_and_code_in_them_never_runs(tmp_path, monkeypatch):
+    """timm 1.0.9-1.0.25 loaded a ``pretrained_cfg_overlay`` file with weights_only=False;
+    maskclf reads ``model.weights`` itself, so no timm version can unpickle it."""
+    handed = []
+    real_create = timm.create_model
+    monkeypatch.setattr(timm, "create_model",
+                        lambda *a, **k: handed.append(k) or real_create(*a, **k))
+    marker = tmp_path / "ran"
+    torch.save({"stem.conv.weight": _Payload(marker)}, tmp_path / "evil.pth")
+    with pytest.raises(Exception, match="refused"):
+        create_model(ModelConfig(name="test_byobnet", weights=tmp_path / "evil.pth"))
+    assert not marker.exists()
+    torch.save(real_create("test_byobnet").state_dict(), tmp_path / "good.pth")
+    create_model(ModelConfig(name="test_byobnet", weights=tmp_path / "good.pth"))
+    assert handed and all("pretrained_cfg_overlay" not in k and not k.get("pretrained")
+                          for k in handed)
