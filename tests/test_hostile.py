@@ -123,6 +123,25 @@ def _symlink_image(w: Workspace) -> bool:
     return True
 
 
+def _same_gender_and_age(w: Workspace) -> bool:
+    """Every person a 24-year-old woman: only the three mask classes of one group remain."""
+    images = w.data / "train" / "images"
+    table = pd.read_csv(w.data / "train" / "train.csv", dtype=str)
+    for i, folder in enumerate(sorted(images.iterdir())):
+        name = f"{folder.name.split('_')[0]}-{i}_female_Asian_24"
+        folder.rename(images / name)
+        table.loc[table["path"] == folder.name, ["path", "gender", "age"]] = [name, "female",
+                                                                             "24"]
+    table.to_csv(w.data / "train" / "train.csv", index=False)
+    return True
+
+
+def _resumable(w: Workspace) -> Path:
+    """The trained run made to look interrupted (its summary removed)."""
+    (w.run / "summary.json").unlink()
+    return w.run
+
+
 def _folder_to_file(folder: Path) -> list[str]:
     shutil.rmtree(folder)
     folder.write_bytes(b"x")
@@ -204,6 +223,17 @@ CASES: list[tuple[str, Callable[[Workspace], tuple[list[str], int, str]]]] = [
     ("two-persons-train-works", lambda w: (_keep_persons(w, 2) and _train(w), 0, "")),
     ("two-persons-kfold-works", lambda w: (_keep_persons(w, 2) and
                                            _train(w, "-o", "data.folds=2"), 0, "")),
+    ("one-gender-age-group-works", lambda w: (_same_gender_and_age(w) and
+                                              _train(w, "-o", "loss.class_weights=inverse"),
+                                              0, "")),
+    # run files
+    ("folds-file-header-only", lambda w: (_resumable(w).joinpath("folds.csv").write_text(
+        "person,fold\n") and ["train", "--resume", str(w.run)], 2, "folds.csv")),
+    ("folds-file-damaged", lambda w: (_resumable(w).joinpath("folds.csv").write_bytes(
+        b"\xff\xfe\x00junk") and ["train", "--resume", str(w.run)], 2, "folds.csv")),
+    ("one-row-predictions-ensemble-works", lambda w: (
+        ["ensemble", str(w.predictions("a.csv", ids=["x.jpg"])),
+         str(w.predictions("b.csv", ids=["x.jpg"])), "--out", str(w.tmp / "e")], 0, "")),
     # eval tables
     ("header-only-info", lambda w: (_edit_info(w, lambda t: t.head(0)), 2, "info.csv")),
     ("one-row-info-works", lambda w: (_edit_info(w, lambda t: t.head(1)), 0, "")),

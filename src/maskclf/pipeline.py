@@ -254,12 +254,13 @@ def resume_run(run_path: Path | str, data_root: Path | str | None = None,
     root = Path(data_root or record["data"])
     records, _ = prepare_records(cfg, root)
     specs = preflight(cfg)
+    folds = attach_folds(records, run.read_folds(), str(run.file(RunDir.FOLDS)))
     if is_rank_zero():
         record["resumed"].append(environment())
         run.write_record(record)
         log.info("resuming %s: folds %s", run.path, record["folds"])
-    return _run_folds(cfg, specs, root, attach_folds(records, run.read_folds()), record["folds"],
-                      run, FitOptions(interactive), started, None)
+    return _run_folds(cfg, specs, root, folds, record["folds"], run, FitOptions(interactive),
+                      started, None)
 
 
 def _add_seconds(run: RunDir, seconds: float) -> None:

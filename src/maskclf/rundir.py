@@ -24,6 +24,7 @@ import pandas as pd
 from maskclf.atomic import atomic_write_text, save_array, write_csv, write_json
 from maskclf.config import RunConfig, dump_config, load_config
 from maskclf.errors import MissingFileError, UsageError
+from maskclf.tables import read_table
 
 if TYPE_CHECKING:  # specs pull in torch and timm; the run directory itself needs neither
     from maskclf.models.spec import ModelSpec
@@ -159,7 +160,8 @@ class RunDir:
         write_csv(folds, self.file(self.FOLDS))
 
     def read_folds(self) -> pd.DataFrame:
-        return pd.read_csv(self.file(self.FOLDS), dtype={"person": str, "fold": int})
+        return read_table(self.file(self.FOLDS), ("person", "fold"), "folds file",
+                          dtype={"person": str, "fold": int})
 
     @property
     def finished(self) -> bool:

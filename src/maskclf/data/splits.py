@@ -92,7 +92,8 @@ def make_folds(records: pd.DataFrame, n_folds: int, val_ratio: float, seed: int)
     return holdout_split(records, val_ratio, seed)
 
 
-def attach_folds(records: pd.DataFrame, folds: pd.DataFrame) -> pd.DataFrame:
+def attach_folds(records: pd.DataFrame, folds: pd.DataFrame, source: str = "the run's folds"
+                 ) -> pd.DataFrame:
     """The records table with each image's ``fold`` taken from its person.
 
     The persons must be exactly those the folds were made for: a person added since (a
@@ -102,7 +103,7 @@ def attach_folds(records: pd.DataFrame, folds: pd.DataFrame) -> pd.DataFrame:
     if now != then:
         added, removed = sorted(now - then), sorted(then - now)
         raise UsageError(
-            f"the dataset's persons differ from those the run's folds were made for: "
+            f"the dataset's persons differ from those {source} were made for: "
             f"{len(added)} added {added[:5]}{'...' if len(added) > 5 else ''}, {len(removed)} "
             f"removed {removed[:5]}{'...' if len(removed) > 5 else ''}; resume with the data "
             "the run started with (--data), or start a new run")
