@@ -83,10 +83,10 @@ LAYERS = [  # docs/architecture.md, "Layers": each imports only from its own or 
     {"models", "losses"},
     {"rundir"},
     {"submission", "metrics", "ensemble", "decisions", "pseudo", "report", "runs", "eda",
-     "plots"},
+     "plots", "exported"},
     {"inference", "tta", "progress"},
     {"training", "resume", "reproducibility", "preflight", "distributed"},
-    {"pipeline", "predict", "tune"},
+    {"pipeline", "predict", "tune", "export"},
     {"cli", "render", "demo", "__main__", "__init__"},
 ]
 

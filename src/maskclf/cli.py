@@ -275,7 +275,9 @@ command(weights_import, weights_app, "import")
 
 @command
 def predict(
-    run: Annotated[Path, typer.Argument(help="Run directory made by `maskclf train`.")],
+    run: Annotated[Path, typer.Argument(
+        help="Run directory made by `maskclf train`, or an export made by `maskclf export` "
+             "(runs on onnxruntime).")],
     data: DataOption = Path("data"),
     tta: TtaOption = None,
     tune_decisions: Annotated[bool | None, typer.Option(
@@ -286,10 +288,18 @@ def predict(
     as_json: JsonOption = False,
 ) -> None:
     """Predict eval/images in info.csv order; write predictions.csv and submission.csv."""
-    from maskclf.predict import predict_run
+    from maskclf.exported import is_export, predict_export
 
     show = _console(as_json)
-    result = predict_run(run, data, _views(tta), tune_decisions, allow_unfinished)
+    if is_export(run):
+        if tta or tune_decisions:
+            raise UsageError(f"{run} is an export: its TTA views are fixed when it is made "
+                             "(`maskclf export --tta`) and it has no decision biases")
+        result = predict_export(run, data)
+    else:
+        from maskclf.predict import predict_run
+
+        result = predict_run(run, data, _views(tta), tune_decisions, allow_unfinished)
     show.print(f"predicted {result.n_images} images with {len(result.checkpoints)} model(s)")
     show.print(f"predictions: {result.predictions}\nsubmission:  {result.submission}")
     if as_json:
@@ -349,6 +359,32 @@ def check_data(data: Annotated[Path, typer.Argument(help="Dataset root.")],
                             "problems found")
     if as_json:
         _emit_json(summary)
+
+
+@command
+def export(
+    run: Annotated[Path, typer.Argument(help="Finished run directory.")],
+    out_dir: Annotated[Path, typer.Option("--out", help="Folder for the ONNX files and "
+                                          "manifest.json.")],
+    folds: Annotated[str, typer.Option(help="all (every fold, averaged) or best (the fold "
+                                       "with the highest validation F1).")] = "all",
+    opset: Annotated[int | None, typer.Option(help="ONNX opset (default: the exporter's).")
+                     ] = None,
+    tta: TtaOption = None,
+    data: Annotated[Path | None, typer.Option(
+        "--data", help="Images to verify the export on (default: the run's data).")] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Export a run's networks to ONNX (normalisation and TTA inside), verified on its images."""
+    from maskclf.export import export_run
+
+    manifest = export_run(run, out_dir, folds, opset, _views(tta), data)
+    verified = manifest["verified"]
+    _console(as_json).print(
+        f"exported {len(manifest['networks'])} network(s) to {out_dir}; onnxruntime vs torch "
+        f"on {verified['images']} images: max |difference| {verified['max_abs_difference']:.2e}")
+    if as_json:
+        _emit_json(manifest)
 
 
 @command

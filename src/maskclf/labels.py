@@ -66,6 +66,14 @@ def class_names() -> list[str]:
     ]
 
 
+def combine_attributes(mask, gender, age):
+    """N x 18 class probabilities from per-attribute ones, p(m, g, a) = p(m) p(g) p(a): the
+    inverse of ``attribute_marginals`` for independent attributes. NumPy arrays or torch
+    tensors; no Python batch size, so an exported graph keeps a dynamic batch axis."""
+    joint = mask[:, :, None, None] * gender[:, None, :, None] * age[:, None, None, :]
+    return joint.reshape(-1, NUM_CLASSES)
+
+
 def attribute_marginals(probs):
     """Per-attribute marginals (N x 3, N x 2, N x 3) of N x 18 probabilities or counts.
 

@@ -3,7 +3,6 @@ predictions and the validated submission. Nothing here trains."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -22,19 +21,12 @@ from maskclf.models.spec import ModelSpec, resolve_specs
 from maskclf.rundir import RunDir
 from maskclf.submission import (
     CLASS_COLUMNS,
+    PredictResult,
     checked_submission,
     prediction_table,
     read_prediction_file,
 )
 from maskclf.tta import check_views
-
-
-@dataclass
-class PredictResult:
-    predictions: Path
-    submission: Path
-    checkpoints: list[Path]
-    n_images: int
 
 
 def _predict_network(checkpoint: Path, root: Path, paths, tta: list[str]) -> np.ndarray:

@@ -7,6 +7,7 @@ in the row order of ``eval/info.csv``.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +18,16 @@ from maskclf.errors import MaskclfError
 from maskclf.tables import check_probabilities, check_rows, read_table
 
 CLASS_COLUMNS = [f"class_{i}" for i in range(labels.NUM_CLASSES)]
+
+
+@dataclass
+class PredictResult:
+    """What a prediction wrote, and with which models (checkpoints or ONNX files)."""
+
+    predictions: Path
+    submission: Path
+    checkpoints: list[Path]
+    n_images: int
 
 
 class SubmissionError(MaskclfError, ValueError):

@@ -9,7 +9,6 @@ from maskclf.models.heads import (
     MultiHeadTask,
     attribute_targets,
     combine_attribute_probs,
-    combine_attributes,
 )
 
 
@@ -17,7 +16,7 @@ def test_per_attribute_combination_picks_expected_class():
     mask = torch.tensor([[0.1, 0.8, 0.1]])
     gender = torch.tensor([[0.3, 0.7]])
     age = torch.tensor([[0.2, 0.2, 0.6]])
-    joint = combine_attributes(mask, gender, age)
+    joint = labels.combine_attributes(mask, gender, age)
     assert joint.shape == (1, 18)
     assert joint.argmax().item() == labels.encode_class(1, 1, 2)
     assert abs(joint.sum().item() - 1.0) < 1e-6
@@ -43,7 +42,7 @@ def test_multihead_probs_are_product_of_softmaxes_and_loss_is_weighted_sum():
     probs = task.probs(outputs)
     torch.testing.assert_close(probs.sum(1), torch.ones(4))
     parts = task.split(outputs)
-    expected = combine_attributes(*(torch.softmax(parts[k], 1) for k in ("mask", "gender", "age")))
+    expected = labels.combine_attributes(*(torch.softmax(parts[k], 1) for k in labels.ATTRIBUTES))
     torch.testing.assert_close(probs, expected)
     targets = torch.tensor([0, 5, 11, 17])
     ids = {"mask": targets // 6, "gender": (targets // 3) % 2, "age": targets % 3}

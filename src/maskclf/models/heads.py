@@ -30,17 +30,10 @@ def attribute_ids(classes: torch.Tensor) -> dict[str, torch.Tensor]:
     return {"mask": mask, "gender": gender, "age": age}
 
 
-def combine_attributes(mask: torch.Tensor, gender: torch.Tensor, age: torch.Tensor
-                       ) -> torch.Tensor:
-    """N x 18 class probabilities from per-attribute ones: p(m, g, a) = p(m) p(g) p(a)."""
-    joint = mask[:, :, None, None] * gender[:, None, :, None] * age[:, None, None, :]
-    return joint.reshape(len(mask), labels.NUM_CLASSES)
-
-
 def combine_attribute_probs(parts: dict[str, np.ndarray]) -> np.ndarray:
     """N x 18 probabilities from per-attribute NumPy arrays (the product rule)."""
-    tensors = {k: torch.from_numpy(np.asarray(v, dtype=np.float64)) for k, v in parts.items()}
-    return combine_attributes(tensors["mask"], tensors["gender"], tensors["age"]).numpy()
+    return labels.combine_attributes(*(np.asarray(parts[name], dtype=np.float64)
+                                       for name in labels.ATTRIBUTES))
 
 
 class SingleTask(torch.nn.Module):
@@ -84,7 +77,7 @@ class MultiHeadTask(SingleTask):
 
     def probs(self, outputs: torch.Tensor) -> torch.Tensor:
         parts = {name: F.softmax(x.float(), dim=1) for name, x in self.split(outputs).items()}
-        return combine_attributes(parts["mask"], parts["gender"], parts["age"])
+        return labels.combine_attributes(parts["mask"], parts["gender"], parts["age"])
 
 
 class AttributeTask(SingleTask):

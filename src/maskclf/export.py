@@ -1,0 +1,148 @@
+"""``maskclf export``: a run's networks as ONNX files and a manifest, checked against torch.
+
+Each ONNX graph is the prediction step itself (``InferenceModule.predict_step``): uint8
+N x H x W x 3 in, normalisation, the run's TTA views, probabilities out; a dynamic batch
+axis, weights embedded. ``exported.ExportedModel`` runs them on onnxruntime.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from maskclf import labels
+from maskclf.atomic import atomic_write, write_json
+from maskclf.config import config_to_dict
+from maskclf.data.layout import read_eval, read_train
+from maskclf.data.transforms import centre_crop, decode_preprocessed
+from maskclf.errors import UsageError
+from maskclf.exported import MANIFEST, MANIFEST_FORMAT, open_session, run_session
+from maskclf.inference import InferenceModule
+from maskclf.models.factory import LoadedNet, load_net
+from maskclf.models.heads import build_task
+from maskclf.models.spec import resolve_specs
+from maskclf.rundir import RunDir
+from maskclf.tta import check_views
+
+TOLERANCE = 1e-4
+"""Largest difference of a probability between onnxruntime and torch an export may show."""
+
+
+class PredictionGraph(torch.nn.Module):
+    """What ``maskclf predict`` computes for one network, as one traceable module."""
+
+    def __init__(self, model: LoadedNet, tta: list[str]):
+        super().__init__()
+        self.inner = InferenceModule(model.net, build_task(model.spec), model.preprocessing,
+                                     tta=tta).eval()
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.inner.predict_step((images,), 0).float()
+
+
+def _chosen_folds(run: RunDir, folds: str) -> list[int] | None:
+    """None for every trained fold; for ``best`` the fold with the highest validation F1."""
+    if folds == "all":
+        return None
+    if folds != "best":
+        raise UsageError(f"--folds must be 'all' or 'best'; got {folds!r}")
+    scored = [f for f in run.read_summary().get("folds", []) if f.get("macro_f1") is not None]
+    if not scored:
+        raise UsageError(f"{run.path} has no fold with a validation score; use --folds all")
+    return [max(scored, key=lambda f: f["macro_f1"])["fold"]]
+
+
+def _sample_images(data_root: Path, cfg, count: int) -> np.ndarray:
+    """A batch of the run's own images, preprocessed as evaluation sees them."""
+    try:
+        paths = read_eval(data_root, check_images=False)["path"].tolist()
+    except Exception:  # noqa: BLE001 - no usable eval set: the training images will do
+        paths = read_train(data_root, check_images=False)["path"].tolist()
+    chosen = paths[:count]
+    return np.stack([centre_crop(decode_preprocessed(data_root / p, cfg.data),
+                                 cfg.data.image_size) for p in chosen])
+
+
+def export_run(run_path: Path | str, out_dir: Path | str, folds: str = "all",
+               opset: int | None = None, tta: list[str] | None = None,
+               data_root: Path | str | None = None, check_images: int = 16) -> dict:
+    """Export every network the run predicts with, verify each on ``check_images`` of the
+    run's images, and write ``manifest.json``; returns the manifest."""
+    run = RunDir.open(run_path)
+    if not run.finished:
+        raise UsageError(f"{run.path} has not finished: finish it with `maskclf train "
+                         f"--resume {run.path}` before exporting")
+    cfg = run.read_config()
+    specs, views = resolve_specs(cfg), check_views(cfg.predict.tta if tta is None else tta)
+    data_root = Path(data_root or run.read_record().get("data", ""))
+    if not data_root.is_dir():
+        raise UsageError(f"the run's data folder {data_root} is not here; pass --data DATA "
+                         "(images to verify the export with)")
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    sample = _sample_images(data_root, cfg, check_images)
+    networks, worst = [], 0.0
+    for spec in specs:
+        for fold in _chosen_folds(run, folds) or run.trained_folds(spec):
+            name = f"{spec.subdir + '-' if spec.subdir else ''}fold{fold}.onnx"
+            graph = PredictionGraph(load_net(run.fold(spec, fold).checkpoint()), views)
+            _export(graph, sample, out_dir / name, opset)
+            difference = _verify(graph, sample, out_dir / name)
+            worst = max(worst, difference)
+            networks.append({"file": name, "task": spec.task, "fold": fold,
+                             "outputs": _output_names(spec.task),
+                             "mean": graph.inner.mean.flatten().div(255).tolist(),
+                             "std": graph.inner.std.flatten().div(255).tolist(),
+                             "max_abs_difference": difference})
+    manifest = {
+        "format": MANIFEST_FORMAT, "source_run": str(run.path.resolve()),
+        "head": cfg.model.head, "model": cfg.model.name, "tta": views,
+        "input": {"layout": "N x H x W x 3 uint8 RGB", "size": list(cfg.data.image_size),
+                  "resize": "area when shrinking 2x or more, else bilinear",
+                  "crop": cfg.data.crop},
+        "data": config_to_dict(cfg)["data"],
+        "classes": labels.class_names(),
+        "attributes": {name: list(values) for name, values in labels.ATTRIBUTES.items()},
+        "combine": ("mean over folds" if len(specs) == 1 else
+                    "mean over folds per attribute, then the product "
+                    "p(class) = p(mask) p(gender) p(age)"),
+        "networks": networks,
+        "verified": {"images": len(sample), "max_abs_difference": worst,
+                     "tolerance": TOLERANCE},
+    }
+    write_json(out_dir / MANIFEST, manifest)
+    return manifest
+
+
+def _output_names(task: str) -> list[str]:
+    return list(labels.class_names()) if task in ("single", "multihead") else list(
+        labels.ATTRIBUTES[task])
+
+
+def _export(graph: PredictionGraph, sample: np.ndarray, path: Path, opset: int | None) -> None:
+    example = torch.from_numpy(sample[:2])
+    batch = torch.export.Dim("batch", min=1)
+
+    def write(tmp: Path) -> None:
+        with torch.no_grad():
+            program = torch.onnx.export(graph, (example,), dynamo=True, input_names=["images"],
+                                        output_names=["probabilities"], opset_version=opset,
+                                        dynamic_shapes={"images": {0: batch}}, verbose=False)
+        program.save(str(tmp), external_data=False)
+
+    atomic_write(path, write)
+
+
+def _verify(graph: PredictionGraph, sample: np.ndarray, path: Path) -> float:
+    """Largest probability difference between onnxruntime and torch on ``sample``."""
+    with torch.no_grad():
+        expected = graph(torch.from_numpy(sample)).numpy()
+    difference = float(np.abs(run_session(open_session(path), sample) - expected).max())
+    if not difference <= TOLERANCE:
+        path.unlink(missing_ok=True)
+        raise UsageError(f"the ONNX export of {path.name} differs from torch by {difference:.2e} "
+                         f"(more than {TOLERANCE:g}) on the run's images; not exported")
+    return difference
+

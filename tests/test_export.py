@@ -1,0 +1,50 @@
+"""ONNX export: onnxruntime predicts what torch predicts, for every head layout."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from maskclf.ensemble import diff
+from maskclf.errors import UsageError
+from maskclf.export import export_run
+from maskclf.exported import ExportedModel, predict_export, read_manifest
+from maskclf.pipeline import train_run
+from maskclf.predict import predict_run
+from tests.conftest import tiny_config
+
+pytest.importorskip("onnxruntime")
+pytestmark = pytest.mark.slow  # trains real (tiny) models end to end
+
+
+@pytest.mark.parametrize(("head", "folds"), [("single", 0), ("multihead", 0),
+                                             ("per_attribute", 2)])
+def test_export_predicts_what_the_run_predicts(head, folds, synthetic_root, tmp_path):
+    cfg = tiny_config(f"model.head={head}", f"data.folds={folds}", "predict.tta=[hflip]")
+    run = train_run(cfg, synthetic_root, tmp_path, "run", interactive=False).run
+    manifest = export_run(run, tmp_path / "export", data_root=synthetic_root)
+    networks = 3 * 2 if head == "per_attribute" else 1
+    assert len(manifest["networks"]) == networks
+    assert manifest["verified"]["max_abs_difference"] <= 1e-4
+    assert read_manifest(tmp_path / "export") == json.loads(json.dumps(manifest))
+
+    torch_result = predict_run(run, synthetic_root)
+    onnx_result = predict_export(tmp_path / "export", synthetic_root)
+    expected = pd.read_csv(torch_result.predictions).filter(like="class_").to_numpy()
+    got = pd.read_csv(onnx_result.predictions).filter(like="class_").to_numpy()
+    np.testing.assert_allclose(got, expected, atol=1e-4)
+    assert diff(torch_result.submission, onnx_result.submission)["changed"] == 0
+
+
+def test_best_fold_export_and_unfinished_runs(synthetic_root, tmp_path):
+    run = train_run(tiny_config("data.folds=2"), synthetic_root, tmp_path, "r",
+                    interactive=False).run
+    manifest = export_run(run, tmp_path / "best", folds="best", data_root=synthetic_root)
+    scores = {f["fold"]: f["macro_f1"] for f in
+              json.loads((run / "summary.json").read_text())["folds"]}
+    assert [n["fold"] for n in manifest["networks"]] == [max(scores, key=scores.get)]
+    assert ExportedModel.load(tmp_path / "best").predict_files([]).shape == (0, 18)
+    (run / "summary.json").unlink()
+    with pytest.raises(UsageError, match="has not finished"):
+        export_run(run, tmp_path / "again", data_root=synthetic_root)
