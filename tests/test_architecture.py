@@ -87,7 +87,7 @@ LAYERS = [  # docs/architecture.md, "Layers": each imports only from its own or 
     {"inference", "tta", "progress"},
     {"training", "resume", "reproducibility", "preflight", "distributed"},
     {"pipeline", "predict", "tune", "export"},
-    {"cli", "render", "demo", "__main__", "__init__"},
+    {"cli", "render", "demo", "serve", "__main__", "__init__"},
 ]
 
 

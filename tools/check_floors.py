@@ -2,7 +2,7 @@
 
     python tools/check_floors.py [--keep torch,torchvision] [--pytest-args "-m 'not slow'"]
 
-Every ``name>=X`` of the core dependencies and the dev extra (read from the installed
+Every ``name>=X`` of the core dependencies and the dev and serve extras (read from the installed
 maskclf's metadata, i.e. ``pyproject.toml``: run it from the project's venv) is pinned to
 ``X`` through a constraints file, so a floor lower than what the code uses fails here
 instead of on a user's machine. ``--keep`` leaves the named packages unpinned (the newest
@@ -30,7 +30,8 @@ ROOT = Path(__file__).resolve().parents[1]
 def floors(keep: set[str]) -> dict[str, str]:
     """name -> lowest allowed version of every requirement with a ``>=`` floor."""
     requirements = [r for r in requires("maskclf") or []  # as installed from pyproject.toml
-                    if "extra ==" not in r or 'extra == "dev"' in r]
+                    if "extra ==" not in r or any(f'extra == "{extra}"' in r
+                                                  for extra in ("dev", "serve"))]
     pinned = {}
     for requirement in requirements:
         match = re.match(r"([A-Za-z0-9_.-]+)(\[[^\]]*\])?\s*[^>]*>=\s*([0-9][^,;\s]*)",

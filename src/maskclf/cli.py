@@ -388,6 +388,20 @@ def export(
 
 
 @command
+def serve(
+    run: Annotated[Path, typer.Argument(help="Export (maskclf export) or finished run "
+                                        "directory (exported on the fly).")],
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
+) -> None:
+    """Serve a web page and a JSON API (POST /predict) that answer photos, on onnxruntime."""
+    from maskclf.serve import serve as serve_model
+
+    stderr.print(f"maskclf: serving {run} on http://{host}:{port}/ (Ctrl+C stops)")
+    serve_model(run, host, port)
+
+
+@command
 def oof(
     run: Annotated[Path, typer.Argument(help="Run directory with oof.csv.")],
     data: DataOption = Path("data"),

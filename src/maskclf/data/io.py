@@ -70,12 +70,17 @@ def _decode_pil(image: Image.Image, min_size: tuple[int, int] | None) -> np.ndar
 
 
 def read_rgb(path: Path | str, min_size: tuple[int, int] | None = None) -> np.ndarray:
-    """Decode an image to an upright H x W x 3 uint8 RGB array.
+    """Decode an image file to an upright H x W x 3 uint8 RGB array.
 
     ``min_size`` (height, width) lets JPEG decoding skip detail: the result is at least
     that large (when the file is), possibly smaller than the original.
     """
-    data = Path(path).read_bytes()
+    return decode_rgb(Path(path).read_bytes(), min_size)
+
+
+def decode_rgb(data: bytes, min_size: tuple[int, int] | None = None) -> np.ndarray:
+    """``read_rgb`` for bytes already in memory (an upload). The format comes from the
+    content, never a file name; PIL raises ``UnidentifiedImageError`` for a non-image."""
     with Image.open(io.BytesIO(data)) as image:  # reads the header only
         width, height = image.size
         if width * height > MAX_PIXELS:
