@@ -1,3 +1,3 @@
-from maskclf.cli import app
+from maskclf.cli import main
 
-app(prog_name="maskclf")
+main()

@@ -639,3 +639,15 @@ def faces(
                             f"{rates}); boxes: {report['boxes']}; grid: {report['grid']}")
     if as_json:
         _emit_json(report)
+
+
+def main() -> None:
+    """The ``maskclf`` program. A Ctrl+C that lands after a command's own handling, while it
+    prints, ends with 130; once the command has finished, the interpreter's shutdown ignores
+    it (the work is done and written), instead of dying by the signal."""
+    try:
+        app(prog_name="maskclf")
+    except KeyboardInterrupt:
+        sys.exit(128 + signal.SIGINT)
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
