@@ -84,6 +84,9 @@ class ExportedModel:
             sessions.setdefault(network["task"], []).append(open_session(path, threads))
         return cls(folder, manifest, sessions)
 
+    run_one = staticmethod(run_session)
+    """One network on one batch (a subclass may run other backends through the same API)."""
+
     @property
     def data_cfg(self) -> DataConfig:
         return DataConfig(**self.manifest["data"])
@@ -92,7 +95,7 @@ class ExportedModel:
         """N x 18 probabilities of preprocessed uint8 N x H x W x 3 images."""
         parts = {}
         for task, sessions in self.sessions.items():
-            outputs = [run_session(session, batch) for session in sessions]
+            outputs = [self.run_one(session, batch) for session in sessions]
             parts[task] = np.mean(outputs, axis=0, dtype=np.float64)
         return (parts[next(iter(parts))] if len(parts) == 1 else
                 labels.combine_attributes(*(parts[name] for name in labels.ATTRIBUTES)))
