@@ -36,7 +36,8 @@ class PredictionGraph(torch.nn.Module):
     def __init__(self, model: LoadedNet, tta: list[str]):
         super().__init__()
         self.inner = InferenceModule(model.net, build_task(model.spec), model.preprocessing,
-                                     tta=tta).eval()
+                                     tta=tta)
+        self.eval()
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.inner.predict_step((images,), 0).float()
