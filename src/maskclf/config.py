@@ -50,6 +50,9 @@ class DataConfig(_Section):
     """Fix known mislabeled persons in memory: true (packaged list) or a corrections file."""
     age_old_threshold: int = Field(60, ge=31, le=60)
     """Training labels only: ages from this value count as ">=60" (scores keep 60)."""
+    exclude_ages: list[tuple[int, int]] = []
+    """Inclusive [low, high] age ranges whose persons are left out of training only (never of
+    validation or scores): the ages next to a class boundary, e.g. [[27, 29], [57, 59]]."""
     sampler: Literal["none", "balanced"] = "none"
     sampler_by: Literal["class", "mask", "gender", "age"] = "class"
     """What ``balanced`` equalises: the 18 classes or one attribute."""
@@ -71,6 +74,15 @@ class DataConfig(_Section):
     def _folds_not_one(cls, value: int) -> int:
         if value == 1:
             raise ValueError("data.folds must be 0 (one split by val_ratio) or >= 2; got 1")
+        return value
+
+    @field_validator("exclude_ages")
+    @classmethod
+    def _age_ranges(cls, value: list[tuple[int, int]]) -> list[tuple[int, int]]:
+        bad = [list(r) for r in value if not 0 <= r[0] <= r[1]]
+        if bad:
+            raise ValueError(f"data.exclude_ages holds [low, high] ranges with 0 <= low <= high; "
+                             f"got {bad}")
         return value
 
     @field_validator("oversample")

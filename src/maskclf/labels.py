@@ -58,6 +58,16 @@ def age_bucket(age, old_from: int = AGE_OLD_FROM):
     return np.where(age < AGE_YOUNG_BELOW, 0, np.where(age < old_from, 1, 2))
 
 
+def in_age_ranges(ages, ranges) -> np.ndarray:
+    """True where an age (years) falls in any inclusive [low, high] range; unknown ages
+    (negative, as pseudo-labels have) never do."""
+    ages = np.asarray(ages)
+    hit = np.zeros(ages.shape, dtype=bool)
+    for low, high in ranges:
+        hit |= (ages >= low) & (ages <= high)
+    return hit
+
+
 def class_names() -> list[str]:
     """Human-readable names of the 18 classes, in class-id order."""
     return [

@@ -99,7 +99,7 @@ def fit_fold(spec: ModelSpec, root: Path, records: pd.DataFrame, fold: int, run:
         return FoldResult(fold, finished[0], val_rows, finished[1])
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     records = records.assign(target=training_classes(records, cfg.data.age_old_threshold))
-    train_rows = oversample(records[records["fold"] != fold], cfg.data.oversample, cfg.seed)
+    train_rows = training_rows(records, fold, cfg)
     counts = np.bincount(train_rows["target"], minlength=labels.NUM_CLASSES)
     module = build_module(spec, build_net(spec), counts)
     train_set = make_dataset(cfg, root, train_rows["path"], train_rows["target"], True)
@@ -167,6 +167,23 @@ def _train_folds(specs: list[ModelSpec], root: Path, records: pd.DataFrame, fold
     return combined
 
 
+def training_rows(records: pd.DataFrame, fold: int, cfg: RunConfig) -> pd.DataFrame:
+    """The rows a fold trains on: every other fold's, less the persons whose age is in
+    ``data.exclude_ages``, with minority classes repeated by ``data.oversample``."""
+    rows = records[(records["fold"] != fold)
+                   & ~labels.in_age_ranges(records["age"], cfg.data.exclude_ages)]
+    return oversample(rows, cfg.data.oversample, cfg.seed)
+
+
+def excluded_from_training(records: pd.DataFrame, ranges: list) -> dict | None:
+    """What ``data.exclude_ages`` left out of training (persons and images), for the summary."""
+    if not ranges:
+        return None
+    hit = records[labels.in_age_ranges(records["age"], ranges)]
+    return {"ranges": [list(r) for r in ranges], "persons": int(hit["person"].nunique()),
+            "images": len(hit)}
+
+
 def _summarise(run: RunDir, records: pd.DataFrame, results: list[FoldResult], started: float
                ) -> dict:
     folds, tables = [], []
@@ -182,6 +199,9 @@ def _summarise(run: RunDir, records: pd.DataFrame, results: list[FoldResult], st
         folds.append(entry)
     summary: dict = {"run": str(run.path), "n_images": int((records["fold"] != PSEUDO).sum()),
                      "folds": folds, "validation": None, "cv": None}
+    excluded = excluded_from_training(records, run.read_config().data.exclude_ages)
+    if excluded is not None:
+        summary["excluded_from_training"] = excluded
     if tables:
         oof = pd.concat(tables, ignore_index=True)
         run.write_table(RunDir.OOF, oof)
@@ -274,6 +294,11 @@ def _run_folds(cfg: RunConfig, specs: list[ModelSpec], root: Path, records: pd.D
                folds: list[int], run: RunDir, options: FitOptions, started: float,
                report: CorrectionReport | None) -> RunResult:
     _warm_cache(specs, root, records["path"].tolist())
+    excluded = excluded_from_training(records, cfg.data.exclude_ages)
+    if excluded is not None:
+        log.info("data.exclude_ages %s: %d person(s), %d image(s) left out of training "
+                 "(still validated)", excluded["ranges"], excluded["persons"],
+                 excluded["images"])
     extra = read_extra(cfg.data.extra)
     if extra is not None:
         log.info("data.extra: %d pseudo-labelled image(s) join every fold's training",
