@@ -108,6 +108,9 @@ class ModelConfig(_Section):
     per_attribute: three models, one per attribute (see ``per_attribute``)."""
     freeze_epochs: int = Field(0, ge=0)
     """Train only the head for this many epochs first."""
+    freeze_stages: int = Field(0, ge=0)
+    """Freeze the first N of timm's feature stages (``net.feature_info``) and everything before
+    them (the stem) for the whole run, BatchNorm statistics included."""
 
 
 class LossConfig(_Section):

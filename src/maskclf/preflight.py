@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import difflib
 import importlib.util
+import logging
 
 import numpy as np
 import torch
@@ -21,8 +22,10 @@ from timm.optim import list_optimizers
 from maskclf.config import ConfigError, RunConfig
 from maskclf.data.faces import require_detector
 from maskclf.data.transforms import build_transforms
-from maskclf.models.factory import build_net
+from maskclf.models.factory import build_net, stage_modules
 from maskclf.models.spec import ModelSpec, resolve_specs
+
+log = logging.getLogger(__name__)
 
 
 def _check_accelerator(name: str) -> None:
@@ -40,6 +43,10 @@ def _check_accelerator(name: str) -> None:
 def _check_forward(spec: ModelSpec) -> None:
     """Build the network (with its pretrained weights) and run one image of the run's size."""
     net = build_net(spec)
+    if spec.cfg.model.freeze_stages:
+        log.info("model.freeze_stages=%d: %s frozen for the whole run (BatchNorm statistics "
+                 "too)", spec.cfg.model.freeze_stages,
+                 ", ".join(stage_modules(net, spec.cfg.model.freeze_stages)))
     height, width = spec.cfg.data.image_size
     try:
         with torch.no_grad():

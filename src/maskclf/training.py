@@ -146,15 +146,19 @@ class ClassifierModule(InferenceModule):
 
 
 class FreezeBackbone(Callback):
-    """Train only the classifier for the first ``epochs`` epochs, then everything."""
+    """Train only the classifier for the first ``epochs`` epochs, then everything that was
+    trainable (stages frozen by ``model.freeze_stages`` stay frozen)."""
 
     def __init__(self, epochs: int):
         self.epochs = epochs
+        self.trainable: set[int] | None = None
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: ClassifierModule) -> None:
+        if self.trainable is None:
+            self.trainable = {id(p) for p in pl_module.net.parameters() if p.requires_grad}
         frozen = trainer.current_epoch < self.epochs
         for parameter in pl_module.net.parameters():
-            parameter.requires_grad = not frozen
+            parameter.requires_grad = id(parameter) in self.trainable and not frozen
         for parameter in pl_module.net.get_classifier().parameters():
             parameter.requires_grad = True
 

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import timm
 import torch
+from timm.utils.model import freeze
 
 from maskclf.config import ConfigError, ModelConfig
 from maskclf.errors import InputFileError, MaskclfError
@@ -67,7 +68,28 @@ def create_model(cfg: ModelConfig, num_classes: int = NUM_CLASSES,
         ) from exc
     if use_weights and cfg.weights is not None:
         _load_backbone(net, cfg.weights)
+    if cfg.freeze_stages:
+        freeze(net, submodules=stage_modules(net, cfg.freeze_stages),
+               include_bn_running_stats=True)
     return net
+
+
+def stage_modules(net: torch.nn.Module, stages: int) -> list[str]:
+    """Names of the modules up to the end of feature stage ``stages`` (1-based) of ``net``,
+    in order: the stem, then each stage (``net.feature_info``), outermost names only."""
+    names = [info["module"] for info in getattr(net, "feature_info", [])]
+    if not 1 <= stages <= len(names):
+        raise ConfigError(f"model.freeze_stages={stages}, but {type(net).__name__} has "
+                          f"{len(names)} feature stages ({names}); use 0-{len(names)}")
+    last, chosen = names[stages - 1], []
+    for name, _ in net.named_modules():  # pre-order: a parent comes before its children
+        if not name or any(name.startswith(f"{c}.") for c in chosen):
+            continue
+        if name == last:
+            return [*chosen, name]
+        if not last.startswith(f"{name}."):  # not a container of the last stage
+            chosen.append(name)
+    raise AssertionError(f"{last} is not a module of {type(net).__name__}")
 
 
 def _load_backbone(net: torch.nn.Module, weights: Path) -> None:
