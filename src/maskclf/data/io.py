@@ -63,6 +63,16 @@ def _decode_jpeg_opencv(data: bytes, factor: int) -> np.ndarray | None:
     return None if bgr is None else cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
 
+def _decode_png16(data: bytes) -> np.ndarray:
+    """A 16-bit greyscale PNG scaled by its full range (65535 -> 255). Through OpenCV:
+    Pillow opens these as mode I or I;16 depending on its version, losing the bit depth."""
+    grey = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    grey = grey[..., 0] if grey.ndim == 3 else grey  # grey + alpha: the grey channel
+    scale = 65535.0 if grey.dtype == np.uint16 else 255.0
+    grey = np.clip(np.rint(grey.astype(np.float64) / scale * 255.0), 0, 255).astype(np.uint8)
+    return np.repeat(grey[..., None], 3, axis=2)
+
+
 def _decode_pil(image: Image.Image, min_size: tuple[int, int] | None) -> np.ndarray:
     if min_size is not None and image.format == "JPEG":
         image.draft("RGB", (min_size[1], min_size[0]))
@@ -86,6 +96,8 @@ def decode_rgb(data: bytes, min_size: tuple[int, int] | None = None) -> np.ndarr
         if width * height > MAX_PIXELS:
             raise ImageTooLarge(f"{width} x {height} pixels is more than maskclf decodes "
                                 f"({MAX_PIXELS:,}); shrink it, or remove it if unexpected")
+        if image.format == "PNG" and image.mode.startswith("I"):
+            return _decode_png16(data)
         if image.format == "JPEG" and image.mode in ("RGB", "L"):
             decoded = _decode_jpeg_opencv(data, reduction_factor(image.size, min_size))
             if decoded is not None:
