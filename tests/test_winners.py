@@ -103,3 +103,46 @@ def test_frozen_stages_stay_frozen_after_freeze_epochs_and_reload(synthetic_root
     assert stem and all(torch.equal(trained[k], start[k]) for k in stem)  # never moved
     assert any(not torch.equal(trained[k], start[k]) for k in trained
                if k.startswith("stages.") and k in start and start[k].is_floating_point())
+
+
+def test_age_smoothing_moves_mass_only_to_the_adjacent_age_group():
+    import torch
+
+    from maskclf.losses import age_ordinal_smoothing
+
+    matrix = age_ordinal_smoothing(0.2)
+    torch.testing.assert_close(matrix.sum(dim=1), torch.ones(18))
+    young = labels.encode_class(0, 0, 0)  # wear / male / <30
+    middle = labels.encode_class(2, 1, 1)  # not wear / female / 30-59
+    expected_young = torch.zeros(18)
+    expected_young[young], expected_young[labels.encode_class(0, 0, 1)] = 0.8, 0.2
+    torch.testing.assert_close(matrix[young], expected_young)
+    expected_middle = torch.zeros(18)
+    expected_middle[middle] = 0.8
+    expected_middle[labels.encode_class(2, 1, 0)] = expected_middle[
+        labels.encode_class(2, 1, 2)] = 0.1
+    torch.testing.assert_close(matrix[middle], expected_middle)
+
+
+@pytest.mark.parametrize("head", ["single", "multihead", "per_attribute"])
+def test_age_smoothing_changes_the_age_targets_of_every_head_and_nothing_else(head):
+    import torch
+
+    from maskclf.models import resolve_specs
+    from maskclf.models.heads import attribute_targets, build_task
+
+    targets = torch.tensor([0, 4, 11, 17])
+    for plain, smoothed in zip(resolve_specs(tiny_config(f"model.head={head}")),
+                               resolve_specs(tiny_config(f"model.head={head}",
+                                                         "loss.age_ordinal_smoothing=0.2")),
+                               strict=True):
+        plain_task, smooth_task = build_task(plain), build_task(smoothed)
+        assert torch.equal(plain_task.training_targets(targets), targets)  # default: as is
+        before = attribute_targets(targets)
+        after = attribute_targets(smooth_task.training_targets(targets))
+        torch.testing.assert_close(after["mask"], before["mask"])
+        torch.testing.assert_close(after["gender"], before["gender"])
+        torch.testing.assert_close(after["age"][:, 1], torch.tensor([0.2, 0.8, 0.2, 0.2]))
+        outputs = torch.randn(4, plain_task.num_outputs)
+        same = torch.isclose(plain_task.loss(outputs, targets), smooth_task.loss(outputs, targets))
+        assert bool(same) == (plain.task in ("mask", "gender")), plain.task

@@ -122,6 +122,9 @@ class LossConfig(_Section):
     alpha: float = Field(1.0, gt=0.0)
     class_weights: Literal["none", "inverse", "effective"] = "none"
     effective_beta: float = Field(0.999, gt=0.0, lt=1.0)
+    age_ordinal_smoothing: float = Field(0.0, ge=0.0, lt=1.0)
+    """Move this share of each label's mass to the adjacent age group only (<30 <-> 30-59 <->
+    >=60), for every head; mask and gender labels are untouched."""
 
 
 class MultiLossConfig(LossConfig):

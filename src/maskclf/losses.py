@@ -13,6 +13,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from maskclf import labels
 from maskclf.config import LossConfig
 
 LossBuilder = Callable[[LossConfig, "torch.Tensor | None"], torch.nn.Module]
@@ -36,6 +37,21 @@ def soft_targets(targets: torch.Tensor, num_classes: int) -> torch.Tensor:
     if targets.ndim == 2:
         return targets.float()
     return F.one_hot(targets.long(), num_classes).float()
+
+
+def age_ordinal_smoothing(eps: float) -> torch.Tensor:
+    """18 x 18 matrix taking ``eps`` of each class's mass to the classes with the same mask
+    and gender and the adjacent age group (split evenly between two neighbours), nothing
+    elsewhere: ``soft_targets @ matrix`` smooths age labels toward their neighbours only."""
+    ages = len(labels.AGE_NAMES)
+    age = torch.zeros(ages, ages)
+    for group in range(ages):
+        neighbours = [n for n in (group - 1, group + 1) if 0 <= n < ages]
+        age[group, group] = 1.0 - eps
+        age[group, neighbours] = eps / len(neighbours)
+    mask, gender, group = labels.decode_class(torch.arange(labels.NUM_CLASSES))
+    same_person_group = (mask[:, None] == mask[None, :]) & (gender[:, None] == gender[None, :])
+    return same_person_group.float() * age[group[:, None], group[None, :]]
 
 
 def class_weights(counts, mode: str, beta: float = 0.999) -> np.ndarray | None:

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from maskclf import labels
-from maskclf.losses import class_weights, create_loss, soft_targets
+from maskclf.losses import age_ordinal_smoothing, class_weights, create_loss, soft_targets
 from maskclf.models.spec import ModelSpec
 
 ATTRIBUTE_SIZES = labels.ATTRIBUTE_SIZES
@@ -45,9 +45,23 @@ class SingleTask(torch.nn.Module):
     def __init__(self, loss: torch.nn.Module):
         super().__init__()
         self.loss_fn = loss
+        self.age_smoothing: torch.Tensor | None = None
+
+    def smooth_age(self, eps: float) -> SingleTask:
+        """Train on targets whose age mass partly moves to the adjacent age group."""
+        self.age_smoothing = age_ordinal_smoothing(eps) if eps > 0 else None
+        return self
+
+    def training_targets(self, targets: torch.Tensor) -> torch.Tensor:
+        """18-class targets as the loss sees them: ids (or mixup probabilities), age-smoothed
+        into probabilities when asked."""
+        if self.age_smoothing is None:
+            return targets
+        soft = soft_targets(targets, labels.NUM_CLASSES)
+        return soft @ self.age_smoothing.to(soft.device)
 
     def loss(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        return self.loss_fn(outputs, targets)
+        return self.loss_fn(outputs, self.training_targets(targets))
 
     def probs(self, outputs: torch.Tensor) -> torch.Tensor:
         return F.softmax(outputs.float(), dim=1)
@@ -63,6 +77,7 @@ class MultiHeadTask(SingleTask):
 
     def __init__(self, losses: dict[str, torch.nn.Module], weights: dict[str, float]):
         torch.nn.Module.__init__(self)
+        self.age_smoothing = None
         self.losses = torch.nn.ModuleDict(losses)
         self.weights = weights
 
@@ -71,7 +86,7 @@ class MultiHeadTask(SingleTask):
                         strict=True))
 
     def loss(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        logits, soft = self.split(outputs), attribute_targets(targets)
+        logits, soft = self.split(outputs), attribute_targets(self.training_targets(targets))
         return sum(self.weights[name] * self.losses[name](logits[name], soft[name])
                    for name in ATTRIBUTE_SIZES)
 
@@ -89,7 +104,8 @@ class AttributeTask(SingleTask):
         self.num_outputs = self.num_metric_classes = ATTRIBUTE_SIZES[attribute]
 
     def loss(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        return self.loss_fn(outputs, attribute_targets(targets)[self.attribute])
+        return self.loss_fn(outputs,
+                            attribute_targets(self.training_targets(targets))[self.attribute])
 
     def metric_targets(self, classes: torch.Tensor) -> torch.Tensor:
         return attribute_ids(classes)[self.attribute]
@@ -109,9 +125,11 @@ def build_task(spec: ModelSpec, class_counts: np.ndarray | None = None) -> Singl
         return class_weights(per_class, loss_cfg.class_weights, loss_cfg.effective_beta)
 
     if spec.attribute is not None:
-        return AttributeTask(spec.attribute, create_loss(loss_cfg, weights(spec.attribute)))
-    if spec.task == "multihead":
+        task = AttributeTask(spec.attribute, create_loss(loss_cfg, weights(spec.attribute)))
+    elif spec.task == "multihead":
         losses = {name: create_loss(loss_cfg.attributes.get(name, loss_cfg), weights(name))
                   for name in ATTRIBUTE_SIZES}
-        return MultiHeadTask(losses, loss_cfg.attribute_weights)
-    return SingleTask(create_loss(loss_cfg, weights(None)))
+        task = MultiHeadTask(losses, loss_cfg.attribute_weights)
+    else:
+        task = SingleTask(create_loss(loss_cfg, weights(None)))
+    return task.smooth_age(loss_cfg.age_ordinal_smoothing)
