@@ -36,7 +36,7 @@ def as_run_here(command: str) -> list[str]:
     for placeholder, value in PLACEHOLDERS.items():
         command = command.replace(placeholder, value)
     args = shlex.split(command)[1:]
-    if (args[0] == "train" and "--resume" not in args) or (args[0] == "tune"
+    if (args[0] == "train" and not {"--resume", "--refit"} & set(args)) or (args[0] == "tune"
                                                             and "--report" not in args):
         args += FAST
         if "model.weights" not in command:  # packaged weights do not fit the tiny model

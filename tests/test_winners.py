@@ -146,3 +146,28 @@ def test_age_smoothing_changes_the_age_targets_of_every_head_and_nothing_else(he
         outputs = torch.randn(4, plain_task.num_outputs)
         same = torch.isclose(plain_task.loss(outputs, targets), smooth_task.loss(outputs, targets))
         assert bool(same) == (plain.task in ("mask", "gender")), plain.task
+
+
+@pytest.mark.slow
+def test_refit_trains_everyone_for_the_folds_best_epochs(synthetic_root, tmp_path):
+    import torch
+
+    from maskclf.models.weights import safe_torch_load
+    from maskclf.pipeline import refit_config
+    from maskclf.predict import predict_run
+
+    run = train_run(tiny_config("data.folds=2", "train.epochs=3"), synthetic_root, tmp_path,
+                    "cv", interactive=False).run
+    cfg, best_epochs, data = refit_config(run)
+    chosen = [int(safe_torch_load(run / f"fold{k}/checkpoints/best.ckpt")["epoch"]) + 1
+              for k in (0, 1)]
+    assert best_epochs == chosen and cfg.train.epochs == round(float(np.median(chosen)))
+    assert (cfg.data.folds, cfg.data.val_ratio) == (0, 0.0) and data == synthetic_root
+    refit = train_run(cfg, data, tmp_path, "cv-refit", interactive=False)
+    assert refit.summary["validation"] is None
+    folds = pd.read_csv(refit.run / "folds.csv")
+    assert len(folds) == 12 and (folds["fold"] == -1).all()  # everyone trains
+    last = safe_torch_load(next((refit.run).glob("fold*/checkpoints/last.ckpt")))
+    assert last["epoch"] + 1 == cfg.train.epochs and isinstance(last["state_dict"], dict)
+    assert predict_run(refit.run, synthetic_root).n_images == 14
+    assert torch.is_tensor(next(iter(last["state_dict"].values())))

@@ -154,15 +154,26 @@ def train(
     resume: Annotated[Path | None, typer.Option(
         "--resume", help="Finish this interrupted run (its own config, folds and data).")
     ] = None,
+    refit: Annotated[Path | None, typer.Option(
+        "--refit", help="Retrain this finished run's config on every person, for the median "
+                        "epoch of its folds' best checkpoints, as a new run.")] = None,
     as_json: JsonOption = False,
 ) -> None:
     """Check the dataset, split by person, train, and write a new run directory."""
     from maskclf.config import load_config
     from maskclf.distributed import is_rank_zero
-    from maskclf.pipeline import resume_run, train_run
+    from maskclf.pipeline import refit_config, resume_run, train_run
 
     show = _console(as_json)
-    if resume is not None:
+    if refit is not None:
+        if config is not None or override or fold is not None or resume is not None:
+            raise UsageError("--refit trains the run's own config; drop --config, -o, --fold "
+                             "and --resume")
+        cfg, best_epochs, run_data = refit_config(refit)
+        show.print(f"refit: {cfg.train.epochs} epochs on every person (best epochs of the "
+                   f"folds: {best_epochs})")
+        result = train_run(cfg, data or run_data, runs, name or f"{refit.name}-refit")
+    elif resume is not None:
         if config is not None or override or fold is not None or name is not None:
             raise UsageError("--resume continues a run with its own config.yaml and folds; "
                              "drop --config, -o, --fold and --name")

@@ -17,7 +17,7 @@ import torch
 from lightning.pytorch.callbacks import Callback
 
 from maskclf import labels
-from maskclf.config import RunConfig
+from maskclf.config import RunConfig, build_config, config_to_dict
 from maskclf.data.cache import build_cache, open_cache
 from maskclf.data.corrections import CorrectionReport, apply_corrections, load_corrections
 from maskclf.data.layout import read_tables
@@ -30,7 +30,8 @@ from maskclf.inference import predict_probs
 from maskclf.metrics import score, write_confusions
 from maskclf.models.factory import build_net, load_net
 from maskclf.models.heads import combine_attribute_probs
-from maskclf.models.spec import ModelSpec
+from maskclf.models.spec import ModelSpec, resolve_specs
+from maskclf.models.weights import safe_torch_load
 from maskclf.preflight import preflight
 from maskclf.progress import quiet_lightning
 from maskclf.pseudo import read_extra
@@ -281,6 +282,27 @@ def resume_run(run_path: Path | str, data_root: Path | str | None = None,
         log.info("resuming %s: folds %s", run.path, record["folds"])
     return _run_folds(cfg, specs, root, folds, record["folds"], run, FitOptions(interactive),
                       started, None)
+
+
+def refit_config(run_path: Path | str) -> tuple[RunConfig, list[int], Path]:
+    """RUN's config for a final model on every person: no validation, for the median of the
+    epochs its folds' best checkpoints came from. Returns the config, those epochs and the
+    run's data folder."""
+    run = RunDir.open(run_path)
+    if not run.finished:
+        raise UsageError(f"{run.path} has not finished; refit a finished run")
+    cfg = run.read_config()
+    best_epochs = [int(safe_torch_load(run.fold(spec, fold).best)["epoch"]) + 1
+                   for spec in resolve_specs(cfg) for fold in run.trained_folds(spec)
+                   if run.fold(spec, fold).best.is_file()]
+    if not best_epochs:
+        raise UsageError(f"{run.path} was trained without validation: no best epoch to refit "
+                         "for; refit a run with data.folds or data.val_ratio")
+    raw = config_to_dict(cfg)
+    raw["data"].update(folds=0, val_ratio=0.0)
+    raw["train"]["epochs"] = max(1, int(round(float(np.median(best_epochs)))))
+    return (build_config(raw, f"refit of {run.path}"), best_epochs,
+            Path(run.read_record().get("data", "data")))
 
 
 def _add_seconds(run: RunDir, seconds: float) -> None:
