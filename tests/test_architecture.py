@@ -85,7 +85,7 @@ LAYERS = [  # docs/architecture.md, "Layers": each imports only from its own or 
     {"submission", "metrics", "ensemble", "decisions", "pseudo", "report", "runs", "eda",
      "plots", "exported"},
     {"inference", "tta", "progress"},
-    {"training", "resume", "reproducibility", "preflight", "distributed"},
+    {"training", "mixing", "resume", "reproducibility", "preflight", "distributed"},
     {"pipeline", "predict", "tune", "export"},
     {"cli", "render", "demo", "serve", "__main__", "__init__"},
 ]

@@ -177,6 +177,22 @@ class AugConfig(_Section):
     """With both on: probability of cutmix instead of mixup."""
     mix_off_epoch: int = Field(0, ge=0)
     """Stop mixing from this epoch on (0: never stop)."""
+    cutmix_mode: Literal["box", "vertical_half"] = "box"
+    """``box``: timm's random-box CutMix (``cutmix_alpha``); ``vertical_half``: the left part
+    of one face joined to the right part of another (cut at ``half_lambda`` of the width), on
+    a share ``mix_prob`` of the batches."""
+    cutmix_within_class: bool = False
+    """``vertical_half`` only: pair each image with one of its own class in the batch."""
+    half_lambda: tuple[float, float] = (0.4, 0.6)
+    """``vertical_half``: the cut's position as a share of the width, drawn in this range."""
+
+    @field_validator("half_lambda")
+    @classmethod
+    def _lambda_range(cls, value: tuple[float, float]) -> tuple[float, float]:
+        if not 0.0 < value[0] <= value[1] < 1.0:
+            raise ValueError(f"aug.half_lambda must be [low, high] with 0 < low <= high < 1; "
+                             f"got {list(value)}")
+        return value
 
 
 class TrainConfig(_Section):

@@ -22,6 +22,7 @@ from maskclf.atomic import atomic_write
 from maskclf.config import AugConfig, SchedConfig, TrainConfig
 from maskclf.inference import InferenceModule
 from maskclf.labels import NUM_CLASSES
+from maskclf.mixing import HalfFaceMix
 from maskclf.models.factory import checkpoint_hparams
 from maskclf.models.heads import SingleTask, build_task
 from maskclf.models.spec import ModelSpec, Preprocessing
@@ -46,8 +47,11 @@ def lr_multiplier(step: int, total_steps: int, steps_per_epoch: int, cfg: SchedC
     return 1.0
 
 
-def build_mixup(aug: AugConfig) -> Mixup | None:
-    """timm's Mixup/CutMix producing soft 18-class targets, or None when both are off."""
+def build_mixup(aug: AugConfig) -> Mixup | HalfFaceMix | None:
+    """Half-face CutMix (``aug.cutmix_mode: vertical_half``), else timm's Mixup/CutMix, each
+    producing soft 18-class targets; None when mixing is off."""
+    if aug.cutmix_mode == "vertical_half":
+        return HalfFaceMix(aug.mix_prob, aug.cutmix_within_class, aug.half_lambda)
     if aug.mixup_alpha <= 0 and aug.cutmix_alpha <= 0:
         return None
     return Mixup(mixup_alpha=aug.mixup_alpha, cutmix_alpha=aug.cutmix_alpha, prob=aug.mix_prob,
@@ -63,7 +67,7 @@ class ClassifierModule(InferenceModule):
     """
 
     def __init__(self, net: torch.nn.Module, task: SingleTask, spec: ModelSpec,
-                 mixup: Mixup | None = None):
+                 mixup: Mixup | HalfFaceMix | None = None):
         cfg = spec.cfg
         preprocessing = Preprocessing.of(spec, net)
         super().__init__(net, task, preprocessing, channels_last=cfg.train.channels_last)
