@@ -413,6 +413,29 @@ def serve(
 
 
 @command
+def suspects(
+    run: Annotated[Path, typer.Argument(help="Finished run with out-of-fold predictions.")],
+    out_dir: Annotated[Path | None, typer.Option(
+        "--out", help="Folder for suspects.csv, suspects.png, corrections.yaml "
+                      "(default: RUN/suspects).")] = None,
+    top: Annotated[int, typer.Option(help="Suspects shown in the grid.")] = 30,
+    data: Annotated[Path | None, typer.Option("--data", help="Dataset root (default: the "
+                                              "run's).")] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Labels the out-of-fold predictions disagree with most (cleanlab), to review and fix."""
+    from maskclf.suspects import write_suspects
+
+    result = write_suspects(run, out_dir or run / "suspects", top, data)
+    _console(as_json).print(
+        f"label issues (cleanlab): {result['issues']}; proposed corrections: "
+        f"{result['proposed']}\nreview {result['grid']} and {result['suspects']}, edit "
+        f"{result['corrections']}, then train with -o data.corrections={result['corrections']}")
+    if as_json:
+        _emit_json(result)
+
+
+@command
 def oof(
     run: Annotated[Path, typer.Argument(help="Run directory with oof.csv.")],
     data: DataOption = Path("data"),
