@@ -7,6 +7,7 @@ wrong types are errors that name the key, so a typo fails before any training st
 from __future__ import annotations
 
 import difflib
+import logging
 import typing
 from importlib.resources import files
 from pathlib import Path
@@ -17,6 +18,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from maskclf.errors import MaskclfError
 from maskclf.labels import ATTRIBUTES, NUM_CLASSES
+
+log = logging.getLogger(__name__)
 
 
 class ConfigError(MaskclfError, ValueError):
@@ -414,7 +417,14 @@ def load_raw_config(path: Path | str | None) -> dict[str, Any]:
         return {}
     path = Path(path)
     if not path.is_file():
-        raise ConfigError(f"config file {path} does not exist")
+        shipped = packaged_config(path.stem)
+        if path.parent.name not in ("", ".", "configs") or not shipped.is_file():
+            names = sorted(p.stem for p in shipped.parent.glob("*.yaml"))
+            raise ConfigError(f"config file {path} does not exist; recipes shipped with "
+                              f"maskclf: {', '.join(names)} (--config configs/NAME.yaml)")
+        log.info("config file %s is not here; using the recipe shipped with maskclf: %s",
+                 path, shipped)
+        path = shipped  # `--config configs/cpu.yaml` works outside a checkout too
     try:
         raw = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as exc:

@@ -7,6 +7,7 @@ Runs that list DIR in ``data.extra`` add these rows to every fold's training sid
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +20,8 @@ from maskclf.data.layout import read_eval
 from maskclf.errors import InputFileError, MissingFileError, UsageError
 from maskclf.submission import CLASS_COLUMNS, read_prediction_file
 from maskclf.tables import read_table
+
+log = logging.getLogger(__name__)
 
 EXTRA_FILE = "extra.csv"
 EXTRA_TYPES = {"id": str, "race": str, "age": int, "mask": int, "gender": int, "age_group": int,
@@ -39,6 +42,9 @@ def pseudo_label(predictions: Path | str, data_root: Path | str, threshold: floa
                          f"{data_root}/eval/info.csv, e.g. {sorted(unknown)[:2]}")
     probs = table[CLASS_COLUMNS].to_numpy()
     keep = probs.max(axis=1) >= threshold
+    if not keep.any():
+        log.warning("no image reaches --threshold %s; the most confident is %.3f: lower the "
+                    "threshold to keep some", threshold, probs.max() if len(probs) else 0.0)
     chosen = probs.argmax(axis=1)[keep]
     mask, gender, age_group = labels.decode_class(chosen)
     ids = table["ImageID"][keep].to_numpy()

@@ -192,6 +192,19 @@ def _probe_all(root: Path, rel_paths: list[str], problems: list, workers: int = 
                 problems.append((str(path), what))
 
 
+def _check_root(root: Path) -> None:
+    """One clear message for a data folder that is missing or is a part of the layout."""
+    if not root.is_dir():
+        raise MissingFileError(f"data folder {root} does not exist (--data is the folder "
+                               "holding train/ and eval/)")
+    if root.name in ("train", "eval") and (root.parent / TRAIN_CSV).is_file():
+        raise MissingFileError(f"{root} is the {root.name}/ folder of a dataset; pass the "
+                               f"folder that holds train/ and eval/: --data {root.parent}")
+    if root.name == "images" and (root.parent.parent / TRAIN_CSV).is_file():
+        raise MissingFileError(f"{root} is an images/ folder of a dataset; pass the folder "
+                               f"that holds train/ and eval/: --data {root.parent.parent}")
+
+
 def read_tables(
     root: Path | str, *, train: bool = True, eval: bool | None = None, check_images: bool = True
 ) -> tuple[pd.DataFrame | None, pd.DataFrame | None]:
@@ -201,6 +214,7 @@ def read_tables(
     every part is raised together in one :class:`DataError`, before anything trains.
     """
     root = Path(root)
+    _check_root(root)
     problems: list[tuple[str, str]] = []
     records = _scan_train(root, problems) if train else None
     read_eval_part = (root / "eval").exists() if eval is None else eval
