@@ -5,7 +5,7 @@ from __future__ import annotations
 import platform
 import random
 import sys
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from importlib import metadata
 
 import lightning as L
@@ -53,7 +53,7 @@ def environment() -> dict:
     """Versions, machine and exact command line, recorded in every run's ``run.json``."""
     return {
         "command": list(sys.argv),
-        "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "started": datetime.now(UTC).isoformat(timespec="seconds"),
         "python": platform.python_version(),
         "platform": platform.platform(),
         "versions": {name: _version(name) for name in RECORDED_PACKAGES},
