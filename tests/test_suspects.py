@@ -13,10 +13,8 @@ from maskclf.data.layout import read_train
 from maskclf.submission import prediction_table
 from maskclf.suspects import corrections, find_suspects
 
-pytest.importorskip("cleanlab")
 
-
-def flipped_oof(root, rng_seed: int = 0) -> tuple[pd.DataFrame, dict]:
+def flipped_oof(root) -> tuple[pd.DataFrame, dict]:
     """OOF rows for every training image of ``root``: a model that knows the true labels
     (p = 0.8 on them), and given labels with a few persons flipped on purpose."""
     records = read_train(root)
