@@ -16,7 +16,7 @@ from maskclf import labels
 from maskclf.atomic import atomic_write, write_json
 from maskclf.config import config_to_dict
 from maskclf.data.layout import read_eval, read_train
-from maskclf.data.transforms import centre_crop, decode_preprocessed
+from maskclf.data.transforms import evaluation_view
 from maskclf.errors import UsageError
 from maskclf.exported import MANIFEST, MANIFEST_FORMAT, open_session, run_session
 from maskclf.inference import InferenceModule
@@ -61,9 +61,7 @@ def _sample_images(data_root: Path, cfg, count: int) -> np.ndarray:
         paths = read_eval(data_root, check_images=False)["path"].tolist()
     except Exception:  # noqa: BLE001 - no usable eval set: the training images will do
         paths = read_train(data_root, check_images=False)["path"].tolist()
-    chosen = paths[:count]
-    return np.stack([centre_crop(decode_preprocessed(data_root / p, cfg.data),
-                                 cfg.data.image_size) for p in chosen])
+    return np.stack([evaluation_view(data_root / p, cfg.data) for p in paths[:count]])
 
 
 def export_run(run_path: Path | str, out_dir: Path | str, folds: str = "all",
@@ -77,16 +75,17 @@ def export_run(run_path: Path | str, out_dir: Path | str, folds: str = "all",
                          f"--resume {run.path}` before exporting")
     cfg = run.read_config()
     specs, views = resolve_specs(cfg), check_views(cfg.predict.tta if tta is None else tta)
-    data_root = Path(data_root or run.read_record().get("data", ""))
-    if not data_root.is_dir():
-        raise UsageError(f"the run's data folder {data_root} is not here; pass --data DATA "
+    data_root = data_root or run.read_record().get("data")
+    if data_root is None or not Path(data_root).is_dir():
+        raise UsageError(f"the run's data folder ({data_root or 'not recorded'}) is not here; "
+                         "pass --data DATA "
                          "(images to verify the export with)")
-    out_dir = Path(out_dir)
+    out_dir, data_root = Path(out_dir), Path(data_root)
     out_dir.mkdir(parents=True, exist_ok=True)
     sample = _sample_images(data_root, cfg, check_images)
-    networks, worst = [], 0.0
+    chosen, networks, worst = _chosen_folds(run, folds), [], 0.0
     for spec in specs:
-        for fold in _chosen_folds(run, folds) or run.trained_folds(spec):
+        for fold in chosen or run.trained_folds(spec):
             name = f"{spec.subdir + '-' if spec.subdir else ''}fold{fold}.onnx"
             graph = PredictionGraph(load_net(run.fold(spec, fold).checkpoint()), views)
             _export(graph, sample, out_dir / name, opset)

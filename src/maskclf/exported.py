@@ -20,7 +20,7 @@ from maskclf import labels
 from maskclf.atomic import write_csv_set
 from maskclf.config import DataConfig
 from maskclf.data.layout import read_eval
-from maskclf.data.transforms import centre_crop, decode_preprocessed, preprocess
+from maskclf.data.transforms import centre_crop, evaluation_view, preprocess
 from maskclf.errors import InputFileError, MissingFileError, UsageError
 from maskclf.submission import PredictResult, checked_submission, prediction_table
 
@@ -71,6 +71,7 @@ class ExportedModel:
     folder: Path
     manifest: dict
     sessions: dict[str, list]  # task -> one InferenceSession per fold
+    data_cfg: DataConfig  # the run's data settings: how images are cropped and resized
 
     @classmethod
     def load(cls, folder: Path | str, threads: int | None = None) -> ExportedModel:
@@ -82,14 +83,10 @@ class ExportedModel:
             if not path.is_file():
                 raise MissingFileError(f"{path} (listed in {folder / MANIFEST}) is missing")
             sessions.setdefault(network["task"], []).append(open_session(path, threads))
-        return cls(folder, manifest, sessions)
+        return cls(folder, manifest, sessions, DataConfig(**manifest["data"]))
 
     run_one = staticmethod(run_session)
     """One network on one batch (a subclass may run other backends through the same API)."""
-
-    @property
-    def data_cfg(self) -> DataConfig:
-        return DataConfig(**self.manifest["data"])
 
     def probs(self, batch: np.ndarray) -> np.ndarray:
         """N x 18 probabilities of preprocessed uint8 N x H x W x 3 images."""
@@ -107,13 +104,12 @@ class ExportedModel:
 
     def predict_files(self, paths: list[Path], batch_size: int = 32) -> np.ndarray:
         """N x 18 probabilities of image files, decoded in threads, in order."""
-        cfg, out = self.data_cfg, []
+        out = []
         with ThreadPoolExecutor(max_workers=4) as pool:
             for start in range(0, len(paths), batch_size):
                 chunk = paths[start:start + batch_size]
                 out.append(self.probs(np.stack(list(pool.map(
-                    lambda p: centre_crop(decode_preprocessed(p, cfg), cfg.image_size),
-                    chunk)))))
+                    lambda p: evaluation_view(p, self.data_cfg), chunk)))))
         return np.concatenate(out) if out else np.zeros((0, labels.NUM_CLASSES))
 
 

@@ -200,9 +200,6 @@ def _summarise(run: RunDir, records: pd.DataFrame, results: list[FoldResult], st
         folds.append(entry)
     summary: dict = {"run": str(run.path), "n_images": int((records["fold"] != PSEUDO).sum()),
                      "folds": folds, "validation": None, "cv": None}
-    excluded = excluded_from_training(records, run.read_config().data.exclude_ages)
-    if excluded is not None:
-        summary["excluded_from_training"] = excluded
     if tables:
         oof = pd.concat(tables, ignore_index=True)
         run.write_table(RunDir.OOF, oof)
@@ -336,6 +333,8 @@ def _run_folds(cfg: RunConfig, specs: list[ModelSpec], root: Path, records: pd.D
     if not is_rank_zero():  # the other ranks only trained; rank 0 writes the results
         return RunResult(run.path, {}, report)
     summary = _summarise(run, records, results, started)
+    if excluded is not None:
+        summary["excluded_from_training"] = excluded
     summary["seconds"] = round(summary["seconds"]
                                + run.read_record().get("interrupted_seconds", 0.0), 1)
     run.write_summary(summary)

@@ -74,6 +74,12 @@ def decode_preprocessed(path: Path | str, cfg: DataConfig) -> np.ndarray:
     return preprocess(read_rgb(path, min_size=decode_size(cfg)), cfg)
 
 
+def evaluation_view(path: Path | str, cfg: DataConfig) -> np.ndarray:
+    """An image file as validation and prediction see it: preprocessed, then the centre
+    ``image_size`` (dropping the ``crop_margin`` kept for random training crops)."""
+    return centre_crop(decode_preprocessed(path, cfg), cfg.image_size)
+
+
 def centre_crop(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """The central ``size`` (height, width) of ``image`` (a view; the image if already so)."""
     top, left = (image.shape[0] - size[0]) // 2, (image.shape[1] - size[1]) // 2

@@ -45,7 +45,8 @@ class SingleTask(torch.nn.Module):
     def __init__(self, loss: torch.nn.Module):
         super().__init__()
         self.loss_fn = loss
-        self.age_smoothing: torch.Tensor | None = None
+        # a buffer, so it moves with the module: no copy to the device at every step
+        self.register_buffer("age_smoothing", None, persistent=False)
 
     def smooth_age(self, eps: float) -> SingleTask:
         """Train on targets whose age mass partly moves to the adjacent age group."""
@@ -57,8 +58,7 @@ class SingleTask(torch.nn.Module):
         into probabilities when asked."""
         if self.age_smoothing is None:
             return targets
-        soft = soft_targets(targets, labels.NUM_CLASSES)
-        return soft @ self.age_smoothing.to(soft.device)
+        return soft_targets(targets, labels.NUM_CLASSES) @ self.age_smoothing
 
     def loss(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         return self.loss_fn(outputs, self.training_targets(targets))
@@ -77,7 +77,7 @@ class MultiHeadTask(SingleTask):
 
     def __init__(self, losses: dict[str, torch.nn.Module], weights: dict[str, float]):
         torch.nn.Module.__init__(self)
-        self.age_smoothing = None
+        self.register_buffer("age_smoothing", None, persistent=False)
         self.losses = torch.nn.ModuleDict(losses)
         self.weights = weights
 
