@@ -181,7 +181,7 @@ class DecodeCache:
         return len(entries)
 
     def size_bytes(self) -> int:
-        return sum(f.stat().st_size for f in self.dir.rglob("*.npy"))
+        return stored_bytes(self.dir)
 
 
 def estimate_bytes(n_images: int, cfg: DataConfig) -> int:
@@ -194,9 +194,13 @@ def fits_disk(root: Path, n_images: int, cfg: DataConfig) -> bool:
     cached fit in half the free disk."""
     root.mkdir(parents=True, exist_ok=True)
     total = estimate_bytes(n_images, cfg)
-    folder = root / settings_key(cfg)
-    cached = sum(f.stat().st_size for f in folder.rglob("*.npy")) if folder.is_dir() else 0
+    cached = stored_bytes(root / settings_key(cfg))
     return total < cfg.cache_max_gb * 1e9 and total - cached < shutil.disk_usage(root).free / 2
+
+
+def stored_bytes(folder: Path) -> int:
+    """Bytes of the cached images (entries and packs) in one settings folder."""
+    return sum(f.stat().st_size for f in folder.rglob("*.npy")) if folder.is_dir() else 0
 
 
 def reserve(path: Path) -> None:
