@@ -9,6 +9,7 @@ from maskclf import labels
 from maskclf.config import ConfigError
 from maskclf.data.layout import read_train
 from maskclf.pipeline import excluded_from_training, train_run, training_rows
+from maskclf.submission import CLASS_COLUMNS
 from tests.conftest import tiny_config
 
 
@@ -237,3 +238,65 @@ def test_a_multihead_run_trains_with_half_face_mixing_and_repeats(synthetic_root
     assert first.summary["validation"] == second.summary["validation"]  # seeded
     metrics = pd.read_csv(first.run / "fold0" / "metrics.csv")
     assert np.isfinite(metrics["train/loss_epoch"].dropna()).all()
+
+
+def test_age_regression_adds_one_output_whose_l1_loss_is_weighted_and_the_rest_unchanged():
+    import torch
+
+    from maskclf.models import build_net, resolve_specs
+    from maskclf.models.heads import AGE_SCALE, build_task
+
+    plain = resolve_specs(tiny_config("model.head=multihead"))[0]
+    spec = resolve_specs(tiny_config("model.head=multihead",
+                                     "model.age_regression_weight=0.5"))[0]
+    assert (plain.num_outputs, spec.num_outputs) == (8, 9)
+    assert build_net(spec).get_classifier().out_features == 9
+    task, plain_task = build_task(spec), build_task(plain)
+    outputs, targets = torch.randn(4, 9), torch.tensor([0, 4, 11, 17])
+    ages = torch.tensor([20.0, 45.0, 61.0, 33.0])
+    expected = plain_task.loss(outputs[:, :8], targets) + 0.5 * (
+        outputs[:, 8] - ages / AGE_SCALE).abs().mean()
+    torch.testing.assert_close(task.loss(outputs, targets, ages), expected)
+    torch.testing.assert_close(task.probs(outputs), plain_task.probs(outputs[:, :8]))
+    outputs.requires_grad_(True)
+    task.loss(outputs, targets, ages).backward()
+    assert outputs.grad[:, 8].abs().sum() > 0
+    with pytest.raises(ValueError, match="ages"):
+        task.loss(outputs, targets)
+
+
+@pytest.mark.parametrize(("overrides", "match"), [
+    (["model.age_regression_weight=1"], "model.head: multihead"),
+    (["model.head=multihead", "model.age_regression_weight=1", "aug.mixup_alpha=0.2"],
+     "vertical_half"),
+])
+def test_age_regression_needs_the_multihead_model_and_mixing_it_can_follow(overrides, match):
+    with pytest.raises(ConfigError, match=match):
+        tiny_config(*overrides)
+
+
+def test_half_face_mix_mixes_ages_with_the_targets_shares():
+    import torch
+
+    from maskclf.mixing import HalfFaceMix
+
+    torch.manual_seed(0)
+    images, targets = _batch()
+    ages = torch.tensor([10.0, 20.0, 30.0, 40.0, 50.0, 60.0])
+    mixed, soft, mixed_ages = HalfFaceMix(1.0, False, (0.3, 0.3)).mix(images, targets, ages)
+    partner = mixed[:, 0, 0, -1].long()
+    torch.testing.assert_close(mixed_ages, 0.3 * ages + 0.7 * ages[partner])
+
+
+@pytest.mark.slow
+def test_a_run_with_age_regression_trains_reads_ages_and_predicts(synthetic_root, tmp_path):
+    from maskclf.models.factory import load_net
+    from maskclf.predict import predict_run
+
+    cfg = tiny_config("model.head=multihead", "model.age_regression_weight=1.0",
+                      "aug.cutmix_mode=vertical_half", "aug.mix_prob=0.5", "train.epochs=2")
+    run = train_run(cfg, synthetic_root, tmp_path, "reg", interactive=False).run
+    assert load_net(run / "fold0" / "checkpoints" / "best.ckpt").spec.regresses_age
+    result = predict_run(run, synthetic_root)
+    probs = pd.read_csv(result.predictions)[CLASS_COLUMNS].to_numpy()
+    assert probs.shape == (14, 18) and np.allclose(probs.sum(axis=1), 1.0)

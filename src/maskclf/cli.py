@@ -296,6 +296,11 @@ def predict(
         help="Apply the run's decision biases (default: predict.tune_decisions).")] = None,
     allow_unfinished: Annotated[bool, typer.Option(
         help="Predict with an interrupted run's checkpoints instead of refusing.")] = False,
+    person_vote: Annotated[bool | None, typer.Option(
+        "--person-vote/--no-person-vote",
+        help="Group eval images into persons and vote gender and age per person, if the "
+             "vote proves itself on the out-of-fold rows (default: predict.person_vote).")
+    ] = None,
     as_json: JsonOption = False,
 ) -> None:
     """Predict eval/images in info.csv order; write predictions.csv and submission.csv."""
@@ -303,19 +308,23 @@ def predict(
 
     show = _console(as_json)
     if is_export(run):
-        if tta or tune_decisions:
+        if tta or tune_decisions or person_vote:
             raise UsageError(f"{run} is an export: its TTA views are fixed when it is made "
-                             "(`maskclf export --tta`) and it has no decision biases")
+                             "(`maskclf export --tta`), and it has no decision biases and no "
+                             "out-of-fold rows to check a person vote on")
         result = predict_export(run, data)
     else:
         from maskclf.predict import predict_run
 
-        result = predict_run(run, data, _views(tta), tune_decisions, allow_unfinished)
+        result = predict_run(run, data, _views(tta), tune_decisions, allow_unfinished,
+                             person_vote)
     show.print(f"predicted {result.n_images} images with {len(result.checkpoints)} model(s)")
+    if result.person_vote is not None:
+        show.print(render.person_vote_line(result.person_vote))
     show.print(f"predictions: {result.predictions}\nsubmission:  {result.submission}")
     if as_json:
         _emit_json({"predictions": result.predictions, "submission": result.submission,
-                    "n_images": result.n_images,
+                    "n_images": result.n_images, "person_vote": result.person_vote,
                     "checkpoints": [str(c) for c in result.checkpoints]})
 
 

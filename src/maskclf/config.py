@@ -114,6 +114,9 @@ class ModelConfig(_Section):
     freeze_stages: int = Field(0, ge=0)
     """Freeze the first N of timm's feature stages (``net.feature_info``) and everything before
     them (the stem) for the whole run, BatchNorm statistics included."""
+    age_regression_weight: float = Field(0.0, ge=0.0)
+    """Multi-head only: weight of an auxiliary L1 head on the age in years (divided by 100);
+    it shapes the shared features and is not used for prediction."""
 
 
 class LossConfig(_Section):
@@ -254,6 +257,13 @@ class PredictConfig(_Section):
     """Test-time views averaged with the plain image: hflip, scale, shift."""
     tune_decisions: bool = False
     """Apply the run's per-class decision biases (``maskclf tune-decisions``) at predict time."""
+    person_vote: bool = False
+    """Group eval images into persons and replace gender and age by each person's vote, when
+    the same vote on the out-of-fold rows proves itself (``maskclf.persons``)."""
+    person_size: int = Field(7, ge=2)
+    """Images per person in the eval set (7 in the competition)."""
+    person_min_purity: float = Field(0.8, gt=0.0, le=1.0)
+    """Out-of-fold grouping purity the vote needs before it is applied."""
 
     @field_validator("tta")
     @classmethod
@@ -301,6 +311,14 @@ class RunConfig(_Section):
         if mixing and self.train.batch_size % 2:
             raise ValueError(f"aug.mixup_alpha / aug.cutmix_alpha need an even "
                              f"train.batch_size; got {self.train.batch_size}")
+        if self.model.age_regression_weight > 0:
+            if self.model.head != "multihead":
+                raise ValueError("model.age_regression_weight adds a head to the multi-head "
+                                 "model; set model.head: multihead")
+            if mixing and self.aug.cutmix_mode == "box":
+                raise ValueError("model.age_regression_weight cannot follow timm's Mixup/"
+                                 "CutMix targets; use aug.cutmix_mode: vertical_half or set "
+                                 "aug.mixup_alpha and aug.cutmix_alpha to 0")
         if self.model.head == "per_attribute":
             for attribute in ATTRIBUTES:
                 self.for_attribute(attribute)  # each merged config obeys the same rules

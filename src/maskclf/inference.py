@@ -56,15 +56,33 @@ class InferenceModule(L.LightningModule):
                          self.tta)
 
 
-def predict_probs(model: LoadedNet, dataset: ImageDataset, tta: list[str]) -> np.ndarray:
-    """Probabilities of ``model`` on ``dataset`` in dataset order (N x 18, or N x attribute),
-    averaged over the ``tta`` views and the plain image."""
+class EmbeddingModule(InferenceModule):
+    """Predicts the backbone's pooled features (timm's pre-logits), not probabilities."""
+
+    def predict_step(self, batch, batch_idx: int) -> torch.Tensor:
+        net = self.eval_net()
+        return net.forward_head(net.forward_features(self.normalize(batch[0])), pre_logits=True)
+
+
+def _run_predict(kind: type[InferenceModule], model: LoadedNet, dataset: ImageDataset,
+                 tta: list[str]) -> np.ndarray:
     cfg = model.spec.cfg
-    module = InferenceModule(model.net, build_task(model.spec), model.preprocessing,
-                             channels_last=cfg.train.channels_last, tta=tta)
+    module = kind(model.net, build_task(model.spec), model.preprocessing,
+                  channels_last=cfg.train.channels_last, tta=tta)
     with quiet_lightning():
         trainer = L.Trainer(accelerator=cfg.train.accelerator, devices=1, logger=False,
                             precision=cfg.train.precision, enable_progress_bar=False,
                             enable_checkpointing=False, enable_model_summary=False)
         batches = trainer.predict(module, make_loader(dataset, cfg))
     return torch.cat(batches).double().numpy()
+
+
+def predict_probs(model: LoadedNet, dataset: ImageDataset, tta: list[str]) -> np.ndarray:
+    """Probabilities of ``model`` on ``dataset`` in dataset order (N x 18, or N x attribute),
+    averaged over the ``tta`` views and the plain image."""
+    return _run_predict(InferenceModule, model, dataset, tta)
+
+
+def predict_embeddings(model: LoadedNet, dataset: ImageDataset) -> np.ndarray:
+    """The backbone's pooled features of every image of ``dataset`` (N x features)."""
+    return _run_predict(EmbeddingModule, model, dataset, [])

@@ -34,13 +34,22 @@ class HalfFaceMix:
 
     def __call__(self, images: torch.Tensor, targets: torch.Tensor
                  ) -> tuple[torch.Tensor, torch.Tensor]:
+        mixed, soft, _ = self.mix(images, targets)
+        return mixed, soft
+
+    def mix(self, images: torch.Tensor, targets: torch.Tensor, ages: torch.Tensor | None = None
+            ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """Mixed images, soft targets, and ages (years, for an age-regression head) mixed
+        with the same shares as the targets."""
         soft = F.one_hot(targets.long(), NUM_CLASSES).float()
         if torch.rand(1).item() >= self.prob:
-            return images, soft
+            return images, soft, ages
         low, high = self.lam
         cut = round((low + (high - low) * torch.rand(1).item()) * images.shape[-1])
         partner = self.partners(targets)
         mixed = images.clone()
         mixed[..., cut:] = images[partner][..., cut:]
         kept = cut / images.shape[-1]
-        return mixed, kept * soft + (1.0 - kept) * soft[partner]
+        if ages is not None:
+            ages = kept * ages + (1.0 - kept) * ages[partner]
+        return mixed, kept * soft + (1.0 - kept) * soft[partner], ages

@@ -103,8 +103,11 @@ def fit_fold(spec: ModelSpec, root: Path, records: pd.DataFrame, fold: int, run:
     train_rows = training_rows(records, fold, cfg)
     counts = np.bincount(train_rows["target"], minlength=labels.NUM_CLASSES)
     module = build_module(spec, build_net(spec), counts)
-    train_set = make_dataset(cfg, root, train_rows["path"], train_rows["target"], True)
-    val_set = make_dataset(cfg, root, val_rows["path"], val_rows["class"], False)
+    regress = spec.regresses_age  # the datasets then carry the ages in years
+    train_set = make_dataset(cfg, root, train_rows["path"], train_rows["target"], True,
+                             train_rows["age"] if regress else None)
+    val_set = make_dataset(cfg, root, val_rows["path"], val_rows["class"], False,
+                           val_rows["age"] if regress else None)
     validate = len(val_rows) > 0
     resume_from = last_checkpoint(out)
     writer = is_rank_zero()

@@ -3,6 +3,7 @@ predictions and the validated submission. Nothing here trains."""
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -13,11 +14,12 @@ from maskclf.data.layout import read_eval
 from maskclf.data.loaders import make_dataset
 from maskclf.decisions import apply_biases, load_biases
 from maskclf.errors import UsageError
-from maskclf.inference import predict_probs
+from maskclf.inference import predict_embeddings, predict_probs
 from maskclf.metrics import score
 from maskclf.models.factory import load_net
 from maskclf.models.heads import combine_attribute_probs
 from maskclf.models.spec import ModelSpec, resolve_specs
+from maskclf.persons import check_vote, group_persons, person_vote, verdict
 from maskclf.rundir import RunDir
 from maskclf.submission import (
     CLASS_COLUMNS,
@@ -27,6 +29,8 @@ from maskclf.submission import (
     read_prediction_file,
 )
 from maskclf.tta import check_views
+
+log = logging.getLogger(__name__)
 
 
 def _predict_network(checkpoint: Path, root: Path, paths, tta: list[str]) -> np.ndarray:
@@ -60,6 +64,45 @@ def predict_paths(run: RunDir, specs: list[ModelSpec], root: Path, paths, tta: l
     return total / len(folds), used
 
 
+def _embeddings(run: RunDir, spec: ModelSpec, fold: int, root: Path, paths) -> np.ndarray:
+    model = load_net(run.fold(spec, fold).checkpoint())
+    return predict_embeddings(model, make_dataset(model.spec.cfg, root, paths, None, train=False))
+
+
+def _voting_spec(specs: list[ModelSpec]) -> ModelSpec:
+    """The network whose features group persons: the age network of a per-attribute run
+    (gender and age are what the vote decides), else the run's one network."""
+    return next((spec for spec in specs if spec.task == "age"), specs[0])
+
+
+def vote_on_persons(run: RunDir, specs: list[ModelSpec], root: Path, paths,
+                    probs: np.ndarray) -> tuple[np.ndarray, dict]:
+    """The person vote on eval ``probs`` when it proves itself on the run's out-of-fold rows
+    (each fold's rows embedded by that fold's network), else ``probs`` unchanged; and a
+    record of the check, whether the vote was applied and why not."""
+    settings, spec = specs[0].cfg.predict, _voting_spec(specs)
+    if not run.file(RunDir.OOF).exists():
+        return probs, {"applied": False, "reason": f"{run.path} has no {RunDir.OOF} (a refit "
+                       "run): the vote cannot be checked against known persons"}
+    oof = read_prediction_file(run.file(RunDir.OOF))
+    embeddings = np.concatenate([_embeddings(run, spec, int(fold), root, rows["ImageID"])
+                                 for fold, rows in oof.groupby("fold", sort=True)])
+    oof = oof.sort_values("fold", kind="stable")
+    check = check_vote(embeddings, oof[CLASS_COLUMNS].to_numpy(), oof["class"].to_numpy(),
+                       oof["ImageID"].map(lambda p: Path(p).parent.name).to_numpy(),
+                       oof["fold"].to_numpy(), settings.person_size)
+    reason = verdict(check, settings.person_min_purity)
+    record = {"check": check.to_dict(), "applied": reason is None, "reason": reason}
+    if reason is not None:
+        log.warning("person vote not applied: %s", reason)
+        return probs, record
+    first_fold = run.trained_folds(spec)[0]
+    groups = group_persons(_embeddings(run, spec, first_fold, root, paths), settings.person_size)
+    log.info("person vote applied: out-of-fold purity %.3f, macro F1 %+.4f",
+             check.purity, check.f1_change)
+    return person_vote(probs, groups), record
+
+
 def _open(run_path: Path | str, tta: list[str] | None, allow_unfinished: bool = False
           ) -> tuple[RunDir, list[ModelSpec], list[str]]:
     """The run, its networks' specs and the TTA views (``tta`` replaces ``predict.tta``).
@@ -77,18 +120,22 @@ def _open(run_path: Path | str, tta: list[str] | None, allow_unfinished: bool = 
 
 
 def predict_run(run_path: Path | str, data_root: Path | str, tta: list[str] | None = None,
-                tune_decisions: bool | None = None, allow_unfinished: bool = False
-                ) -> PredictResult:
+                tune_decisions: bool | None = None, allow_unfinished: bool = False,
+                vote: bool | None = None) -> PredictResult:
     """Predict ``eval/images`` in ``info.csv`` order, averaging the run's fold models.
 
     Writes ``predictions.csv`` and a validated ``submission.csv`` into the run directory;
     with ``predict.tune_decisions`` (or ``tune_decisions=True``) the run's decision biases
-    choose the submitted class. ``tta`` replaces the config's ``predict.tta``.
+    choose the submitted class. ``tta`` replaces the config's ``predict.tta``; ``vote``
+    (default ``predict.person_vote``) asks for the person vote, applied before the biases.
     """
     run, specs, views = _open(run_path, tta, allow_unfinished)
     data_root = Path(data_root)
     info = read_eval(data_root)
     probs, checkpoints = predict_paths(run, specs, data_root, info["path"], views)
+    voted = None
+    if specs[0].cfg.predict.person_vote if vote is None else vote:
+        probs, voted = vote_on_persons(run, specs, data_root, info["path"], probs)
     decided = probs.argmax(axis=1)
     tune = specs[0].cfg.predict.tune_decisions if tune_decisions is None else tune_decisions
     if tune:
@@ -96,7 +143,7 @@ def predict_run(run_path: Path | str, data_root: Path | str, tta: list[str] | No
     predictions, submission = run.file(RunDir.PREDICTIONS), run.file(RunDir.SUBMISSION)
     write_csv_set({predictions: prediction_table(info["ImageID"], probs),
                    submission: checked_submission(info["ImageID"], decided, info, submission)})
-    return PredictResult(predictions, submission, checkpoints, len(info))
+    return PredictResult(predictions, submission, checkpoints, len(info), voted)
 
 
 def predict_oof(run_path: Path | str, data_root: Path | str, tta: list[str] | None = None,

@@ -83,3 +83,13 @@ def eda_tables(result: dict) -> list[Table | str]:
             f"channel mean {result['channel_mean']} std {result['channel_std']}; "
             f"formats {result['formats']}; odd files {len(result['odd_files'])}",
             f"report: {result['report']}"]
+
+
+def person_vote_line(vote: dict) -> str:
+    """What the person vote found on the out-of-fold rows, and whether it was applied."""
+    check = vote.get("check")
+    found = ("" if check is None else
+             f"out-of-fold purity {check['purity']:.3f}, macro F1 {check['f1_before']:.4f} -> "
+             f"{check['f1_after']:.4f}; ")
+    outcome = "applied" if vote["applied"] else f"not applied ({escape(vote['reason'])})"
+    return f"person vote: {found}{outcome}"

@@ -28,6 +28,8 @@ class PredictResult:
     submission: Path
     checkpoints: list[Path]
     n_images: int
+    person_vote: dict | None = None
+    """The person vote's out-of-fold check, whether it was applied, and why not."""
 
 
 class SubmissionError(MaskclfError, ValueError):

@@ -58,6 +58,12 @@ def build_mixup(aug: AugConfig) -> Mixup | HalfFaceMix | None:
                  switch_prob=aug.switch_prob, label_smoothing=0.0, num_classes=NUM_CLASSES)
 
 
+def _unpack(batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """(images, targets, ages or None): datasets add ages for an age-regression head."""
+    images, targets, *ages = batch
+    return images, targets, ages[0] if ages else None
+
+
 class ClassifierModule(InferenceModule):
     """Trains an injected network for a task; logs ``train/loss``, ``val/loss``, ``val/f1``.
 
@@ -90,16 +96,23 @@ class ClassifierModule(InferenceModule):
         return self.mixup is not None and (self.mix_off_epoch == 0
                                            or self.current_epoch < self.mix_off_epoch)
 
+    def _mix(self, images: torch.Tensor, targets: torch.Tensor, ages: torch.Tensor | None):
+        """Mixed images, soft targets and ages (the config allows ages only with
+        ``HalfFaceMix``, which mixes them with the targets' shares)."""
+        if isinstance(self.mixup, HalfFaceMix):
+            return self.mixup.mix(images, targets, ages)
+        return (*self.mixup(images, targets), ages)
+
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
-        images, targets = batch
+        images, targets, ages = _unpack(batch)
         images = self.normalize(images)
         if self._mixing():
-            images, soft = self.mixup(images, targets)
+            images, soft, ages = self._mix(images, targets, ages)
             outputs = self._train_forward(images)
-            loss = self.task.loss(outputs, soft)
+            loss = self.task.loss(outputs, soft, ages)
         else:
             outputs = self._train_forward(images)
-            loss = self.task.loss(outputs, targets)
+            loss = self.task.loss(outputs, targets, ages)
             self.train_acc(self.task.probs(outputs).argmax(dim=1),
                            self.task.metric_targets(targets))
             self.log("train/acc", self.train_acc, on_step=False, on_epoch=True)
@@ -117,13 +130,14 @@ class ClassifierModule(InferenceModule):
             self.ema.update(self.net)
 
     def validation_step(self, batch, batch_idx: int) -> None:
-        images, targets = batch
+        images, targets, ages = _unpack(batch)
         outputs = self(images)
         preds = self.task.probs(outputs).argmax(dim=1)
         truth = self.task.metric_targets(targets)
         self.val_acc(preds, truth)
         self.val_f1(preds, truth)
-        self.log("val/loss", self.task.loss(outputs, targets), on_epoch=True, sync_dist=True)
+        self.log("val/loss", self.task.loss(outputs, targets, ages), on_epoch=True,
+                 sync_dist=True)
         self.log("val/acc", self.val_acc, on_epoch=True)
         self.log(MONITOR, self.val_f1, on_epoch=True, prog_bar=True)
 

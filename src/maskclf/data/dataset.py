@@ -17,7 +17,8 @@ from maskclf.data.transforms import centre_crop, decode_preprocessed
 
 
 class ImageDataset(Dataset):
-    """Yields ``(uint8 H x W x C array, target)``; target is -1 for unlabelled images.
+    """Yields ``(uint8 H x W x C array, target)``; target is -1 for unlabelled images. Given
+    ``ages`` (years, for an age-regression head), it yields ``(image, target, age)``.
 
     A key may be an index or ``(index, epoch)`` (from ``EpochSampler``): the latter seeds the
     image's augmentation from (transform seed, epoch, index), so an epoch's augmented pixels
@@ -26,14 +27,17 @@ class ImageDataset(Dataset):
 
     def __init__(self, root: Path | str, paths: Sequence[str], targets: Sequence[int] | None,
                  data_cfg: DataConfig, transform: A.Compose | None,
-                 disk: DecodeCache | None = None):
+                 disk: DecodeCache | None = None, ages: Sequence[float] | None = None):
         if targets is not None and len(targets) != len(paths):
             raise ValueError(f"{len(paths)} paths but {len(targets)} targets")
+        if ages is not None and len(ages) != len(paths):
+            raise ValueError(f"{len(paths)} paths but {len(ages)} ages")
         if data_cfg.crop == "face":
             require_detector(data_cfg.face_detector)
         self.root = Path(root)
         self.paths = list(paths)
         self.targets = None if targets is None else [int(t) for t in targets]
+        self.ages = None if ages is None else np.asarray(ages, dtype=np.float32)
         self.data_cfg = data_cfg
         self.transform = transform
         self._aug_seed = 0 if transform is None or transform.seed is None else transform.seed
@@ -69,7 +73,7 @@ class ImageDataset(Dataset):
     def decode(self, path: Path) -> np.ndarray:
         return decode_preprocessed(path, self.data_cfg)
 
-    def __getitem__(self, key: int | tuple[int, int]) -> tuple[np.ndarray, int]:
+    def __getitem__(self, key: int | tuple[int, int]) -> tuple:
         index, epoch = key if isinstance(key, tuple) else (key, None)
         image = self.load(index)
         if self.transform is not None:
@@ -78,4 +82,5 @@ class ImageDataset(Dataset):
             image = self.transform(image=image)["image"]
         else:  # evaluation: the centre of an image stored with a crop margin
             image = centre_crop(image, self.data_cfg.image_size)
-        return image, -1 if self.targets is None else self.targets[index]
+        target = -1 if self.targets is None else self.targets[index]
+        return (image, target) if self.ages is None else (image, target, self.ages[index])

@@ -19,12 +19,14 @@ from maskclf.data.sampling import EpochSampler, sample_weights
 from maskclf.data.transforms import build_transforms
 
 
-def make_dataset(cfg: RunConfig, root: Path, paths, targets, train: bool) -> ImageDataset:
-    """Images of ``paths`` with the run's transforms, read through the decode-once cache."""
+def make_dataset(cfg: RunConfig, root: Path, paths, targets, train: bool,
+                 ages=None) -> ImageDataset:
+    """Images of ``paths`` with the run's transforms, read through the decode-once cache
+    (with ``ages`` in years when an age-regression head trains)."""
     crop_to = tuple(cfg.data.image_size) if cfg.data.crop_margin else None
     transform = build_transforms(cfg.aug, train=train, seed=cfg.seed, crop_to=crop_to)
     return ImageDataset(root, paths, targets, cfg.data, transform,
-                        disk=open_cache(root, cfg.data, len(paths)))
+                        disk=open_cache(root, cfg.data, len(paths)), ages=ages)
 
 
 def loader_workers(setting: int | str) -> int:

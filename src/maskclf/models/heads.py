@@ -18,6 +18,9 @@ from maskclf.losses import age_ordinal_smoothing, class_weights, create_loss, so
 from maskclf.models.spec import ModelSpec
 
 ATTRIBUTE_SIZES = labels.ATTRIBUTE_SIZES
+AGE_SCALE = 100.0
+"""Ages in years are regressed divided by this, so the L1 term is on the scale of the
+classification losses."""
 
 
 def attribute_targets(targets: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -60,7 +63,10 @@ class SingleTask(torch.nn.Module):
             return targets
         return soft_targets(targets, labels.NUM_CLASSES) @ self.age_smoothing
 
-    def loss(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    def loss(self, outputs: torch.Tensor, targets: torch.Tensor,
+             ages: torch.Tensor | None = None) -> torch.Tensor:
+        """The loss against 18-class targets; ``ages`` (years) only feed an age-regression
+        head."""
         return self.loss_fn(outputs, self.training_targets(targets))
 
     def probs(self, outputs: torch.Tensor) -> torch.Tensor:
@@ -71,24 +77,34 @@ class SingleTask(torch.nn.Module):
 
 
 class MultiHeadTask(SingleTask):
-    """Three heads on one backbone: outputs are mask (3), gender (2), age (3) logits."""
+    """Three heads on one backbone: outputs are mask (3), gender (2), age (3) logits, and with
+    ``age_regression`` > 0 one more output, the age in years / ``AGE_SCALE`` (L1 loss)."""
 
-    num_outputs = sum(ATTRIBUTE_SIZES.values())
-
-    def __init__(self, losses: dict[str, torch.nn.Module], weights: dict[str, float]):
+    def __init__(self, losses: dict[str, torch.nn.Module], weights: dict[str, float],
+                 age_regression: float = 0.0):
         torch.nn.Module.__init__(self)
         self.register_buffer("age_smoothing", None, persistent=False)
         self.losses = torch.nn.ModuleDict(losses)
         self.weights = weights
+        self.age_regression = age_regression
+        self.num_outputs = sum(ATTRIBUTE_SIZES.values()) + int(age_regression > 0)
 
     def split(self, outputs: torch.Tensor) -> dict[str, torch.Tensor]:
-        return dict(zip(ATTRIBUTE_SIZES, outputs.split(list(ATTRIBUTE_SIZES.values()), dim=1),
-                        strict=True))
+        sizes = list(ATTRIBUTE_SIZES.values())
+        heads = outputs[:, :sum(sizes)].split(sizes, dim=1)
+        return dict(zip(ATTRIBUTE_SIZES, heads, strict=True))
 
-    def loss(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    def loss(self, outputs: torch.Tensor, targets: torch.Tensor,
+             ages: torch.Tensor | None = None) -> torch.Tensor:
         logits, soft = self.split(outputs), attribute_targets(self.training_targets(targets))
-        return sum(self.weights[name] * self.losses[name](logits[name], soft[name])
-                   for name in ATTRIBUTE_SIZES)
+        total = sum(self.weights[name] * self.losses[name](logits[name], soft[name])
+                    for name in ATTRIBUTE_SIZES)
+        if self.age_regression > 0:
+            if ages is None:
+                raise ValueError("an age-regression head needs the ages in years")
+            total = total + self.age_regression * F.l1_loss(
+                outputs[:, -1].float(), ages.float() / AGE_SCALE)
+        return total
 
     def probs(self, outputs: torch.Tensor) -> torch.Tensor:
         parts = {name: F.softmax(x.float(), dim=1) for name, x in self.split(outputs).items()}
@@ -103,7 +119,8 @@ class AttributeTask(SingleTask):
         self.attribute = attribute
         self.num_outputs = self.num_metric_classes = ATTRIBUTE_SIZES[attribute]
 
-    def loss(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    def loss(self, outputs: torch.Tensor, targets: torch.Tensor,
+             ages: torch.Tensor | None = None) -> torch.Tensor:
         return self.loss_fn(outputs,
                             attribute_targets(self.training_targets(targets))[self.attribute])
 
@@ -129,7 +146,8 @@ def build_task(spec: ModelSpec, class_counts: np.ndarray | None = None) -> Singl
     elif spec.task == "multihead":
         losses = {name: create_loss(loss_cfg.attributes.get(name, loss_cfg), weights(name))
                   for name in ATTRIBUTE_SIZES}
-        task = MultiHeadTask(losses, loss_cfg.attribute_weights)
+        task = MultiHeadTask(losses, loss_cfg.attribute_weights,
+                             spec.cfg.model.age_regression_weight)
     else:
         task = SingleTask(create_loss(loss_cfg, weights(None)))
     return task.smooth_age(loss_cfg.age_ordinal_smoothing)

@@ -36,8 +36,13 @@ class ModelSpec:
             raise ValueError(f"unknown task {self.task!r}; tasks: {list(TASK_OUTPUTS)}")
 
     @property
+    def regresses_age(self) -> bool:
+        """The multi-head network carries an auxiliary age-in-years output."""
+        return self.task == "multihead" and self.cfg.model.age_regression_weight > 0
+
+    @property
     def num_outputs(self) -> int:
-        return TASK_OUTPUTS[self.task]
+        return TASK_OUTPUTS[self.task] + int(self.regresses_age)
 
     @property
     def attribute(self) -> str | None:
