@@ -1,4 +1,5 @@
 import os
+import stat
 import warnings
 
 import numpy as np
@@ -59,3 +60,19 @@ def test_a_crash_within_a_set_leaves_files_missing_never_mismatched(tmp_path, mo
         atomic.write_csv_set({first: pd.DataFrame({"a": [1]}), second: pd.DataFrame({"b": [2]})})
     assert pd.read_csv(first)["a"].tolist() == [1]
     assert not second.exists()  # not the old submission beside the new predictions
+
+
+@pytest.mark.parametrize(("umask", "mode"), [(0o022, 0o644), (0o077, 0o600), (0o002, 0o664)])
+def test_written_files_get_the_mode_the_umask_gives(tmp_path, umask, mode):
+    import torch
+
+    previous = os.umask(umask)
+    try:
+        atomic.write_csv(pd.DataFrame({"a": [1]}), tmp_path / "table.csv")
+        atomic.write_json(tmp_path / "run.json", {"a": 1})
+        atomic.save_array(tmp_path / "probs.npy", np.zeros(3))
+        atomic.atomic_write(tmp_path / "model.ckpt", lambda tmp: torch.save({"w": 1}, tmp))
+    finally:
+        os.umask(previous)
+    modes = {path.name: stat.S_IMODE(path.stat().st_mode) for path in tmp_path.iterdir()}
+    assert modes == dict.fromkeys(["table.csv", "run.json", "probs.npy", "model.ckpt"], mode)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
+import secrets
 from collections.abc import Callable
 from pathlib import Path
 
@@ -24,6 +24,19 @@ def fsync_path(path: Path | str) -> None:
         os.close(fd)
 
 
+def _create_temporary(path: Path) -> Path:
+    """An empty new file beside ``path``, created with mode 0666 less the umask, as a plain
+    ``open`` would (``tempfile.mkstemp`` makes 0600 files, which the rename would keep, and a
+    teammate could not read the submission)."""
+    while True:
+        tmp = path.parent / f".{path.name}.{secrets.token_hex(4)}{TMP_SUFFIX}"
+        try:
+            os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+            return tmp
+        except FileExistsError:
+            continue
+
+
 def atomic_write(path: Path | str, write: Callable[[Path], None]) -> None:
     """Call ``write(tmp_path)`` on a temporary file beside ``path``, then rename it over.
 
@@ -32,14 +45,13 @@ def atomic_write(path: Path | str, write: Callable[[Path], None]) -> None:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TMP_SUFFIX)
-    os.close(fd)
+    tmp = _create_temporary(path)
     try:
-        write(Path(tmp))
+        write(tmp)
         fsync_path(tmp)
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
     fsync_path(path.parent)
 
