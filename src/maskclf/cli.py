@@ -40,6 +40,8 @@ stderr = Console(stderr=True)
 JsonOption = Annotated[bool, typer.Option(
     "--json", help="Print exactly one JSON document on stdout (human output goes to stderr).")]
 DataOption = Annotated[Path, typer.Option("--data", help="Dataset root (train/ and eval/).")]
+RunDataOption = Annotated[Path | None, typer.Option(
+    "--data", help="Dataset root (default: the one the run trained on, from its run.json).")]
 TtaOption = Annotated[str | None, typer.Option(
     "--tta", help="Comma-separated test-time views: hflip,scale,shift ('' for none).")]
 OverrideOption = Annotated[list[str] | None, typer.Option(
@@ -179,6 +181,11 @@ def train(
                              "drop --config, -o, --fold and --name")
         result = resume_run(resume, data)
     else:
+        if config is None:
+            logging.getLogger("maskclf").warning(
+                "no --config: training maskclf's defaults (%s from scratch at 224 x 224); "
+                "pick a recipe with --config NAME (`maskclf recipes` lists them)",
+                load_config(None).model.name)
         result = train_run(load_config(config, override or []), data or Path("data"), runs, name,
                            fold=fold)
     if not is_rank_zero():  # one rank of a multi-process run: rank 0 reports
@@ -193,6 +200,17 @@ def train(
     show.print(f"run directory: {result.run}")
     if as_json:
         _emit_json(result.summary)
+
+
+@command
+def recipes(as_json: JsonOption = False) -> None:
+    """The training recipes shipped with maskclf, for `maskclf train --config NAME`."""
+    from maskclf.config import packaged_recipes
+
+    found = packaged_recipes()
+    if as_json:
+        _emit_json({"recipes": found})
+    _console(as_json).print(render.recipes_table(found))
 
 
 @command
@@ -289,7 +307,7 @@ def predict(
     run: Annotated[Path, typer.Argument(
         help="Run directory made by `maskclf train`, or an export made by `maskclf export` "
              "(runs on onnxruntime).")],
-    data: DataOption = Path("data"),
+    data: RunDataOption = None,
     tta: TtaOption = None,
     tune_decisions: Annotated[bool | None, typer.Option(
         "--tune-decisions/--no-tune-decisions",
@@ -312,7 +330,7 @@ def predict(
             raise UsageError(f"{run} is an export: its TTA views are fixed when it is made "
                              "(`maskclf export --tta`), and it has no decision biases and no "
                              "out-of-fold rows to check a person vote on")
-        result = predict_export(run, data)
+        result = predict_export(run, data or Path("data"))
     else:
         from maskclf.predict import predict_run
 
@@ -447,7 +465,7 @@ def suspects(
 @command
 def oof(
     run: Annotated[Path, typer.Argument(help="Run directory with oof.csv.")],
-    data: DataOption = Path("data"),
+    data: RunDataOption = None,
     tta: TtaOption = None,
     as_json: JsonOption = False,
 ) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import difflib
 import logging
+import re
 import typing
 from importlib.resources import files
 from pathlib import Path
@@ -429,6 +430,25 @@ def packaged_config(name: str) -> Path:
     return Path(str(files("maskclf") / "configs" / f"{name}.yaml"))
 
 
+def packaged_recipes() -> list[dict[str, Any]]:
+    """The training recipes shipped with maskclf (not the tuning space): name, file, the
+    first clause of its header comment, and its backbone, image size and epochs."""
+    recipes = []
+    for path in sorted(packaged_config("demo").parent.glob("*.yaml")):
+        text = path.read_text()
+        raw = yaml.safe_load(text) or {}
+        if "model" not in raw and "train" not in raw:
+            continue  # a search space, not a recipe
+        comment = " ".join(line.lstrip("# ").strip() for line in text.splitlines()
+                           if line.startswith("#"))
+        cfg = build_config(raw, str(path))
+        recipes.append({"name": path.stem, "file": str(path),
+                        "about": re.split(r"[.:;(]", comment)[0].strip(),
+                        "model": cfg.model.name, "head": cfg.model.head,
+                        "image_size": list(cfg.data.image_size), "epochs": cfg.train.epochs})
+    return recipes
+
+
 def load_raw_config(path: Path | str | None) -> dict[str, Any]:
     """A YAML config file as a plain dict (``None``: {}, all defaults), not yet validated."""
     if path is None:
@@ -439,7 +459,8 @@ def load_raw_config(path: Path | str | None) -> dict[str, Any]:
         if path.parent.name not in ("", ".", "configs") or not shipped.is_file():
             names = sorted(p.stem for p in shipped.parent.glob("*.yaml"))
             raise ConfigError(f"config file {path} does not exist; recipes shipped with "
-                              f"maskclf: {', '.join(names)} (--config configs/NAME.yaml)")
+                              f"maskclf: {', '.join(names)} (--config NAME; `maskclf "
+                              "recipes` describes them)")
         log.info("config file %s is not here; using the recipe shipped with maskclf: %s",
                  path, shipped)
         path = shipped  # `--config configs/cpu.yaml` works outside a checkout too
@@ -456,6 +477,31 @@ def load_config(path: Path | str | None, overrides: list[str] | None = None) -> 
     """Read a YAML config (``None`` means all defaults) and apply dotted overrides."""
     source = "<defaults>" if path is None else str(path)
     return build_config(apply_overrides(load_raw_config(path), overrides or []), source)
+
+
+PATH_SETTINGS = (("data", "corrections"), ("data", "extra"), ("data", "cache_dir"),
+                 ("model", "weights"), ("aug", "pipeline"))
+"""Settings that may name files or folders relative to the working folder."""
+
+
+def absolute_paths(cfg: RunConfig) -> RunConfig:
+    """``cfg`` with every relative path setting that names something here made absolute, so
+    a run's saved config resumes and predicts from any folder. Names that are not files
+    (a preset like ``strong``, packaged weights like ``efficientnet_lite0``) stay names;
+    ``data.cache_dir`` is made absolute even before it exists."""
+    def resolve(value: Any, always: bool) -> Any:
+        if isinstance(value, list):
+            return [resolve(item, always) for item in value]
+        if isinstance(value, Path) and not value.is_absolute() and (always or value.exists()):
+            return value.resolve()
+        return value
+
+    sections = {}
+    for section, key in PATH_SETTINGS:
+        current = sections.get(section, getattr(cfg, section))
+        value = resolve(getattr(current, key), always=key == "cache_dir")
+        sections[section] = current.model_copy(update={key: value})
+    return cfg.model_copy(update=sections)
 
 
 def config_to_dict(cfg: RunConfig) -> dict[str, Any]:

@@ -75,12 +75,11 @@ def export_run(run_path: Path | str, out_dir: Path | str, folds: str = "all",
                          f"--resume {run.path}` before exporting")
     cfg = run.read_config()
     specs, views = resolve_specs(cfg), check_views(cfg.predict.tta if tta is None else tta)
-    data_root = data_root or run.read_record().get("data")
-    if data_root is None or not Path(data_root).is_dir():
-        raise UsageError(f"the run's data folder ({data_root or 'not recorded'}) is not here; "
-                         "pass --data DATA "
+    data_root = run.data_root(data_root)
+    if not data_root.is_dir():
+        raise UsageError(f"the run's data folder ({data_root}) is not here; pass --data DATA "
                          "(images to verify the export with)")
-    out_dir, data_root = Path(out_dir), Path(data_root)
+    out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     sample = _sample_images(data_root, cfg, check_images)
     chosen, networks, worst = _chosen_folds(run, folds), [], 0.0

@@ -17,7 +17,7 @@ import torch
 from lightning.pytorch.callbacks import Callback
 
 from maskclf import labels
-from maskclf.config import RunConfig, build_config, config_to_dict
+from maskclf.config import RunConfig, absolute_paths, build_config, config_to_dict
 from maskclf.data.cache import build_cache, open_cache
 from maskclf.data.corrections import CorrectionReport, apply_corrections, load_corrections
 from maskclf.data.layout import read_tables
@@ -239,6 +239,7 @@ def train_run(cfg: RunConfig, data_root: Path | str, runs_dir: Path | str = "run
     """
     started = time.monotonic()
     root = Path(data_root)
+    cfg = absolute_paths(cfg)  # the saved config works from any folder
     records, report = prepare_records(cfg, root)
     specs = preflight(cfg)
     folds = make_folds(records, cfg.data.folds, cfg.data.val_ratio, cfg.seed)
@@ -272,7 +273,7 @@ def resume_run(run_path: Path | str, data_root: Path | str | None = None,
         raise UsageError(f"{run.path} already finished ({RunDir.SUMMARY} exists); nothing to "
                          "resume")
     cfg = run.read_config()
-    root = Path(data_root or record["data"])
+    root = run.data_root(data_root)
     records, _ = prepare_records(cfg, root)
     specs = preflight(cfg)
     folds = attach_folds(records, run.read_folds(), str(run.file(RunDir.FOLDS)))
@@ -301,8 +302,7 @@ def refit_config(run_path: Path | str) -> tuple[RunConfig, list[int], Path]:
     raw = config_to_dict(cfg)
     raw["data"].update(folds=0, val_ratio=0.0)
     raw["train"]["epochs"] = max(1, int(round(float(np.median(best_epochs)))))
-    return (build_config(raw, f"refit of {run.path}"), best_epochs,
-            Path(run.read_record().get("data", "data")))
+    return build_config(raw, f"refit of {run.path}"), best_epochs, run.data_root()
 
 
 def _add_seconds(run: RunDir, seconds: float) -> None:

@@ -119,9 +119,9 @@ def _open(run_path: Path | str, tta: list[str] | None, allow_unfinished: bool = 
     return run, resolve_specs(cfg), cfg.predict.tta if tta is None else check_views(tta)
 
 
-def predict_run(run_path: Path | str, data_root: Path | str, tta: list[str] | None = None,
-                tune_decisions: bool | None = None, allow_unfinished: bool = False,
-                vote: bool | None = None) -> PredictResult:
+def predict_run(run_path: Path | str, data_root: Path | str | None = None,
+                tta: list[str] | None = None, tune_decisions: bool | None = None,
+                allow_unfinished: bool = False, vote: bool | None = None) -> PredictResult:
     """Predict ``eval/images`` in ``info.csv`` order, averaging the run's fold models.
 
     Writes ``predictions.csv`` and a validated ``submission.csv`` into the run directory;
@@ -130,7 +130,7 @@ def predict_run(run_path: Path | str, data_root: Path | str, tta: list[str] | No
     (default ``predict.person_vote``) asks for the person vote, applied before the biases.
     """
     run, specs, views = _open(run_path, tta, allow_unfinished)
-    data_root = Path(data_root)
+    data_root = run.data_root(data_root)
     info = read_eval(data_root)
     probs, checkpoints = predict_paths(run, specs, data_root, info["path"], views)
     voted = None
@@ -146,8 +146,8 @@ def predict_run(run_path: Path | str, data_root: Path | str, tta: list[str] | No
     return PredictResult(predictions, submission, checkpoints, len(info), voted)
 
 
-def predict_oof(run_path: Path | str, data_root: Path | str, tta: list[str] | None = None,
-                out_name: str = "oof_tta.csv") -> tuple[Path, dict]:
+def predict_oof(run_path: Path | str, data_root: Path | str | None = None,
+                tta: list[str] | None = None, out_name: str = "oof_tta.csv") -> tuple[Path, dict]:
     """Recompute out-of-fold probabilities with each fold's own model (e.g. with TTA).
 
     The fold of each training image comes from ``RUN/oof.csv``; returns the file and scores.
@@ -156,7 +156,8 @@ def predict_oof(run_path: Path | str, data_root: Path | str, tta: list[str] | No
     oof = read_prediction_file(run.file(RunDir.OOF))
     tables = []
     for fold, rows in oof.groupby("fold", sort=True):
-        probs, _ = predict_fold(run, specs, Path(data_root), rows["ImageID"], int(fold), views)
+        probs, _ = predict_fold(run, specs, run.data_root(data_root), rows["ImageID"],
+                                int(fold), views)
         tables.append(prediction_table(rows["ImageID"], probs).assign(
             fold=int(fold), **{"class": rows["class"].to_numpy()}))
     table = pd.concat(tables, ignore_index=True)

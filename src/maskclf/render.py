@@ -93,3 +93,10 @@ def person_vote_line(vote: dict) -> str:
              f"{check['f1_after']:.4f}; ")
     outcome = "applied" if vote["applied"] else f"not applied ({escape(vote['reason'])})"
     return f"person vote: {found}{outcome}"
+
+
+def recipes_table(recipes: list[dict]) -> Table:
+    columns = ["name", "model", "head", "image_size", "epochs", "about"]
+    frame = pd.DataFrame(recipes, columns=columns)
+    frame["image_size"] = frame["image_size"].map(lambda size: "x".join(map(str, size)))
+    return frame_table("recipes (maskclf train --config NAME)", frame)

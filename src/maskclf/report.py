@@ -58,14 +58,14 @@ def _confusions(truth: np.ndarray, predicted: np.ndarray, out: Path) -> tuple[Pa
     return save(figure, out / "confusion.png"), matrix
 
 
-def _mistakes(oof: pd.DataFrame, predicted: np.ndarray, data_root: Path | None, out: Path,
+def _mistakes(oof: pd.DataFrame, predicted: np.ndarray, data_root: Path, out: Path,
               count: int) -> tuple[Path | None, pd.DataFrame]:
     """The wrong predictions made with the highest confidence, as a captioned grid."""
     probs = oof[CLASS_COLUMNS].to_numpy()
     wrong = oof.assign(predicted=predicted, confidence=probs.max(axis=1))
     wrong = wrong[wrong["predicted"] != wrong["class"]].nlargest(count, "confidence")
     names = labels.class_names()
-    if data_root is None or wrong.empty:
+    if wrong.empty:
         return None, wrong
     paths = [data_root / p for p in wrong["ImageID"]]
     if not all(p.is_file() for p in paths):
@@ -122,8 +122,7 @@ def write_report(run_path: Path | str, data_root: Path | str | None = None,
     by default the data folder the run recorded."""
     run = RunDir.open(run_path)
     summary = run.read_summary()
-    if data_root is None:
-        data_root = run.read_record().get("data")
+    data_root = run.data_root(data_root)
     out = run.file(RunDir.REPORT)
     out.mkdir(exist_ok=True)
     figures: dict[str, Path | None] = {"curves": _curves(run.path, out / "curves.png")}
@@ -138,9 +137,7 @@ def write_report(run_path: Path | str, data_root: Path | str | None = None,
                                                strict=True)]
         figures["class_f1"] = bar_figure(scores["class_f1"], names, "per-class F1 (OOF)",
                                          out / "class_f1.png", "F1")
-        figures["mistakes"], wrong = _mistakes(oof, predicted,
-                                               None if data_root is None else Path(data_root),
-                                               out, mistakes)
+        figures["mistakes"], wrong = _mistakes(oof, predicted, data_root, out, mistakes)
     atomic_write_text(out / "report.md", _markdown(run.path, summary, figures, wrong))
     return {"dir": str(out), "report": str(out / "report.md"),
             "figures": {k: str(v) for k, v in figures.items() if v is not None},

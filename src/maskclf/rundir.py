@@ -153,6 +153,11 @@ class RunDir:
         path = self.file(self.RECORD)
         return json.loads(path.read_text()) if path.is_file() else {}
 
+    def data_root(self, given: Path | str | None = None) -> Path:
+        """``given``, else the dataset the run trained on (``run.json``), else ``./data``:
+        predicting, resuming or refitting a run needs no ``--data`` on the same machine."""
+        return Path(given or self.read_record().get("data") or "data")
+
     def write_record(self, record: dict) -> None:
         write_json(self.file(self.RECORD), record)
 

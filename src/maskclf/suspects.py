@@ -110,7 +110,7 @@ def write_suspects(run_path: Path | str, out_dir: Path | str, top: int = 30,
     run, out_dir = RunDir.open(run_path), Path(out_dir)
     oof = read_prediction_file(run.file(RunDir.OOF))
     suspects = find_suspects(oof)
-    data_root = Path(data_root or run.read_record().get("data", "data"))
+    data_root = run.data_root(data_root)
     write_csv(suspects, out_dir / "suspects.csv")
     _grid(suspects.head(top), data_root, out_dir / "suspects.png")
     proposal = corrections(suspects)
