@@ -40,7 +40,8 @@ def test_kfold_predict_averages_every_fold_model(two_fold_run, synthetic_root):
 
 
 def test_oof_recompute_matches_training_oof_and_tta_changes_it(two_fold_run, synthetic_root):
-    _, plain = predict_oof(two_fold_run.run, synthetic_root, tta=[], out_name="oof_plain.csv")
+    path, plain = predict_oof(two_fold_run.run, synthetic_root, tta=[])
+    assert path.name == "oof_plain.csv"
     original = pd.read_csv(two_fold_run.run / "oof.csv")
     again = pd.read_csv(two_fold_run.run / "oof_plain.csv").set_index("ImageID").loc[
         original["ImageID"]]
@@ -48,7 +49,7 @@ def test_oof_recompute_matches_training_oof_and_tta_changes_it(two_fold_run, syn
                                original[CLASS_COLUMNS].to_numpy(), atol=1e-5)
     assert plain["macro_f1"] == pytest.approx(two_fold_run.summary["validation"]["macro_f1"])
     predict_oof(two_fold_run.run, synthetic_root, tta=["hflip", "scale"])
-    with_tta = pd.read_csv(two_fold_run.run / "oof_tta.csv")
+    with_tta = pd.read_csv(two_fold_run.run / "oof_hflip-scale.csv")  # plain one kept
     assert not np.allclose(with_tta[CLASS_COLUMNS].to_numpy(),
                            again[CLASS_COLUMNS].to_numpy())
 
@@ -95,7 +96,47 @@ def test_tuned_decisions_are_saved_and_applied(two_fold_run, synthetic_root):
     saved = json.loads((two_fold_run.run / RunDir.BIASES).read_text())["biases"]
     biases = np.asarray(saved)
     plain = predict_run(two_fold_run.run, synthetic_root, tune_decisions=False)
-    probs = pd.read_csv(plain.predictions)[CLASS_COLUMNS].to_numpy()
+    plain_table = pd.read_csv(plain.predictions)
+    probs = plain_table[CLASS_COLUMNS].to_numpy()
+    assert set(plain_table["decided_by"]) == {"argmax"}
     tuned = predict_run(two_fold_run.run, synthetic_root, tune_decisions=True)
     expected = np.argmax(np.log(np.clip(probs, 1e-12, 1)) + biases, axis=1)
     assert (pd.read_csv(tuned.submission)["ans"].to_numpy() == expected).all()
+    table = pd.read_csv(tuned.predictions)  # untuned probabilities, and what was submitted
+    np.testing.assert_allclose(table[CLASS_COLUMNS].to_numpy(), probs, atol=1e-6)
+    assert (table["submitted"].to_numpy() == expected).all()
+    assert set(table["decided_by"]) == {"decision_biases"}
+    assert report["oof_file"] == "oof.csv" and report["views"] == []
+    assert report["run"] == str(two_fold_run.run.resolve()) and len(report["oof_sha256"]) == 64
+
+
+def test_biases_fitted_on_other_views_warn_at_predict_time(two_fold_run, synthetic_root,
+                                                           caplog):
+    from maskclf.decisions import tune_run
+
+    tune_run(two_fold_run.run)  # on oof.csv: no TTA
+    with caplog.at_level("WARNING", logger="maskclf"):
+        predict_run(two_fold_run.run, synthetic_root, tta=["hflip"], tune_decisions=True)
+    assert "oof_hflip.csv" in caplog.text and "views ['hflip']" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="maskclf"):
+        predict_run(two_fold_run.run, synthetic_root, tune_decisions=True)
+    assert "fitted on" not in caplog.text
+
+
+def test_tuning_without_biases_fails_before_any_prediction(two_fold_run, synthetic_root,
+                                                           tmp_path, monkeypatch):
+    import shutil
+
+    from maskclf import predict
+    from maskclf.errors import MissingFileError
+
+    run = shutil.copytree(two_fold_run.run, tmp_path / "copy")
+    (run / RunDir.BIASES).unlink(missing_ok=True)
+
+    def no_work(*args, **kwargs):
+        raise AssertionError("predicted before checking the biases")
+
+    monkeypatch.setattr(predict, "predict_paths", no_work)
+    with pytest.raises(MissingFileError, match="tune-decisions"):
+        predict_run(run, synthetic_root, tta=["hflip", "scale"], tune_decisions=True)

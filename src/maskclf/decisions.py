@@ -8,7 +8,9 @@ never measured on the rows it was fitted on.
 
 from __future__ import annotations
 
+import hashlib
 import json
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +22,8 @@ from maskclf.errors import InputFileError, MissingFileError, UsageError
 from maskclf.labels import NUM_CLASSES
 from maskclf.rundir import RunDir
 from maskclf.submission import CLASS_COLUMNS, read_prediction_file
+
+log = logging.getLogger(__name__)
 
 DEFAULT_GRID = np.round(np.linspace(-3.0, 3.0, 25), 6)
 
@@ -107,14 +111,25 @@ def save_biases(run: RunDir, biases: np.ndarray, report: dict) -> Path:
     return path
 
 
-def load_biases(run_path: Path | str) -> np.ndarray:
+def load_biases(run_path: Path | str, views: list[str] | None = None) -> np.ndarray:
+    """The run's decision biases; a warning when they were fitted on OOF probabilities of
+    other test-time views than ``views`` (the biases then shift probabilities they were not
+    fitted to)."""
     path = RunDir(run_path).file(RunDir.BIASES)
     if not path.is_file():
         raise MissingFileError(f"{path} does not exist; run `maskclf tune-decisions "
                                f"{run_path}` first or set predict.tune_decisions: false")
-    biases = np.asarray(json.loads(path.read_text())["biases"], dtype=float)
+    record = json.loads(path.read_text())
+    biases = np.asarray(record["biases"], dtype=float)
     if biases.shape != (NUM_CLASSES,):
         raise InputFileError(f"{path} must hold {NUM_CLASSES} biases; has {biases.shape}")
+    fitted = record.get("views")
+    if views is not None and fitted is not None and sorted(fitted) != sorted(views):
+        log.warning("%s was fitted on %s (TTA views %s) but this prediction uses views %s: "
+                    "fit them on matching OOF rows with `maskclf oof %s --tta %s` then "
+                    "`maskclf tune-decisions %s --oof-file %s`", path, record.get("oof_file"),
+                    fitted or "none", views or "none", run_path, ",".join(views) or "''",
+                    run_path, RunDir.oof_name(views))
     return biases
 
 
@@ -123,11 +138,14 @@ def tune_run(run_path: Path | str, oof_file: str = RunDir.OOF, per: str = "attri
     persons, fit on all rows and save the biases, else save zero biases (plain argmax).
     Either way the report says which (``applied``)."""
     run = RunDir.open(run_path)
-    oof = read_prediction_file(run.file(oof_file))
+    source = run.file(oof_file)
+    oof = read_prediction_file(source)
     probs = oof[CLASS_COLUMNS].to_numpy()
     persons = oof["ImageID"].str.split("/").str[-2].to_numpy()
     report = {**cross_validate(probs, oof["class"], persons, per=per), "per": per,
-              "oof_file": oof_file}
+              "run": str(run.path.resolve()), "oof_file": oof_file,
+              "oof_sha256": hashlib.sha256(source.read_bytes()).hexdigest(),
+              "views": run.oof_views(oof_file)}
     report["applied"] = report["tuned_macro_f1"] > report["plain_macro_f1"]
     biases = (fit_biases(probs, oof["class"], per=per) if report["applied"]
               else np.zeros(probs.shape[1]))

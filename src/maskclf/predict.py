@@ -130,27 +130,29 @@ def predict_run(run_path: Path | str, data_root: Path | str | None = None,
     (default ``predict.person_vote``) asks for the person vote, applied before the biases.
     """
     run, specs, views = _open(run_path, tta, allow_unfinished)
+    tune = specs[0].cfg.predict.tune_decisions if tune_decisions is None else tune_decisions
+    biases = load_biases(run.path, views) if tune else None  # before any work: fail fast
     data_root = run.data_root(data_root)
     info = read_eval(data_root)
     probs, checkpoints = predict_paths(run, specs, data_root, info["path"], views)
     voted = None
     if specs[0].cfg.predict.person_vote if vote is None else vote:
         probs, voted = vote_on_persons(run, specs, data_root, info["path"], probs)
-    decided = probs.argmax(axis=1)
-    tune = specs[0].cfg.predict.tune_decisions if tune_decisions is None else tune_decisions
-    if tune:
-        decided = apply_biases(probs, load_biases(run.path))
+    decided = probs.argmax(axis=1) if biases is None else apply_biases(probs, biases)
     predictions, submission = run.file(RunDir.PREDICTIONS), run.file(RunDir.SUBMISSION)
-    write_csv_set({predictions: prediction_table(info["ImageID"], probs),
+    table = prediction_table(info["ImageID"], probs).assign(
+        submitted=decided, decided_by="argmax" if biases is None else "decision_biases")
+    write_csv_set({predictions: table,
                    submission: checked_submission(info["ImageID"], decided, info, submission)})
     return PredictResult(predictions, submission, checkpoints, len(info), voted)
 
 
 def predict_oof(run_path: Path | str, data_root: Path | str | None = None,
-                tta: list[str] | None = None, out_name: str = "oof_tta.csv") -> tuple[Path, dict]:
-    """Recompute out-of-fold probabilities with each fold's own model (e.g. with TTA).
-
-    The fold of each training image comes from ``RUN/oof.csv``; returns the file and scores.
+                tta: list[str] | None = None) -> tuple[Path, dict]:
+    """Recompute out-of-fold probabilities with each fold's own model (e.g. with TTA) into
+    ``RUN/oof_<views>.csv`` (``RunDir.oof_name``), so files of different views never
+    overwrite each other. The fold of each training image comes from ``RUN/oof.csv``;
+    returns the file and scores.
     """
     run, specs, views = _open(run_path, tta)
     oof = read_prediction_file(run.file(RunDir.OOF))
@@ -161,5 +163,5 @@ def predict_oof(run_path: Path | str, data_root: Path | str | None = None,
         tables.append(prediction_table(rows["ImageID"], probs).assign(
             fold=int(fold), **{"class": rows["class"].to_numpy()}))
     table = pd.concat(tables, ignore_index=True)
-    path = run.write_table(out_name, table)
+    path = run.write_table(RunDir.oof_name(views), table)
     return path, score(table["class"], table[CLASS_COLUMNS].to_numpy().argmax(axis=1))

@@ -153,6 +153,24 @@ class RunDir:
         path = self.file(self.RECORD)
         return json.loads(path.read_text()) if path.is_file() else {}
 
+    @staticmethod
+    def oof_name(views: list[str]) -> str:
+        """``oof_<views>.csv`` (``oof_hflip-scale.csv``; ``oof_plain.csv`` without TTA): the
+        file ``maskclf oof`` writes for those test-time views."""
+        return f"oof_{'-'.join(views) or 'plain'}.csv"
+
+    def oof_views(self, oof_file: str) -> list[str] | None:
+        """The TTA views an OOF file of this run was predicted with: the run's
+        ``predict.tta`` for ``oof.csv`` (written while training), the name's views for
+        ``oof_<views>.csv``; None when the name does not say."""
+        if oof_file == self.OOF:
+            return list(self.read_config().predict.tta)
+        stem = Path(oof_file).stem
+        if not stem.startswith("oof_") or stem == "oof_tta":  # oof_tta.csv: any views
+            return None
+        views = stem.removeprefix("oof_")
+        return [] if views == "plain" else views.split("-")
+
     def data_root(self, given: Path | str | None = None) -> Path:
         """``given``, else the dataset the run trained on (``run.json``), else ``./data``:
         predicting, resuming or refitting a run needs no ``--data`` on the same machine."""
