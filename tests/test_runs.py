@@ -55,3 +55,53 @@ def test_runs_command_prints_the_board_and_the_diff(tmp_path):
     assert [r["name"] for r in rows] == ["b", "a"]
     result = CliRunner().invoke(app, ["runs", "--diff", str(tmp_path / "a"), str(tmp_path / "b")])
     assert result.exit_code == 0 and "optim.lr" in result.output
+
+
+def test_a_note_round_trips_and_the_board_shows_the_latest_score_and_text(tmp_path):
+    from maskclf.runs import add_note
+
+    run = _fake_run(tmp_path, "a", 0.5, tiny_config())
+    result = CliRunner().invoke(app, ["note", str(run), "--lb", "0.771", "first submission"])
+    assert result.exit_code == 0, result.output
+    add_note(run, None, "rerun with TTA")
+    notes = json.loads((run / "notes.json").read_text())["notes"]
+    assert [(n["lb"], n["text"]) for n in notes] == [(0.771, "first submission"),
+                                                     (None, "rerun with TTA")]
+    row = leaderboard(tmp_path).iloc[0]
+    assert (row["lb"], row["note"]) == (0.771, "rerun with TTA")
+    for bad in (["note", str(run)], ["note", str(run), "--lb", "77.1"]):
+        assert CliRunner().invoke(app, bad).exit_code == 2
+
+
+def test_the_board_tracks_data_epochs_and_how_cv_predicts_the_public_score(tmp_path):
+    from maskclf.runs import add_note, lb_correlation
+
+    for name, oof, lb in (("a", 0.5, 0.52), ("b", 0.6, 0.58), ("c", 0.7, 0.71), ("d", 0.8, None)):
+        run = _fake_run(tmp_path, name, oof, tiny_config("train.epochs=7"))
+        (run / "run.json").write_text(json.dumps({"started": "2026-12-01T10:00:00",
+                                                  "data": "/somewhere/faces-real"}))
+        summary = json.loads((run / "summary.json").read_text())
+        (run / "summary.json").write_text(json.dumps({**summary, "n_images": 3829}))
+        if lb is not None:
+            add_note(run, lb, None)
+    table = leaderboard(tmp_path)
+    assert set(table["data"]) == {"faces-real (3829)"} and set(table["epochs"]) == {7}
+    found = lb_correlation(table)
+    assert found["runs"] == 3 and found["pearson"] > 0.95 and found["spearman"] == 1.0
+    assert lb_correlation(table.head(2)) is None
+
+
+def test_runs_fit_80_columns_without_truncated_cells(tmp_path):
+    cfg = tiny_config("model.name=efficientnet_lite0")
+    for name in ("a-rather-long-run-name-2026-12-01", "b"):
+        _fake_run(tmp_path, name, 0.61234, cfg)
+    result = CliRunner(env={"COLUMNS": "80"}).invoke(app, ["runs", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    assert "…" not in result.output
+    assert max(len(line) for line in result.output.splitlines()) <= 80
+    assert all(column in result.output for column in ("oof_f1", "lb", "note", "data"))
+    chosen = CliRunner(env={"COLUMNS": "80"}).invoke(
+        app, ["runs", str(tmp_path), "--columns", "name,mask_f1,age_f1"])
+    assert "age_f1" in chosen.output and "backbone" not in chosen.output
+    wrong = CliRunner().invoke(app, ["runs", str(tmp_path), "--columns", "name,nope"])
+    assert wrong.exit_code == 2 and "nope" in wrong.output

@@ -618,10 +618,14 @@ def runs(
     ascending: Annotated[bool, typer.Option(help="Smallest first.")] = False,
     diff: Annotated[tuple[Path, Path] | None, typer.Option(
         help="Show the config settings that differ between two run directories.")] = None,
+    columns: Annotated[str | None, typer.Option(
+        help="Comma-separated columns, or all (default: name, data, backbone, epochs, "
+             "cv_f1, oof_f1, lb, note).")] = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Leaderboard of runs (backbone, head, loss, size, folds, CV/OOF F1, time), or --diff A B."""
-    from maskclf.runs import config_diff, leaderboard
+    """Leaderboard of runs (data, backbone, epochs, CV/OOF F1, public score, note), or
+    --diff A B."""
+    from maskclf.runs import choose_columns, config_diff, lb_correlation, leaderboard
 
     show = _console(as_json)
     if diff is not None:
@@ -631,10 +635,33 @@ def runs(
         else:
             show.print(render.frame_table(f"config differences ({len(table)})", table, "{:g}"))
     else:
-        table = leaderboard(folder, sort, ascending)
-        show.print(render.frame_table(f"{len(table)} runs in {folder}, by {sort}", table))
+        chosen, board = choose_columns(columns), leaderboard(folder, sort, ascending)
+        correlation = lb_correlation(board)
+        table = board if as_json else board[chosen]
+        show.print(render.frame_table(f"{len(board)} runs in {folder}, by {sort}",
+                                      table, "{:.3f}", compact=True))
+        show.print(render.correlation_line(correlation))
     if as_json:
-        _emit_json({"rows": json.loads(table.to_json(orient="records"))})
+        _emit_json({"rows": json.loads(table.to_json(orient="records"))}
+                   | ({} if diff is not None else {"lb_correlation": correlation}))
+
+
+@command
+def note(
+    run: Annotated[Path, typer.Argument(help="Run directory made by `maskclf train`.")],
+    text: Annotated[str | None, typer.Argument(help="A note (what you submitted, why).")
+                    ] = None,
+    lb: Annotated[float | None, typer.Option(
+        "--lb", help="The public leaderboard macro F1 this run's submission scored.")] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Record a public score and/or a note for a run; `maskclf runs` shows them beside CV."""
+    from maskclf.runs import add_note
+
+    notes = add_note(run, lb, text)
+    _console(as_json).print(f"{run}: {len(notes)} note(s); latest: {notes[-1]}")
+    if as_json:
+        _emit_json({"notes": notes})
 
 
 @command

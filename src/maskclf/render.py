@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pandas as pd
+from rich import box
 from rich.markup import escape
 from rich.table import Table
 
@@ -49,10 +50,14 @@ def class_table(scores: dict) -> Table:
     return table
 
 
-def frame_table(title: str, frame: pd.DataFrame, floats: str = "{:.4g}") -> Table:
-    table = Table(title=title)
+def frame_table(title: str, frame: pd.DataFrame, floats: str = "{:.4g}",
+                compact: bool = False) -> Table:
+    """A table of ``frame``; a cell too wide for the terminal wraps, never ends in "…".
+    ``compact`` drops the frame lines, for wide tables on 80 columns."""
+    table = (Table(title=title, box=box.SIMPLE_HEAD, pad_edge=False, padding=(0, 1))
+             if compact else Table(title=title))
     for column in frame.columns:
-        table.add_column(str(column))
+        table.add_column(str(column), overflow="fold")
     for row in frame.itertuples(index=False):
         table.add_row(*("" if value is None or value != value  # NaN
                         else floats.format(value) if isinstance(value, float)
@@ -100,3 +105,10 @@ def recipes_table(recipes: list[dict]) -> Table:
     frame = pd.DataFrame(recipes, columns=columns)
     frame["image_size"] = frame["image_size"].map(lambda size: "x".join(map(str, size)))
     return frame_table("recipes (maskclf train --config NAME)", frame)
+
+
+def correlation_line(found: dict | None) -> str:
+    if found is None:
+        return "LB vs CV: record public scores of 3 or more runs with `maskclf note RUN --lb F1`"
+    return (f"LB vs {found['against']} over {found['runs']} runs: Pearson "
+            f"{found['pearson']:.2f}, Spearman {found['spearman']:.2f}")

@@ -101,6 +101,8 @@ class RunDir:
     SUBMISSION = "submission.csv"
     BIASES = "decision_biases.json"
     REPORT = "report"
+    NOTES = "notes.json"
+    """Public leaderboard scores and notes (``maskclf note``), newest last."""
 
     def __init__(self, path: Path | str):
         self.path = Path(path)
@@ -175,6 +177,15 @@ class RunDir:
         """``given``, else the dataset the run trained on (``run.json``), else ``./data``:
         predicting, resuming or refitting a run needs no ``--data`` on the same machine."""
         return Path(given or self.read_record().get("data") or "data")
+
+    def read_notes(self) -> list[dict]:
+        path = self.file(self.NOTES)
+        return json.loads(path.read_text())["notes"] if path.is_file() else []
+
+    def add_note(self, note: dict) -> list[dict]:
+        notes = [*self.read_notes(), note]
+        write_json(self.file(self.NOTES), {"notes": notes})
+        return notes
 
     def write_record(self, record: dict) -> None:
         write_json(self.file(self.RECORD), record)

@@ -13,8 +13,11 @@ from maskclf.config import RunConfig
 from maskclf.errors import MissingFileError, UsageError
 from maskclf.rundir import RunDir
 
-COLUMNS = ("name", "date", "status", "backbone", "head", "loss", "image_size", "folds",
-           "cv_f1", "cv_std", "oof_f1", "mask_f1", "gender_f1", "age_f1", "minutes")
+COLUMNS = ("name", "date", "status", "data", "backbone", "head", "loss", "image_size", "folds",
+           "epochs", "cv_f1", "cv_std", "oof_f1", "mask_f1", "gender_f1", "age_f1", "lb",
+           "minutes", "note")
+DEFAULT_COLUMNS = ("name", "data", "backbone", "epochs", "cv_f1", "oof_f1", "lb", "note")
+"""What fits 80 columns: ``maskclf runs --columns`` picks others (``all``: every one)."""
 
 
 def _loss_name(loss: dict) -> str:
@@ -38,19 +41,33 @@ def _raw_config(run: RunDir) -> dict:
     return yaml.safe_load(run.file(RunDir.CONFIG).read_text()) or {}
 
 
+def _latest_note(run: RunDir) -> dict:
+    """The newest public score and the newest note text of a run (``maskclf note``)."""
+    notes = run.read_notes()
+    scores = [n["lb"] for n in notes if n.get("lb") is not None]
+    texts = [n["text"] for n in notes if n.get("text")]
+    return {"lb": scores[-1] if scores else None, "note": texts[-1] if texts else None}
+
+
 def run_row(run: RunDir) -> dict:
-    """One leaderboard row from a run directory's config.yaml, run.json and summary.json."""
+    """One leaderboard row from a run directory's config.yaml, run.json, summary.json and
+    notes.json."""
+    base = {"name": run.name, "date": _date(run), **_latest_note(run)}
     try:
         cfg = RunConfig.model_validate(_raw_config(run))
     except ValidationError:  # a run from an older maskclf: listed, not ranked
-        return {"name": run.name, "date": _date(run), "status": "old config"}
-    row = {"name": run.name, "date": _date(run), "backbone": cfg.model.name,
-           "head": cfg.model.head, "loss": _loss_name(cfg.loss.model_dump()),
+        return {**base, "status": "old config"}
+    data = run.read_record().get("data")
+    row = {**base, "data": None if data is None else Path(data).name,
+           "backbone": cfg.model.name, "head": cfg.model.head,
+           "loss": _loss_name(cfg.loss.model_dump()),
            "image_size": "x".join(map(str, cfg.data.image_size)),
-           "folds": max(cfg.data.folds, 1)}
+           "folds": max(cfg.data.folds, 1), "epochs": cfg.train.epochs}
     if not run.finished:
         return {**row, "status": "unfinished"}
     summary = run.read_summary()
+    if row["data"] is not None and "n_images" in summary:
+        row["data"] += f" ({summary['n_images']})"
     row.update(status="finished", minutes=round(summary.get("seconds", float("nan")) / 60, 1))
     if summary.get("validation") is not None:
         validation, cv = summary["validation"], summary.get("cv") or {}
@@ -60,9 +77,35 @@ def run_row(run: RunDir) -> dict:
     return row
 
 
+def choose_columns(spec: str | None) -> list[str]:
+    """``--columns``: comma-separated names, ``all``, or None for ``DEFAULT_COLUMNS``."""
+    if spec is None:
+        return list(DEFAULT_COLUMNS)
+    if spec.strip() == "all":
+        return list(COLUMNS)
+    chosen = [name.strip() for name in spec.split(",") if name.strip()]
+    unknown = [name for name in chosen if name not in COLUMNS]
+    if unknown or not chosen:
+        raise UsageError(f"unknown column(s) {unknown or spec!r} for --columns; columns: "
+                         f"{', '.join(COLUMNS)} (or all)")
+    return chosen
+
+
+def lb_correlation(table: pd.DataFrame, against: str = "oof_f1") -> dict | None:
+    """How well the validation F1 predicts the public score across runs that have both
+    (Pearson and Spearman); None with fewer than three such runs."""
+    pairs = table[["lb", against]].apply(pd.to_numeric, errors="coerce").dropna()
+    if len(pairs) < 3:
+        return None
+    return {"runs": len(pairs), "against": against,
+            "pearson": float(pairs["lb"].corr(pairs[against])),
+            "spearman": float(pairs["lb"].corr(pairs[against], method="spearman"))}
+
+
 def leaderboard(runs_dir: Path | str, sort: str = "oof_f1", ascending: bool = False
                 ) -> pd.DataFrame:
-    """Every run under ``runs_dir`` (a folder with config.yaml), best first by ``sort``."""
+    """Every run under ``runs_dir`` (a folder with config.yaml), best first by ``sort``,
+    with every column of ``COLUMNS``."""
     if sort not in COLUMNS:
         raise UsageError(f"cannot sort by {sort!r}; columns: {', '.join(COLUMNS)}")
     runs_dir = Path(runs_dir)
@@ -73,6 +116,17 @@ def leaderboard(runs_dir: Path | str, sort: str = "oof_f1", ascending: bool = Fa
     table = pd.DataFrame(rows, columns=list(COLUMNS))
     return table.sort_values(sort, ascending=ascending, na_position="last", kind="stable",
                              ignore_index=True)
+
+
+def add_note(run_path: Path | str, lb: float | None, text: str | None) -> list[dict]:
+    """Record a public leaderboard score and/or a note for a run (``RUN/notes.json``)."""
+    if lb is None and not text:
+        raise UsageError("give a public score (--lb 0.771), a note text, or both")
+    if lb is not None and not 0.0 <= lb <= 1.0:
+        raise UsageError(f"--lb {lb} is not a macro F1 between 0 and 1")
+    run = RunDir.open(run_path)
+    return run.add_note({"time": datetime.now().isoformat(timespec="seconds"), "lb": lb,
+                         "text": text or None})
 
 
 def _flatten(tree: dict, prefix: str = "") -> dict[str, object]:
