@@ -70,3 +70,28 @@ def test_training_without_a_config_says_which_recipe_it_uses(tmp_path):
     assert "maskclf recipes" in result.output
     listed = CliRunner().invoke(app, ["recipes", "--json"])
     assert listed.exit_code == 0 and '"name": "cpu"' in listed.stdout
+
+
+@pytest.mark.slow
+def test_progress_lines_name_the_fold_and_the_time_left(synthetic_root, tmp_path, capsys):
+    train_run(tiny_config("data.folds=2", "train.epochs=2"), synthetic_root, tmp_path, "p",
+              interactive=False)
+    lines = [line for line in capsys.readouterr().err.splitlines() if " epoch " in line]
+    assert [line.split(" (")[0] for line in lines] == [
+        "fold 1/2 epoch 1/2", "fold 1/2 epoch 2/2", "fold 2/2 epoch 1/2", "fold 2/2 epoch 2/2"]
+    assert all("eta " in line for line in lines)
+    assert lines[-1].split("eta ")[1].startswith("0m00s")  # nothing left after the last
+
+
+def test_the_bar_counts_epochs_from_one_and_shows_the_time_left():
+    from types import SimpleNamespace
+
+    from maskclf.progress import RunClock, RunProgressBar
+
+    clock = RunClock(total_epochs=4)
+    clock.label = "age fold 1/2"
+    bar = RunProgressBar(clock)
+    bar._trainer = SimpleNamespace(max_epochs=1)
+    assert bar._get_train_description(0) == "age fold 1/2 epoch 1/1"  # not "Epoch 0/0"
+    clock.seconds, clock.trained, clock.done = 30.0, 1, 1
+    assert clock.eta() == "eta 1m30s"  # three epochs left at 30 s each

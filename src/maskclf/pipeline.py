@@ -7,7 +7,7 @@ import logging
 import signal
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import lightning as L
@@ -33,7 +33,7 @@ from maskclf.models.heads import combine_attribute_probs
 from maskclf.models.spec import ModelSpec, resolve_specs
 from maskclf.models.weights import safe_torch_load
 from maskclf.preflight import preflight
-from maskclf.progress import quiet_lightning
+from maskclf.progress import RunClock, quiet_lightning
 from maskclf.pseudo import read_extra
 from maskclf.report import write_report
 from maskclf.reproducibility import environment
@@ -97,6 +97,7 @@ def fit_fold(spec: ModelSpec, root: Path, records: pd.DataFrame, fold: int, run:
     val_rows = records[records["fold"] == fold]
     finished = out.load_result()
     if finished is not None:
+        options.clock.skip(cfg.train.epochs)
         return FoldResult(fold, finished[0], val_rows, finished[1])
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     records = records.assign(target=training_classes(records, cfg.data.age_old_threshold))
@@ -157,7 +158,7 @@ def _lost_peer(exc: Exception) -> bool:
 def _train_folds(specs: list[ModelSpec], root: Path, records: pd.DataFrame, folds: list[int],
                  run: RunDir, options: FitOptions) -> list[FoldResult]:
     """Every fold of one network, or of three attribute networks combined per fold."""
-    per_spec = [[fit_fold(spec, root, records, k, run, options) for k in folds]
+    per_spec = [[_fit_labelled(spec, root, records, k, run, options) for k in folds]
                 for spec in specs]
     if len(specs) == 1:
         return per_spec[0]
@@ -169,6 +170,14 @@ def _train_folds(specs: list[ModelSpec], root: Path, records: pd.DataFrame, fold
         checkpoints = [c for results in per_spec for c in results[i].checkpoints]
         combined.append(FoldResult(k, checkpoints, per_spec[0][i].val_rows, probs))
     return combined
+
+
+def _fit_labelled(spec: ModelSpec, root: Path, records: pd.DataFrame, fold: int, run: RunDir,
+                  options: FitOptions) -> FoldResult:
+    """``fit_fold`` with the progress naming the network and fold ("age fold 2/5")."""
+    network = f"{spec.attribute} " if spec.attribute else ""
+    options.clock.label = f"{network}fold {fold + 1}/{max(spec.cfg.data.folds, 1)}"
+    return fit_fold(spec, root, records, fold, run, options)
 
 
 def training_rows(records: pd.DataFrame, fold: int, cfg: RunConfig) -> pd.DataFrame:
@@ -326,6 +335,8 @@ def _run_folds(cfg: RunConfig, specs: list[ModelSpec], root: Path, records: pd.D
         log.info("data.extra: %d pseudo-labelled image(s) join every fold's training",
                  len(extra))
         records = pd.concat([records, extra.assign(fold=PSEUDO)], ignore_index=True)
+    options = replace(options, clock=RunClock(sum(spec.cfg.train.epochs for spec in specs)
+                                              * len(folds)))
     try:
         with handed_down(run):
             results = _train_folds(specs, root, records, folds, run, options)

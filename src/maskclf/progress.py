@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import lightning as L
-from lightning.pytorch.callbacks import ProgressBar, RichProgressBar
+from lightning.pytorch.callbacks import Callback, ProgressBar, RichProgressBar
 
 
 def _format(metrics: dict) -> str:
@@ -27,11 +27,51 @@ def _format(metrics: dict) -> str:
     return "  ".join(f"{key}={value:.4g}" for key, value in shown.items())
 
 
-class PlainProgress(ProgressBar):
-    """Prints a line every ``every_s`` seconds within an epoch and one line per epoch."""
+def _duration(seconds: float) -> str:
+    minutes, secs = divmod(round(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s"
 
-    def __init__(self, every_s: float = 30.0, stream=None):
+
+class RunClock(Callback):
+    """Where a run stands: which network and fold is training (``label``, e.g. "fold 2/5"),
+    and the run's time left — the mean epoch time so far times the epochs left over every
+    fold and network. Listed before the progress display, so an epoch's line already counts
+    that epoch."""
+
+    def __init__(self, total_epochs: int):
+        self.total_epochs = total_epochs
+        self.done = self.trained = 0
+        self.seconds = 0.0
+        self.label = ""
+        self._started = 0.0
+
+    def skip(self, epochs: int) -> None:
+        """Epochs already trained in an earlier session (a finished fold of a resumed run)."""
+        self.done += epochs
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._started = time.monotonic()
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.seconds += time.monotonic() - self._started
+        self.done += 1
+        self.trained += 1
+
+    def eta(self) -> str:
+        if not self.trained:
+            return "eta ?"
+        left = max(0, self.total_epochs - self.done) * self.seconds / self.trained
+        return f"eta {_duration(left)}"
+
+
+class PlainProgress(ProgressBar):
+    """Prints a line every ``every_s`` seconds within an epoch and one line per epoch, each
+    with the fold and the run's time left."""
+
+    def __init__(self, clock: RunClock, every_s: float = 30.0, stream=None):
         super().__init__()
+        self.clock = clock
         self._enabled = True
         self.every_s = every_s
         self.stream = stream or sys.stderr
@@ -55,13 +95,31 @@ class PlainProgress(ProgressBar):
         now = time.monotonic()
         if now - self._last >= self.every_s:
             self._last = now
-            self.print(f"epoch {trainer.current_epoch + 1}/{trainer.max_epochs} "
-                       f"batch {batch_idx + 1}/{self.total_train_batches}")
+            self.print(f"{self._where(trainer)} batch {batch_idx + 1}/"
+                       f"{self.total_train_batches}  {self.clock.eta()}")
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         seconds = time.monotonic() - self._epoch_start
-        self.print(f"epoch {trainer.current_epoch + 1}/{trainer.max_epochs} ({seconds:.1f}s)  "
+        self.print(f"{self._where(trainer)} ({seconds:.1f}s, {self.clock.eta()})  "
                    f"{_format(trainer.callback_metrics)}")
+
+    def _where(self, trainer: L.Trainer) -> str:
+        return f"{self.clock.label} epoch {trainer.current_epoch + 1}/{trainer.max_epochs}"
+
+
+class RunProgressBar(RichProgressBar):
+    """Lightning's rich bar, counting epochs from 1 (not "Epoch 0/0"), naming the fold and
+    showing the run's time left."""
+
+    def __init__(self, clock: RunClock):
+        super().__init__(console_kwargs={"stderr": True})
+        self.clock = clock
+
+    def _get_train_description(self, current_epoch: int) -> str:
+        return f"{self.clock.label} epoch {current_epoch + 1}/{self.trainer.max_epochs}"
+
+    def get_metrics(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict:
+        return {**super().get_metrics(trainer, pl_module), "eta": self.clock.eta()[4:]}
 
 
 @contextmanager
@@ -83,7 +141,7 @@ def quiet_lightning() -> Iterator[None]:
             logger.setLevel(level)
 
 
-def progress_callback(interactive: bool | None = None) -> ProgressBar:
+def progress_callback(clock: RunClock, interactive: bool | None = None) -> ProgressBar:
     """Rich progress bar when stderr is a terminal, plain lines otherwise; both on stderr."""
     interactive = sys.stderr.isatty() if interactive is None else interactive
-    return RichProgressBar(console_kwargs={"stderr": True}) if interactive else PlainProgress()
+    return RunProgressBar(clock) if interactive else PlainProgress(clock)

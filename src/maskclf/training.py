@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 
 import lightning as L
@@ -26,7 +26,7 @@ from maskclf.mixing import HalfFaceMix
 from maskclf.models.factory import checkpoint_hparams
 from maskclf.models.heads import SingleTask, build_task
 from maskclf.models.spec import ModelSpec, Preprocessing
-from maskclf.progress import progress_callback
+from maskclf.progress import RunClock, progress_callback
 from maskclf.reproducibility import EpochSeed
 from maskclf.resume import InterruptCheckpoint
 from maskclf.rundir import FoldDir
@@ -204,6 +204,8 @@ class FitOptions:
 
     interactive: bool | None = None
     callbacks: tuple[Callback, ...] = ()
+    clock: RunClock = field(default_factory=lambda: RunClock(0))
+    """Shared by the run's folds: the fold label and the run's time left."""
 
 
 def build_trainer(spec: ModelSpec, fold: FoldDir, validate: bool,
@@ -222,8 +224,8 @@ def build_trainer(spec: ModelSpec, fold: FoldDir, validate: bool,
     else:
         checkpoint = ModelCheckpoint(dirpath=fold.checkpoints, filename="last",
                                      save_top_k=1, monitor=None)
-    callbacks = [checkpoint, LearningRateMonitor(logging_interval="epoch"),
-                 progress_callback(options.interactive), EpochSeed(cfg.seed),
+    callbacks = [checkpoint, LearningRateMonitor(logging_interval="epoch"), options.clock,
+                 progress_callback(options.clock, options.interactive), EpochSeed(cfg.seed),
                  InterruptCheckpoint(fold), *options.callbacks]
     if cfg.model.freeze_epochs:
         callbacks.append(FreezeBackbone(cfg.model.freeze_epochs))
