@@ -83,7 +83,7 @@ LAYERS = [  # docs/architecture.md, "Layers": each imports only from its own or 
     {"models", "losses"},
     {"rundir"},
     {"submission", "metrics", "ensemble", "decisions", "pseudo", "report", "runs", "eda",
-     "plots", "exported", "suspects", "persons"},
+     "plots", "exported", "suspects", "persons", "advice"},
     {"inference", "tta", "progress"},
     {"training", "mixing", "resume", "reproducibility", "preflight", "distributed"},
     {"pipeline", "predict", "tune", "export"},

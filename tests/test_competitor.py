@@ -95,3 +95,56 @@ def test_the_bar_counts_epochs_from_one_and_shows_the_time_left():
     assert bar._get_train_description(0) == "age fold 1/2 epoch 1/1"  # not "Epoch 0/0"
     clock.seconds, clock.trained, clock.done = 30.0, 1, 1
     assert clock.eta() == "eta 1m30s"  # three epochs left at 30 s each
+
+
+@pytest.mark.slow
+def test_an_early_stopped_fold_stops_within_patience_of_its_best(synthetic_root, tmp_path):
+    import pandas as pd
+
+    cfg = tiny_config("train.epochs=8", "train.early_stopping_patience=2", "optim.lr=1e-12",
+                      "sched.name=none")
+    run = train_run(cfg, synthetic_root, tmp_path, "es", interactive=False).run
+    f1 = pd.read_csv(run / "fold0" / "metrics.csv").dropna(subset=["val/f1"])["val/f1"]
+    best_epoch = int(f1.to_numpy().argmax())
+    assert len(f1) - 1 - best_epoch == 2 and len(f1) < 8  # stopped, patience epochs after
+    with pytest.raises(Exception, match="early_stopping_patience"):
+        tiny_config("train.early_stopping_patience=2", "data.val_ratio=0")
+
+
+@pytest.mark.slow
+def test_a_finished_run_trains_longer_as_a_new_run_that_keeps_its_history(synthetic_root,
+                                                                          tmp_path):
+    import json
+
+    import pandas as pd
+
+    from maskclf.models.weights import safe_torch_load
+    from maskclf.pipeline import continue_run
+    from maskclf.training import lr_multiplier
+
+    parent = train_run(tiny_config("train.epochs=2"), synthetic_root, tmp_path, "short",
+                       interactive=False).run
+    before = pd.read_csv(parent / "fold0" / "metrics.csv")
+    longer = continue_run(parent, 4, interactive=False)
+    assert longer.run.name == "short-more"
+    after = pd.read_csv(longer.run / "fold0" / "metrics.csv")
+    epochs = after.dropna(subset=["val/f1"])["epoch"].tolist()
+    assert epochs == [0, 1, 2, 3]  # the parent's epochs, then the new ones
+    pd.testing.assert_frame_equal(after.dropna(subset=["val/f1"]).head(2).reset_index(drop=True),
+                                  before.dropna(subset=["val/f1"]).reset_index(drop=True),
+                                  check_like=True)
+    assert pd.read_csv(parent / "fold0" / "metrics.csv").equals(before)  # parent untouched
+    record = json.loads((longer.run / "run.json").read_text())
+    assert record["continued_from"] == {"run": str(parent.resolve()), "epochs": 2}
+    last = safe_torch_load(longer.run / "fold0" / "checkpoints" / "last.ckpt")
+    assert last["epoch"] == 3
+    state = next(v for k, v in last["callbacks"].items() if k.startswith("ModelCheckpoint"))
+    f1 = after.dropna(subset=["val/f1"])["val/f1"]
+    assert float(state["best_model_score"]) == pytest.approx(f1.max(), abs=1e-6)
+    assert state["best_model_path"].startswith(str(longer.run))
+    lr = after.dropna(subset=["lr-AdamW/pg1"])["lr-AdamW/pg1"].tolist()
+    cfg = tiny_config()  # the 4-epoch cosine (4 steps an epoch) from the first new step
+    assert lr[2] == pytest.approx(cfg.optim.lr * lr_multiplier(8, 16, 4, cfg.sched), rel=1e-4)
+    assert lr[2] > cfg.optim.lr * lr_multiplier(7, 8, 4, cfg.sched)  # the parent's last rate
+    with pytest.raises(Exception, match="already trained 4 epochs"):
+        continue_run(longer.run, 3)

@@ -6,6 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from maskclf import labels
 from maskclf.atomic import write_csv
 from maskclf.pipeline import train_run
 from maskclf.predict import predict_fold, predict_oof, predict_run
@@ -140,3 +141,29 @@ def test_tuning_without_biases_fails_before_any_prediction(two_fold_run, synthet
     monkeypatch.setattr(predict, "predict_paths", no_work)
     with pytest.raises(MissingFileError, match="tune-decisions"):
         predict_run(run, synthetic_root, tta=["hflip", "scale"], tune_decisions=True)
+
+
+def test_a_folder_of_images_gets_the_probabilities_eval_gets(two_fold_run, synthetic_root,
+                                                             tmp_path):
+    from maskclf.predict import predict_images
+
+    evaluated = pd.read_csv(predict_run(two_fold_run.run, synthetic_root).predictions)
+    folder = synthetic_root / "eval" / "images"
+    before = sorted(p.name for p in folder.iterdir())
+    written = predict_images(two_fold_run.run, [str(folder)], tmp_path / "p.csv",
+                             grid=tmp_path / "grid.png")
+    table = pd.read_csv(written["predictions"])
+    assert written["n_images"] == len(evaluated) == len(table)
+    by_path = table.set_index("path").loc[[str((folder / p).resolve())
+                                           for p in evaluated["ImageID"]]]
+    np.testing.assert_allclose(by_path[CLASS_COLUMNS].to_numpy(),
+                               evaluated[CLASS_COLUMNS].to_numpy(), atol=1e-6)
+    names = labels.class_names()
+    assert (table["label"] == [names[c] for c in table[CLASS_COLUMNS].to_numpy().argmax(1)]).all()
+    assert set(table["mask"]) <= set(labels.MASK_NAMES)
+    assert (tmp_path / "grid.png").stat().st_size > 0
+    assert sorted(p.name for p in folder.iterdir()) == before  # no cache in the user's folder
+    one = evaluated["ImageID"].iloc[0]
+    glob_and_file = predict_images(two_fold_run.run, [str(folder / one),
+                                                      str(folder / "*.jpg")], tmp_path / "g.csv")
+    assert glob_and_file["n_images"] == len(evaluated)  # the file is also matched: once

@@ -142,6 +142,15 @@ def make_synthetic(
         _emit_json({"data": str(path), "persons": persons, "eval_persons": eval_persons})
 
 
+def _more_epochs(overrides: list[str]) -> int:
+    """The N of ``--resume RUN -o train.epochs=N``, the one setting a continuation changes."""
+    key, _, value = overrides[0].partition("=")
+    if len(overrides) != 1 or key.strip() != "train.epochs" or not value.strip().isdigit():
+        raise UsageError("--resume takes one override, -o train.epochs=N, to train a finished "
+                         f"run longer; got {' '.join(overrides)}")
+    return int(value)
+
+
 @command
 def train(
     config: Annotated[Path | None, typer.Option("--config", help="YAML config.")] = None,
@@ -154,7 +163,8 @@ def train(
                     ] = None,
     override: OverrideOption = None,
     resume: Annotated[Path | None, typer.Option(
-        "--resume", help="Finish this interrupted run (its own config, folds and data).")
+        "--resume", help="Finish this interrupted run (its own config, folds and data); "
+                         "with -o train.epochs=N, train a finished run longer as a new run.")
     ] = None,
     refit: Annotated[Path | None, typer.Option(
         "--refit", help="Retrain this finished run's config on every person, for the median "
@@ -164,7 +174,7 @@ def train(
     """Check the dataset, split by person, train, and write a new run directory."""
     from maskclf.config import load_config
     from maskclf.distributed import is_rank_zero
-    from maskclf.pipeline import refit_config, resume_run, train_run
+    from maskclf.pipeline import continue_run, refit_config, resume_run, train_run
 
     show = _console(as_json)
     if refit is not None:
@@ -176,10 +186,16 @@ def train(
                    f"folds: {best_epochs})")
         result = train_run(cfg, data or run_data, runs, name or f"{refit.name}-refit")
     elif resume is not None:
-        if config is not None or override or fold is not None or name is not None:
+        if config is not None or fold is not None:
             raise UsageError("--resume continues a run with its own config.yaml and folds; "
-                             "drop --config, -o, --fold and --name")
-        result = resume_run(resume, data)
+                             "drop --config and --fold")
+        if override:
+            result = continue_run(resume, _more_epochs(override), data, name)
+        elif name is not None:
+            raise UsageError("--name names a new run: with --resume it needs "
+                             "-o train.epochs=N (train a finished run longer)")
+        else:
+            result = resume_run(resume, data)
     else:
         if config is None:
             logging.getLogger("maskclf").warning(
@@ -307,6 +323,16 @@ def predict(
     run: Annotated[Path, typer.Argument(
         help="Run directory made by `maskclf train`, or an export made by `maskclf export` "
              "(runs on onnxruntime).")],
+    sources: Annotated[list[str] | None, typer.Argument(
+        help="With --images: image files, folders (searched recursively) or glob patterns.",
+        show_default=False)] = None,
+    images: Annotated[bool, typer.Option(
+        "--images", help="Predict the files, folders or globs that follow RUN instead of "
+                         "DATA/eval: a CSV of probabilities and decoded labels.")] = False,
+    out: Annotated[Path | None, typer.Option(
+        "--out", help="With --images: the CSV (default: RUN/image_predictions.csv).")] = None,
+    grid: Annotated[Path | None, typer.Option(
+        help="With --images: also draw a captioned grid of the images (PNG).")] = None,
     data: RunDataOption = None,
     tta: TtaOption = None,
     tune_decisions: Annotated[bool | None, typer.Option(
@@ -321,10 +347,26 @@ def predict(
     ] = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Predict eval/images in info.csv order; write predictions.csv and submission.csv."""
+    """Predict eval/images in info.csv order; write predictions.csv and submission.csv.
+    With --images, predict any image files, folders or globs instead."""
     from maskclf.exported import is_export, predict_export
 
     show = _console(as_json)
+    if images or sources:
+        if not (images and sources):
+            raise UsageError("give image files, folders or globs after --images: maskclf "
+                             "predict RUN --images photo.jpg folder/ 'shots/*.png'")
+        if is_export(run):
+            raise UsageError(f"{run} is an export; predict images with the run it came from")
+        from maskclf.predict import predict_images
+
+        written = predict_images(run, sources, out, _views(tta), grid)
+        show.print(f"predicted {written['n_images']} images with "
+                   f"{len(written['checkpoints'])} model(s): {written['predictions']}"
+                   + (f"; grid: {written['grid']}" if "grid" in written else ""))
+        if as_json:
+            _emit_json(written)
+        return
     if is_export(run):
         if tta or tune_decisions or person_vote:
             raise UsageError(f"{run} is an export: its TTA views are fixed when it is made "
@@ -671,11 +713,15 @@ def report(
         "--data", help="Dataset root for the mistake images (default: the run's own).")] = None,
     as_json: JsonOption = False,
 ) -> None:
-    """(Re)draw a run's report: curves, confusion matrices, per-class F1, confident mistakes."""
+    """(Re)draw a run's report: the recipe, findings with remedies, curves, confusion
+    matrices, per-class F1, confident mistakes."""
     from maskclf.report import write_report
 
     written = write_report(run, data)
-    _console(as_json).print(f"report: {written['report']} ({len(written['figures'])} figures)")
+    show = _console(as_json)
+    show.print(f"report: {written['report']} ({len(written['figures'])} figures)")
+    for finding in written["findings"]:
+        show.print(f"- {finding['what']} -> {finding['remedy']}", markup=False)
     if as_json:
         _emit_json({k: v for k, v in written.items() if k != "confusion"})
 

@@ -204,6 +204,9 @@ class AugConfig(_Section):
 
 class TrainConfig(_Section):
     epochs: int = Field(10, ge=1)
+    early_stopping_patience: int | None = Field(None, ge=1)
+    """Stop a fold after this many epochs without a better validation macro F1 (Lightning's
+    EarlyStopping); the best checkpoint is kept. None: every epoch runs."""
     batch_size: int = Field(32, ge=1)
     precision: Literal["32", "16-mixed", "bf16-mixed"] = "32"
     accelerator: str = "auto"
@@ -308,6 +311,9 @@ class RunConfig(_Section):
         if self.sched.name == "plateau" and not validated:
             raise ValueError("sched.name: plateau follows validation macro F1; it needs "
                              "data.val_ratio > 0 or data.folds >= 2")
+        if self.train.early_stopping_patience is not None and not validated:
+            raise ValueError("train.early_stopping_patience follows validation macro F1; it "
+                             "needs data.val_ratio > 0 or data.folds >= 2")
         mixing = self.aug.mixup_alpha > 0 or self.aug.cutmix_alpha > 0
         if mixing and self.train.batch_size % 2:
             raise ValueError(f"aug.mixup_alpha / aug.cutmix_alpha need an even "

@@ -16,7 +16,7 @@ from matplotlib.figure import Figure
 from PIL import Image
 
 from maskclf import labels
-from maskclf.atomic import atomic_write_text
+from maskclf.atomic import atomic_write_text, write_csv
 from maskclf.data.io import read_rgb
 from maskclf.data.layout import read_tables
 from maskclf.plots import bar_figure, image_grid, save
@@ -24,6 +24,8 @@ from maskclf.plots import bar_figure, image_grid, save
 MIN_SIDE = 64
 """Images with a shorter side are listed as odd (too small to show a face well)."""
 
+ODD_LISTED = 200
+"""Odd files listed in report.md; ``odd_files.csv`` holds every one."""
 _EXPECTED_FORMAT = {".jpg": "JPEG", ".jpeg": "JPEG", ".png": "PNG"}
 
 
@@ -93,8 +95,8 @@ def _sample_grid(records: pd.DataFrame, root: Path, out: Path, per_class: int, s
         blanks = per_class - len(picked)
         images += [np.full((8, 8, 3), 255, np.uint8)] * blanks
         captions += [f"{names[cls]} (none)"] * blanks
-    return image_grid(images, captions, "samples per class", out / "samples.png",
-                      columns=per_class)
+    return image_grid(images, captions, f"{per_class} samples per class", out / "samples.png",
+                      columns=3 * per_class)  # three classes a row: a readable page
 
 
 def run_eda(data_root: Path | str, out_dir: Path | str, per_class: int = 4,
@@ -151,6 +153,7 @@ def run_eda(data_root: Path | str, out_dir: Path | str, per_class: int = 4,
         "odd_files": [{"path": p, "why": why} for p, why in odd],
         "figures": {k: str(v) for k, v in figures.items()}, "dir": str(out),
     }
+    write_csv(pd.DataFrame(odd, columns=["path", "why"]), out / "odd_files.csv")
     atomic_write_text(out / "report.md", _markdown(result, class_counts, gender_age))
     result["report"] = str(out / "report.md")
     return result
@@ -177,6 +180,9 @@ def _markdown(result: dict, class_counts: pd.Series, gender_age: pd.DataFrame) -
               "", f"Per-channel mean {result['channel_mean']} and std {result['channel_std']} "
               f"(RGB, 0-1 scale, {result['stats_images']} images)", "",
               f"## Odd files ({len(result['odd_files'])})", ""]
-    lines += [f"- `{o['path']}`: {o['why']}" for o in result["odd_files"][:200]]
+    lines += [f"- `{o['path']}`: {o['why']}" for o in result["odd_files"][:ODD_LISTED]]
+    if len(result["odd_files"]) > ODD_LISTED:
+        lines += ["", f"(the first {ODD_LISTED} of {len(result['odd_files'])} are listed; "
+                  "`odd_files.csv` holds them all)"]
     lines += ["", "## Samples per class", "", "![samples](samples.png)", ""]
     return "\n".join(lines)

@@ -37,7 +37,13 @@ from maskclf.progress import RunClock, quiet_lightning
 from maskclf.pseudo import read_extra
 from maskclf.report import write_report
 from maskclf.reproducibility import environment
-from maskclf.resume import last_checkpoint, restore_metrics, resume_command, stash_metrics
+from maskclf.resume import (
+    carry_fold,
+    last_checkpoint,
+    restore_metrics,
+    resume_command,
+    stash_metrics,
+)
 from maskclf.rundir import RunDir
 from maskclf.submission import CLASS_COLUMNS, prediction_table
 from maskclf.training import FitOptions, build_module, build_trainer
@@ -279,8 +285,8 @@ def resume_run(run_path: Path | str, data_root: Path | str | None = None,
         raise MissingFileError(f"{run.file(RunDir.RECORD)} not found: not a maskclf run "
                                "directory")
     if run.finished:
-        raise UsageError(f"{run.path} already finished ({RunDir.SUMMARY} exists); nothing to "
-                         "resume")
+        raise UsageError(f"{run.path} already finished ({RunDir.SUMMARY} exists); to train "
+                         f"it longer: maskclf train --resume {run.path} -o train.epochs=N")
     cfg = run.read_config()
     root = run.data_root(data_root)
     records, _ = prepare_records(cfg, root)
@@ -292,6 +298,49 @@ def resume_run(run_path: Path | str, data_root: Path | str | None = None,
         log.info("resuming %s: folds %s", run.path, record["folds"])
     return _run_folds(cfg, specs, root, folds, record["folds"], run, FitOptions(interactive),
                       started, None)
+
+
+def continue_run(run_path: Path | str, epochs: int, data_root: Path | str | None = None,
+                 name: str | None = None, interactive: bool | None = None) -> RunResult:
+    """Train a finished run longer: a new run directory beside it (``<name>-more``) whose
+    folds start from the parent's last checkpoints and run to ``epochs`` epochs, with the
+    parent's config, folds and data. The parent is left as it is; ``run.json`` records it.
+
+    The learning-rate schedule is the one a run of ``epochs`` epochs has: the optimizer and
+    scheduler state (step count) carry over and the schedule is recomputed for the longer
+    run, so a cosine resumes at the rate the longer cosine has at that step (higher than
+    the parent's last rate) and decays to its end; step and plateau schedules continue.
+    """
+    started = time.monotonic()
+    parent = RunDir.open(run_path)
+    if not parent.finished:
+        raise UsageError(f"{parent.path} has not finished; finish it first with "
+                         f"{resume_command(parent.path)}")
+    raw = config_to_dict(parent.read_config())
+    if epochs <= raw["train"]["epochs"]:
+        raise UsageError(f"train.epochs={epochs} does not continue {parent.path}: it already "
+                         f"trained {raw['train']['epochs']} epochs")
+    parent_epochs, raw["train"]["epochs"] = raw["train"]["epochs"], epochs
+    cfg = build_config(raw, f"continuation of {parent.path}")
+    root = parent.data_root(data_root)
+    records, _ = prepare_records(cfg, root)
+    specs = preflight(cfg)
+    folds = parent.read_record().get("folds") or parent.trained_folds(specs[0])
+    run = shared_run_dir(parent.path.parent, name or f"{parent.name}-more")
+    record = {**environment(), "data": str(root.resolve()), "folds": folds, "resumed": [],
+              "continued_from": {"run": str(parent.path.resolve()), "epochs": parent_epochs}}
+    if is_rank_zero():
+        run.write_config(cfg)
+        run.write_record(record)
+        run.write_folds(parent.read_folds())
+        for spec in specs:
+            for fold in folds:
+                carry_fold(parent.fold(spec, fold), run.fold(spec, fold))
+        log.info("continuing %s (%d epochs) to %d epochs in %s", parent.path, parent_epochs,
+                 epochs, run.path)
+    split = attach_folds(records, parent.read_folds(), str(parent.file(RunDir.FOLDS)))
+    return _run_folds(cfg, specs, root, split, folds, run, FitOptions(interactive), started,
+                      None)
 
 
 def refit_config(run_path: Path | str) -> tuple[RunConfig, list[int], Path]:
@@ -310,7 +359,8 @@ def refit_config(run_path: Path | str) -> tuple[RunConfig, list[int], Path]:
                          "for; refit a run with data.folds or data.val_ratio")
     raw = config_to_dict(cfg)
     raw["data"].update(folds=0, val_ratio=0.0)
-    raw["train"]["epochs"] = max(1, int(round(float(np.median(best_epochs)))))
+    raw["train"].update(epochs=max(1, int(round(float(np.median(best_epochs))))),
+                        early_stopping_patience=None)  # nothing to stop on without validation
     return build_config(raw, f"refit of {run.path}"), best_epochs, run.data_root()
 
 
@@ -353,5 +403,8 @@ def _run_folds(cfg: RunConfig, specs: list[ModelSpec], root: Path, records: pd.D
                                + run.read_record().get("interrupted_seconds", 0.0), 1)
     run.write_summary(summary)
     if cfg.train.report:
-        log.info("report: %s", write_report(run.path, root)["report"])
+        written = write_report(run.path, root)
+        log.info("report: %s", written["report"])
+        for finding in written["findings"]:
+            log.info("finding: %s -> %s", finding["what"], finding["remedy"])
     return RunResult(run.path, summary, report)

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
+import cv2
 import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
@@ -25,48 +26,66 @@ def save(figure: Figure, path: Path, tight: bool = True) -> Path:
 
 
 def confusion_figure(matrix: np.ndarray, names: Sequence[str], title: str, ax: Axes) -> None:
-    """Counts as a heatmap, rows true and columns predicted, each cell labelled."""
-    ax.imshow(matrix, cmap="Blues")
+    """Counts as a heatmap, rows true and columns predicted, every cell labelled in black or
+    white by the luminance of its own colour, so light cells never get white text."""
+    image = ax.imshow(matrix, cmap="Blues")
     ax.set(title=title, xlabel="predicted", ylabel="true", xticks=range(len(names)),
            yticks=range(len(names)))
     ax.set_xticklabels(names, rotation=90, fontsize=7)
     ax.set_yticklabels(names, fontsize=7)
-    threshold = matrix.max() / 2 if matrix.size else 0
     for (row, col), count in np.ndenumerate(matrix):
-        if count:
-            ax.text(col, row, str(count), ha="center", va="center", fontsize=6,
-                    color="white" if count > threshold else "black")
+        red, green, blue, _ = image.cmap(image.norm(count))
+        dark = 0.299 * red + 0.587 * green + 0.114 * blue < 0.5
+        ax.text(col, row, str(count), ha="center", va="center", fontsize=6,
+                color="white" if dark else "black" if count else "0.6")
 
 
 def bar_figure(values: Sequence[float], names: Sequence[str], title: str, path: Path,
                xlabel: str = "") -> Path:
     figure = Figure(figsize=(8, 0.3 * len(names) + 1.2))
-    ax = figure.subplots()
-    ax.barh(range(len(names)), values, color="tab:blue")
-    ax.set(title=title, xlabel=xlabel, yticks=range(len(names)))
-    ax.set_yticklabels(names, fontsize=8)
-    ax.invert_yaxis()
+    draw_bars(figure.subplots(), values, names, title, xlabel)
     return save(figure, path)
 
 
+def draw_bars(ax: Axes, values: Sequence[float], names: Sequence[str], title: str,
+              xlabel: str = "") -> None:
+    """Horizontal bars, each labelled with its value (a zero bar still shows 0.00)."""
+    bars = ax.barh(range(len(names)), values, color="tab:blue")
+    ax.bar_label(bars, fmt="%.2f", padding=2, fontsize=7)
+    ax.set(title=title, xlabel=xlabel, yticks=range(len(names)))
+    ax.set_xlim(0, max(1.0, float(np.max(values, initial=0)) * 1.12))
+    ax.set_yticklabels(names, fontsize=8)
+    ax.invert_yaxis()
+
+
 def image_grid(images: Sequence[np.ndarray], captions: Sequence[str], title: str, path: Path,
-               columns: int = 6) -> Path:
-    """Images with a caption under each, ``columns`` per row.
+               columns: int = 6, thumbnail: int = 160) -> Path:
+    """Images with a caption under each, ``columns`` per row, each shrunk to at most
+    ``thumbnail`` pixels a side (a grid of full-size photos weighs megabytes).
 
     The spacing is fixed instead of ``tight_layout``, which measured every one of the
-    dozens of titles and took most of a report's time.
+    dozens of titles and took most of a report's time; an inch at the top keeps the title
+    clear of the first row's captions.
     """
     rows = max(1, -(-len(images) // columns))
-    height = 2.6 * rows + 0.6  # inches: the rows, then room for the title
+    height = 2.6 * rows + 1.0  # inches: the rows, then room for the title
     figure = Figure(figsize=(2.0 * columns, height))
     axes = figure.subplots(rows, columns, squeeze=False,
                            gridspec_kw={"left": 0.01, "right": 0.99, "bottom": 0.01,
-                                        "top": 1 - 0.9 / height, "hspace": 0.45,
+                                        "top": 1 - 1.0 / height, "hspace": 0.45,
                                         "wspace": 0.05})
     for ax in axes.flat:
         ax.axis("off")
     for ax, image, caption in zip(axes.flat, images, captions, strict=False):
-        ax.imshow(image)
+        ax.imshow(_shrink(image, thumbnail))
         ax.set_title(caption, fontsize=7)
-    figure.suptitle(title, y=1 - 0.15 / height)
+    figure.suptitle(title, y=1 - 0.25 / height)
     return save(figure, path, tight=False)
+
+
+def _shrink(image: np.ndarray, side: int) -> np.ndarray:
+    scale = side / max(image.shape[:2])
+    if scale >= 1:
+        return image
+    size = (max(1, round(image.shape[1] * scale)), max(1, round(image.shape[0] * scale)))
+    return cv2.resize(image, size, interpolation=cv2.INTER_AREA)

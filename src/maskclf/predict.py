@@ -4,12 +4,15 @@ predictions and the validated submission. Nothing here trains."""
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from maskclf.atomic import write_csv_set
+from maskclf import labels
+from maskclf.atomic import write_csv, write_csv_set
+from maskclf.data.io import collect_images, read_rgb
 from maskclf.data.layout import read_eval
 from maskclf.data.loaders import make_dataset
 from maskclf.decisions import apply_biases, load_biases
@@ -20,6 +23,7 @@ from maskclf.models.factory import load_net
 from maskclf.models.heads import combine_attribute_probs
 from maskclf.models.spec import ModelSpec, resolve_specs
 from maskclf.persons import check_vote, group_persons, person_vote, verdict
+from maskclf.plots import image_grid
 from maskclf.rundir import RunDir
 from maskclf.submission import (
     CLASS_COLUMNS,
@@ -33,32 +37,36 @@ from maskclf.tta import check_views
 log = logging.getLogger(__name__)
 
 
-def _predict_network(checkpoint: Path, root: Path, paths, tta: list[str]) -> np.ndarray:
-    """One checkpoint's probabilities; its own spec says how to read the images."""
+def _predict_network(checkpoint: Path, root: Path, paths, tta: list[str],
+                     cache: bool = True) -> np.ndarray:
+    """One checkpoint's probabilities; its own spec says how to read the images (through
+    the decode-once cache unless ``cache`` is False, e.g. for a user's own folder)."""
     model = load_net(checkpoint)
-    dataset = make_dataset(model.spec.cfg, root, paths, None, train=False)
-    return predict_probs(model, dataset, tta)
+    cfg = model.spec.cfg
+    if not cache:
+        cfg = cfg.model_copy(update={"data": cfg.data.model_copy(update={"cache": "none"})})
+    return predict_probs(model, make_dataset(cfg, root, paths, None, train=False), tta)
 
 
 def predict_fold(run: RunDir, specs: list[ModelSpec], root: Path, paths, fold: int,
-                 tta: list[str]) -> tuple[np.ndarray, list[Path]]:
+                 tta: list[str], cache: bool = True) -> tuple[np.ndarray, list[Path]]:
     """N x 18 probabilities of one fold: its network, or its attribute networks combined."""
     parts, used = {}, []
     for spec in specs:
         checkpoint = run.fold(spec, fold).checkpoint()
-        parts[spec.task] = _predict_network(checkpoint, root, paths, tta)
+        parts[spec.task] = _predict_network(checkpoint, root, paths, tta, cache)
         used.append(checkpoint)
     probs = parts[specs[0].task] if len(specs) == 1 else combine_attribute_probs(parts)
     return probs, used
 
 
-def predict_paths(run: RunDir, specs: list[ModelSpec], root: Path, paths, tta: list[str]
-                  ) -> tuple[np.ndarray, list[Path]]:
+def predict_paths(run: RunDir, specs: list[ModelSpec], root: Path, paths, tta: list[str],
+                  cache: bool = True) -> tuple[np.ndarray, list[Path]]:
     """N x 18 probabilities for images ``paths``: the mean over the run's fold models."""
     folds = run.trained_folds(specs[0])
     total, used = None, []
     for fold in folds:
-        probs, checkpoints = predict_fold(run, specs, root, paths, fold, tta)
+        probs, checkpoints = predict_fold(run, specs, root, paths, fold, tta, cache)
         total = probs if total is None else total + probs
         used += checkpoints
     return total / len(folds), used
@@ -165,3 +173,41 @@ def predict_oof(run_path: Path | str, data_root: Path | str | None = None,
     table = pd.concat(tables, ignore_index=True)
     path = run.write_table(RunDir.oof_name(views), table)
     return path, score(table["class"], table[CLASS_COLUMNS].to_numpy().argmax(axis=1))
+
+
+GRID_LIMIT = 60
+"""Images shown in ``predict --images --grid`` (the CSV holds every image)."""
+
+
+def predict_images(run_path: Path | str, sources: list[str], out: Path | str | None = None,
+                   tta: list[str] | None = None, grid: Path | str | None = None) -> dict:
+    """Predict any images (files, folders, globs) with the run's preprocessing, TTA and
+    fold ensemble, exactly as ``eval/`` is predicted. Writes a CSV (default
+    ``RUN/image_predictions.csv``): ``path``, the 18 class and the attribute probabilities,
+    and the decoded ``label``, ``mask``, ``gender``, ``age``; with ``grid``, a captioned
+    PNG of the first ``GRID_LIMIT`` images. The user's folders get no decode cache."""
+    run, specs, views = _open(run_path, tta)
+    files = collect_images(sources)
+    root = Path(os.path.commonpath([f.parent for f in files]))
+    relative = [str(f.relative_to(root)) for f in files]
+    probs, checkpoints = predict_paths(run, specs, root, relative, views, cache=False)
+    table = prediction_table([str(f) for f in files], probs).rename(columns={"ImageID": "path"})
+    decided = probs.argmax(axis=1)
+    mask, gender, age = labels.decode_class(decided)
+    table = table.assign(label=[labels.class_names()[c] for c in decided],
+                         mask=[labels.MASK_NAMES[m] for m in mask],
+                         gender=[labels.GENDER_NAMES[g] for g in gender],
+                         age=[labels.AGE_NAMES[a] for a in age])
+    out = Path(out) if out is not None else run.file("image_predictions.csv")
+    write_csv(table, out)
+    result = {"predictions": str(out), "n_images": len(files),
+              "checkpoints": [str(c) for c in checkpoints]}
+    if grid is not None:
+        shown = min(len(files), GRID_LIMIT)
+        captions = [f"{table['label'][i]} ({probs[i].max():.2f})\n{files[i].name[:24]}"
+                    for i in range(shown)]
+        title = f"{run.name}: {shown} of {len(files)} images" if shown < len(files) else (
+            f"{run.name}: {len(files)} images")
+        image_grid([read_rgb(f) for f in files[:shown]], captions, title, Path(grid))
+        result["grid"] = str(grid)
+    return result

@@ -1,4 +1,5 @@
-"""A report per run: curves, confusion matrices, per-class F1, the most confident mistakes.
+"""A report per run: the recipe, findings with remedies (``advice``), curves, confusion
+matrices, per-class F1, the most confident mistakes.
 
 Everything is read back from the run directory (fold metrics.csv, oof.csv, summary.json),
 so ``maskclf report RUN`` can redraw any finished run; ``train`` calls it at the end.
@@ -14,6 +15,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from maskclf import labels
+from maskclf.advice import Finding, findings, recipe_lines
 from maskclf.atomic import atomic_write_text
 from maskclf.data.io import read_rgb
 from maskclf.metrics import attribute_confusions, confusion, score
@@ -22,16 +24,19 @@ from maskclf.rundir import RunDir
 from maskclf.submission import CLASS_COLUMNS
 
 
-def _curves(run: Path, path: Path) -> Path | None:
+def fold_curves(run: Path) -> dict[str, pd.DataFrame]:
+    """Per-epoch metrics of every fold (the last row logged in each epoch), by fold folder."""
+    return {str(file.parent.relative_to(run)): pd.read_csv(file).groupby("epoch").last()
+            for file in sorted(run.glob("**/fold*/metrics.csv"))}
+
+
+def _curves(curves: dict[str, pd.DataFrame], path: Path) -> Path | None:
     """Train/validation loss and validation macro F1 per epoch, one line per fold."""
-    files = sorted(run.glob("**/fold*/metrics.csv"))
-    if not files:
+    if not curves:
         return None
     figure = Figure(figsize=(11, 4))
     loss_ax, f1_ax = figure.subplots(1, 2)
-    for file in files:
-        fold = str(file.parent.relative_to(run))
-        epochs = pd.read_csv(file).groupby("epoch").last()
+    for fold, epochs in curves.items():
         if "train/loss_epoch" in epochs:
             loss_ax.plot(epochs.index + 1, epochs["train/loss_epoch"], label=f"{fold} train")
         if "val/loss" in epochs:
@@ -43,7 +48,8 @@ def _curves(run: Path, path: Path) -> Path | None:
     for ax in (loss_ax, f1_ax):
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7)
     return save(figure, path)
 
 
@@ -78,8 +84,12 @@ def _mistakes(oof: pd.DataFrame, predicted: np.ndarray, data_root: Path, out: Pa
 
 
 def _markdown(run: Path, summary: dict, figures: dict[str, Path | None],
-              mistakes: pd.DataFrame) -> str:
-    lines = [f"# Run `{run.name}`", ""]
+              mistakes: pd.DataFrame, recipe: list[str], found: list[Finding]) -> str:
+    lines = [f"# Run `{run.name}`", "", "## Recipe", "", *recipe, "", "## Findings", ""]
+    lines += ([finding.markdown() for finding in found] if found
+              else ["Nothing flagged: no fold still improving at its last epoch, every class "
+                    "and attribute value predicted, no large train/validation gap."])
+    lines.append("")
     validation, cv = summary.get("validation"), summary.get("cv")
     if validation is None:
         lines += ["Trained without validation: no scores.", ""]
@@ -125,8 +135,9 @@ def write_report(run_path: Path | str, data_root: Path | str | None = None,
     data_root = run.data_root(data_root)
     out = run.file(RunDir.REPORT)
     out.mkdir(exist_ok=True)
-    figures: dict[str, Path | None] = {"curves": _curves(run.path, out / "curves.png")}
-    wrong, matrix = pd.DataFrame(), None
+    curves = fold_curves(run.path)
+    figures: dict[str, Path | None] = {"curves": _curves(curves, out / "curves.png")}
+    wrong, matrix, truth, predicted = pd.DataFrame(), None, None, None
     if run.file(RunDir.OOF).is_file():
         oof = pd.read_csv(run.file(RunDir.OOF))
         truth = oof["class"].to_numpy()
@@ -138,7 +149,10 @@ def write_report(run_path: Path | str, data_root: Path | str | None = None,
         figures["class_f1"] = bar_figure(scores["class_f1"], names, "per-class F1 (OOF)",
                                          out / "class_f1.png", "F1")
         figures["mistakes"], wrong = _mistakes(oof, predicted, data_root, out, mistakes)
-    atomic_write_text(out / "report.md", _markdown(run.path, summary, figures, wrong))
+    found = findings(curves, truth, predicted, str(run.path))
+    atomic_write_text(out / "report.md", _markdown(run.path, summary, figures, wrong,
+                                                   recipe_lines(run.read_config()), found))
     return {"dir": str(out), "report": str(out / "report.md"),
+            "findings": [{"what": f.what, "remedy": f.remedy} for f in found],
             "figures": {k: str(v) for k, v in figures.items() if v is not None},
             "confusion": None if matrix is None else matrix.tolist()}

@@ -12,13 +12,15 @@ from __future__ import annotations
 
 import logging
 import shlex
+import shutil
 from pathlib import Path
 
 import lightning as L
 import pandas as pd
+import torch
 from lightning.pytorch.callbacks import Callback
 
-from maskclf.atomic import write_csv
+from maskclf.atomic import atomic_write, write_csv
 from maskclf.models.weights import safe_torch_load
 from maskclf.rundir import FoldDir
 
@@ -56,6 +58,35 @@ def last_checkpoint(fold: FoldDir) -> Path | None:
     return fold.last
 
 
+def _moved(value, old: str, new: str):
+    """``value`` with every string (and dict key) under folder ``old`` moved to ``new``."""
+    if isinstance(value, str):
+        return new + value[len(old):] if value.startswith(old) else value
+    if isinstance(value, dict):
+        return {_moved(k, old, new): _moved(v, old, new) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return type(value)(_moved(v, old, new) for v in value)
+    return value
+
+
+def carry_fold(parent: FoldDir, child: FoldDir) -> None:
+    """Start ``child`` (a fold of a continued run) where ``parent`` ended: its last and best
+    checkpoints and its metrics rows. The checkpoint callbacks' paths move to the child's
+    folder, so ``ModelCheckpoint`` keeps the parent's best score (best.ckpt is replaced only
+    by a better epoch); early stopping's count starts afresh."""
+    state = safe_torch_load(parent.last, "maskclf checkpoint")
+    old, new = str(parent.checkpoints), str(child.checkpoints)
+    state["callbacks"] = {key: _moved(value, old, new)
+                          for key, value in state.get("callbacks", {}).items()
+                          if not key.startswith("EarlyStopping")}
+    child.checkpoints.mkdir(parents=True, exist_ok=True)
+    atomic_write(child.last, lambda tmp: torch.save(state, tmp))
+    if parent.best.is_file():
+        atomic_write(child.best, lambda tmp: shutil.copyfile(parent.best, tmp))
+    if parent.metrics.is_file():
+        write_csv(pd.read_csv(parent.metrics), child.metrics)
+
+
 def stash_metrics(fold: FoldDir) -> None:
     """Before a resumed fit: keep the fold's metrics rows in metrics-history.csv, because
     Lightning's CSVLogger deletes metrics.csv when it reopens a folder."""
@@ -66,13 +97,15 @@ def stash_metrics(fold: FoldDir) -> None:
 
 
 def restore_metrics(fold: FoldDir) -> None:
-    """After a resumed fit: earlier rows of the epochs it did not redo, then its own rows."""
+    """After a resumed fit: earlier rows of the steps it did not redo, then its own rows.
+
+    Rows are cut by global step, not epoch: the learning-rate rows have no epoch."""
     if not fold.metrics_history.is_file():
         return
     earlier = pd.read_csv(fold.metrics_history)
     if fold.metrics.is_file():
         resumed = pd.read_csv(fold.metrics)
-        earlier = pd.concat([earlier[earlier["epoch"] < resumed["epoch"].min()], resumed],
+        earlier = pd.concat([earlier[earlier["step"] < resumed["step"].min()], resumed],
                             ignore_index=True)
     write_csv(earlier, fold.metrics)
     fold.metrics_history.unlink()

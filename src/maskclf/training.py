@@ -9,7 +9,12 @@ from datetime import timedelta
 import lightning as L
 import numpy as np
 import torch
-from lightning.pytorch.callbacks import Callback, LearningRateMonitor, ModelCheckpoint
+from lightning.pytorch.callbacks import (
+    Callback,
+    EarlyStopping,
+    LearningRateMonitor,
+    ModelCheckpoint,
+)
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from lightning.pytorch.strategies import DDPStrategy, Strategy
@@ -141,6 +146,18 @@ class ClassifierModule(InferenceModule):
         self.log("val/acc", self.val_acc, on_epoch=True)
         self.log(MONITOR, self.val_f1, on_epoch=True, prog_bar=True)
 
+    def on_train_start(self) -> None:
+        """Set each step schedule's rate for the step training starts at. A resumed fit
+        restores the optimizer with the rate it had; a continued run (more epochs) has a
+        longer schedule, which must apply from its first step, not its second."""
+        for config in self.trainer.lr_scheduler_configs:
+            scheduler = config.scheduler
+            if isinstance(scheduler, torch.optim.lr_scheduler.LambdaLR):
+                for group, base, rate in zip(scheduler.optimizer.param_groups,
+                                             scheduler.base_lrs, scheduler.lr_lambdas,
+                                             strict=True):
+                    group["lr"] = base * rate(scheduler.last_epoch)
+
     def configure_optimizers(self):
         cfg = self.optim_cfg
         name = {"sgd": "sgd" if cfg.nesterov else "momentum"}.get(cfg.name, cfg.name)
@@ -217,18 +234,22 @@ def build_trainer(spec: ModelSpec, fold: FoldDir, validate: bool,
     interrupt saves the current state and says how to resume the run.
     """
     cfg = spec.cfg
-    if validate:
-        checkpoint = ModelCheckpoint(dirpath=fold.checkpoints, filename="best",
-                                     monitor=MONITOR, mode="max", save_last=True,
-                                     auto_insert_metric_name=False)
-    else:
-        checkpoint = ModelCheckpoint(dirpath=fold.checkpoints, filename="last",
-                                     save_top_k=1, monitor=None)
-    callbacks = [checkpoint, LearningRateMonitor(logging_interval="epoch"), options.clock,
+    # last.ckpt at the end of every epoch: Lightning's save_last only writes it in epochs
+    # that also wrote a best checkpoint, which would make resumes replay several epochs
+    last = ModelCheckpoint(dirpath=fold.checkpoints, filename="last", save_top_k=1,
+                           monitor=None)
+    checkpoint = (ModelCheckpoint(dirpath=fold.checkpoints, filename="best", monitor=MONITOR,
+                                  mode="max", auto_insert_metric_name=False)
+                  if validate else last)
+    callbacks = [*([checkpoint] if validate else []), last,
+                 LearningRateMonitor(logging_interval="epoch"), options.clock,
                  progress_callback(options.clock, options.interactive), EpochSeed(cfg.seed),
                  InterruptCheckpoint(fold), *options.callbacks]
     if cfg.model.freeze_epochs:
         callbacks.append(FreezeBackbone(cfg.model.freeze_epochs))
+    if validate and cfg.train.early_stopping_patience is not None:
+        callbacks.append(EarlyStopping(monitor=MONITOR, mode="max",
+                                       patience=cfg.train.early_stopping_patience))
     loggers = [CSVLogger(save_dir=fold.path, name="", version=""),
                TensorBoardLogger(save_dir=fold.path, name="tb", version="",
                                  default_hp_metric=False)]

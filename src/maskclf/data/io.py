@@ -9,12 +9,15 @@ orientation and turns every mode (L, RGBA, CMYK, I;16, P) into 8-bit RGB.
 
 from __future__ import annotations
 
+import glob
 import io
 from pathlib import Path
 
 import cv2
 import numpy as np
 from PIL import Image, ImageOps
+
+from maskclf.errors import MissingFileError
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png"})
 MAX_PIXELS = 89_478_485
@@ -112,3 +115,24 @@ def probe_image(path: Path | str) -> str | None:
     except Exception as exc:  # noqa: BLE001 - any decode failure is reported, not raised
         return f"cannot be decoded as an image ({type(exc).__name__}: {exc})"
     return None
+
+
+def collect_images(sources: list[str]) -> list[Path]:
+    """Image files named by ``sources`` — files, folders (searched recursively) and glob
+    patterns — as sorted, unique absolute paths; a clear error for a source that names
+    nothing, or when no image is found."""
+    found: set[Path] = set()
+    for source in sources:
+        path = Path(source).expanduser()
+        if any(char in source for char in "*?["):
+            matches = [Path(p) for p in sorted(glob.glob(str(path), recursive=True))]
+        elif path.is_dir():
+            matches = [p for p in path.rglob("*") if p.is_file()]
+        elif path.is_file():
+            matches = [path]
+        else:
+            raise MissingFileError(f"--images {source}: no such file, folder or pattern")
+        found.update(p.resolve() for p in matches if is_image_file(p))
+    if not found:
+        raise MissingFileError(f"--images {' '.join(sources)}: no .jpg/.jpeg/.png image found")
+    return sorted(found)
