@@ -1,6 +1,7 @@
 from collections import Counter
 
 import numpy as np
+import pandas as pd
 from PIL import Image
 
 from maskclf import labels
@@ -41,6 +42,23 @@ def test_eda_counts_equal_hand_counts_and_lists_odd_files(dataset_copy, tmp_path
     assert "PNG data in a .jpg file" in why[odd_path] and "mode L" in why[odd_path]
     for name in ("report.md", "class_counts.png", "age_histogram.png", "samples.png"):
         assert (tmp_path / "eda" / name).stat().st_size > 0
+    with Image.open(tmp_path / "eda" / "samples.png") as grid:
+        assert grid.width <= 2500 and grid.height <= 1800  # 3 classes a row, thumbnails
+    assert (tmp_path / "eda" / "samples.png").stat().st_size < 2_000_000
+    listed = pd.read_csv(tmp_path / "eda" / "odd_files.csv")
+    assert odd_path in set(listed["path"])
+
+
+def test_a_long_odd_file_list_says_it_is_cut():
+    from maskclf.eda import ODD_LISTED, _markdown
+
+    result = {"class_counts": {}, "attribute_counts": {}, "images": 1, "persons": 1,
+              "images_per_person": {}, "sizes": {}, "formats": {}, "channel_mean": [],
+              "channel_std": [], "stats_images": 0,
+              "odd_files": [{"path": f"p{i}.jpg", "why": "small"} for i in range(250)]}
+    text = _markdown(result, pd.Series([0] * 18), pd.DataFrame())
+    assert f"the first {ODD_LISTED} of 250 are listed" in text and "odd_files.csv" in text
+    assert text.count("- `p") == ODD_LISTED
 
 
 def test_channel_stats_of_known_images(tmp_path):
