@@ -67,7 +67,9 @@ def test_python_dash_m_works():
 
 def test_resume_keeps_the_run_config(tmp_path):
     result = runner.invoke(app, ["train", "--resume", str(tmp_path), "-o", "optim.lr=1"])
-    assert result.exit_code == 2 and "drop --config, -o" in result.output
+    assert result.exit_code == 2 and "one override, -o train.epochs=N" in result.output
+    result = runner.invoke(app, ["train", "--resume", str(tmp_path), "--name", "x"])
+    assert result.exit_code == 2 and "needs -o train.epochs=N" in result.output
     result = runner.invoke(app, ["train", "--resume", str(tmp_path / "nope")])
     assert result.exit_code == 2 and "not a maskclf run directory" in result.output
 

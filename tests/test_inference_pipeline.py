@@ -167,3 +167,28 @@ def test_a_folder_of_images_gets_the_probabilities_eval_gets(two_fold_run, synth
     glob_and_file = predict_images(two_fold_run.run, [str(folder / one),
                                                       str(folder / "*.jpg")], tmp_path / "g.csv")
     assert glob_and_file["n_images"] == len(evaluated)  # the file is also matched: once
+
+
+def test_the_person_vote_is_checked_on_oof_rows_and_applied_only_when_it_passes(
+        two_fold_run, synthetic_root, monkeypatch):
+    from maskclf import predict
+    from maskclf.persons import VoteCheck, verdict
+
+    plain = pd.read_csv(predict_run(two_fold_run.run, synthetic_root).predictions)
+    checked = predict_run(two_fold_run.run, synthetic_root, vote=True).person_vote
+    check = checked["check"]
+    assert check["rows"] == 84 and 0 < check["purity"] <= 1
+    assert checked["applied"] == (checked["reason"] is None)
+    expected = verdict(VoteCheck(check["purity"], check["f1_before"],
+                                         check["f1_after"], check["rows"]), 0.8)
+    assert checked["reason"] == expected
+    monkeypatch.setattr(predict, "verdict", lambda check, min_purity: None)  # force it
+    forced = predict_run(two_fold_run.run, synthetic_root, vote=True)
+    assert forced.person_vote["applied"]
+    voted = pd.read_csv(forced.predictions)
+    mask_columns = [f"mask_{i}" for i in range(3)]
+    np.testing.assert_allclose(voted[mask_columns], plain[mask_columns], atol=1e-5)
+    for name in ("gender", "age"):  # 14 eval images, 2 groups: two distinct rows at most
+        columns = voted.filter(regex=f"^{name}_").round(5)
+        assert len(columns.drop_duplicates()) <= 2
+    assert not np.allclose(voted[CLASS_COLUMNS], plain[CLASS_COLUMNS])

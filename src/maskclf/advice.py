@@ -58,8 +58,8 @@ def recipe_lines(cfg: RunConfig) -> list[str]:
 
 def still_improving(curves: dict[str, pd.DataFrame], run: str) -> Finding | None:
     """Validation macro F1 best at the last epoch, and higher than the epoch before."""
-    rising = [fold for fold, epochs in curves.items()
-              if len(f1 := epochs["val/f1"].dropna()) >= 2
+    rising = [fold for fold, epochs in curves.items() if "val/f1" in epochs
+              and len(f1 := epochs["val/f1"].dropna()) >= 2
               and f1.iloc[-1] >= f1.max() and f1.iloc[-1] > f1.iloc[-2]]
     if not rising:
         return None

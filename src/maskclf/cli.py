@@ -131,12 +131,16 @@ def make_synthetic(
     persons: Annotated[int, typer.Option(help="Training persons (7 images each).")] = 60,
     eval_persons: Annotated[int, typer.Option(help="Eval persons (7 images each).")] = 15,
     seed: Annotated[int, typer.Option(help="Seed; the same seed gives the same files.")] = 0,
+    one_setting: Annotated[bool, typer.Option(
+        help="Each person's photos share a background and clothes, as in the competition "
+             "(default: a new setting per photo).")] = False,
     as_json: JsonOption = False,
 ) -> None:
     """Write a synthetic dataset in the competition layout (with eval/labels.csv)."""
     from maskclf.data.synthetic import make_synthetic as make
 
-    path = make(out_dir, persons=persons, eval_persons=eval_persons, seed=seed)
+    path = make(out_dir, persons=persons, eval_persons=eval_persons, seed=seed,
+                one_setting=one_setting)
     _console(as_json).print(f"wrote {persons} training and {eval_persons} eval persons to {path}")
     if as_json:
         _emit_json({"data": str(path), "persons": persons, "eval_persons": eval_persons})

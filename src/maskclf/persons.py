@@ -8,8 +8,9 @@ and vote run on the out-of-fold rows, where persons are known, and it is applied
 the groups are pure enough and the out-of-fold macro F1 rises (:func:`check_vote`,
 :func:`verdict`).
 
-Grouping is Ward clustering of L2-normalised embeddings into ``n / size`` clusters; the vote
-is the mean of the members' gender and age probabilities; mask status stays per image.
+Grouping is Ward clustering of centred, L2-normalised embeddings into ``n / size``
+clusters; the vote is the mean of the members' gender and age probabilities; mask status
+stays per image.
 """
 
 from __future__ import annotations
@@ -26,13 +27,16 @@ from maskclf import labels
 
 
 def group_persons(embeddings: np.ndarray, size: int) -> np.ndarray:
-    """A group id per row: ``round(n / size)`` clusters of the normalised embeddings."""
+    """A group id per row: ``round(n / size)`` Ward clusters of the embeddings, centred
+    (pooled ReLU features share one large mean direction that would hide the differences
+    between persons) and L2-normalised."""
     n = len(embeddings)
     n_groups = max(1, round(n / size))
     if n_groups >= n:
         return np.arange(n)
+    features = np.asarray(embeddings, dtype=np.float64)
     clustering = AgglomerativeClustering(n_clusters=n_groups, linkage="ward")
-    return clustering.fit_predict(normalize(np.asarray(embeddings, dtype=np.float64)))
+    return clustering.fit_predict(normalize(features - features.mean(axis=0)))
 
 
 def purity(groups: np.ndarray, persons: np.ndarray) -> float:

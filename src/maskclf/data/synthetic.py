@@ -141,14 +141,29 @@ def _draw_mask(canvas: _Canvas, rng: np.random.Generator, person: Person, mask: 
     canvas.line((0.92 * w, top + 12), (1.0 * w, -0.1 * h), strap, 3)
 
 
-def draw_photo(rng: np.random.Generator, person: Person, mask: int) -> np.ndarray:
-    """One RGB photo of ``person`` wearing the mask state ``mask`` (0 wear, 1 incorrect, 2 none)."""
-    image = _background(rng)
+Setting = tuple[np.ndarray, tuple[float, ...]]
+"""A place and clothes shared by all of a person's photos: background image, shirt colour."""
+
+
+def _shirt(rng: np.random.Generator) -> tuple[float, ...]:
+    return tuple(float(c) for c in rng.integers(20, 235, size=3))
+
+
+def draw_setting(rng: np.random.Generator) -> Setting:
+    return _background(rng), _shirt(rng)
+
+
+def draw_photo(rng: np.random.Generator, person: Person, mask: int,
+               setting: Setting | None = None) -> np.ndarray:
+    """One RGB photo of ``person`` wearing the mask state ``mask`` (0 wear, 1 incorrect, 2 none),
+    in its own random setting, or in ``setting`` (a background and shirt the person's other
+    photos share)."""
+    image = _background(rng) if setting is None else setting[0].copy()
     centre = (WIDTH / 2 + rng.normal(0, 14), HEIGHT * 0.42 + rng.normal(0, 14))
     canvas = _Canvas(image, centre, scale=rng.uniform(0.85, 1.15), angle_deg=rng.normal(0, 7))
     w, h = person.face_w, person.face_h
     age_group = labels.age_bucket(person.age)
-    shirt = tuple(float(c) for c in rng.integers(20, 235, size=3))
+    shirt = _shirt(rng) if setting is None else setting[1]
     canvas.polygon([(-0.55 * w, 0.9 * h), (0.55 * w, 0.9 * h), (2.2 * w, 2.6 * h),
                     (-2.2 * w, 2.6 * h)], shirt)
     if person.gender == 1:
@@ -201,11 +216,14 @@ def _draw_persons(seed: int, start: int, count: int, ids: list[str]) -> list[Per
 
 
 def make_synthetic(out: Path | str, persons: int = 60, eval_persons: int = 15,
-                   seed: int = 0) -> Path:
+                   seed: int = 0, one_setting: bool = False) -> Path:
     """Write a synthetic dataset in the competition layout to ``out`` and return it.
 
     Genders and age groups cycle so every one of the 18 classes appears for any
     ``persons >= 6``. ``eval/labels.csv`` holds the true class of every eval image.
+    ``one_setting``: each person's photos share a background and clothes, as in the
+    competition, where a person took all seven in one place (the default draws them anew
+    for every photo, so only the face tells persons apart).
     """
     if persons < 6 or eval_persons < 1:
         raise UsageError(f"need persons >= 6 and eval_persons >= 1; got {persons}, {eval_persons}")
@@ -213,12 +231,17 @@ def make_synthetic(out: Path | str, persons: int = 60, eval_persons: int = 15,
     if (out / "train").exists() or (out / "eval").exists():
         raise UsageError(f"{out} already holds a dataset; choose an empty folder")
     train_rows = []
+    def setting(index: int) -> Setting | None:
+        return (draw_setting(np.random.default_rng([seed, 4_000_000, index])) if one_setting
+                else None)
+
     for person in _draw_persons(seed, 0, persons, _person_ids(persons)):
         rng = np.random.default_rng([seed, 1_000_000, len(train_rows)])
+        place = setting(len(train_rows))
         for stem in STEMS:
             ext = rng.choice([".jpg", ".jpeg", ".png"], p=[0.7, 0.2, 0.1])
             _save(out / TRAIN_IMAGES / person.folder / f"{stem}{ext}",
-                  draw_photo(rng, person, labels.MASK_STEMS[stem]))
+                  draw_photo(rng, person, labels.MASK_STEMS[stem], place))
         train_rows.append((person.id, labels.GENDER_NAMES[person.gender], person.race,
                            person.age, person.folder))
     pd.DataFrame(train_rows, columns=["id", "gender", "race", "age", "path"]).to_csv(
@@ -226,12 +249,13 @@ def make_synthetic(out: Path | str, persons: int = 60, eval_persons: int = 15,
 
     eval_ids = [f"{900000 + i:06d}" for i in range(eval_persons)]
     eval_rows = []
-    for person in _draw_persons(seed, persons, eval_persons, eval_ids):
+    for index, person in enumerate(_draw_persons(seed, persons, eval_persons, eval_ids)):
         rng = np.random.default_rng([seed, 2_000_000, len(eval_rows)])
+        place = setting(persons + index)
         for stem in STEMS:
             mask = labels.MASK_STEMS[stem]
             name = hashlib.sha1(f"{seed}/{person.folder}/{stem}".encode()).hexdigest() + ".jpg"
-            _save(out / EVAL_IMAGES / name, draw_photo(rng, person, mask))
+            _save(out / EVAL_IMAGES / name, draw_photo(rng, person, mask, place))
             cls = labels.encode_class(mask, person.gender, labels.age_bucket(person.age))
             eval_rows.append((name, int(cls)))
     order = np.random.default_rng([seed, 3]).permutation(len(eval_rows))
