@@ -59,8 +59,8 @@ def run_kills(data: Path, work: Path, moments: int, rng: random.Random, signum: 
     for moment in range(moments):
         delay = rng.uniform(0.0, 0.9 * duration - 4)
         started = time.monotonic()
-        status, summary = interrupt_and_resume(data, work, f"{signum}-{moment}", delay,
-                                               signum=signum)
+        status, summary, _ = interrupt_and_resume(data, work, f"{signum}-{moment}", delay,
+                                                  signum=signum)
         seconds.append(time.monotonic() - started)
         same = all(abs(a["macro_f1"] - b["macro_f1"]) <= 1e-6
                    for a, b in zip(expected["folds"], summary["folds"], strict=True))

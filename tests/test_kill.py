@@ -37,8 +37,9 @@ def test_resume_after_sigint_at_random_moments_matches_an_uninterrupted_run(synt
     rng = random.Random(0)
     for point in range(2):
         delay = rng.uniform(0.0, 0.8 * duration - 4)  # after the imports, before the end
-        status, summary = interrupt_and_resume(synthetic_root, tmp_path, f"cut{point}", delay)
-        assert status in (130, 0), f"SIGINT at {delay:.1f}s: exit {status}"
+        status, summary, err = interrupt_and_resume(synthetic_root, tmp_path, f"cut{point}",
+                                                    delay)
+        assert status in (130, 0), f"SIGINT at {delay:.1f}s: exit {status}\n{err}"
         for a, b in zip(expected["folds"], summary["folds"], strict=True):
             assert a["macro_f1"] == pytest.approx(b["macro_f1"], abs=1e-6), f"at {delay:.1f}s"
         resumed_oof = pd.read_csv(tmp_path / f"cut{point}" / "oof.csv").filter(like="class_")

@@ -92,3 +92,31 @@ def test_identical_reruns(synthetic_root, tmp_path):
            for r in (first, second, other)]
     np.testing.assert_array_equal(oof[0], oof[1])
     assert not np.allclose(oof[0], oof[2])
+
+
+def test_ctrl_c_while_predicting_stays_an_interrupt(synthetic_root, monkeypatch):
+    """Lightning turns a KeyboardInterrupt inside ``trainer.predict`` into ``exit(1)``; the
+    validation predictions after a fold's training must still end as an interrupt (130)."""
+    from maskclf.data.loaders import make_dataset
+    from maskclf.inference import InferenceModule, predict_probs
+    from maskclf.models import build_net, resolve_specs
+    from maskclf.models.factory import LoadedNet
+    from maskclf.models.spec import Preprocessing
+
+    cfg = tiny_config()
+    spec = resolve_specs(cfg)[0]
+    net = build_net(spec)
+    model = LoadedNet(net, spec, Preprocessing.of(spec, net), None)
+    dataset = make_dataset(cfg, synthetic_root, ["eval/images/" + p for p in sorted(
+        p.name for p in (synthetic_root / "eval" / "images").iterdir())[:4]], None, False)
+
+    def pressed(self, batch, batch_idx):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(InferenceModule, "predict_step", pressed)
+    handler = signal.getsignal(signal.SIGINT)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            predict_probs(model, dataset, [])
+    finally:
+        signal.signal(signal.SIGINT, handler)  # Lightning ignores SIGINT while it shuts down

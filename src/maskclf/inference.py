@@ -73,7 +73,12 @@ def _run_predict(kind: type[InferenceModule], model: LoadedNet, dataset: ImageDa
         trainer = L.Trainer(accelerator=cfg.train.accelerator, devices=1, logger=False,
                             precision=cfg.train.precision, enable_progress_bar=False,
                             enable_checkpointing=False, enable_model_summary=False)
-        batches = trainer.predict(module, make_loader(dataset, cfg))
+        try:
+            batches = trainer.predict(module, make_loader(dataset, cfg))
+        except SystemExit as exc:  # Lightning turns Ctrl+C into exit(1): keep it an interrupt
+            if trainer.interrupted:
+                raise KeyboardInterrupt from exc
+            raise
     return torch.cat(batches).double().numpy()
 
 

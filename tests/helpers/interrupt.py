@@ -52,18 +52,19 @@ def maskclf(*args: str, **popen) -> subprocess.Popen:
 
 
 def interrupt_and_resume(data: Path, out: Path, name: str, delay: float,
-                         signum: int = signal.SIGINT) -> tuple[int, dict]:
+                         signum: int = signal.SIGINT) -> tuple[int, dict, str]:
     """Train, send ``signum`` ``delay`` s after the run directory appears, resume until
-    done; returns the interrupted command's exit status and the finished summary."""
+    done; returns the interrupted command's exit status, the finished summary and the end of
+    the interrupted command's stderr."""
     run = out / name
     first = maskclf(*train_args(data, out, name))
     while not (run / "config.yaml").exists() and first.poll() is None:
         time.sleep(0.05)
     time.sleep(delay)
     first.send_signal(signum)
-    first.communicate(timeout=300)
+    _, first_err = first.communicate(timeout=300)
     if not (run / "summary.json").exists():
         resumed = maskclf("train", "--resume", str(run))
         _, err = resumed.communicate(timeout=300)
         assert resumed.returncode == 0, err
-    return first.returncode, json.loads((run / "summary.json").read_text())
+    return first.returncode, json.loads((run / "summary.json").read_text()), first_err[-2000:]
