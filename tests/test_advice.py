@@ -40,11 +40,16 @@ def test_values_the_model_hardly_predicts_and_zero_f1_classes_are_flagged():
     assert rarely_predicted(truth, truth) == []
 
 
-def test_a_large_train_validation_gap_asks_for_regularisation():
-    gap = train_val_gap({"fold0": _curve([0.5, 0.6], [0.8, 0.99], [0.6, 0.7])})
+def test_a_large_train_validation_gap_asks_for_regularisation_it_does_not_use_yet():
+    curves = {"fold0": _curve([0.5, 0.6], [0.8, 0.99], [0.6, 0.7])}
+    gap = train_val_gap(curves, tiny_config())
     assert "0.99 vs validation 0.70" in gap.what and "aug.pipeline=strong" in gap.remedy
-    assert train_val_gap({"fold0": _curve([0.5], [0.8], [0.75])}) is None
-    assert train_val_gap({"fold0": _curve([0.5])}) is None  # mixing: no train accuracy
+    assert "early_stopping_patience=3" in gap.remedy
+    used = train_val_gap(curves, tiny_config("aug.pipeline=strong",
+                                             "train.early_stopping_patience=2"))
+    assert "aug.pipeline" not in used.remedy and "early_stopping" not in used.remedy
+    assert train_val_gap({"fold0": _curve([0.5], [0.8], [0.75])}, tiny_config()) is None
+    assert train_val_gap({"fold0": _curve([0.5])}, tiny_config()) is None  # mixing: no acc
 
 
 def test_the_report_starts_with_the_recipe_and_flags_an_under_trained_run(tmp_path):
@@ -75,7 +80,7 @@ def test_the_report_starts_with_the_recipe_and_flags_an_under_trained_run(tmp_pa
     assert "still rising at the last epoch" in report and "train.epochs=6" in report
     assert "mask `incorrect` is predicted for 0 images" in report
     assert len(written["findings"]) >= 2
-    assert findings({"fold0": _curve([0.5, 0.4])}, None, None, "r") == []
+    assert findings({"fold0": _curve([0.5, 0.4])}, None, None, "r", tiny_config()) == []
 
 
 def test_every_confusion_cell_is_labelled_readably_and_every_bar_has_its_value():

@@ -89,14 +89,16 @@ def rarely_predicted(truth: np.ndarray, predicted: np.ndarray) -> list[Finding]:
     zero = int((scores == 0).sum())
     if zero:
         found.append(Finding(
-            f"{zero} of the {len(present)} classes in the validation data have F1 0",
+            f"{zero} of the {len(present)} classes in the validation data "
+            f"{'has' if zero == 1 else 'have'} F1 0",
             "more epochs, class weights (`-o loss.class_weights=effective`) or a balanced "
             "sampler (`-o data.sampler=balanced`)"))
     return found
 
 
-def train_val_gap(curves: dict[str, pd.DataFrame]) -> Finding | None:
-    """Last-epoch training accuracy far above validation accuracy (mean over folds)."""
+def train_val_gap(curves: dict[str, pd.DataFrame], cfg: RunConfig) -> Finding | None:
+    """Last-epoch training accuracy far above validation accuracy (mean over folds); the
+    remedies offered are the ones ``cfg`` does not use yet."""
     pairs = [(epochs["train/acc"].dropna(), epochs["val/acc"].dropna())
              for epochs in curves.values() if {"train/acc", "val/acc"} <= set(epochs)]
     pairs = [(train.iloc[-1], val.iloc[-1]) for train, val in pairs if len(train) and len(val)]
@@ -105,19 +107,23 @@ def train_val_gap(curves: dict[str, pd.DataFrame]) -> Finding | None:
     train, val = np.mean(pairs, axis=0)
     if train - val <= GAP:
         return None
+    remedies = [
+        ("`-o aug.pipeline=strong`", str(cfg.aug.pipeline) != "strong"),
+        ("`-o aug.cutmix_mode=vertical_half`", cfg.aug.cutmix_mode != "vertical_half"),
+        (f"`-o model.drop_rate={min(0.5, cfg.model.drop_rate + 0.2):g}`", True),
+        (f"`-o optim.weight_decay={cfg.optim.weight_decay * 5 or 0.05:g}`", True),
+        ("`-o train.early_stopping_patience=3`", cfg.train.early_stopping_patience is None)]
     return Finding(f"training accuracy {train:.2f} vs validation {val:.2f} at the last epoch",
-                   "regularise: stronger augmentation (`-o aug.pipeline=strong`, "
-                   "`-o aug.cutmix_mode=vertical_half`), `-o model.drop_rate=0.3`, more "
-                   "`optim.weight_decay`, or stop at the best epoch "
-                   "(`-o train.early_stopping_patience=3`)")
+                   "regularise: " + ", ".join(text for text, useful in remedies if useful))
 
 
 def findings(curves: dict[str, pd.DataFrame], truth: np.ndarray | None,
-             predicted: np.ndarray | None, run: str) -> list[Finding]:
+             predicted: np.ndarray | None, run: str, cfg: RunConfig) -> list[Finding]:
     """Every finding for a run: ``curves`` are per-epoch metrics per fold (indexed by
-    epoch), ``truth``/``predicted`` the out-of-fold classes (None without validation)."""
+    epoch), ``truth``/``predicted`` the out-of-fold classes (None without validation),
+    ``cfg`` the run's config (remedies it already uses are not offered)."""
     found = [still_improving(curves, run)]
     if truth is not None and predicted is not None:
         found += rarely_predicted(truth, predicted)
-    found.append(train_val_gap(curves))
+    found.append(train_val_gap(curves, cfg))
     return [finding for finding in found if finding is not None]

@@ -149,9 +149,10 @@ def write_report(run_path: Path | str, data_root: Path | str | None = None,
         figures["class_f1"] = bar_figure(scores["class_f1"], names, "per-class F1 (OOF)",
                                          out / "class_f1.png", "F1")
         figures["mistakes"], wrong = _mistakes(oof, predicted, data_root, out, mistakes)
-    found = findings(curves, truth, predicted, str(run.path))
+    cfg = run.read_config()
+    found = findings(curves, truth, predicted, str(run.path), cfg)
     atomic_write_text(out / "report.md", _markdown(run.path, summary, figures, wrong,
-                                                   recipe_lines(run.read_config()), found))
+                                                   recipe_lines(cfg), found))
     return {"dir": str(out), "report": str(out / "report.md"),
             "findings": [{"what": f.what, "remedy": f.remedy} for f in found],
             "figures": {k: str(v) for k, v in figures.items() if v is not None},
