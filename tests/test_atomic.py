@@ -76,3 +76,20 @@ def test_written_files_get_the_mode_the_umask_gives(tmp_path, umask, mode):
         os.umask(previous)
     modes = {path.name: stat.S_IMODE(path.stat().st_mode) for path in tmp_path.iterdir()}
     assert modes == dict.fromkeys(["table.csv", "run.json", "probs.npy", "model.ckpt"], mode)
+
+
+def test_a_crash_between_removals_never_leaves_the_last_file_alone(tmp_path, monkeypatch):
+    """The submission is removed before its predictions: a kill between the two removals
+    leaves the old pair's predictions, never a submission without them."""
+    first, last = tmp_path / "predictions.csv", tmp_path / "submission.csv"
+    atomic.write_csv_set({first: pd.DataFrame({"a": [1]}), last: pd.DataFrame({"b": [1]})})
+    real_unlink = type(first).unlink
+
+    def killed_after_one(self, missing_ok=False):
+        real_unlink(self, missing_ok=missing_ok)
+        raise KeyboardInterrupt  # the process dies here
+
+    monkeypatch.setattr(type(first), "unlink", killed_after_one)
+    with pytest.raises(KeyboardInterrupt):
+        atomic.write_csv_set({first: pd.DataFrame({"a": [2]}), last: pd.DataFrame({"b": [2]})})
+    assert first.exists() and not last.exists()

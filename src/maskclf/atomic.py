@@ -80,8 +80,9 @@ def write_json(path: Path | str, payload: dict) -> None:
 def write_csv_set(tables: dict[Path, pd.DataFrame]) -> None:
     """Tables that must match each other (predictions and their submission): every old one
     is removed before any new one is written, so a crash part-way leaves files missing,
-    never an old file beside a new one."""
-    for path in tables:
+    never an old file beside a new one. They are removed last-written first, so a file
+    (the submission) is never left without the ones written before it."""
+    for path in reversed(list(tables)):
         Path(path).unlink(missing_ok=True)
     for path, table in tables.items():
         write_csv(table, path)
