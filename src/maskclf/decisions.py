@@ -21,7 +21,7 @@ from maskclf.atomic import write_json
 from maskclf.errors import InputFileError, MissingFileError, UsageError
 from maskclf.labels import NUM_CLASSES
 from maskclf.rundir import RunDir
-from maskclf.submission import CLASS_COLUMNS, read_prediction_file
+from maskclf.submission import CLASS_COLUMNS, oof_persons, read_prediction_file
 
 log = logging.getLogger(__name__)
 
@@ -141,7 +141,7 @@ def tune_run(run_path: Path | str, oof_file: str = RunDir.OOF, per: str = "attri
     source = run.file(oof_file)
     oof = read_prediction_file(source)
     probs = oof[CLASS_COLUMNS].to_numpy()
-    persons = oof["ImageID"].str.split("/").str[-2].to_numpy()
+    persons = oof_persons(oof).to_numpy()
     report = {**cross_validate(probs, oof["class"], persons, per=per), "per": per,
               "run": str(run.path.resolve()), "oof_file": oof_file,
               "oof_sha256": hashlib.sha256(source.read_bytes()).hexdigest(),

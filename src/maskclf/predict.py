@@ -29,6 +29,7 @@ from maskclf.submission import (
     CLASS_COLUMNS,
     PredictResult,
     checked_submission,
+    oof_persons,
     prediction_table,
     read_prediction_file,
 )
@@ -97,7 +98,7 @@ def vote_on_persons(run: RunDir, specs: list[ModelSpec], root: Path, paths,
                                  for fold, rows in oof.groupby("fold", sort=True)])
     oof = oof.sort_values("fold", kind="stable")
     check = check_vote(embeddings, oof[CLASS_COLUMNS].to_numpy(), oof["class"].to_numpy(),
-                       oof["ImageID"].map(lambda p: Path(p).parent.name).to_numpy(),
+                       oof_persons(oof).to_numpy(),
                        oof["fold"].to_numpy(), settings.person_size)
     reason = verdict(check, settings.person_min_purity)
     record = {"check": check.to_dict(), "applied": reason is None, "reason": reason}

@@ -86,6 +86,11 @@ def read_prediction_file(path: Path | str) -> pd.DataFrame:
     return table
 
 
+def oof_persons(oof: pd.DataFrame) -> pd.Series:
+    """The person of each OOF row: the folder its image sits in (``train/images/<person>/``)."""
+    return oof["ImageID"].map(lambda path: Path(path).parent.name)
+
+
 def read_submission(path: Path | str, columns: tuple[str, ...] = ("ImageID",)) -> pd.DataFrame:
     """A submission (or, for callers that accept either, a prediction file) with rows."""
     return check_rows(read_table(path, columns, "submission", dtype={"ImageID": str}),

@@ -24,7 +24,7 @@ from maskclf import labels
 from maskclf.atomic import atomic_write, atomic_write_text, write_csv
 from maskclf.data.io import read_rgb
 from maskclf.rundir import RunDir
-from maskclf.submission import CLASS_COLUMNS, read_prediction_file
+from maskclf.submission import CLASS_COLUMNS, oof_persons, read_prediction_file
 
 AGE_CORRECTIONS = {0: "age_under_30", 2: "age_60_or_over"}
 """Age fixes the corrections format can express (there is no "30-59" list)."""
@@ -45,7 +45,7 @@ def find_suspects(oof: pd.DataFrame) -> pd.DataFrame:
     """One row per suspect label: ``kind`` (mask: an image; gender, age: a person),
     ``item``, ``person``, ``given`` and ``suggested`` labels, ``quality`` (lower is more
     suspicious), ``issue`` (cleanlab's verdict); most suspicious first."""
-    oof = oof.assign(person=oof["ImageID"].map(lambda p: Path(p).parent.name))
+    oof = oof.assign(person=oof_persons(oof))
     marginals = labels.attribute_marginals(oof[CLASS_COLUMNS].to_numpy())
     mask, gender, age = labels.decode_class(oof["class"].to_numpy())
     rows = []
