@@ -1,7 +1,8 @@
 import numpy as np
 from sklearn.metrics import f1_score
 
-from maskclf.decisions import apply_biases, cross_validate, fit_biases, macro_f1
+from maskclf.decisions import apply_biases, cross_validate, fit_biases
+from maskclf.metrics import macro_f1
 
 
 def _imbalanced_case(n: int = 600, seed: int = 0):

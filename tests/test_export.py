@@ -9,7 +9,7 @@ import pytest
 from maskclf.ensemble import diff
 from maskclf.errors import UsageError
 from maskclf.export import export_run
-from maskclf.exported import ExportedModel, predict_export, read_manifest
+from maskclf.exported import ExportedModel, read_manifest
 from maskclf.pipeline import train_run
 from maskclf.predict import predict_run
 from tests.conftest import tiny_config
@@ -30,7 +30,7 @@ def test_export_predicts_what_the_run_predicts(head, folds, synthetic_root, tmp_
     assert read_manifest(tmp_path / "export") == json.loads(json.dumps(manifest))
 
     torch_result = predict_run(run, synthetic_root)
-    onnx_result = predict_export(tmp_path / "export", synthetic_root)
+    onnx_result = predict_run(tmp_path / "export", synthetic_root)
     expected = pd.read_csv(torch_result.predictions).filter(like="class_").to_numpy()
     got = pd.read_csv(onnx_result.predictions).filter(like="class_").to_numpy()
     np.testing.assert_allclose(got, expected, atol=1e-4)

@@ -9,7 +9,8 @@ import pytest
 from maskclf import labels
 from maskclf.atomic import write_csv
 from maskclf.pipeline import train_run
-from maskclf.predict import predict_fold, predict_oof, predict_run
+from maskclf.predict import predict_oof, predict_run
+from maskclf.predictor import RunPredictor, open_predictor
 from maskclf.pseudo import pseudo_label
 from maskclf.rundir import RunDir
 from maskclf.submission import CLASS_COLUMNS, prediction_table
@@ -29,12 +30,10 @@ def test_kfold_predict_averages_every_fold_model(two_fold_run, synthetic_root):
     result = predict_run(two_fold_run.run, synthetic_root)
     assert len(result.checkpoints) == 2
     from maskclf.data.layout import read_eval
-    from maskclf.models import resolve_specs
 
-    run = RunDir.open(two_fold_run.run)
-    specs = resolve_specs(run.read_config())
+    predictor = open_predictor(two_fold_run.run, [])
     paths = read_eval(synthetic_root)["path"]
-    fold_probs = [predict_fold(run, specs, synthetic_root, paths, k, [])[0] for k in (0, 1)]
+    fold_probs = [predictor.predict(synthetic_root, paths, k) for k in (0, 1)]
     table = pd.read_csv(result.predictions)
     np.testing.assert_allclose(table[CLASS_COLUMNS].to_numpy(), np.mean(fold_probs, axis=0),
                                atol=1e-5)
@@ -129,7 +128,6 @@ def test_tuning_without_biases_fails_before_any_prediction(two_fold_run, synthet
                                                            tmp_path, monkeypatch):
     import shutil
 
-    from maskclf import predict
     from maskclf.errors import MissingFileError
 
     run = shutil.copytree(two_fold_run.run, tmp_path / "copy")
@@ -138,7 +136,7 @@ def test_tuning_without_biases_fails_before_any_prediction(two_fold_run, synthet
     def no_work(*args, **kwargs):
         raise AssertionError("predicted before checking the biases")
 
-    monkeypatch.setattr(predict, "predict_paths", no_work)
+    monkeypatch.setattr(RunPredictor, "predict", no_work)
     with pytest.raises(MissingFileError, match="tune-decisions"):
         predict_run(run, synthetic_root, tta=["hflip", "scale"], tune_decisions=True)
 

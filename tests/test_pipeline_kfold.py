@@ -94,8 +94,8 @@ def test_age_threshold_moves_training_labels_not_scores(synthetic_root):
     records, _ = pipeline.prepare_records(tiny_config("data.age_old_threshold=45"),
                                           synthetic_root)
     scored = records["class"].to_numpy()
-    plain = pipeline.training_classes(records, 60)
-    moved = pipeline.training_classes(records, 45)
+    plain = training_classes(records, 60)
+    moved = training_classes(records, 45)
     assert (plain == scored).all()  # the default cut trains on the true buckets
     changed = moved != plain
     expected = ((records["age"] >= 45) & (records["age"] < 60)).to_numpy()

@@ -17,6 +17,7 @@ from sklearn.metrics import f1_score
 
 from maskclf import labels
 from maskclf.config import RunConfig
+from maskclf.metrics import TRAIN_ACC, VAL_ACC, VAL_F1
 
 RARE_SHARE = 0.25
 """A value predicted for fewer than this share of the images that truly have it is flagged."""
@@ -58,12 +59,12 @@ def recipe_lines(cfg: RunConfig) -> list[str]:
 
 def still_improving(curves: dict[str, pd.DataFrame], run: str) -> Finding | None:
     """Validation macro F1 best at the last epoch, and higher than the epoch before."""
-    rising = [fold for fold, epochs in curves.items() if "val/f1" in epochs
-              and len(f1 := epochs["val/f1"].dropna()) >= 2
+    rising = [fold for fold, epochs in curves.items() if VAL_F1 in epochs
+              and len(f1 := epochs[VAL_F1].dropna()) >= 2
               and f1.iloc[-1] >= f1.max() and f1.iloc[-1] > f1.iloc[-2]]
     if not rising:
         return None
-    last = max(int(curves[fold]["val/f1"].dropna().index[-1]) + 1 for fold in rising)
+    last = max(int(curves[fold][VAL_F1].dropna().index[-1]) + 1 for fold in rising)
     return Finding(f"validation macro F1 was still rising at the last epoch ({len(rising)} of "
                    f"{len(curves)} folds, epoch {last})",
                    f"train longer: `maskclf train --resume {run} -o train.epochs={2 * last}` "
@@ -99,8 +100,8 @@ def rarely_predicted(truth: np.ndarray, predicted: np.ndarray) -> list[Finding]:
 def train_val_gap(curves: dict[str, pd.DataFrame], cfg: RunConfig) -> Finding | None:
     """Last-epoch training accuracy far above validation accuracy (mean over folds); the
     remedies offered are the ones ``cfg`` does not use yet."""
-    pairs = [(epochs["train/acc"].dropna(), epochs["val/acc"].dropna())
-             for epochs in curves.values() if {"train/acc", "val/acc"} <= set(epochs)]
+    pairs = [(epochs[TRAIN_ACC].dropna(), epochs[VAL_ACC].dropna())
+             for epochs in curves.values() if {TRAIN_ACC, VAL_ACC} <= set(epochs)]
     pairs = [(train.iloc[-1], val.iloc[-1]) for train, val in pairs if len(train) and len(val)]
     if not pairs:
         return None

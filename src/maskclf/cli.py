@@ -353,16 +353,13 @@ def predict(
 ) -> None:
     """Predict eval/images in info.csv order; write predictions.csv and submission.csv.
     With --images, predict any image files, folders or globs instead."""
-    from maskclf.exported import is_export, predict_export
+    from maskclf.predict import predict_images, predict_run
 
     show = _console(as_json)
     if images or sources:
         if not (images and sources):
             raise UsageError("give image files, folders or globs after --images: maskclf "
                              "predict RUN --images photo.jpg folder/ 'shots/*.png'")
-        if is_export(run):
-            raise UsageError(f"{run} is an export; predict images with the run it came from")
-        from maskclf.predict import predict_images
 
         written = predict_images(run, sources, out, _views(tta), grid)
         show.print(f"predicted {written['n_images']} images with "
@@ -371,17 +368,7 @@ def predict(
         if as_json:
             _emit_json(written)
         return
-    if is_export(run):
-        if tta or tune_decisions or person_vote:
-            raise UsageError(f"{run} is an export: its TTA views are fixed when it is made "
-                             "(`maskclf export --tta`), and it has no decision biases and no "
-                             "out-of-fold rows to check a person vote on")
-        result = predict_export(run, data or Path("data"))
-    else:
-        from maskclf.predict import predict_run
-
-        result = predict_run(run, data, _views(tta), tune_decisions, allow_unfinished,
-                             person_vote)
+    result = predict_run(run, data, _views(tta), tune_decisions, allow_unfinished, person_vote)
     show.print(f"predicted {result.n_images} images with {len(result.checkpoints)} model(s)")
     if result.person_vote is not None:
         show.print(render.person_vote_line(result.person_vote))

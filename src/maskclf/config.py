@@ -17,14 +17,11 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from maskclf.errors import MaskclfError
+from maskclf.errors import ConfigError
 from maskclf.labels import ATTRIBUTES, NUM_CLASSES
+from maskclf.registry import FACE_DETECTORS, LOSSES, TASKS, VIEWS
 
 log = logging.getLogger(__name__)
-
-
-class ConfigError(MaskclfError, ValueError):
-    """A config file or override that cannot be used; the message says which key and why."""
 
 
 class _Section(BaseModel):
@@ -37,7 +34,7 @@ class DataConfig(_Section):
     crop: Literal["none", "center", "face"] = "center"
     """``center`` keeps the central ``crop_fraction`` of each image, where the face is;
     ``face`` crops around the detected face (centre crop when none is found)."""
-    face_detector: Literal["mtcnn", "haar"] = "mtcnn"
+    face_detector: str = "mtcnn"
     """For ``face``: ``mtcnn`` finds masked faces (``pip install 'maskclf[faces]'``);
     ``haar`` is OpenCV's bundled cascade (always installed, blind to most masked faces)."""
     crop_fraction: float = Field(0.8, gt=0.0, le=1.0)
@@ -107,7 +104,7 @@ class ModelConfig(_Section):
     """A local weights file (.pth/.bin/.safetensors) for the backbone; the head is new."""
     drop_rate: float = Field(0.0, ge=0.0, lt=1.0)
     drop_path_rate: float | None = Field(None, ge=0.0, lt=1.0)
-    head: Literal["single", "multihead", "per_attribute"] = "single"
+    head: str = "single"
     """single: one 18-way head; multihead: shared backbone, mask/gender/age heads;
     per_attribute: three models, one per attribute (see ``per_attribute``)."""
     freeze_epochs: int = Field(0, ge=0)
@@ -272,9 +269,10 @@ class PredictConfig(_Section):
     @field_validator("tta")
     @classmethod
     def _known_views(cls, value: list[str]) -> list[str]:
-        from maskclf.tta import check_views
-
-        return check_views(value)
+        problems = [VIEWS.problem(name) for name in value]
+        if any(problems):
+            raise ValueError(next(p for p in problems if p))
+        return value
 
 
 ATTRIBUTE_SECTIONS = ("data", "model", "loss", "optim", "sched", "aug", "train")
@@ -326,7 +324,7 @@ class RunConfig(_Section):
                 raise ValueError("model.age_regression_weight cannot follow timm's Mixup/"
                                  "CutMix targets; use aug.cutmix_mode: vertical_half or set "
                                  "aug.mixup_alpha and aug.cutmix_alpha to 0")
-        if self.model.head == "per_attribute":
+        if self.model.head == PER_ATTRIBUTE:
             for attribute in ATTRIBUTES:
                 self.for_attribute(attribute)  # each merged config obeys the same rules
         return self
@@ -423,12 +421,36 @@ def check_keys(raw: dict[str, Any], source: str) -> None:
             raise ConfigError(_format_errors(exc, source)) from None
 
 
+PER_ATTRIBUTE = "per_attribute"
+"""The ``model.head`` that trains three networks, one per attribute (each its own task)."""
+
+
+def check_names(cfg: RunConfig) -> None:
+    """Every name ``cfg`` holds is registered (losses, head, face detector), so a typo fails
+    with the config. After the key checks, since the loss and head registries load torch."""
+    losses = [cfg.loss, *cfg.loss.attributes.values()]
+    for name in (n for loss in losses for n in
+                 ([loss.name] if isinstance(loss.name, str) else loss.name)):
+        LOSSES.check(name)
+    if cfg.model.head != PER_ATTRIBUTE and (cfg.model.head not in TASKS
+                                            or TASKS.get(cfg.model.head).attribute):
+        heads = [PER_ATTRIBUTE, *(n for n in TASKS.names() if not TASKS.get(n).attribute)]
+        raise ConfigError(f"model.head: unknown head {cfg.model.head!r}; known: "
+                          f"{', '.join(sorted(heads))}")
+    FACE_DETECTORS.check(cfg.data.face_detector)
+
+
 def build_config(raw: dict[str, Any], source: str = "<dict>") -> RunConfig:
-    """Validate a plain dict into a :class:`RunConfig`, naming every bad key."""
+    """Validate a plain dict into a :class:`RunConfig`, naming every bad key and name."""
     try:
-        return RunConfig.model_validate(raw)
+        cfg = RunConfig.model_validate(raw)
     except ValidationError as exc:
         raise ConfigError(_format_errors(exc, source)) from None
+    try:
+        check_names(cfg)
+    except ConfigError as exc:
+        raise ConfigError(f"invalid config {source}:\n  {exc}") from None
+    return cfg
 
 
 def packaged_config(name: str) -> Path:

@@ -12,6 +12,10 @@ class MaskclfError(Exception):
     """A problem in the user's input, files or settings; the message says how to fix it."""
 
 
+class ConfigError(MaskclfError, ValueError):
+    """A config file or override that cannot be used; the message says which key and why."""
+
+
 class UsageError(MaskclfError, ValueError):
     """Arguments that do not fit together or do not fit the run (e.g. a fold that does not
     exist, weights that do not match the inputs)."""
@@ -38,3 +42,43 @@ class RunInterrupted(MaskclfError):
 
 class RankLost(MaskclfError):
     """A rank of a multi-process run stopped answering; the run directory is resumable."""
+
+
+class DataError(MaskclfError, ValueError):
+    """A dataset that cannot be used; ``problems`` lists (file, what is wrong)."""
+
+    def __init__(self, problems: list[tuple[str, str]], max_listed: int = 50):
+        self.problems = problems
+        listed = [f"  {file}: {what}" for file, what in problems[:max_listed]]
+        if len(problems) > max_listed:
+            listed.append(f"  ... and {len(problems) - max_listed} more")
+        super().__init__(
+            f"dataset has {len(problems)} problem(s); fix them and run again:\n"
+            + "\n".join(listed)
+        )
+
+
+class TableError(InputFileError):
+    """A CSV file that cannot be used; ``path`` and ``problem`` for callers that list many."""
+
+    def __init__(self, what: str, path, problem: str):
+        super().__init__(f"{what} {path} {problem}")
+        self.path, self.problem = path, problem
+
+
+class SubmissionError(MaskclfError, ValueError):
+    """A submission that would be scored wrongly; the message says which rows and why."""
+
+
+class ModelWeightsError(MaskclfError, RuntimeError):
+    """Pretrained weights were asked for but cannot be loaded; the message says how to fix it."""
+
+
+class CacheDiskFull(MaskclfError, OSError):
+    """The disk cannot hold the decode cache; the message says which folder and how much."""
+
+
+class ImageTooLarge(ValueError):
+    """An image whose header claims more pixels than ``io.MAX_PIXELS`` (a decompression
+    bomb?). Not a :class:`MaskclfError`: callers name the file (a dataset problem, an HTTP
+    413)."""

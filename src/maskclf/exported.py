@@ -10,19 +10,17 @@ combined by the product rule.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from maskclf import labels
-from maskclf.atomic import write_csv_set
 from maskclf.config import DataConfig
-from maskclf.data.layout import read_eval
 from maskclf.data.transforms import centre_crop, evaluation_view, preprocess
+from maskclf.engine import Network, Predictor
 from maskclf.errors import InputFileError, MissingFileError, UsageError
-from maskclf.submission import PredictResult, checked_submission, prediction_table
 
 MANIFEST = "manifest.json"
 MANIFEST_FORMAT = 1
@@ -64,64 +62,70 @@ def run_session(session, batch: np.ndarray) -> np.ndarray:
     return session.run(None, {session.get_inputs()[0].name: batch})[0]
 
 
-@dataclass
-class ExportedModel:
-    """The networks of an export, ready to run on onnxruntime's CPU provider."""
+class ExportedModel(Predictor):
+    """The export backend of the prediction engine: the networks of an export folder on
+    onnxruntime's CPU provider (TTA views and normalisation are inside each graph)."""
 
-    folder: Path
-    manifest: dict
-    sessions: dict[str, list]  # task -> one InferenceSession per fold
-    data_cfg: DataConfig  # the run's data settings: how images are cropped and resized
+    kind = "export"
+
+    def __init__(self, folder: Path, manifest: dict, sessions: dict[Network, object]):
+        self.source = self.folder = folder
+        self.manifest = manifest
+        self.sessions = sessions
+        self.networks = list(sessions)
+        self.data_cfg = DataConfig(**manifest["data"])
+        self.views = list(manifest.get("tta", []))
 
     @classmethod
     def load(cls, folder: Path | str, threads: int | None = None) -> ExportedModel:
         folder = Path(folder)
         manifest = read_manifest(folder)
-        sessions: dict[str, list] = {}
+        sessions = {}
         for network in manifest["networks"]:
             path = folder / network["file"]
             if not path.is_file():
                 raise MissingFileError(f"{path} (listed in {folder / MANIFEST}) is missing")
-            sessions.setdefault(network["task"], []).append(open_session(path, threads))
-        return cls(folder, manifest, sessions, DataConfig(**manifest["data"]))
+            sessions[Network(network["task"], int(network["fold"]), path)] = open_session(
+                path, threads)
+        return cls(folder, manifest, sessions)
 
     run_one = staticmethod(run_session)
     """One network on one batch (a subclass may run other backends through the same API)."""
 
-    def probs(self, batch: np.ndarray) -> np.ndarray:
+    def probs(self, batch: np.ndarray, fold: int | None = None) -> np.ndarray:
         """N x 18 probabilities of preprocessed uint8 N x H x W x 3 images."""
-        parts = {}
-        for task, sessions in self.sessions.items():
-            outputs = [self.run_one(session, batch) for session in sessions]
-            parts[task] = np.mean(outputs, axis=0, dtype=np.float64)
-        return (parts[next(iter(parts))] if len(parts) == 1 else
-                labels.combine_attributes(*(parts[name] for name in labels.ATTRIBUTES)))
+        outputs: dict[str, list[np.ndarray]] = {}
+        for network in self._chosen(fold):
+            outputs.setdefault(network.task, []).append(
+                self.run_one(self.sessions[network], batch))
+        return labels.combine_networks(outputs)
 
     def preprocess(self, image: np.ndarray) -> np.ndarray:
         """An RGB image cropped and resized as the run's networks saw evaluation images."""
         cfg = self.data_cfg
         return centre_crop(preprocess(image, cfg), cfg.image_size)
 
-    def predict_files(self, paths: list[Path], batch_size: int = 32) -> np.ndarray:
-        """N x 18 probabilities of image files, decoded in threads, in order."""
-        out = []
+    def _batches(self, root: Path, paths: Sequence[str], batch_size: int = 32
+                 ) -> Iterator[np.ndarray]:
+        """Preprocessed batches of image files, decoded in threads, in order."""
         with ThreadPoolExecutor(max_workers=4) as pool:
             for start in range(0, len(paths), batch_size):
-                chunk = paths[start:start + batch_size]
-                out.append(self.probs(np.stack(list(pool.map(
-                    lambda p: evaluation_view(p, self.data_cfg), chunk)))))
+                chunk = [Path(root) / p for p in paths[start:start + batch_size]]
+                yield np.stack(list(pool.map(lambda p: evaluation_view(p, self.data_cfg),
+                                             chunk)))
+
+    def predict(self, root: Path, paths: Sequence[str], fold: int | None = None,
+                cache: bool = True) -> np.ndarray:
+        """The engine's fold ensemble, each batch decoded once for all networks (an export
+        never writes a decode cache)."""
+        out = [self.probs(batch, fold) for batch in self._batches(root, list(paths))]
         return np.concatenate(out) if out else np.zeros((0, labels.NUM_CLASSES))
 
+    def network_probs(self, network: Network, root: Path, paths: Sequence[str],
+                      cache: bool = True) -> np.ndarray:
+        return np.concatenate([self.run_one(self.sessions[network], batch)
+                               for batch in self._batches(root, list(paths))])
 
-def predict_export(folder: Path | str, data_root: Path | str) -> PredictResult:
-    """``maskclf predict`` for an export: eval/images in info.csv order, written as the
-    validated ``predictions.csv`` and ``submission.csv`` in the export folder."""
-    model = ExportedModel.load(folder)
-    info = read_eval(data_root)
-    probs = model.predict_files([Path(data_root) / p for p in info["path"]])
-    predictions, submission = model.folder / "predictions.csv", model.folder / "submission.csv"
-    write_csv_set({predictions: prediction_table(info["ImageID"], probs),
-                   submission: checked_submission(info["ImageID"], probs.argmax(axis=1), info,
-                                                  submission)})
-    files = [model.folder / network["file"] for network in model.manifest["networks"]]
-    return PredictResult(predictions, submission, files, len(info))
+    def predict_files(self, paths: list[Path], batch_size: int = 32) -> np.ndarray:
+        """N x 18 probabilities of image files (absolute or relative to here), in order."""
+        return self.predict(Path(), [str(p) for p in paths])

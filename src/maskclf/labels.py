@@ -96,3 +96,17 @@ def attribute_marginals(probs):
         "gender": cube.sum(axis=(1, 3)),
         "age": cube.sum(axis=(1, 2)),
     }
+
+
+def combine_networks(outputs: dict[str, list[np.ndarray]]) -> np.ndarray:
+    """N x 18 probabilities of a fold ensemble, the one place this rule lives: each task's
+    outputs averaged over its folds, then, for three attribute tasks, the product rule
+    (an 18-class task — single or multi-head — passes through its mean)."""
+    means = {task: np.mean(np.stack(parts), axis=0, dtype=np.float64)
+             for task, parts in outputs.items()}
+    if set(means) == set(ATTRIBUTES):
+        return combine_attributes(*(means[name] for name in ATTRIBUTES))
+    if len(means) != 1:
+        raise ValueError(f"networks of tasks {sorted(means)} do not combine: one 18-class "
+                         f"task, or the attributes {list(ATTRIBUTES)}")
+    return next(iter(means.values()))

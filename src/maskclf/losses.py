@@ -15,21 +15,11 @@ import torch.nn.functional as F
 
 from maskclf import labels
 from maskclf.config import LossConfig
+from maskclf.registry import LOSSES
 
 LossBuilder = Callable[[LossConfig, "torch.Tensor | None"], torch.nn.Module]
-_LOSSES: dict[str, LossBuilder] = {}
-
-
-def register_loss(name: str):
-    def add(builder: LossBuilder):
-        _LOSSES[name] = builder
-        return builder
-
-    return add
-
-
-def list_losses() -> list[str]:
-    return sorted(_LOSSES)
+register_loss = LOSSES.register
+list_losses = LOSSES.names
 
 
 def soft_targets(targets: torch.Tensor, num_classes: int) -> torch.Tensor:
@@ -154,21 +144,11 @@ def _soft_f1(cfg: LossConfig, weight: torch.Tensor | None) -> torch.nn.Module:
     return SoftF1Loss(weight=weight)
 
 
-def _lookup(name: str) -> LossBuilder:
-    key = name.lower()
-    if key not in _LOSSES:
-        import difflib
-
-        close = difflib.get_close_matches(key, list_losses(), n=1)
-        hint = f" Did you mean {close[0]!r}?" if close else ""
-        raise ValueError(f"Unknown loss {name!r}. Available: {', '.join(list_losses())}.{hint}")
-    return _LOSSES[key]
-
 
 def create_loss(cfg: LossConfig, class_weights=None) -> torch.nn.Module:
     """The loss of ``cfg``; ``class_weights`` (one per class) weight its per-class terms."""
     weight = None if class_weights is None else torch.as_tensor(class_weights,
                                                                  dtype=torch.float32)
     if isinstance(cfg.name, str):
-        return _lookup(cfg.name)(cfg, weight)
-    return WeightedSum({name: (w, _lookup(name)(cfg, weight)) for name, w in cfg.name.items()})
+        return LOSSES.get(cfg.name)(cfg, weight)
+    return WeightedSum({name: (w, LOSSES.get(name)(cfg, weight)) for name, w in cfg.name.items()})

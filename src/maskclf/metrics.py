@@ -1,4 +1,4 @@
-"""Offline scoring of predictions: accuracy, macro F1 overall, per attribute and per class.
+"""Scoring: the names of the metrics a run logs, and macro F1 — defined once, here.
 
 Macro F1 averages over the classes present in the labels or the predictions (scikit-learn's
 default): a class absent from both is not counted, one predicted but absent from the labels
@@ -18,6 +18,33 @@ from maskclf.atomic import write_csv
 from maskclf.errors import InputFileError
 from maskclf.tables import check_rows, read_table
 
+TRAIN_LOSS_STEP = "train/loss_step"
+TRAIN_LOSS = "train/loss_epoch"
+TRAIN_ACC = "train/acc"
+VAL_LOSS = "val/loss"
+VAL_ACC = "val/acc"
+VAL_F1 = "val/f1"
+"""Validation macro F1: what checkpoints, early stopping, plateau schedules, pruners and
+reports follow."""
+
+
+def macro_f1(y_true, y_pred) -> float:
+    """Macro F1 of integer class ids over the classes in ``y_true`` or ``y_pred``.
+
+    Equal to ``f1_score(average="macro", zero_division=0)`` (tested) without its input
+    checks: decision tuning scores thousands of candidates, and three bincounts cost a
+    few microseconds where ``f1_score`` costs about a millisecond.
+    """
+    y_true, y_pred = np.asarray(y_true, dtype=np.int64), np.asarray(y_pred, dtype=np.int64)
+    size = max(int(y_true.max(initial=0)), int(y_pred.max(initial=0))) + 1
+    true_counts = np.bincount(y_true, minlength=size)
+    predicted_counts = np.bincount(y_pred, minlength=size)
+    hits = np.bincount(y_true[y_true == y_pred], minlength=size)
+    present = (true_counts + predicted_counts) > 0
+    if not present.any():
+        return 0.0
+    return float(np.mean(2 * hits[present] / (true_counts + predicted_counts)[present]))
+
 
 def score(y_true, y_pred) -> dict:
     """All figures for 18-class labels ``y_true`` against predictions ``y_pred``."""
@@ -30,9 +57,9 @@ def score(y_true, y_pred) -> dict:
     return {
         "n": int(len(y_true)),
         "accuracy": float(accuracy_score(y_true, y_pred)),
-        "macro_f1": float(f1_score(y_true, y_pred, average="macro", zero_division=0)),
+        "macro_f1": macro_f1(y_true, y_pred),
         "attribute_f1": {
-            name: float(f1_score(t, p, average="macro", zero_division=0))
+            name: macro_f1(t, p)
             for name, t, p in zip(labels.ATTRIBUTES, parts_true, parts_pred, strict=True)
         },
         "class_f1": [float(v) for v in per_class],

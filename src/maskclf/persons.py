@@ -19,11 +19,11 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 from sklearn.cluster import AgglomerativeClustering
-from sklearn.metrics import f1_score
 from sklearn.metrics.cluster import contingency_matrix
 from sklearn.preprocessing import normalize
 
 from maskclf import labels
+from maskclf.metrics import macro_f1
 
 
 def group_persons(embeddings: np.ndarray, size: int) -> np.ndarray:
@@ -57,11 +57,6 @@ def person_vote(probs: np.ndarray, groups: np.ndarray) -> np.ndarray:
     return labels.combine_attributes(parts["mask"], parts["gender"], parts["age"])
 
 
-def macro_f1(classes: np.ndarray, probs: np.ndarray) -> float:
-    return float(f1_score(classes, probs.argmax(axis=1), average="macro",
-                          labels=range(labels.NUM_CLASSES), zero_division=0))
-
-
 @dataclass(frozen=True)
 class VoteCheck:
     """The vote tried on out-of-fold rows (grouped within each fold, as the eval set is)."""
@@ -91,8 +86,8 @@ def check_vote(embeddings: np.ndarray, probs: np.ndarray, classes: np.ndarray,
         voted[rows] = person_vote(probs[rows], groups)
         group_ids[rows] = groups + offset
         offset += groups.max() + 1
-    return VoteCheck(purity(group_ids, persons), macro_f1(classes, probs),
-                     macro_f1(classes, voted), len(probs))
+    return VoteCheck(purity(group_ids, persons), macro_f1(classes, probs.argmax(axis=1)),
+                     macro_f1(classes, voted.argmax(axis=1)), len(probs))
 
 
 def verdict(check: VoteCheck, min_purity: float) -> str | None:

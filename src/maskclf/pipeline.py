@@ -1,5 +1,11 @@
 """A training run end to end: check data and config, split by person, train every network
-of every fold, score the out-of-fold predictions, write the run directory."""
+of every fold, score the out-of-fold predictions, write the run directory.
+
+Every way to train — a new run, finishing an interrupted one, continuing a finished one
+for more epochs, refitting one on every person — is a planner that returns a
+:class:`RunPlan` (what to train, where, from which checkpoints, with which parent), and
+:func:`execute` trains any plan. Nothing is written before a plan is complete.
+"""
 
 from __future__ import annotations
 
@@ -17,35 +23,27 @@ import torch
 from lightning.pytorch.callbacks import Callback
 
 from maskclf import labels
-from maskclf.config import RunConfig, absolute_paths, build_config, config_to_dict
-from maskclf.data.cache import build_cache, open_cache
+from maskclf.config import RunConfig, absolute_paths, build_config, config_to_dict, load_config
 from maskclf.data.corrections import CorrectionReport, apply_corrections, load_corrections
+from maskclf.data.datamodule import FoldDataModule, excluded_from_training
 from maskclf.data.layout import read_tables
-from maskclf.data.loaders import make_dataset, make_loader, train_loader
-from maskclf.data.sampling import oversample
-from maskclf.data.splits import PSEUDO, attach_folds, make_folds
+from maskclf.data.splits import attach_folds, make_folds
 from maskclf.distributed import handed_down, is_rank_zero, shared_run_dir
+from maskclf.engine import Network
 from maskclf.errors import MissingFileError, RankLost, RunInterrupted, UsageError
-from maskclf.inference import predict_probs
 from maskclf.metrics import score, write_confusions
-from maskclf.models.factory import build_net, load_net
-from maskclf.models.heads import combine_attribute_probs
+from maskclf.models.factory import build_net
 from maskclf.models.spec import ModelSpec, resolve_specs
 from maskclf.models.weights import safe_torch_load
+from maskclf.predictor import RunPredictor
 from maskclf.preflight import preflight
 from maskclf.progress import RunClock, quiet_lightning
 from maskclf.pseudo import read_extra
 from maskclf.report import write_report
 from maskclf.reproducibility import environment
-from maskclf.resume import (
-    carry_fold,
-    last_checkpoint,
-    restore_metrics,
-    resume_command,
-    stash_metrics,
-)
+from maskclf.resume import carry_fold, last_checkpoint, restore_metrics, stash_metrics
 from maskclf.rundir import RunDir
-from maskclf.submission import CLASS_COLUMNS, prediction_table
+from maskclf.submission import CLASS_COLUMNS, oof_table
 from maskclf.training import FitOptions, build_module, build_trainer
 
 log = logging.getLogger(__name__)
@@ -68,17 +66,6 @@ class RunResult:
     corrections: CorrectionReport | None = None
 
 
-def training_classes(records: pd.DataFrame, old_from: int) -> np.ndarray:
-    """Training targets: the class with the "old" boundary moved to ``old_from`` years.
-
-    Only persons in the middle bucket move, so age corrections are kept; scoring always
-    uses ``records["class"]``.
-    """
-    moved = (records["age_group"] == 1) & (records["age"] >= old_from)
-    age_group = np.where(moved, 2, records["age_group"])
-    return labels.encode_class(records["mask"].to_numpy(), records["gender"].to_numpy(),
-                               age_group)
-
 
 def prepare_records(cfg: RunConfig, root: Path) -> tuple[pd.DataFrame, CorrectionReport | None]:
     """Read and check the data and apply opt-in corrections (shared by every model of a run)."""
@@ -91,66 +78,57 @@ def prepare_records(cfg: RunConfig, root: Path) -> tuple[pd.DataFrame, Correctio
 
 
 def fit_fold(spec: ModelSpec, root: Path, records: pd.DataFrame, fold: int, run: RunDir,
-             options: FitOptions) -> FoldResult:
+             options: FitOptions, extra: pd.DataFrame | None = None) -> FoldResult:
     """Train one network on one fold from fresh, seeded weights: persons of ``fold``
-    validate, the rest train.
+    validate, the rest (and ``extra``) train.
 
     A fold that already finished (resumed run) is read back; one that stopped part-way
     continues from its last finished epoch. Probabilities are over the spec's task (18
     classes, or one attribute).
     """
     cfg, out = spec.cfg, run.fold(spec, fold)
-    val_rows = records[records["fold"] == fold]
     finished = out.load_result()
     if finished is not None:
         options.clock.skip(cfg.train.epochs)
-        return FoldResult(fold, finished[0], val_rows, finished[1])
+        return FoldResult(fold, finished[0], records[records["fold"] == fold], finished[1])
     L.seed_everything(cfg.seed, workers=True, verbose=False)
-    records = records.assign(target=training_classes(records, cfg.data.age_old_threshold))
-    train_rows = training_rows(records, fold, cfg)
-    counts = np.bincount(train_rows["target"], minlength=labels.NUM_CLASSES)
-    module = build_module(spec, build_net(spec), counts)
-    regress = spec.regresses_age  # the datasets then carry the ages in years
-    train_set = make_dataset(cfg, root, train_rows["path"], train_rows["target"], True,
-                             train_rows["age"] if regress else None)
-    val_set = make_dataset(cfg, root, val_rows["path"], val_rows["class"], False,
-                           val_rows["age"] if regress else None)
-    validate = len(val_rows) > 0
+    data = FoldDataModule(cfg, root, records, fold, extra, with_ages=spec.regresses_age)
+    module = build_module(spec, build_net(spec), data.class_counts())
     resume_from = last_checkpoint(out)
     writer = is_rank_zero()
     if resume_from is not None and writer:
         stash_metrics(out)
     with quiet_lightning():
-        trainer, checkpoint = build_trainer(spec, out, validate, options)
+        trainer, checkpoint = build_trainer(spec, out, data.validates, options)
         try:
-            trainer.fit(module, train_loader(train_set, train_rows, cfg),
-                        make_loader(val_set, cfg) if validate else None,
-                        ckpt_path=resume_from, weights_only=True)
+            trainer.fit(module, datamodule=data, ckpt_path=resume_from, weights_only=True)
         except SystemExit as exc:  # Lightning's stop after SIGTERM, or Ctrl+C (its exit(1))
             signum = signal.SIGTERM if trainer.received_sigterm else signal.SIGINT
             raise RunInterrupted(f"stopped by {signal.Signals(signum).name}; resume from the "
-                                 f"last finished epoch with: {resume_command(run.path)}",
+                                 f"last finished epoch with: {run.resume_command()}",
                                  signum) from exc
         except Exception as exc:  # under DDP a SIGTERM breaks the ranks' next exchange
             if trainer.received_sigterm:
                 raise RunInterrupted(f"stopped by SIGTERM ({type(exc).__name__} as the ranks "
                                      "stopped); resume from the last finished epoch with: "
-                                     f"{resume_command(run.path)}", signal.SIGTERM) from exc
+                                     f"{run.resume_command()}", signal.SIGTERM) from exc
             if trainer.world_size > 1 and _lost_peer(exc):
                 if trainer.strategy.launcher is not None:  # ranks Lightning started: stop them
                     trainer.strategy.launcher.kill(signal.SIGKILL)
                 raise RankLost(f"rank {trainer.global_rank}: another rank stopped answering "
                                f"(waited up to train.ddp_timeout_s={cfg.train.ddp_timeout_s} "
                                f"s: {str(exc).splitlines()[0][:200]}); resume from the last "
-                               f"finished epoch with: {resume_command(run.path)}") from exc
+                               f"finished epoch with: {run.resume_command()}") from exc
             raise
     best = Path(checkpoint.best_model_path or checkpoint.last_model_path)
     if not writer:  # rank 0 scores the fold once, on every validation image
-        return FoldResult(fold, [best], val_rows, None)
+        return FoldResult(fold, [best], data.val_rows, None)
     restore_metrics(out)
-    probs = predict_probs(load_net(best), val_set, cfg.predict.tta) if validate else None
+    probs = (RunPredictor(run).network_probs(Network(spec.task, fold, best), root,
+                                             data.val_rows["path"])
+             if data.validates else None)
     out.save_result([best], probs)
-    return FoldResult(fold, [best], val_rows, probs)
+    return FoldResult(fold, [best], data.val_rows, probs)
 
 
 def _lost_peer(exc: Exception) -> bool:
@@ -162,45 +140,32 @@ def _lost_peer(exc: Exception) -> bool:
 
 
 def _train_folds(specs: list[ModelSpec], root: Path, records: pd.DataFrame, folds: list[int],
-                 run: RunDir, options: FitOptions) -> list[FoldResult]:
+                 run: RunDir, options: FitOptions, extra: pd.DataFrame | None
+                 ) -> list[FoldResult]:
     """Every fold of one network, or of three attribute networks combined per fold."""
-    per_spec = [[_fit_labelled(spec, root, records, k, run, options) for k in folds]
+    per_spec = [[_fit_labelled(spec, root, records, k, run, options, extra) for k in folds]
                 for spec in specs]
     if len(specs) == 1:
         return per_spec[0]
     combined = []
     for i, k in enumerate(folds):
-        parts = {spec.attribute: results[i].probs for spec, results in zip(specs, per_spec,
-                                                                            strict=True)}
-        probs = None if any(p is None for p in parts.values()) else combine_attribute_probs(parts)
+        parts = {spec.task: [results[i].probs] for spec, results in zip(specs, per_spec,
+                                                                         strict=True)}
+        probs = (None if any(p[0] is None for p in parts.values())
+                 else labels.combine_networks(parts))
         checkpoints = [c for results in per_spec for c in results[i].checkpoints]
         combined.append(FoldResult(k, checkpoints, per_spec[0][i].val_rows, probs))
     return combined
 
 
 def _fit_labelled(spec: ModelSpec, root: Path, records: pd.DataFrame, fold: int, run: RunDir,
-                  options: FitOptions) -> FoldResult:
+                  options: FitOptions, extra: pd.DataFrame | None) -> FoldResult:
     """``fit_fold`` with the progress naming the network and fold ("age fold 2/5")."""
     network = f"{spec.attribute} " if spec.attribute else ""
     options.clock.label = f"{network}fold {fold + 1}/{max(spec.cfg.data.folds, 1)}"
-    return fit_fold(spec, root, records, fold, run, options)
+    return fit_fold(spec, root, records, fold, run, options, extra)
 
 
-def training_rows(records: pd.DataFrame, fold: int, cfg: RunConfig) -> pd.DataFrame:
-    """The rows a fold trains on: every other fold's, less the persons whose age is in
-    ``data.exclude_ages``, with minority classes repeated by ``data.oversample``."""
-    rows = records[(records["fold"] != fold)
-                   & ~labels.in_age_ranges(records["age"], cfg.data.exclude_ages)]
-    return oversample(rows, cfg.data.oversample, cfg.seed)
-
-
-def excluded_from_training(records: pd.DataFrame, ranges: list) -> dict | None:
-    """What ``data.exclude_ages`` left out of training (persons and images), for the summary."""
-    if not ranges:
-        return None
-    hit = records[labels.in_age_ranges(records["age"], ranges)]
-    return {"ranges": [list(r) for r in ranges], "persons": int(hit["person"].nunique()),
-            "images": len(hit)}
 
 
 def _summarise(run: RunDir, records: pd.DataFrame, results: list[FoldResult], started: float
@@ -213,10 +178,11 @@ def _summarise(run: RunDir, records: pd.DataFrame, results: list[FoldResult], st
             scores = score(truth, predicted)
             entry.update({k: scores[k] for k in ("n", "accuracy", "macro_f1", "attribute_f1")})
             write_confusions(truth, predicted, run.fold_root(result.fold))
-            tables.append(prediction_table(result.val_rows["path"], result.probs).assign(
-                fold=result.fold, **{"class": result.val_rows["class"].to_numpy()}))
+            rows = result.val_rows
+            tables.append(oof_table(rows["path"], result.probs, result.fold, rows["class"],
+                                    rows["person"]))
         folds.append(entry)
-    summary: dict = {"run": str(run.path), "n_images": int((records["fold"] != PSEUDO).sum()),
+    summary: dict = {"run": str(run.path), "n_images": len(records),
                      "folds": folds, "validation": None, "cv": None}
     if tables:
         oof = pd.concat(tables, ignore_index=True)
@@ -231,54 +197,64 @@ def _summarise(run: RunDir, records: pd.DataFrame, results: list[FoldResult], st
     return summary
 
 
-def _warm_cache(specs: list[ModelSpec], root: Path, rel_paths: list[str]) -> None:
-    """Decode every image once before the first epoch, so all epochs and folds share it."""
-    for spec in specs:
-        if open_cache(root, spec.cfg.data, len(rel_paths)) is None:
-            continue
-        started = time.monotonic()
-        report = build_cache(root, spec.cfg.data, rel_paths)
-        log.info("decode-once cache: %d images, %.1f MB in %s (%.1fs)", report["images"],
-                 report["bytes"] / 1e6, report["dir"], time.monotonic() - started)
 
+@dataclass
+class RunPlan:
+    """Everything :func:`execute` needs, decided and checked before anything is written.
 
-def train_run(cfg: RunConfig, data_root: Path | str, runs_dir: Path | str = "runs",
-              name: str | None = None, fold: int | None = None,
-              interactive: bool | None = None, callbacks: Sequence[Callback] = ()) -> RunResult:
-    """Check the dataset and that the config can run here, then train every fold (or only
-    ``fold``) into a new run directory. Nothing is written before the checks pass.
-
-    ``summary["validation"]`` scores the pooled out-of-fold predictions; ``summary["cv"]``
-    gives the mean and spread of the per-fold macro F1. ``callbacks`` join every fold's
-    Trainer (a tuning study's pruner).
+    ``run`` is an existing run directory (a resume) or None (a new one is made in
+    ``runs_dir`` as ``name``); ``carry_from`` is the finished run whose folds' last
+    checkpoints the new folds start from (a continuation); ``record`` is the run.json to
+    write, its parent (``continued_from`` / ``refit_of``) included.
     """
-    started = time.monotonic()
+
+    what: str
+    """new, resume, continue or refit (for logs)."""
+    cfg: RunConfig
+    specs: list[ModelSpec]
+    root: Path
+    records: pd.DataFrame
+    """The training images with their ``fold``."""
+    folds: list[int]
+    split: pd.DataFrame
+    """``folds.csv``: person, fold."""
+    record: dict
+    run: RunDir | None = None
+    runs_dir: Path = Path("runs")
+    name: str | None = None
+    carry_from: RunDir | None = None
+    corrections: CorrectionReport | None = None
+
+
+def _checked(cfg: RunConfig, root: Path) -> tuple[pd.DataFrame, CorrectionReport | None,
+                                                  list[ModelSpec]]:
+    """The dataset read and checked (corrections applied) and the config checked on this
+    machine: the checks every planner runs before a plan exists."""
+    records, report = prepare_records(cfg, root)
+    return records, report, preflight(cfg)
+
+
+def plan_new(cfg: RunConfig, data_root: Path | str, runs_dir: Path | str = "runs",
+             name: str | None = None, fold: int | None = None,
+             parent: dict | None = None) -> RunPlan:
+    """A new run of ``cfg`` on ``data_root``: a person-level split, every fold (or ``fold``).
+    ``parent`` joins run.json (a refit records the run it came from)."""
     root = Path(data_root)
     cfg = absolute_paths(cfg)  # the saved config works from any folder
-    records, report = prepare_records(cfg, root)
-    specs = preflight(cfg)
-    folds = make_folds(records, cfg.data.folds, cfg.data.val_ratio, cfg.seed)
-    fold_ids = sorted(int(f) for f in folds["fold"].unique() if f >= 0) or [0]
+    records, report, specs = _checked(cfg, root)
+    split = make_folds(records, cfg.data.folds, cfg.data.val_ratio, cfg.seed)
+    fold_ids = sorted(int(f) for f in split["fold"].unique() if f >= 0) or [0]
     if fold is not None and fold not in fold_ids:
         raise UsageError(f"--fold {fold} does not exist; this split has folds {fold_ids}")
-    run = shared_run_dir(runs_dir, name)
-    record = {**environment(), "data": str(root.resolve()),
-              "folds": fold_ids if fold is None else [fold], "resumed": []}
-    if is_rank_zero():
-        run.write_config(cfg)
-        run.write_record(record)
-        run.write_folds(folds)
-        if report is not None:
-            run.write_table(RunDir.CORRECTIONS, report.changes)
-            log.info("%s", report.summary())
-    return _run_folds(cfg, specs, root, attach_folds(records, folds), record["folds"], run,
-                      FitOptions(interactive, tuple(callbacks)), started, report)
+    folds = fold_ids if fold is None else [fold]
+    record = {**environment(), "data": str(root.resolve()), "folds": folds, "resumed": [],
+              **(parent or {})}
+    return RunPlan("new", cfg, specs, root, attach_folds(records, split), folds, split, record,
+                   runs_dir=Path(runs_dir), name=name, corrections=report)
 
 
-def resume_run(run_path: Path | str, data_root: Path | str | None = None,
-               interactive: bool | None = None) -> RunResult:
+def plan_resume(run_path: Path | str, data_root: Path | str | None = None) -> RunPlan:
     """Finish an interrupted run with its own config, folds and data (or ``data_root``)."""
-    started = time.monotonic()
     run = RunDir(run_path)
     record = run.read_record()
     if not record:
@@ -289,19 +265,15 @@ def resume_run(run_path: Path | str, data_root: Path | str | None = None,
                          f"it longer: maskclf train --resume {run.path} -o train.epochs=N")
     cfg = run.read_config()
     root = run.data_root(data_root)
-    records, _ = prepare_records(cfg, root)
-    specs = preflight(cfg)
-    folds = attach_folds(records, run.read_folds(), str(run.file(RunDir.FOLDS)))
-    if is_rank_zero():
-        record["resumed"].append(environment())
-        run.write_record(record)
-        log.info("resuming %s: folds %s", run.path, record["folds"])
-    return _run_folds(cfg, specs, root, folds, record["folds"], run, FitOptions(interactive),
-                      started, None)
+    records, _, specs = _checked(cfg, root)
+    split = run.read_folds()
+    records = attach_folds(records, split, str(run.file(RunDir.FOLDS)))
+    record["resumed"].append(environment())
+    return RunPlan("resume", cfg, specs, root, records, record["folds"], split, record, run=run)
 
 
-def continue_run(run_path: Path | str, epochs: int, data_root: Path | str | None = None,
-                 name: str | None = None, interactive: bool | None = None) -> RunResult:
+def plan_continue(run_path: Path | str, epochs: int, data_root: Path | str | None = None,
+                  name: str | None = None) -> RunPlan:
     """Train a finished run longer: a new run directory beside it (``<name>-more``) whose
     folds start from the parent's last checkpoints and run to ``epochs`` epochs, with the
     parent's config, folds and data. The parent is left as it is; ``run.json`` records it.
@@ -311,11 +283,7 @@ def continue_run(run_path: Path | str, epochs: int, data_root: Path | str | None
     run, so a cosine resumes at the rate the longer cosine has at that step (higher than
     the parent's last rate) and decays to its end; step and plateau schedules continue.
     """
-    started = time.monotonic()
-    parent = RunDir.open(run_path)
-    if not parent.finished:
-        raise UsageError(f"{parent.path} has not finished; finish it first with "
-                         f"{resume_command(parent.path)}")
+    parent = RunDir.open(run_path).require_finished()
     raw = config_to_dict(parent.read_config())
     if epochs <= raw["train"]["epochs"]:
         raise UsageError(f"train.epochs={epochs} does not continue {parent.path}: it already "
@@ -323,33 +291,22 @@ def continue_run(run_path: Path | str, epochs: int, data_root: Path | str | None
     parent_epochs, raw["train"]["epochs"] = raw["train"]["epochs"], epochs
     cfg = build_config(raw, f"continuation of {parent.path}")
     root = parent.data_root(data_root)
-    records, _ = prepare_records(cfg, root)
-    specs = preflight(cfg)
+    records, _, specs = _checked(cfg, root)
     folds = parent.read_record().get("folds") or parent.trained_folds(specs[0])
-    run = shared_run_dir(parent.path.parent, name or f"{parent.name}-more")
+    split = parent.read_folds()
     record = {**environment(), "data": str(root.resolve()), "folds": folds, "resumed": [],
               "continued_from": {"run": str(parent.path.resolve()), "epochs": parent_epochs}}
-    if is_rank_zero():
-        run.write_config(cfg)
-        run.write_record(record)
-        run.write_folds(parent.read_folds())
-        for spec in specs:
-            for fold in folds:
-                carry_fold(parent.fold(spec, fold), run.fold(spec, fold))
-        log.info("continuing %s (%d epochs) to %d epochs in %s", parent.path, parent_epochs,
-                 epochs, run.path)
-    split = attach_folds(records, parent.read_folds(), str(parent.file(RunDir.FOLDS)))
-    return _run_folds(cfg, specs, root, split, folds, run, FitOptions(interactive), started,
-                      None)
+    return RunPlan("continue", cfg, specs, root,
+                   attach_folds(records, split, str(parent.file(RunDir.FOLDS))), folds, split,
+                   record, runs_dir=parent.path.parent, name=name or f"{parent.name}-more",
+                   carry_from=parent)
 
 
 def refit_config(run_path: Path | str) -> tuple[RunConfig, list[int], Path]:
     """RUN's config for a final model on every person: no validation, for the median of the
     epochs its folds' best checkpoints came from. Returns the config, those epochs and the
     run's data folder."""
-    run = RunDir.open(run_path)
-    if not run.finished:
-        raise UsageError(f"{run.path} has not finished; refit a finished run")
+    run = RunDir.open(run_path).require_finished()
     cfg = run.read_config()
     best_epochs = [int(safe_torch_load(run.fold(spec, fold).best)["epoch"]) + 1
                    for spec in resolve_specs(cfg) for fold in run.trained_folds(spec)
@@ -364,6 +321,101 @@ def refit_config(run_path: Path | str) -> tuple[RunConfig, list[int], Path]:
     return build_config(raw, f"refit of {run.path}"), best_epochs, run.data_root()
 
 
+def plan_refit(run_path: Path | str, data_root: Path | str | None = None,
+               name: str | None = None) -> RunPlan:
+    """A finished run's config retrained on every person for its folds' median best epoch,
+    as a new run beside it (``<name>-refit``) whose run.json records the parent."""
+    cfg, best_epochs, run_data = refit_config(run_path)
+    parent = Path(run_path)
+    log.info("refit: %d epochs on every person (best epochs of the folds: %s)",
+             cfg.train.epochs, best_epochs)
+    return replace(plan_new(cfg, data_root or run_data, parent.parent, name or
+                            f"{parent.name}-refit",
+                            parent={"refit_of": {"run": str(parent.resolve()),
+                                                 "best_epochs": best_epochs}}), what="refit")
+
+
+@dataclass(frozen=True)
+class TrainRequest:
+    """What ``maskclf train`` was asked, flags as given (None: not given)."""
+
+    config: Path | None = None
+    overrides: tuple[str, ...] = ()
+    data: Path | None = None
+    runs_dir: Path = Path("runs")
+    name: str | None = None
+    fold: int | None = None
+    resume: Path | None = None
+    refit: Path | None = None
+
+
+def _more_epochs(overrides: tuple[str, ...]) -> int:
+    """The N of ``--resume RUN -o train.epochs=N``, the one setting a continuation changes."""
+    key, _, value = overrides[0].partition("=")
+    if len(overrides) != 1 or key.strip() != "train.epochs" or not value.strip().isdigit():
+        raise UsageError("--resume takes one override, -o train.epochs=N, to train a finished "
+                         f"run longer; got {' '.join(overrides)}")
+    return int(value)
+
+
+def plan(request: TrainRequest) -> RunPlan:
+    """The plan for a ``maskclf train`` request: the flag rules and the planner they pick."""
+    if request.refit is not None:
+        if (request.config is not None or request.overrides or request.fold is not None
+                or request.resume is not None):
+            raise UsageError("--refit trains the run's own config; drop --config, -o, --fold "
+                             "and --resume")
+        return plan_refit(request.refit, request.data, request.name)
+    if request.resume is not None:
+        if request.config is not None or request.fold is not None:
+            raise UsageError("--resume continues a run with its own config.yaml and folds; "
+                             "drop --config and --fold")
+        if request.overrides:
+            return plan_continue(request.resume, _more_epochs(request.overrides), request.data,
+                                 request.name)
+        if request.name is not None:
+            raise UsageError("--name names a new run: with --resume it needs "
+                             "-o train.epochs=N (train a finished run longer)")
+        return plan_resume(request.resume, request.data)
+    cfg = load_config(request.config, list(request.overrides))
+    if request.config is None:
+        log.warning("no --config: training maskclf's defaults (%s from scratch at 224 x 224); "
+                    "pick a recipe with --config NAME (`maskclf recipes` lists them)",
+                    cfg.model.name)
+    return plan_new(cfg, request.data or Path("data"), request.runs_dir, request.name,
+                    request.fold)
+
+
+def train(request: TrainRequest, interactive: bool | None = None) -> RunResult:
+    """``maskclf train``: plan the request, then execute the plan."""
+    return execute(plan(request), interactive)
+
+
+def train_run(cfg: RunConfig, data_root: Path | str, runs_dir: Path | str = "runs",
+              name: str | None = None, fold: int | None = None,
+              interactive: bool | None = None, callbacks: Sequence[Callback] = ()) -> RunResult:
+    """Check the dataset and that the config can run here, then train every fold (or only
+    ``fold``) into a new run directory. Nothing is written before the checks pass.
+
+    ``summary["validation"]`` scores the pooled out-of-fold predictions; ``summary["cv"]``
+    gives the mean and spread of the per-fold macro F1. ``callbacks`` join every fold's
+    Trainer (a tuning study's pruner).
+    """
+    return execute(plan_new(cfg, data_root, runs_dir, name, fold), interactive, callbacks)
+
+
+def resume_run(run_path: Path | str, data_root: Path | str | None = None,
+               interactive: bool | None = None) -> RunResult:
+    """Finish an interrupted run (see :func:`plan_resume`)."""
+    return execute(plan_resume(run_path, data_root), interactive)
+
+
+def continue_run(run_path: Path | str, epochs: int, data_root: Path | str | None = None,
+                 name: str | None = None, interactive: bool | None = None) -> RunResult:
+    """Train a finished run longer as a new run (see :func:`plan_continue`)."""
+    return execute(plan_continue(run_path, epochs, data_root, name), interactive)
+
+
 def _add_seconds(run: RunDir, seconds: float) -> None:
     """Keep the time an interrupted session spent, for the finished run's total."""
     record = run.read_record()
@@ -371,10 +423,36 @@ def _add_seconds(run: RunDir, seconds: float) -> None:
     run.write_record(record)
 
 
-def _run_folds(cfg: RunConfig, specs: list[ModelSpec], root: Path, records: pd.DataFrame,
-               folds: list[int], run: RunDir, options: FitOptions, started: float,
-               report: CorrectionReport | None) -> RunResult:
-    _warm_cache(specs, root, records["path"].tolist())
+def _open_run(plan: RunPlan) -> RunDir:
+    """The plan's run directory, with its config, record and folds written (rank 0)."""
+    run = plan.run or shared_run_dir(plan.runs_dir, plan.name)
+    if not is_rank_zero():
+        return run
+    run.write_record(plan.record)
+    if plan.run is not None:
+        log.info("resuming %s: folds %s", run.path, plan.folds)
+        return run
+    run.write_config(plan.cfg)
+    run.write_folds(plan.split)
+    if plan.corrections is not None:
+        run.write_table(RunDir.CORRECTIONS, plan.corrections.changes)
+        log.info("%s", plan.corrections.summary())
+    if plan.carry_from is not None:
+        for spec in plan.specs:
+            for fold in plan.folds:
+                carry_fold(plan.carry_from.fold(spec, fold), run.fold(spec, fold))
+        log.info("continuing %s to %d epochs in %s", plan.carry_from.path,
+                 plan.cfg.train.epochs, run.path)
+    return run
+
+
+def execute(plan: RunPlan, interactive: bool | None = None,
+            callbacks: Sequence[Callback] = ()) -> RunResult:
+    """Train a plan: every network of every planned fold, then (rank 0) the out-of-fold
+    table, summary and report. ``callbacks`` join every fold's Trainer."""
+    started = time.monotonic()
+    cfg, records = plan.cfg, plan.records
+    run = _open_run(plan)
     excluded = excluded_from_training(records, cfg.data.exclude_ages)
     if excluded is not None:
         log.info("data.exclude_ages %s: %d person(s), %d image(s) left out of training "
@@ -384,18 +462,19 @@ def _run_folds(cfg: RunConfig, specs: list[ModelSpec], root: Path, records: pd.D
     if extra is not None:
         log.info("data.extra: %d pseudo-labelled image(s) join every fold's training",
                  len(extra))
-        records = pd.concat([records, extra.assign(fold=PSEUDO)], ignore_index=True)
-    options = replace(options, clock=RunClock(sum(spec.cfg.train.epochs for spec in specs)
-                                              * len(folds)))
+    options = FitOptions(interactive, tuple(callbacks),
+                         RunClock(sum(spec.cfg.train.epochs for spec in plan.specs)
+                                  * len(plan.folds)))
     try:
         with handed_down(run):
-            results = _train_folds(specs, root, records, folds, run, options)
+            results = _train_folds(plan.specs, plan.root, records, plan.folds, run, options,
+                                   extra)
     except BaseException:  # interrupted or failed: keep the time spent for the run's total
         if is_rank_zero():
             _add_seconds(run, time.monotonic() - started)
         raise
     if not is_rank_zero():  # the other ranks only trained; rank 0 writes the results
-        return RunResult(run.path, {}, report)
+        return RunResult(run.path, {}, plan.corrections)
     summary = _summarise(run, records, results, started)
     if excluded is not None:
         summary["excluded_from_training"] = excluded
@@ -403,8 +482,8 @@ def _run_folds(cfg: RunConfig, specs: list[ModelSpec], root: Path, records: pd.D
                                + run.read_record().get("interrupted_seconds", 0.0), 1)
     run.write_summary(summary)
     if cfg.train.report:
-        written = write_report(run.path, root)
+        written = write_report(run.path, plan.root)
         log.info("report: %s", written["report"])
         for finding in written["findings"]:
             log.info("finding: %s -> %s", finding["what"], finding["remedy"])
-    return RunResult(run.path, summary, report)
+    return RunResult(run.path, summary, plan.corrections)

@@ -18,7 +18,7 @@ from maskclf import labels
 from maskclf.advice import Finding, findings, recipe_lines
 from maskclf.atomic import atomic_write_text
 from maskclf.data.io import read_rgb
-from maskclf.metrics import attribute_confusions, confusion, score
+from maskclf.metrics import TRAIN_LOSS, VAL_F1, VAL_LOSS, attribute_confusions, confusion, score
 from maskclf.plots import bar_figure, confusion_figure, image_grid, save
 from maskclf.rundir import RunDir
 from maskclf.submission import CLASS_COLUMNS
@@ -27,7 +27,7 @@ from maskclf.submission import CLASS_COLUMNS
 def fold_curves(run: Path) -> dict[str, pd.DataFrame]:
     """Per-epoch metrics of every fold (the last row logged in each epoch), by fold folder."""
     return {str(file.parent.relative_to(run)): pd.read_csv(file).groupby("epoch").last()
-            for file in sorted(run.glob("**/fold*/metrics.csv"))}
+            for file in RunDir(run).metrics_files()}
 
 
 def _curves(curves: dict[str, pd.DataFrame], path: Path) -> Path | None:
@@ -37,12 +37,12 @@ def _curves(curves: dict[str, pd.DataFrame], path: Path) -> Path | None:
     figure = Figure(figsize=(11, 4))
     loss_ax, f1_ax = figure.subplots(1, 2)
     for fold, epochs in curves.items():
-        if "train/loss_epoch" in epochs:
-            loss_ax.plot(epochs.index + 1, epochs["train/loss_epoch"], label=f"{fold} train")
-        if "val/loss" in epochs:
-            loss_ax.plot(epochs.index + 1, epochs["val/loss"], "--", label=f"{fold} val")
-        if "val/f1" in epochs:
-            f1_ax.plot(epochs.index + 1, epochs["val/f1"], marker=".", label=fold)
+        if TRAIN_LOSS in epochs:
+            loss_ax.plot(epochs.index + 1, epochs[TRAIN_LOSS], label=f"{fold} train")
+        if VAL_LOSS in epochs:
+            loss_ax.plot(epochs.index + 1, epochs[VAL_LOSS], "--", label=f"{fold} val")
+        if VAL_F1 in epochs:
+            f1_ax.plot(epochs.index + 1, epochs[VAL_F1], marker=".", label=fold)
     loss_ax.set(title="loss", xlabel="epoch")
     f1_ax.set(title="validation macro F1", xlabel="epoch")
     for ax in (loss_ax, f1_ax):
@@ -53,7 +53,7 @@ def _curves(curves: dict[str, pd.DataFrame], path: Path) -> Path | None:
     return save(figure, path)
 
 
-def _confusions(truth: np.ndarray, predicted: np.ndarray, out: Path) -> tuple[Path, np.ndarray]:
+def _confusions(truth: np.ndarray, predicted: np.ndarray, path: Path) -> tuple[Path, np.ndarray]:
     matrix = confusion(truth, predicted)
     figure = Figure(figsize=(13, 9))
     grid = figure.add_gridspec(3, 2, width_ratios=[2.2, 1])
@@ -61,10 +61,10 @@ def _confusions(truth: np.ndarray, predicted: np.ndarray, out: Path) -> tuple[Pa
                      figure.add_subplot(grid[:, 0]))
     for row, (name, counts) in enumerate(attribute_confusions(truth, predicted).items()):
         confusion_figure(counts, labels.ATTRIBUTES[name], name, figure.add_subplot(grid[row, 1]))
-    return save(figure, out / "confusion.png"), matrix
+    return save(figure, path), matrix
 
 
-def _mistakes(oof: pd.DataFrame, predicted: np.ndarray, data_root: Path, out: Path,
+def _mistakes(oof: pd.DataFrame, predicted: np.ndarray, data_root: Path, path: Path,
               count: int) -> tuple[Path | None, pd.DataFrame]:
     """The wrong predictions made with the highest confidence, as a captioned grid."""
     probs = oof[CLASS_COLUMNS].to_numpy()
@@ -80,7 +80,7 @@ def _mistakes(oof: pd.DataFrame, predicted: np.ndarray, data_root: Path, out: Pa
                 for t, p, c in zip(wrong["class"], wrong["predicted"], wrong["confidence"],
                                    strict=True)]
     return image_grid([read_rgb(p) for p in paths], captions, "most confident mistakes",
-                      out / "mistakes.png"), wrong
+                      path), wrong
 
 
 def _markdown(run: Path, summary: dict, figures: dict[str, Path | None],
@@ -136,24 +136,25 @@ def write_report(run_path: Path | str, data_root: Path | str | None = None,
     out = run.file(RunDir.REPORT)
     out.mkdir(exist_ok=True)
     curves = fold_curves(run.path)
-    figures: dict[str, Path | None] = {"curves": _curves(curves, out / "curves.png")}
+    figures: dict[str, Path | None] = {"curves": _curves(curves, run.report_file("curves"))}
     wrong, matrix, truth, predicted = pd.DataFrame(), None, None, None
     if run.file(RunDir.OOF).is_file():
         oof = pd.read_csv(run.file(RunDir.OOF))
         truth = oof["class"].to_numpy()
         predicted = oof[CLASS_COLUMNS].to_numpy().argmax(axis=1)
-        figures["confusion"], matrix = _confusions(truth, predicted, out)
+        figures["confusion"], matrix = _confusions(truth, predicted, run.report_file("confusion"))
         scores = score(truth, predicted)
         names = [f"{n} ({s})" for n, s in zip(labels.class_names(), scores["class_support"],
                                                strict=True)]
         figures["class_f1"] = bar_figure(scores["class_f1"], names, "per-class F1 (OOF)",
-                                         out / "class_f1.png", "F1")
-        figures["mistakes"], wrong = _mistakes(oof, predicted, data_root, out, mistakes)
+                                         run.report_file("class_f1"), "F1")
+        figures["mistakes"], wrong = _mistakes(oof, predicted, data_root,
+                                               run.report_file("mistakes"), mistakes)
     cfg = run.read_config()
     found = findings(curves, truth, predicted, str(run.path), cfg)
-    atomic_write_text(out / "report.md", _markdown(run.path, summary, figures, wrong,
+    atomic_write_text(run.report_file("report"), _markdown(run.path, summary, figures, wrong,
                                                    recipe_lines(cfg), found))
-    return {"dir": str(out), "report": str(out / "report.md"),
+    return {"dir": str(out), "report": str(run.report_file("report")),
             "findings": [{"what": f.what, "remedy": f.remedy} for f in found],
             "figures": {k: str(v) for k, v in figures.items() if v is not None},
             "confusion": None if matrix is None else matrix.tolist()}

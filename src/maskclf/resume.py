@@ -11,7 +11,6 @@ metrics as an uninterrupted one. SIGINT / SIGTERM also save ``checkpoints/interr
 from __future__ import annotations
 
 import logging
-import shlex
 import shutil
 from pathlib import Path
 
@@ -22,13 +21,9 @@ from lightning.pytorch.callbacks import Callback
 
 from maskclf.atomic import atomic_write, write_csv
 from maskclf.models.weights import safe_torch_load
-from maskclf.rundir import FoldDir
+from maskclf.rundir import FoldDir, RunDir
 
 log = logging.getLogger(__name__)
-
-
-def resume_command(run: Path) -> str:
-    return f"maskclf train --resume {shlex.quote(str(run))}"
 
 
 class InterruptCheckpoint(Callback):
@@ -46,7 +41,7 @@ class InterruptCheckpoint(Callback):
         if trainer.is_global_zero:
             log.warning("interrupted in epoch %d; state saved in %s. Resume (from the last "
                         "finished epoch) with:\n  %s", trainer.current_epoch + 1,
-                        self.fold.checkpoints, resume_command(self.fold.run))
+                        self.fold.checkpoints, RunDir(self.fold.run).resume_command())
 
 
 def last_checkpoint(fold: FoldDir) -> Path | None:

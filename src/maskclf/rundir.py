@@ -1,11 +1,13 @@
 """The run directory: every file name of a run lives here, and every write is atomic.
 
-Layout (see ``docs/architecture.md``)::
+Layout (the full contract is in ``docs/architecture.md``)::
 
-    RUN/config.yaml run.json folds.csv corrections.csv summary.json oof.csv confusion*.csv
-        predictions.csv submission.csv decision_biases.json report/
+    RUN/config.yaml run.json folds.csv corrections.csv summary.json oof.csv oof_<views>.csv
+        confusion*.csv predictions.csv submission.csv image_predictions.csv
+        decision_biases.json notes.json report/ suspects/
     RUN/[<attribute>/]fold<k>/checkpoints/{best,last,interrupted}.ckpt
-                              result.json val_probs.npy metrics.csv tb/ confusion*.csv
+                              result.json val_probs.npy metrics.csv metrics-history.csv tb/
+    RUN/fold<k>/confusion*.csv
 
 A run directory is created fresh (``<name>-2`` when ``<name>`` exists) and never reused.
 """
@@ -13,6 +15,7 @@ A run directory is created fresh (``<name>-2`` when ``<name>`` exists) and never
 from __future__ import annotations
 
 import json
+import shlex
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -37,29 +40,39 @@ class FoldDir:
     run: Path
     path: Path
 
+    BEST = "best"
+    """Checkpoint stems (``checkpoints/best.ckpt``), as Lightning's ModelCheckpoint names them."""
+    LAST = "last"
+    INTERRUPTED = "interrupted"
+    TENSORBOARD = "tb"
+    RESULT = "result.json"
+    VAL_PROBS = "val_probs.npy"
+
     @property
     def checkpoints(self) -> Path:
         return self.path / "checkpoints"
 
     @property
     def best(self) -> Path:
-        return self.checkpoints / "best.ckpt"
+        return self.checkpoints / f"{self.BEST}.ckpt"
 
     @property
     def last(self) -> Path:
         """Written every epoch: the point a resumed fold continues from."""
-        return self.checkpoints / "last.ckpt"
+        return self.checkpoints / f"{self.LAST}.ckpt"
 
     @property
     def interrupted(self) -> Path:
-        return self.checkpoints / "interrupted.ckpt"
+        return self.checkpoints / f"{self.INTERRUPTED}.ckpt"
 
     @property
     def metrics(self) -> Path:
+        """Lightning's CSVLogger file (``save_dir`` is the fold folder)."""
         return self.path / "metrics.csv"
 
     @property
     def metrics_history(self) -> Path:
+        """A resumed fold's earlier metrics, kept while Lightning rewrites metrics.csv."""
         return self.path / "metrics-history.csv"
 
     def checkpoint(self) -> Path:
@@ -73,17 +86,17 @@ class FoldDir:
     def save_result(self, checkpoints: list[Path], probs: np.ndarray | None) -> None:
         """Mark the fold finished: its checkpoints and validation probabilities."""
         if probs is not None:
-            save_array(self.path / "val_probs.npy", probs)
-        write_json(self.path / "result.json", {"checkpoints": [str(c) for c in checkpoints],
+            save_array(self.path / self.VAL_PROBS, probs)
+        write_json(self.path / self.RESULT, {"checkpoints": [str(c) for c in checkpoints],
                                                "validated": probs is not None})
 
     def load_result(self) -> tuple[list[Path], np.ndarray | None] | None:
         """(checkpoints, validation probabilities) of a finished fold; None if unfinished."""
-        path = self.path / "result.json"
+        path = self.path / self.RESULT
         if not path.is_file():
             return None
         result = json.loads(path.read_text())
-        probs = np.load(self.path / "val_probs.npy") if result["validated"] else None
+        probs = np.load(self.path / self.VAL_PROBS) if result["validated"] else None
         return [Path(c) for c in result["checkpoints"]], probs
 
 
@@ -99,8 +112,15 @@ class RunDir:
     OOF = "oof.csv"
     PREDICTIONS = "predictions.csv"
     SUBMISSION = "submission.csv"
+    IMAGE_PREDICTIONS = "image_predictions.csv"
+    """``maskclf predict RUN --images``'s default CSV."""
     BIASES = "decision_biases.json"
     REPORT = "report"
+    REPORT_FILES = {"report": "report.md", "curves": "curves.png", "confusion": "confusion.png",
+                    "class_f1": "class_f1.png", "mistakes": "mistakes.png"}
+    """The files of ``report/`` by role."""
+    SUSPECTS = "suspects"
+    """``maskclf suspects``' default folder (suspects.csv, suspects.png, corrections.yaml)."""
     NOTES = "notes.json"
     """Public leaderboard scores and notes (``maskclf note``), newest last."""
 
@@ -142,6 +162,26 @@ class RunDir:
 
     def file(self, name: str) -> Path:
         return self.path / name
+
+    def report_file(self, role: str) -> Path:
+        """``report/<file>`` of a role of ``REPORT_FILES`` (``curves`` -> curves.png)."""
+        return self.file(self.REPORT) / self.REPORT_FILES[role]
+
+    def resume_command(self) -> str:
+        """The command that finishes this run when it was interrupted."""
+        return f"maskclf train --resume {shlex.quote(str(self.path))}"
+
+    def unfinished_message(self, alternative: str = "") -> str:
+        """Why an unfinished run cannot be used, with the command that finishes it."""
+        return (f"{self.path} has not finished ({self.SUMMARY} is missing): finish it with "
+                f"`{self.resume_command()}`" + (f", or {alternative}" if alternative else ""))
+
+    def require_finished(self, alternative: str = "") -> RunDir:
+        """This run when it finished, else a :class:`UsageError` saying how to finish it
+        (and ``alternative``, what else the user may do)."""
+        if not self.finished:
+            raise UsageError(self.unfinished_message(alternative))
+        return self
 
     # config, record, folds, summary
     def write_config(self, cfg: RunConfig) -> None:
@@ -206,9 +246,7 @@ class RunDir:
 
     def read_summary(self) -> dict:
         if not self.finished:
-            raise MissingFileError(f"{self.file(self.SUMMARY)} not found: the run has not "
-                                   f"finished (resume it with `maskclf train --resume "
-                                   f"{self.path}`)")
+            raise MissingFileError(self.unfinished_message())
         return json.loads(self.file(self.SUMMARY).read_text())
 
     def write_table(self, name: str, table: pd.DataFrame) -> Path:
@@ -226,6 +264,10 @@ class RunDir:
     def fold_root(self, fold: int) -> Path:
         """Where a fold's combined files (confusion matrices) go, whatever the head."""
         return self.path / f"fold{fold}"
+
+    def metrics_files(self) -> list[Path]:
+        """Every fold's Lightning ``metrics.csv``, of every network, in path order."""
+        return sorted(self.path.glob("**/fold*/metrics.csv"))
 
     def trained_folds(self, spec: ModelSpec) -> list[int]:
         """The folds of ``spec`` that have checkpoints."""

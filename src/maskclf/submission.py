@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from maskclf import labels
-from maskclf.errors import MaskclfError
+from maskclf.errors import SubmissionError
 from maskclf.tables import check_probabilities, check_rows, read_table
 
 CLASS_COLUMNS = [f"class_{i}" for i in range(labels.NUM_CLASSES)]
@@ -30,10 +30,6 @@ class PredictResult:
     n_images: int
     person_vote: dict | None = None
     """The person vote's out-of-fold check, whether it was applied, and why not."""
-
-
-class SubmissionError(MaskclfError, ValueError):
-    """A submission that would be scored wrongly; the message says which rows and why."""
 
 
 def prediction_table(ids, probs: np.ndarray) -> pd.DataFrame:
@@ -86,8 +82,19 @@ def read_prediction_file(path: Path | str) -> pd.DataFrame:
     return table
 
 
+def oof_table(ids, probs: np.ndarray, folds, classes, persons) -> pd.DataFrame:
+    """The out-of-fold table, built here only: a prediction table (``ImageID`` = the
+    training image's path) plus ``fold``, ``class`` (the true label) and ``person``."""
+    return prediction_table(ids, probs).assign(
+        fold=np.asarray(folds, dtype=int), **{"class": np.asarray(classes, dtype=int)},
+        person=np.asarray(persons, dtype=str))
+
+
 def oof_persons(oof: pd.DataFrame) -> pd.Series:
-    """The person of each OOF row: the folder its image sits in (``train/images/<person>/``)."""
+    """The person of each OOF row: its ``person`` column; files written before that column
+    existed name it by the folder the image sits in (``train/images/<person>/``)."""
+    if "person" in oof.columns:
+        return oof["person"].astype(str)
     return oof["ImageID"].map(lambda path: Path(path).parent.name)
 
 

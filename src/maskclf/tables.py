@@ -13,17 +13,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from maskclf.errors import InputFileError, MissingFileError
+from maskclf.errors import InputFileError, MissingFileError, TableError
 
 RESAVE = "save it as 'CSV UTF-8 (comma delimited)'"
-
-
-class TableError(InputFileError):
-    """A CSV file that cannot be used; ``path`` and ``problem`` for callers that list many."""
-
-    def __init__(self, what: str, path: Path, problem: str):
-        super().__init__(f"{what} {path} {problem}")
-        self.path, self.problem = path, problem
 
 
 def read_table(path: Path | str, columns: Sequence[str] = (), what: str = "file",

@@ -23,6 +23,7 @@ from timm.optim import create_optimizer_v2
 from timm.utils import ModelEmaV3
 from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
 
+from maskclf import metrics
 from maskclf.atomic import atomic_write
 from maskclf.config import AugConfig, SchedConfig, TrainConfig
 from maskclf.inference import InferenceModule
@@ -36,7 +37,7 @@ from maskclf.reproducibility import EpochSeed
 from maskclf.resume import InterruptCheckpoint
 from maskclf.rundir import FoldDir
 
-MONITOR = "val/f1"
+MONITOR = metrics.VAL_F1
 
 
 def lr_multiplier(step: int, total_steps: int, steps_per_epoch: int, cfg: SchedConfig) -> float:
@@ -120,11 +121,11 @@ class ClassifierModule(InferenceModule):
             loss = self.task.loss(outputs, targets, ages)
             self.train_acc(self.task.probs(outputs).argmax(dim=1),
                            self.task.metric_targets(targets))
-            self.log("train/acc", self.train_acc, on_step=False, on_epoch=True)
+            self.log(metrics.TRAIN_ACC, self.train_acc, on_step=False, on_epoch=True)
         # the step value stays local (no all-reduce per step under DDP); the epoch mean is
         # averaged over the ranks once, at the epoch's end
-        self.log("train/loss_step", loss, on_step=True, on_epoch=False, prog_bar=True)
-        self.log("train/loss_epoch", loss, on_step=False, on_epoch=True, sync_dist=True)
+        self.log(metrics.TRAIN_LOSS_STEP, loss, on_step=True, on_epoch=False, prog_bar=True)
+        self.log(metrics.TRAIN_LOSS, loss, on_step=False, on_epoch=True, sync_dist=True)
         return loss
 
     def optimizer_step(self, *args, **kwargs) -> None:
@@ -141,9 +142,9 @@ class ClassifierModule(InferenceModule):
         truth = self.task.metric_targets(targets)
         self.val_acc(preds, truth)
         self.val_f1(preds, truth)
-        self.log("val/loss", self.task.loss(outputs, targets, ages), on_epoch=True,
+        self.log(metrics.VAL_LOSS, self.task.loss(outputs, targets, ages), on_epoch=True,
                  sync_dist=True)
-        self.log("val/acc", self.val_acc, on_epoch=True)
+        self.log(metrics.VAL_ACC, self.val_acc, on_epoch=True)
         self.log(MONITOR, self.val_f1, on_epoch=True, prog_bar=True)
 
     def on_train_start(self) -> None:
@@ -236,9 +237,9 @@ def build_trainer(spec: ModelSpec, fold: FoldDir, validate: bool,
     cfg = spec.cfg
     # last.ckpt at the end of every epoch: Lightning's save_last only writes it in epochs
     # that also wrote a best checkpoint, which would make resumes replay several epochs
-    last = ModelCheckpoint(dirpath=fold.checkpoints, filename="last", save_top_k=1,
+    last = ModelCheckpoint(dirpath=fold.checkpoints, filename=FoldDir.LAST, save_top_k=1,
                            monitor=None)
-    checkpoint = (ModelCheckpoint(dirpath=fold.checkpoints, filename="best", monitor=MONITOR,
+    checkpoint = (ModelCheckpoint(dirpath=fold.checkpoints, filename=FoldDir.BEST, monitor=MONITOR,
                                   mode="max", auto_insert_metric_name=False)
                   if validate else last)
     callbacks = [*([checkpoint] if validate else []), last,
@@ -251,7 +252,7 @@ def build_trainer(spec: ModelSpec, fold: FoldDir, validate: bool,
         callbacks.append(EarlyStopping(monitor=MONITOR, mode="max",
                                        patience=cfg.train.early_stopping_patience))
     loggers = [CSVLogger(save_dir=fold.path, name="", version=""),
-               TensorBoardLogger(save_dir=fold.path, name="tb", version="",
+               TensorBoardLogger(save_dir=fold.path, name=FoldDir.TENSORBOARD, version="",
                                  default_hp_metric=False)]
     if cfg.train.wandb_project is not None:
         from lightning.pytorch.loggers import WandbLogger

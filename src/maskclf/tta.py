@@ -1,31 +1,22 @@
 """Test-time augmentation on image batches: the views are averaged in probability space.
 
 Views are pure tensor functions of an N x C x H x W batch, so they cost no decoding and
-apply to validation (OOF) and eval predictions alike.
+apply to validation (OOF) and eval predictions alike. This module imports torch only when
+a view runs, so the config can check view names without it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
-import torch
-import torch.nn.functional as F
+from maskclf.registry import VIEWS
 
-from maskclf.errors import UsageError
+if TYPE_CHECKING:
+    import torch
 
-_VIEWS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {}
-
-
-def register_view(name: str):
-    def add(view: Callable[[torch.Tensor], torch.Tensor]):
-        _VIEWS[name] = view
-        return view
-
-    return add
-
-
-def list_views() -> list[str]:
-    return sorted(_VIEWS)
+register_view = VIEWS.register
+list_views = VIEWS.names
 
 
 @register_view("hflip")
@@ -36,6 +27,8 @@ def _hflip(images: torch.Tensor) -> torch.Tensor:
 @register_view("scale")
 def _scale(images: torch.Tensor, keep: float = 0.9) -> torch.Tensor:
     """Zoom in: the central ``keep`` share, resized back to the input size."""
+    import torch.nn.functional as F
+
     height, width = images.shape[-2:]
     crop_h, crop_w = round(height * keep), round(width * keep)
     top, left = (height - crop_h) // 2, (width - crop_w) // 2
@@ -46,15 +39,17 @@ def _scale(images: torch.Tensor, keep: float = 0.9) -> torch.Tensor:
 @register_view("shift")
 def _shift(images: torch.Tensor, share: float = 0.05) -> torch.Tensor:
     """Move the content right and down by ``share`` of the size, edges replicated."""
+    import torch.nn.functional as F
+
     dy, dx = round(images.shape[-2] * share), round(images.shape[-1] * share)
     padded = F.pad(images, (dx, 0, dy, 0), mode="replicate")
     return padded[..., : images.shape[-2], : images.shape[-1]]
 
 
 def check_views(names: list[str]) -> list[str]:
-    unknown = [n for n in names if n not in _VIEWS]
-    if unknown:
-        raise UsageError(f"unknown TTA view(s) {unknown}; available: {', '.join(list_views())}")
+    """``names`` when every view exists (a ``ConfigError`` naming the first that does not)."""
+    for name in names:
+        VIEWS.check(name)
     return names
 
 
@@ -63,5 +58,5 @@ def tta_probs(predict: Callable[[torch.Tensor], torch.Tensor], images: torch.Ten
     """Mean of ``predict`` over the original batch and each named view."""
     total = predict(images)
     for name in views:
-        total = total + predict(_VIEWS[name](images))
+        total = total + predict(VIEWS.get(name)(images))
     return total / (1 + len(views))

@@ -40,6 +40,7 @@ from maskclf.config import (
     config_to_dict,
 )
 from maskclf.errors import MaskclfError, MissingFileError, RunInterrupted, UsageError
+from maskclf.metrics import VAL_F1
 
 log = logging.getLogger(__name__)
 
@@ -178,7 +179,7 @@ def run_study(cfg_raw: dict[str, Any], data_root: Path | str, space_path: Path |
             trial.set_user_attr("config", config_to_dict(cfg))
             result = train_run(cfg, data_root, out / "runs", f"trial-{trial.number:04d}",
                                interactive=False,
-                               callbacks=[PyTorchLightningPruningCallback(trial, "val/f1")])
+                               callbacks=[PyTorchLightningPruningCallback(trial, VAL_F1)])
         except RunInterrupted as exc:  # Ctrl+C / SIGTERM: Optuna marks the trial failed, stops
             raise KeyboardInterrupt from exc
         except MaskclfError as exc:  # an invalid combination: the trial fails, the study goes on

@@ -8,7 +8,6 @@ from maskclf.models.heads import (
     AttributeTask,
     MultiHeadTask,
     attribute_targets,
-    combine_attribute_probs,
 )
 
 
@@ -21,8 +20,8 @@ def test_per_attribute_combination_picks_expected_class():
     assert joint.argmax().item() == labels.encode_class(1, 1, 2)
     assert abs(joint.sum().item() - 1.0) < 1e-6
     assert abs(joint[0, labels.encode_class(1, 1, 2)].item() - 0.8 * 0.7 * 0.6) < 1e-6
-    numpy_joint = combine_attribute_probs({"mask": mask.numpy(), "gender": gender.numpy(),
-                                           "age": age.numpy()})
+    numpy_joint = labels.combine_networks({"mask": [mask.numpy()], "gender": [gender.numpy()],
+                                           "age": [age.numpy()]})
     np.testing.assert_allclose(numpy_joint, joint.numpy(), rtol=1e-6)
 
 

@@ -33,15 +33,11 @@ import numpy as np
 from maskclf.atomic import TMP_SUFFIX, atomic_write, save_array
 from maskclf.config import DataConfig
 from maskclf.data.transforms import decode_preprocessed, stored_size
-from maskclf.errors import MaskclfError
+from maskclf.errors import CacheDiskFull
 
 CACHE_VERSION = 2
 CACHE_DIRNAME = ".maskclf-cache"
 log = logging.getLogger(__name__)
-
-
-class CacheDiskFull(MaskclfError, OSError):
-    """The disk cannot hold the decode cache; the message says which folder and how much."""
 
 
 def settings_key(cfg: DataConfig) -> str:

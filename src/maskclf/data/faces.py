@@ -20,12 +20,14 @@ from __future__ import annotations
 import importlib.util
 import threading
 from collections.abc import Callable
+from typing import NamedTuple
 
 import cv2
 import numpy as np
 from PIL import Image
 
 from maskclf.errors import UsageError
+from maskclf.registry import FACE_DETECTORS
 
 DETECT_SIDE = 256
 """Images are searched at most this large (long side): faces fill a good share of a photo."""
@@ -35,6 +37,14 @@ short side are dropped as noise."""
 
 Box = tuple[int, int, int, int]
 _local = threading.local()
+
+
+class Detector(NamedTuple):
+    """A registered face detector: boxes of an RGB image with sides >= min_side, and the
+    package it needs (None: always installed)."""
+
+    boxes: Callable[[np.ndarray, int], list[Box]]
+    package: str | None = None
 
 
 def _haar_cascade() -> cv2.CascadeClassifier:
@@ -48,13 +58,13 @@ def _haar_cascade() -> cv2.CascadeClassifier:
     return _local.haar
 
 
-def _haar_boxes(image: np.ndarray, min_side: int) -> list[Box]:
+def _haar(image: np.ndarray, min_side: int) -> list[Box]:
     gray = cv2.equalizeHist(cv2.cvtColor(image, cv2.COLOR_RGB2GRAY))
     return [tuple(box) for box in _haar_cascade().detectMultiScale(
         gray, scaleFactor=1.1, minNeighbors=4, minSize=(min_side, min_side))]
 
 
-def _mtcnn_boxes(image: np.ndarray, min_side: int) -> list[Box]:
+def _mtcnn(image: np.ndarray, min_side: int) -> list[Box]:
     from faceie.mtcnn import detect_faces
 
     found = detect_faces(Image.fromarray(image), rotations=np.zeros(1), extract_images=None)
@@ -62,16 +72,13 @@ def _mtcnn_boxes(image: np.ndarray, min_side: int) -> list[Box]:
     return [box for box in boxes if min(box[2], box[3]) >= min_side]
 
 
-FACE_DETECTORS: dict[str, tuple[Callable[[np.ndarray, int], list[Box]], str | None]] = {
-    "mtcnn": (_mtcnn_boxes, "faceie"),
-    "haar": (_haar_boxes, None),
-}
-"""Detector name -> (boxes of an RGB image with sides >= min_side, module it needs)."""
+FACE_DETECTORS.register("mtcnn")(Detector(_mtcnn, "faceie"))
+FACE_DETECTORS.register("haar")(Detector(_haar))
 
 
 def require_detector(name: str) -> None:
     """Fail now, with the fix, when detector ``name`` is not installed."""
-    module = FACE_DETECTORS[name][1]
+    module = FACE_DETECTORS.get(name).package
     if module is not None and importlib.util.find_spec(module) is None:
         raise UsageError(f"data.face_detector {name!r} needs the {module!r} package: "
                          "pip install 'maskclf[faces]' (or pip install -e \".[faces]\" in a "
@@ -86,7 +93,7 @@ def detect_face(image: np.ndarray, detector: str = "mtcnn") -> Box | None:
                        interpolation=cv2.INTER_AREA) if scale < 1 else image
     if min(small.shape[:2]) < MIN_FACE:
         return None
-    boxes = FACE_DETECTORS[detector][0](small, min(small.shape[:2]) // 8)
+    boxes = FACE_DETECTORS.get(detector).boxes(small, min(small.shape[:2]) // 8)
     if not boxes:
         return None
     x, y, w, h = max(boxes, key=lambda box: box[2] * box[3])

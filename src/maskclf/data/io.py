@@ -17,16 +17,12 @@ import cv2
 import numpy as np
 from PIL import Image, ImageOps
 
-from maskclf.errors import MissingFileError
+from maskclf.errors import ImageTooLarge, MissingFileError
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png"})
 MAX_PIXELS = 89_478_485
 """Largest image decoded (PIL's own warning threshold, ~9500 x 9500): PIL only warns up to
 twice that, and a PNG decodes at full size, so a crafted file could take gigabytes."""
-
-
-class ImageTooLarge(ValueError):
-    """An image whose header claims more pixels than ``MAX_PIXELS`` (a decompression bomb?)."""
 
 
 def is_image_file(path: Path) -> bool:

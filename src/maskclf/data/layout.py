@@ -19,7 +19,7 @@ import pandas as pd
 
 from maskclf import labels
 from maskclf.data.io import is_image_file, probe_image
-from maskclf.errors import MaskclfError, MissingFileError
+from maskclf.errors import DataError, MissingFileError
 from maskclf.tables import TableError, read_table
 
 TRAIN_CSV = Path("train/train.csv")
@@ -29,20 +29,6 @@ EVAL_IMAGES = Path("eval/images")
 TRAIN_COLUMNS = ("id", "gender", "race", "age", "path")
 EVAL_COLUMNS = ("ImageID", "ans")
 RECORD_COLUMNS = ("path", "person", "id", "race", "age", "mask", "gender", "age_group", "class")
-
-
-class DataError(MaskclfError, ValueError):
-    """A dataset that cannot be used; ``problems`` lists (file, what is wrong)."""
-
-    def __init__(self, problems: list[tuple[str, str]], max_listed: int = 50):
-        self.problems = problems
-        listed = [f"  {file}: {what}" for file, what in problems[:max_listed]]
-        if len(problems) > max_listed:
-            listed.append(f"  ... and {len(problems) - max_listed} more")
-        super().__init__(
-            f"dataset has {len(problems)} problem(s); fix them and run again:\n"
-            + "\n".join(listed)
-        )
 
 
 @dataclass(frozen=True)

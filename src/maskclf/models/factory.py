@@ -13,7 +13,7 @@ import torch
 from timm.utils.model import freeze
 
 from maskclf.config import ConfigError, ModelConfig
-from maskclf.errors import InputFileError, MaskclfError
+from maskclf.errors import InputFileError, MaskclfError, ModelWeightsError
 from maskclf.labels import NUM_CLASSES
 from maskclf.models.spec import ModelSpec, Preprocessing
 from maskclf.models.weights import (
@@ -28,10 +28,6 @@ from maskclf.models.weights import (
 
 CHECKPOINT_KEY = "maskclf"
 """Key of a checkpoint's hyper-parameters that holds the spec and the preprocessing."""
-
-
-class ModelWeightsError(MaskclfError, RuntimeError):
-    """Pretrained weights were asked for but cannot be loaded; the message says how to fix it."""
 
 
 def _timm_kwargs(cfg: ModelConfig) -> dict:

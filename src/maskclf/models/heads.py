@@ -9,6 +9,9 @@ and ensembles are the same for every head. ``build_task(spec)`` makes the task o
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import NamedTuple
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -16,6 +19,7 @@ import torch.nn.functional as F
 from maskclf import labels
 from maskclf.losses import age_ordinal_smoothing, class_weights, create_loss, soft_targets
 from maskclf.models.spec import ModelSpec
+from maskclf.registry import TASKS
 
 ATTRIBUTE_SIZES = labels.ATTRIBUTE_SIZES
 AGE_SCALE = 100.0
@@ -31,12 +35,6 @@ def attribute_targets(targets: torch.Tensor) -> dict[str, torch.Tensor]:
 def attribute_ids(classes: torch.Tensor) -> dict[str, torch.Tensor]:
     mask, gender, age = labels.decode_class(classes)
     return {"mask": mask, "gender": gender, "age": age}
-
-
-def combine_attribute_probs(parts: dict[str, np.ndarray]) -> np.ndarray:
-    """N x 18 probabilities from per-attribute NumPy arrays (the product rule)."""
-    return labels.combine_attributes(*(np.asarray(parts[name], dtype=np.float64)
-                                       for name in labels.ATTRIBUTES))
 
 
 class SingleTask(torch.nn.Module):
@@ -128,6 +126,41 @@ class AttributeTask(SingleTask):
         return attribute_ids(classes)[self.attribute]
 
 
+Weights = Callable[[str | None], "np.ndarray | None"]
+"""Class weights of an attribute (None: the 18 classes), or None when not asked for."""
+
+
+class Task(NamedTuple):
+    """A registered task: its output width (before an age-regression output), how to build
+    it from a spec and its class weights, and the attribute it predicts (None: all 18
+    classes, which makes it a ``model.head`` value)."""
+
+    outputs: int
+    build: Callable[[ModelSpec, Weights], SingleTask]
+    attribute: str | None = None
+
+
+def _single(spec: ModelSpec, weights: Weights) -> SingleTask:
+    return SingleTask(create_loss(spec.cfg.loss, weights(None)))
+
+
+def _multihead(spec: ModelSpec, weights: Weights) -> SingleTask:
+    loss_cfg = spec.cfg.loss
+    losses = {name: create_loss(loss_cfg.attributes.get(name, loss_cfg), weights(name))
+              for name in ATTRIBUTE_SIZES}
+    return MultiHeadTask(losses, loss_cfg.attribute_weights, spec.cfg.model.age_regression_weight)
+
+
+def _attribute(spec: ModelSpec, weights: Weights) -> SingleTask:
+    return AttributeTask(spec.attribute, create_loss(spec.cfg.loss, weights(spec.attribute)))
+
+
+TASKS.register("single")(Task(labels.NUM_CLASSES, _single))
+TASKS.register("multihead")(Task(sum(ATTRIBUTE_SIZES.values()), _multihead))
+for _name, _size in ATTRIBUTE_SIZES.items():
+    TASKS.register(_name)(Task(_size, _attribute, _name))
+
+
 def build_task(spec: ModelSpec, class_counts: np.ndarray | None = None) -> SingleTask:
     """The task of ``spec`` with its loss; class weights come from the 18 training-class
     counts (their attribute marginals for attribute heads)."""
@@ -141,13 +174,4 @@ def build_task(spec: ModelSpec, class_counts: np.ndarray | None = None) -> Singl
         per_class = counts if attribute is None else marginals[attribute][0]
         return class_weights(per_class, loss_cfg.class_weights, loss_cfg.effective_beta)
 
-    if spec.attribute is not None:
-        task = AttributeTask(spec.attribute, create_loss(loss_cfg, weights(spec.attribute)))
-    elif spec.task == "multihead":
-        losses = {name: create_loss(loss_cfg.attributes.get(name, loss_cfg), weights(name))
-                  for name in ATTRIBUTE_SIZES}
-        task = MultiHeadTask(losses, loss_cfg.attribute_weights,
-                             spec.cfg.model.age_regression_weight)
-    else:
-        task = SingleTask(create_loss(loss_cfg, weights(None)))
-    return task.smooth_age(loss_cfg.age_ordinal_smoothing)
+    return TASKS.get(spec.task).build(spec, weights).smooth_age(loss_cfg.age_ordinal_smoothing)

@@ -17,10 +17,7 @@ from timm.data import resolve_model_data_config
 
 from maskclf import labels
 from maskclf.config import RunConfig, build_config
-
-TASK_OUTPUTS = {"single": labels.NUM_CLASSES,
-                "multihead": sum(labels.ATTRIBUTE_SIZES.values()), **labels.ATTRIBUTE_SIZES}
-"""Output width of each task: 18 classes; 3 + 2 + 3 heads; one attribute."""
+from maskclf.registry import TASKS
 
 
 @dataclass(frozen=True)
@@ -32,8 +29,7 @@ class ModelSpec:
     cfg: RunConfig
 
     def __post_init__(self) -> None:
-        if self.task not in TASK_OUTPUTS:
-            raise ValueError(f"unknown task {self.task!r}; tasks: {list(TASK_OUTPUTS)}")
+        TASKS.check(self.task)
 
     @property
     def regresses_age(self) -> bool:
@@ -42,7 +38,7 @@ class ModelSpec:
 
     @property
     def num_outputs(self) -> int:
-        return TASK_OUTPUTS[self.task] + int(self.regresses_age)
+        return TASKS.get(self.task).outputs + int(self.regresses_age)
 
     @property
     def attribute(self) -> str | None:

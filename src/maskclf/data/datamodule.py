@@ -1,0 +1,106 @@
+"""The data of one fold of one network, as a ``LightningDataModule``.
+
+It owns what a fold trains and validates on: the training rows (every other fold's, less
+``data.exclude_ages``, oversampled, with the pseudo-labelled extra rows), their training
+targets (``data.age_old_threshold``), the decode-once cache (``prepare_data``, which
+Lightning runs once per node before ``fit``), and the loaders of every stage.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import pandas as pd
+from torch.utils.data import DataLoader
+
+from maskclf import labels
+from maskclf.config import RunConfig
+from maskclf.data.cache import build_cache, open_cache
+from maskclf.data.dataset import ImageDataset
+from maskclf.data.loaders import make_dataset, make_loader, train_loader
+from maskclf.data.sampling import oversample
+from maskclf.data.splits import PSEUDO
+
+log = logging.getLogger(__name__)
+
+
+def training_classes(records: pd.DataFrame, old_from: int) -> np.ndarray:
+    """Training targets: the class with the "old" boundary moved to ``old_from`` years.
+
+    Only persons in the middle bucket move, so age corrections are kept; scoring always
+    uses ``records["class"]``.
+    """
+    moved = (records["age_group"] == 1) & (records["age"] >= old_from)
+    age_group = np.where(moved, 2, records["age_group"])
+    return labels.encode_class(records["mask"].to_numpy(), records["gender"].to_numpy(),
+                               age_group)
+
+
+def training_rows(records: pd.DataFrame, fold: int, cfg: RunConfig) -> pd.DataFrame:
+    """The rows fold ``fold`` trains on: every other fold's (extra rows carry no fold of
+    their own), less the persons whose age is in ``data.exclude_ages``, with minority
+    classes repeated by ``data.oversample``."""
+    rows = records[(records["fold"] != fold)
+                   & ~labels.in_age_ranges(records["age"], cfg.data.exclude_ages)]
+    return oversample(rows, cfg.data.oversample, cfg.seed)
+
+
+def excluded_from_training(records: pd.DataFrame, ranges: list) -> dict | None:
+    """What ``data.exclude_ages`` leaves out of training (persons and images), for the
+    summary; None when nothing is excluded."""
+    if not ranges:
+        return None
+    hit = records[labels.in_age_ranges(records["age"], ranges)]
+    return {"ranges": [list(r) for r in ranges], "persons": int(hit["person"].nunique()),
+            "images": len(hit)}
+
+
+class FoldDataModule(L.LightningDataModule):
+    """Fold ``fold`` of ``records`` (with a ``fold`` column) for a network trained with
+    ``cfg``: persons of ``fold`` validate, the others (and ``extra``) train."""
+
+    def __init__(self, cfg: RunConfig, root: Path, records: pd.DataFrame, fold: int,
+                 extra: pd.DataFrame | None = None, with_ages: bool = False):
+        super().__init__()
+        self.cfg, self.root, self.fold, self.with_ages = cfg, Path(root), fold, with_ages
+        self.records = records
+        self.extra = extra if extra is not None else records.iloc[:0]
+        self.val_rows = records[records["fold"] == fold]
+        labelled = pd.concat([records, self.extra.assign(fold=PSEUDO)], ignore_index=True)
+        self.train_rows = training_rows(labelled.assign(target=training_classes(
+            labelled, cfg.data.age_old_threshold)), fold, cfg)
+
+    @property
+    def validates(self) -> bool:
+        return len(self.val_rows) > 0
+
+    def class_counts(self) -> np.ndarray:
+        """Training-target counts of the 18 classes (for class weights)."""
+        return np.bincount(self.train_rows["target"], minlength=labels.NUM_CLASSES)
+
+    def prepare_data(self) -> None:
+        """Decode every image of the run once, before the first epoch, so all epochs and
+        folds share it (later folds find it cached)."""
+        paths = [*self.records["path"], *self.extra["path"]]
+        if open_cache(self.root, self.cfg.data, len(paths)) is None:
+            return
+        started = time.monotonic()
+        report = build_cache(self.root, self.cfg.data, paths)
+        if report["decoded"]:
+            log.info("decode-once cache: %d images, %.1f MB in %s (%.1fs)", report["images"],
+                     report["bytes"] / 1e6, report["dir"], time.monotonic() - started)
+
+    def dataset(self, rows: pd.DataFrame, train: bool, targets: str = "class") -> ImageDataset:
+        return make_dataset(self.cfg, self.root, rows["path"], rows[targets], train,
+                            rows["age"] if self.with_ages else None)
+
+    def train_dataloader(self) -> DataLoader:
+        return train_loader(self.dataset(self.train_rows, True, "target"), self.train_rows,
+                            self.cfg)
+
+    def val_dataloader(self) -> DataLoader:
+        return make_loader(self.dataset(self.val_rows, False), self.cfg)
