@@ -2,7 +2,9 @@
 
 Each ONNX graph is the prediction step itself (``InferenceModule.predict_step``): uint8
 N x H x W x 3 in, normalisation, the run's TTA views, probabilities out; a dynamic batch
-axis, weights embedded. ``exported.ExportedModel`` runs them on onnxruntime.
+axis, weights embedded. ``exported.ExportedModel`` runs them on onnxruntime; the finished
+export is checked against the run through the prediction engine (the same images, decoded
+and combined by each).
 """
 
 from __future__ import annotations
@@ -18,11 +20,12 @@ from maskclf.config import config_to_dict
 from maskclf.data.layout import read_eval, read_train
 from maskclf.data.transforms import evaluation_view
 from maskclf.errors import UsageError
-from maskclf.exported import MANIFEST, MANIFEST_FORMAT, open_session, run_session
+from maskclf.exported import MANIFEST, MANIFEST_FORMAT, ExportedModel, open_session, run_session
 from maskclf.inference import InferenceModule
 from maskclf.models.factory import LoadedNet, load_net
 from maskclf.models.heads import build_task
 from maskclf.models.spec import resolve_specs
+from maskclf.predictor import RunPredictor
 from maskclf.rundir import RunDir
 from maskclf.tta import check_views
 
@@ -55,13 +58,13 @@ def _chosen_folds(run: RunDir, folds: str) -> list[int] | None:
     return [max(scored, key=lambda f: f["macro_f1"])["fold"]]
 
 
-def _sample_images(data_root: Path, cfg, count: int) -> np.ndarray:
-    """A batch of the run's own images, preprocessed as evaluation sees them."""
+def _sample_paths(data_root: Path, count: int) -> list[str]:
+    """A few of the run's own images (eval, else training), relative to ``data_root``."""
     try:
         paths = read_eval(data_root, check_images=False)["path"].tolist()
     except Exception:  # noqa: BLE001 - no usable eval set: the training images will do
         paths = read_train(data_root, check_images=False)["path"].tolist()
-    return np.stack([evaluation_view(data_root / p, cfg.data) for p in paths[:count]])
+    return paths[:count]
 
 
 def export_run(run_path: Path | str, out_dir: Path | str, folds: str = "all",
@@ -69,10 +72,7 @@ def export_run(run_path: Path | str, out_dir: Path | str, folds: str = "all",
                data_root: Path | str | None = None, check_images: int = 16) -> dict:
     """Export every network the run predicts with, verify each on ``check_images`` of the
     run's images, and write ``manifest.json``; returns the manifest."""
-    run = RunDir.open(run_path)
-    if not run.finished:
-        raise UsageError(f"{run.path} has not finished: finish it with `maskclf train "
-                         f"--resume {run.path}` before exporting")
+    run = RunDir.open(run_path).require_finished()
     cfg = run.read_config()
     specs, views = resolve_specs(cfg), check_views(cfg.predict.tta if tta is None else tta)
     data_root = run.data_root(data_root)
@@ -81,7 +81,8 @@ def export_run(run_path: Path | str, out_dir: Path | str, folds: str = "all",
                          "(images to verify the export with)")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    sample = _sample_images(data_root, cfg, check_images)
+    sample_paths = _sample_paths(data_root, check_images)
+    sample = np.stack([evaluation_view(data_root / p, cfg.data) for p in sample_paths])
     chosen, networks, worst = _chosen_folds(run, folds), [], 0.0
     for spec in specs:
         for fold in chosen or run.trained_folds(spec):
@@ -112,7 +113,25 @@ def export_run(run_path: Path | str, out_dir: Path | str, folds: str = "all",
                      "tolerance": TOLERANCE},
     }
     write_json(out_dir / MANIFEST, manifest)
+    manifest["verified"]["ensemble_max_abs_difference"] = _verify_ensemble(
+        run, out_dir, views, chosen, data_root, sample_paths)
+    write_json(out_dir / MANIFEST, manifest)
     return manifest
+
+
+def _verify_ensemble(run: RunDir, out_dir: Path, views: list[str], folds: list[int] | None,
+                     data_root: Path, paths: list[str]) -> float:
+    """The whole export against the whole run through the prediction engine — files
+    decoded, networks combined — on the same images; the export is removed above
+    ``TOLERANCE``."""
+    expected = RunPredictor(run, views, folds).predict(data_root, paths, cache=False)
+    got = ExportedModel.load(out_dir).predict(data_root, paths)
+    difference = float(np.abs(got - expected).max())
+    if not difference <= TOLERANCE:
+        (out_dir / MANIFEST).unlink(missing_ok=True)
+        raise UsageError(f"the export in {out_dir} predicts the run's images differently from "
+                         f"the run by {difference:.2e} (more than {TOLERANCE:g}); not exported")
+    return difference
 
 
 def _output_names(task: str) -> list[str]:

@@ -23,7 +23,7 @@ import torch
 from lightning.pytorch.callbacks import Callback
 
 from maskclf import labels
-from maskclf.config import RunConfig, absolute_paths, build_config, config_to_dict, load_config
+from maskclf.config import RunConfig, absolute_paths, build_config, config_to_dict
 from maskclf.data.corrections import CorrectionReport, apply_corrections, load_corrections
 from maskclf.data.datamodule import FoldDataModule, excluded_from_training
 from maskclf.data.layout import read_tables
@@ -35,6 +35,7 @@ from maskclf.metrics import score, write_confusions
 from maskclf.models.factory import build_net
 from maskclf.models.spec import ModelSpec, resolve_specs
 from maskclf.models.weights import safe_torch_load
+from maskclf.plans import TrainRequest
 from maskclf.predictor import RunPredictor
 from maskclf.preflight import preflight
 from maskclf.progress import RunClock, quiet_lightning
@@ -335,49 +336,17 @@ def plan_refit(run_path: Path | str, data_root: Path | str | None = None,
                                                  "best_epochs": best_epochs}}), what="refit")
 
 
-@dataclass(frozen=True)
-class TrainRequest:
-    """What ``maskclf train`` was asked, flags as given (None: not given)."""
-
-    config: Path | None = None
-    overrides: tuple[str, ...] = ()
-    data: Path | None = None
-    runs_dir: Path = Path("runs")
-    name: str | None = None
-    fold: int | None = None
-    resume: Path | None = None
-    refit: Path | None = None
-
-
-def _more_epochs(overrides: tuple[str, ...]) -> int:
-    """The N of ``--resume RUN -o train.epochs=N``, the one setting a continuation changes."""
-    key, _, value = overrides[0].partition("=")
-    if len(overrides) != 1 or key.strip() != "train.epochs" or not value.strip().isdigit():
-        raise UsageError("--resume takes one override, -o train.epochs=N, to train a finished "
-                         f"run longer; got {' '.join(overrides)}")
-    return int(value)
-
-
 def plan(request: TrainRequest) -> RunPlan:
-    """The plan for a ``maskclf train`` request: the flag rules and the planner they pick."""
-    if request.refit is not None:
-        if (request.config is not None or request.overrides or request.fold is not None
-                or request.resume is not None):
-            raise UsageError("--refit trains the run's own config; drop --config, -o, --fold "
-                             "and --resume")
+    """The plan for a ``maskclf train`` request: the planner its flags pick."""
+    kind = request.kind()
+    if kind == "refit":
         return plan_refit(request.refit, request.data, request.name)
-    if request.resume is not None:
-        if request.config is not None or request.fold is not None:
-            raise UsageError("--resume continues a run with its own config.yaml and folds; "
-                             "drop --config and --fold")
-        if request.overrides:
-            return plan_continue(request.resume, _more_epochs(request.overrides), request.data,
-                                 request.name)
-        if request.name is not None:
-            raise UsageError("--name names a new run: with --resume it needs "
-                             "-o train.epochs=N (train a finished run longer)")
+    if kind == "continue":
+        return plan_continue(request.resume, request.more_epochs(), request.data,
+                             request.name)
+    if kind == "resume":
         return plan_resume(request.resume, request.data)
-    cfg = load_config(request.config, list(request.overrides))
+    cfg = request.config_of_new_run()
     if request.config is None:
         log.warning("no --config: training maskclf's defaults (%s from scratch at 224 x 224); "
                     "pick a recipe with --config NAME (`maskclf recipes` lists them)",

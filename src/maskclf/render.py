@@ -112,3 +112,12 @@ def correlation_line(found: dict | None) -> str:
         return "LB vs CV: record public scores of 3 or more runs with `maskclf note RUN --lb F1`"
     return (f"LB vs {found['against']} over {found['runs']} runs: Pearson "
             f"{found['pearson']:.2f}, Spearman {found['spearman']:.2f}")
+
+
+def note_line(run, notes: list[dict]) -> str:
+    """``maskclf note`` as a sentence: what was recorded, and how many notes the run has."""
+    latest = notes[-1]
+    parts = ([f"public score {latest['lb']:.4f}"] if latest["lb"] is not None else []) + (
+        [f"note \"{latest['text']}\""] if latest["text"] else [])
+    count = f"{len(notes)} note{'s' if len(notes) != 1 else ''}"
+    return f"recorded {' and '.join(parts)} for {run} ({count} in all)."

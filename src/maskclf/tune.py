@@ -38,6 +38,7 @@ from maskclf.config import (
     build_config,
     check_keys,
     config_to_dict,
+    load_raw_config,
 )
 from maskclf.errors import MaskclfError, MissingFileError, RunInterrupted, UsageError
 from maskclf.metrics import VAL_F1
@@ -272,3 +273,20 @@ def set_threads(threads: int | None) -> None:
     if threads is not None:
         torch.set_num_threads(threads)
 
+
+
+def tune_study(config: Path | None, overrides: list[str], data_root: Path | str,
+               space_path: Path | str, trials: int, study_name: str, out: Path | str,
+               storage: str | None = None, timeout_s: float | None = None,
+               sampler_seed: int | None = None, startup_trials: int = 5,
+               warmup_epochs: int = 1, threads: int | None = None) -> dict:
+    """``maskclf tune``: this worker's threads, the base config file with its overrides,
+    then :func:`run_study`; Ctrl+C stops the study resumably."""
+    set_threads(threads)
+    raw = apply_overrides(load_raw_config(config), overrides)
+    try:
+        return run_study(raw, data_root, space_path, trials, study_name, out, storage,
+                         timeout_s, sampler_seed, startup_trials, warmup_epochs)
+    except KeyboardInterrupt:
+        raise RunInterrupted(f"study {study_name!r} stopped; the running trial is marked "
+                             "failed and the same command continues the study", 2) from None

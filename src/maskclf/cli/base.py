@@ -1,0 +1,117 @@
+"""What every command shares: the app, the consoles, common options, and ``command``, the
+decorator that owns the command-line rules.
+
+The rules, in one place: a :class:`~maskclf.errors.MaskclfError` becomes one red
+``error:`` line and exit status 2 (``RunInterrupted``: 128 + the signal); Ctrl+C outside
+training exits 130; maskclf's log lines go to stderr while a command runs; and ``--json``:
+a command returns its payload, which is printed as exactly one JSON document on stdout,
+while its human output (the ``show`` console it is handed) goes to stderr.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import logging
+import signal
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from functools import wraps
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+
+from maskclf.errors import MaskclfError, RunInterrupted
+
+app = typer.Typer(
+    help="Toolkit for the face mask-status competition (18 classes, macro F1).\n\n"
+         "Start with `maskclf demo`; train with `maskclf train --config configs/cpu.yaml "
+         "--data DATA`.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+weights_app = typer.Typer(help="Pretrained weights without a network.", no_args_is_help=True)
+app.add_typer(weights_app, name="weights")
+stdout = Console()
+stderr = Console(stderr=True)
+
+JsonOption = Annotated[bool, typer.Option(
+    "--json", help="Print exactly one JSON document on stdout (human output goes to stderr).")]
+DataOption = Annotated[Path, typer.Option("--data", help="Dataset root (train/ and eval/).")]
+RunDataOption = Annotated[Path | None, typer.Option(
+    "--data", help="Dataset root (default: the one the run trained on, from its run.json).")]
+TtaOption = Annotated[str | None, typer.Option(
+    "--tta", help="Comma-separated test-time views: hflip,scale,shift ('' for none).")]
+OverrideOption = Annotated[list[str] | None, typer.Option(
+    "-o", help="key=value override, e.g. -o optim.lr=3e-4")]
+ConfigOption = Annotated[Path | None, typer.Option(
+    "--config", help="YAML config, or the name of a packaged recipe (`maskclf recipes`).")]
+
+
+def views(tta: str | None) -> list[str] | None:
+    """``--tta hflip,scale`` as a list; None when not given (the run's own views)."""
+    return None if tta is None else [v.strip() for v in tta.split(",") if v.strip()]
+
+
+@contextmanager
+def _logs_on_stderr() -> Iterator[None]:
+    """During a command, maskclf's log lines (cache built, corrections, resume hints) go
+    to stderr as plain lines; the logger is left as it was afterwards."""
+    from maskclf.distributed import is_rank_zero
+
+    logger = logging.getLogger("maskclf")
+    handler = logging.StreamHandler(sys.stderr)
+    level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO if is_rank_zero() else logging.WARNING)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+
+
+def _typer_signature(func: Callable, wrapper: Callable, json_output: bool) -> None:
+    """Give ``wrapper`` the signature typer reads: ``func``'s parameters less ``show``,
+    plus ``--json`` when the command has one."""
+    signature = inspect.signature(func, eval_str=True)
+    parameters = [p for name, p in signature.parameters.items() if name != "show"]
+    if json_output:
+        parameters.append(inspect.Parameter("as_json", inspect.Parameter.KEYWORD_ONLY,
+                                            default=False, annotation=JsonOption))
+    wrapper.__signature__ = signature.replace(parameters=parameters, return_annotation=None)
+    wrapper.__annotations__ = {p.name: p.annotation for p in parameters}
+
+
+def command(group: typer.Typer = app, name: str | None = None, json_output: bool = True
+            ) -> Callable[[Callable], Callable]:
+    """Register a command. It is called with ``show`` (where human output goes) and returns
+    its JSON payload (or None); with ``json_output`` it gets the ``--json`` option."""
+
+    def register(func: Callable) -> Callable:
+        @wraps(func)
+        def wrapper(*args, as_json: bool = False, **kwargs):
+            try:
+                with _logs_on_stderr():
+                    payload = func(*args, show=stderr if as_json else stdout, **kwargs)
+            except MaskclfError as exc:
+                stderr.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False,
+                             soft_wrap=True)
+                raise typer.Exit(128 + exc.signum if isinstance(exc, RunInterrupted) else 2
+                                 ) from None
+            except KeyboardInterrupt:  # Ctrl+C outside training (which raises RunInterrupted)
+                stderr.print("[bold red]interrupted[/] (files already written are complete; "
+                             "`maskclf train --resume RUN` finishes an interrupted run)",
+                             highlight=False, soft_wrap=True)
+                raise typer.Exit(128 + signal.SIGINT) from None
+            if as_json and payload is not None:
+                print(json.dumps(payload, default=str))
+
+        _typer_signature(func, wrapper, json_output)
+        return group.command(name)(wrapper)
+
+    return register

@@ -1,0 +1,134 @@
+"""Commands over datasets and weights: synthetic data, checks, the decode cache, EDA, face
+detection, weights import."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from maskclf import render
+from maskclf.cli.base import ConfigOption, OverrideOption, command, weights_app
+
+
+@command()
+def make_synthetic(
+    out_dir: Annotated[Path, typer.Argument(help="Folder to create.")],
+    persons: Annotated[int, typer.Option(help="Training persons (7 images each).")] = 60,
+    eval_persons: Annotated[int, typer.Option(help="Eval persons (7 images each).")] = 15,
+    seed: Annotated[int, typer.Option(help="Seed; the same seed gives the same files.")] = 0,
+    one_setting: Annotated[bool, typer.Option(
+        help="Each person's photos share a background and clothes, as in the competition "
+             "(default: a new setting per photo).")] = False,
+    *, show: Console,
+) -> dict:
+    """Write a synthetic dataset in the competition layout (with eval/labels.csv)."""
+    from maskclf.data.synthetic import make_synthetic as make
+
+    path = make(out_dir, persons=persons, eval_persons=eval_persons, seed=seed,
+                one_setting=one_setting)
+    show.print(f"wrote {persons} training and {eval_persons} eval persons to {path}")
+    return {"data": str(path), "persons": persons, "eval_persons": eval_persons}
+
+
+@command()
+def check_data(data: Annotated[Path, typer.Argument(help="Dataset root.")],
+               *, show: Console) -> dict:
+    """Validate a dataset (layout, labels, every image) and print its size."""
+    from maskclf.data.layout import read_tables
+
+    records, info = read_tables(data)
+    summary = {"persons": int(records["person"].nunique()), "train_images": len(records),
+               "eval_images": 0 if info is None else len(info)}
+    show.print(f"{data}: {summary['persons']} persons, {summary['train_images']} training "
+               f"images, {summary['eval_images']} eval images; no problems found")
+    return summary
+
+
+@command()
+def cache(
+    data: Annotated[Path, typer.Argument(help="Dataset root.")],
+    config: ConfigOption = None,
+    override: OverrideOption = None,
+    *, show: Console,
+) -> dict:
+    """Build the decode-once cache for a config's preprocessing (train and eval images)."""
+    from maskclf.config import load_config
+    from maskclf.data.cache import build_cache
+    from maskclf.data.layout import read_tables
+
+    cfg = load_config(config, override or [])
+    records, info = read_tables(data)
+    paths = records["path"].tolist() + ([] if info is None else info["path"].tolist())
+    report = build_cache(data, cfg.data, paths)
+    show.print(f"cached {report['images']} images ({report['decoded']} decoded now): "
+               f"{report['bytes'] / 1e6:.1f} MB in {report['dir']}")
+    return report
+
+
+@command()
+def eda(
+    data: Annotated[Path, typer.Argument(help="Dataset root.")],
+    out_dir: Annotated[Path, typer.Option("--out", help="Folder for report.md and plots.")
+                       ] = Path("eda"),
+    per_class: Annotated[int, typer.Option(help="Sample images per class in the grid.")] = 4,
+    stats_sample: Annotated[int, typer.Option(
+        help="Images used for the per-channel mean/std (0: all).")] = 2000,
+    *, show: Console,
+) -> dict:
+    """Explore a dataset: counts per class/attribute/person, ages, sizes, mean/std, odd files."""
+    from maskclf.eda import run_eda
+
+    result = run_eda(data, out_dir, per_class, stats_sample or None)
+    for item in render.eda_tables(result):
+        show.print(item)
+    return result
+
+
+@command()
+def faces(
+    data: Annotated[Path, typer.Argument(help="Dataset root.")],
+    out_dir: Annotated[Path, typer.Option("--out", help="Folder for boxes.csv, faces.png.")
+                       ] = Path("faces"),
+    limit: Annotated[int | None, typer.Option(help="Only the first N training images.")
+                     ] = None,
+    config: ConfigOption = None,
+    detector: Annotated[str | None, typer.Option(
+        help="mtcnn (finds masked faces; the faces extra) or haar; default: the config's "
+             "data.face_detector.")] = None,
+    *, show: Console,
+) -> dict:
+    """Detect faces (offline): detection rate per mask status, boxes and a crop grid."""
+    from maskclf.config import load_config
+    from maskclf.data.face_report import face_report
+
+    overrides = [] if detector is None else [f"data.face_detector={detector}"]
+    report = face_report(data, out_dir, load_config(config, overrides).data, limit)
+    rates = ", ".join(f"{status} {rate:.1%}"
+                      for status, rate in report["detection_rate_by_mask"].items())
+    show.print(f"{report['detector']} found faces in {report['detected']} of "
+               f"{report['images']} images ({report['detection_rate']:.1%}: {rates}); "
+               f"boxes: {report['boxes']}; grid: {report['grid']}")
+    return report
+
+
+@command(weights_app, "import")
+def weights_import(
+    source: Annotated[Path, typer.Argument(help="Weights file: timm/HF .safetensors or .bin/.pth "
+                                           "state dict, lukemelas EfficientNet .pth, "
+                                           "torchvision ResNet .pth, Lightning/maskclf .ckpt.")],
+    model: Annotated[str, typer.Option(help="The timm model the weights are for.")],
+    out: Annotated[Path, typer.Option("--out", help="Output .safetensors file.")],
+    *, show: Console,
+) -> dict:
+    """Convert a weights file into a verified timm state dict (safe loading, source hash and
+    normalisation recorded); use it with -o model.weights=OUT."""
+    from maskclf.models.weights import import_weights
+
+    record = import_weights(source, model, out)
+    show.print(f"{record['tensors']} tensors mapped by {record['mapping']} "
+               f"({'with' if record['with_head'] == 'True' else 'without'} the classifier) "
+               f"-> {out}; mean {record['mean']} std {record['std']}")
+    return record

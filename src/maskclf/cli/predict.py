@@ -1,0 +1,170 @@
+"""Commands that predict with a run or an export: predict, oof, export, serve, decision
+tuning, pseudo-labels."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from maskclf import render
+from maskclf.cli.base import DataOption, RunDataOption, TtaOption, command, stderr, views
+from maskclf.errors import UsageError
+
+
+@command()
+def predict(
+    run: Annotated[Path, typer.Argument(
+        help="Run directory made by `maskclf train`, or an export made by `maskclf export` "
+             "(runs on onnxruntime).")],
+    sources: Annotated[list[str] | None, typer.Argument(
+        help="With --images: image files, folders (searched recursively) or glob patterns.",
+        show_default=False)] = None,
+    images: Annotated[bool, typer.Option(
+        "--images", help="Predict the files, folders or globs that follow RUN instead of "
+                         "DATA/eval: a CSV of probabilities and decoded labels.")] = False,
+    out: Annotated[Path | None, typer.Option(
+        "--out", help="With --images: the CSV (default: RUN/image_predictions.csv).")] = None,
+    grid: Annotated[Path | None, typer.Option(
+        help="With --images: also draw a captioned grid of the images (PNG).")] = None,
+    data: RunDataOption = None,
+    tta: TtaOption = None,
+    tune_decisions: Annotated[bool | None, typer.Option(
+        "--tune-decisions/--no-tune-decisions",
+        help="Apply the run's decision biases (default: predict.tune_decisions).")] = None,
+    allow_unfinished: Annotated[bool, typer.Option(
+        help="Predict with an interrupted run's checkpoints instead of refusing.")] = False,
+    person_vote: Annotated[bool | None, typer.Option(
+        "--person-vote/--no-person-vote",
+        help="Group eval images into persons and vote gender and age per person, if the "
+             "vote proves itself on the out-of-fold rows (default: predict.person_vote).")
+    ] = None,
+    *, show: Console,
+) -> dict:
+    """Predict eval/images in info.csv order; write predictions.csv and submission.csv.
+    With --images, predict any image files, folders or globs instead."""
+    if images or sources:
+        if not (images and sources):
+            raise UsageError("give image files, folders or globs after --images: maskclf "
+                             "predict RUN --images photo.jpg folder/ 'shots/*.png'")
+        from maskclf.predict import predict_images
+
+        written = predict_images(run, sources, out, views(tta), grid)
+        show.print(f"predicted {written['n_images']} images with "
+                   f"{len(written['checkpoints'])} model(s): {written['predictions']}"
+                   + (f"; grid: {written['grid']}" if "grid" in written else ""))
+        return written
+    from maskclf.predict import predict_run
+
+    result = predict_run(run, data, views(tta), tune_decisions, allow_unfinished, person_vote)
+    show.print(f"predicted {result.n_images} images with {len(result.checkpoints)} model(s)")
+    if result.person_vote is not None:
+        show.print(render.person_vote_line(result.person_vote))
+    show.print(f"predictions: {result.predictions}\nsubmission:  {result.submission}")
+    return {"predictions": result.predictions, "submission": result.submission,
+            "n_images": result.n_images, "person_vote": result.person_vote,
+            "checkpoints": [str(c) for c in result.checkpoints]}
+
+
+@command()
+def oof(
+    run: Annotated[Path, typer.Argument(help="Run directory with oof.csv.")],
+    data: RunDataOption = None,
+    tta: TtaOption = None,
+    *, show: Console,
+) -> dict:
+    """Recompute out-of-fold predictions with each fold's model (e.g. to measure TTA)."""
+    from maskclf.predict import predict_oof
+
+    path, scores = predict_oof(run, data, views(tta))
+    show.print(render.score_table(f"out-of-fold ({path.name})", scores))
+    return {"file": str(path), **scores}
+
+
+@command()
+def export(
+    run: Annotated[Path, typer.Argument(help="Finished run directory.")],
+    out_dir: Annotated[Path, typer.Option("--out", help="Folder for the ONNX files and "
+                                          "manifest.json.")],
+    folds: Annotated[str, typer.Option(help="all (every fold, averaged) or best (the fold "
+                                       "with the highest validation F1).")] = "all",
+    opset: Annotated[int | None, typer.Option(help="ONNX opset (default: the exporter's).")
+                     ] = None,
+    tta: TtaOption = None,
+    data: Annotated[Path | None, typer.Option(
+        "--data", help="Images to verify the export on (default: the run's data).")] = None,
+    *, show: Console,
+) -> dict:
+    """Export a run's networks to ONNX (normalisation and TTA inside), verified on its images."""
+    from maskclf.export import export_run
+
+    manifest = export_run(run, out_dir, folds, opset, views(tta), data)
+    verified = manifest["verified"]
+    show.print(
+        f"exported {len(manifest['networks'])} network(s) to {out_dir}; onnxruntime vs torch "
+        f"on {verified['images']} images: max |difference| {verified['max_abs_difference']:.2e}")
+    return manifest
+
+
+@command(json_output=False)
+def serve(
+    run: Annotated[Path, typer.Argument(help="Export (maskclf export) or finished run "
+                                        "directory (exported on the fly).")],
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
+    *, show: Console,
+) -> None:
+    """Serve a web page and a JSON API (POST /predict) that answer photos, on onnxruntime."""
+    from maskclf.serve import serve as serve_model
+
+    stderr.print(f"maskclf: serving {run} on http://{host}:{port}/ (Ctrl+C stops)")
+    serve_model(run, host, port)
+
+
+@command()
+def tune_decisions(
+    run: Annotated[Path, typer.Argument(help="Run directory with oof.csv.")],
+    oof_file: Annotated[str | None, typer.Option(
+        help="OOF file inside the run (default: oof.csv).")] = None,
+    per: Annotated[str, typer.Option(
+        help="Free biases per attribute value (8, the default) or per class (18).")
+    ] = "attribute",
+    *, show: Console,
+) -> dict:
+    """Fit decision biases for macro F1 on OOF rows; kept only if they help on held-out
+    persons (cross-validated), else argmax stays."""
+    from maskclf.decisions import tune_run
+
+    report = (tune_run(run, per=per) if oof_file is None
+              else tune_run(run, oof_file, per=per))
+    show.print(f"OOF macro F1, cross-validated over persons: plain {report['plain_macro_f1']:.4f}"
+               f" -> tuned {report['tuned_macro_f1']:.4f} ({report['n_splits']} splits, "
+               f"biases per {per})")
+    if report["applied"]:
+        show.print(f"biases saved to {report['file']}; apply them with "
+                   f"`maskclf predict {run} --tune-decisions`")
+    else:
+        show.print(f"tuning did not help on held-out persons: {report['file']} keeps zero "
+                   "biases, so --tune-decisions predicts the plain argmax")
+    return report
+
+
+@command()
+def pseudo_label(
+    predictions: Annotated[Path, typer.Argument(help="predictions.csv of the eval set.")],
+    data: DataOption = Path("data"),
+    threshold: Annotated[float, typer.Option(help="Minimum top probability.")] = 0.9,
+    out_dir: Annotated[Path, typer.Option("--out", help="Folder for extra.csv.")] = Path(
+        "pseudo"),
+    *, show: Console,
+) -> dict:
+    """Write confident eval predictions as an extra training table (use with data.extra)."""
+    from maskclf.pseudo import EXTRA_FILE
+    from maskclf.pseudo import pseudo_label as make
+
+    extra = make(predictions, data, threshold, out_dir)
+    show.print(f"{len(extra)} image(s) at >= {threshold} written to {out_dir}/{EXTRA_FILE}; "
+               f"train with -o data.extra=[{out_dir}]", markup=False)
+    return {"images": len(extra), "threshold": threshold, "extra": str(out_dir / EXTRA_FILE)}

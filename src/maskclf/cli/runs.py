@@ -1,0 +1,193 @@
+"""Commands over run directories and prediction files: the leaderboard, notes, reports,
+suspect labels, scores, validation, ensembles and diffs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from maskclf import render
+from maskclf.cli.base import command
+from maskclf.errors import UsageError
+
+
+@command()
+def score(
+    submission: Annotated[Path, typer.Argument(help="submission.csv (ImageID,ans).")],
+    labels_file: Annotated[Path, typer.Option("--labels", help="Labels (ImageID,class).")],
+    *, show: Console,
+) -> dict:
+    """Accuracy, macro F1, per-attribute and per-class F1 of a submission."""
+    from maskclf.metrics import score_files
+
+    scores = score_files(submission, labels_file)
+    show.print(render.score_table(str(submission), scores))
+    show.print(render.class_table(scores))
+    return scores
+
+
+@command()
+def validate(
+    submission: Annotated[Path, typer.Argument(help="submission.csv to check.")],
+    info: Annotated[Path, typer.Option("--info", help="eval/info.csv", exists=True,
+                                       dir_okay=False)],
+    *, show: Console,
+) -> dict:
+    """Check a submission: same ImageIDs in info.csv's order, labels 0-17."""
+    from maskclf.submission import read_submission, validate_submission
+    from maskclf.tables import read_table
+
+    table = read_submission(submission)
+    validate_submission(table, read_table(info, ["ImageID"], "info file", dtype={"ImageID": str}),
+                        str(submission))
+    show.print(f"{submission} is a valid submission for {info}")
+    return {"submission": str(submission), "info": str(info), "valid": True, "rows": len(table)}
+
+
+@command()
+def suspects(
+    run: Annotated[Path, typer.Argument(help="Finished run with out-of-fold predictions.")],
+    out_dir: Annotated[Path | None, typer.Option(
+        "--out", help="Folder for suspects.csv, suspects.png, corrections.yaml "
+                      "(default: RUN/suspects).")] = None,
+    top: Annotated[int, typer.Option(help="Suspects shown in the grid.")] = 30,
+    data: Annotated[Path | None, typer.Option("--data", help="Dataset root (default: the "
+                                              "run's).")] = None,
+    *, show: Console,
+) -> dict:
+    """Labels the out-of-fold predictions disagree with most (cleanlab), to review and fix."""
+    from maskclf.rundir import RunDir
+    from maskclf.suspects import write_suspects
+
+    result = write_suspects(run, out_dir or RunDir(run).file(RunDir.SUSPECTS), top, data)
+    show.print(
+        f"label issues (cleanlab): {result['issues']}; proposed corrections: "
+        f"{result['proposed']}\nreview {result['grid']} and {result['suspects']}, edit "
+        f"{result['corrections']}, then train with -o data.corrections={result['corrections']}")
+    return result
+
+
+def _numbers_among(inputs: list[str], weights: list[float]) -> tuple[list[Path], list[float]]:
+    """Split ``P1 P2 --weights 2 1``: a click option takes one value, so the weights after
+    the first arrive among the positional inputs; numbers there are weights, in order."""
+    files, more = [], []
+    for item in inputs:
+        try:
+            more.append(float(item))
+        except ValueError:
+            files.append(Path(item))
+    if more and not weights:
+        raise UsageError(f"{more} look like weights: put them after --weights")
+    return files, [*weights, *more]
+
+
+@command()
+def ensemble(
+    inputs: Annotated[list[str], typer.Argument(
+        help="Prediction files to average (soft), or submissions to vote over (--hard).")],
+    out_dir: Annotated[Path, typer.Option("--out", help="Folder for the outputs.")],
+    weights: Annotated[list[float] | None, typer.Option(
+        help="One weight per input file, in order (soft voting): --weights 2 1")] = None,
+    hard: Annotated[bool, typer.Option(
+        "--hard", help="Majority vote over classes instead of averaging probabilities.")
+    ] = False,
+    per_attribute: Annotated[bool, typer.Option(help="Decide mask, gender, age separately.")
+                             ] = False,
+    info: Annotated[Path | None, typer.Option(
+        help="eval/info.csv: order and validate the result.", exists=True, dir_okay=False)
+    ] = None,
+    *, show: Console,
+) -> dict:
+    """Soft voting over prediction files, or hard voting (--hard) over submissions."""
+    from maskclf.ensemble import write_ensemble
+
+    files, all_weights = _numbers_among(inputs, weights or [])
+    written = write_ensemble(out_dir, files, hard, all_weights or None, per_attribute, info)
+    show.print(f"{written['mode']} vote over {len(files)} files: wrote {written['submission']}")
+    return written
+
+
+@command()
+def diff(
+    first: Annotated[Path, typer.Argument(help="Submission or prediction file A.")],
+    second: Annotated[Path, typer.Argument(help="Submission or prediction file B.")],
+    *, show: Console,
+) -> dict:
+    """How many labels differ between A and B, by attribute, and the top transitions."""
+    from maskclf.ensemble import diff as diff_files
+
+    result = diff_files(first, second)
+    for line in render.diff_lines(result):
+        show.print(line, highlight=False)
+    return result
+
+
+@command()
+def runs(
+    folder: Annotated[Path, typer.Argument(help="Folder of run directories.")] = Path("runs"),
+    sort: Annotated[str, typer.Option(help="Column to rank by (e.g. cv_f1, date, minutes).")
+                    ] = "oof_f1",
+    ascending: Annotated[bool, typer.Option(help="Smallest first.")] = False,
+    diff: Annotated[tuple[Path, Path] | None, typer.Option(
+        help="Show the config settings that differ between two run directories.")] = None,
+    columns: Annotated[str | None, typer.Option(
+        help="Comma-separated columns, or all (default: name, data, backbone, epochs, "
+             "cv_f1, oof_f1, lb, note).")] = None,
+    *, show: Console,
+) -> dict:
+    """Leaderboard of runs (data, backbone, epochs, CV/OOF F1, public score, note), or
+    --diff A B."""
+    from maskclf.runs import choose_columns, config_diff, lb_correlation, leaderboard
+
+    if diff is not None:
+        table = config_diff(*diff)
+        if table.empty:
+            show.print(f"{diff[0]} and {diff[1]} have the same config")
+        else:
+            show.print(render.frame_table(f"config differences ({len(table)})", table, "{:g}"))
+        return {"rows": json.loads(table.to_json(orient="records"))}
+    chosen, board = choose_columns(columns), leaderboard(folder, sort, ascending)
+    correlation = lb_correlation(board)
+    show.print(render.frame_table(f"{len(board)} runs in {folder}, by {sort}", board[chosen],
+                                  "{:.3f}", compact=True))
+    show.print(render.correlation_line(correlation))
+    return {"rows": json.loads(board.to_json(orient="records")), "lb_correlation": correlation}
+
+
+@command()
+def note(
+    run: Annotated[Path, typer.Argument(help="Run directory made by `maskclf train`.")],
+    text: Annotated[str | None, typer.Argument(help="A note (what you submitted, why).")
+                    ] = None,
+    lb: Annotated[float | None, typer.Option(
+        "--lb", help="The public leaderboard macro F1 this run's submission scored.")] = None,
+    *, show: Console,
+) -> dict:
+    """Record a public score and/or a note for a run; `maskclf runs` shows them beside CV."""
+    from maskclf.runs import add_note
+
+    notes = add_note(run, lb, text)
+    show.print(render.note_line(run, notes), markup=False)
+    return {"notes": notes}
+
+
+@command()
+def report(
+    run: Annotated[Path, typer.Argument(help="Run directory made by `maskclf train`.")],
+    data: Annotated[Path | None, typer.Option(
+        "--data", help="Dataset root for the mistake images (default: the run's own).")] = None,
+    *, show: Console,
+) -> dict:
+    """(Re)draw a run's report: the recipe, findings with remedies, curves, confusion
+    matrices, per-class F1, confident mistakes."""
+    from maskclf.report import write_report
+
+    written = write_report(run, data)
+    show.print(f"report: {written['report']} ({len(written['figures'])} figures)")
+    for finding in written["findings"]:
+        show.print(f"- {finding['what']} -> {finding['remedy']}", markup=False)
+    return {k: v for k, v in written.items() if k != "confusion"}

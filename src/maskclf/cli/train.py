@@ -1,0 +1,148 @@
+"""Commands that train: the demo, ``train`` (new, resume, continue, refit), recipes, tuning."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from maskclf import render
+from maskclf.cli.base import ConfigOption, OverrideOption, command
+from maskclf.errors import UsageError
+
+
+@command()
+def demo(
+    out_dir: Annotated[Path, typer.Option("--out", help="Work folder.")] = Path("maskclf-demo"),
+    persons: Annotated[int, typer.Option(help="Synthetic training persons.")] = 150,
+    eval_persons: Annotated[int, typer.Option(help="Synthetic eval persons.")] = 30,
+    override: OverrideOption = None,
+    *, show: Console,
+) -> dict:
+    """Run the main job on built-in synthetic data: generate, train, predict, score."""
+    show.print(f"maskclf demo: making {persons} synthetic persons in {out_dir}/data, then "
+               "training, predicting and scoring (about 2 minutes on 2 CPU cores)")
+    from maskclf.demo import run_demo
+
+    result = run_demo(out_dir, persons=persons, eval_persons=eval_persons,
+                      overrides=override or [])
+    show.print(render.score_table("validation (held-out persons)", result["validation"]))
+    show.print(render.score_table("eval set (submission scored)", result["eval"]))
+    for key in ("data", "run", "predictions", "submission"):
+        show.print(f"{key:12s} {result[key]}")
+    show.print(f"validation macro F1 {result['validation']['macro_f1']:.4f} in "
+               f"{result['seconds']:.0f}s")
+    return result
+
+
+@command()
+def train(
+    config: ConfigOption = None,
+    data: Annotated[Path | None, typer.Option(
+        "--data", help="Dataset root (default: ./data, or with --resume the run's own).")
+    ] = None,
+    runs: Annotated[Path, typer.Option("--out", help="Folder of run directories.")] = Path("runs"),
+    name: Annotated[str | None, typer.Option(help="Run name (default: a timestamp).")] = None,
+    fold: Annotated[int | None, typer.Option(help="Train only this fold of a k-fold split.")
+                    ] = None,
+    override: OverrideOption = None,
+    resume: Annotated[Path | None, typer.Option(
+        "--resume", help="Finish this interrupted run (its own config, folds and data); "
+                         "with -o train.epochs=N, train a finished run longer as a new run.")
+    ] = None,
+    refit: Annotated[Path | None, typer.Option(
+        "--refit", help="Retrain this finished run's config on every person, for the median "
+                        "epoch of its folds' best checkpoints, as a new run.")] = None,
+    *, show: Console,
+) -> dict | None:
+    """Check the dataset, split by person, train, and write a new run directory."""
+    from maskclf.plans import TrainRequest
+
+    request = TrainRequest(config, tuple(override or ()), data, runs, name, fold, resume, refit)
+    if request.kind() == "new":
+        request.config_of_new_run()  # a bad key or override is answered before torch loads
+    from maskclf.distributed import is_rank_zero
+    from maskclf.pipeline import train as run_training
+
+    result = run_training(request)
+    if not is_rank_zero():  # one rank of a multi-process run: rank 0 reports
+        return None
+    validation = result.summary["validation"]
+    if validation is None:
+        show.print("data.val_ratio is 0: trained on every person without validation; "
+                   "the last checkpoint is kept.")
+    else:
+        show.print(render.fold_table(result.summary))
+        show.print(render.score_table("out-of-fold predictions (best checkpoints)", validation))
+    show.print(f"run directory: {result.run}")
+    return result.summary
+
+
+@command()
+def recipes(*, show: Console) -> dict:
+    """The training recipes shipped with maskclf, for `maskclf train --config NAME`."""
+    from maskclf.config import packaged_recipes
+
+    found = packaged_recipes()
+    show.print(render.recipes_table(found))
+    return {"recipes": found}
+
+
+@command()
+def tune(
+    study: Annotated[str, typer.Option(help="Study name; workers with the same name share it.")
+                     ] = "study",
+    config: ConfigOption = None,
+    data: Annotated[Path, typer.Option("--data", help="Dataset root.")] = Path("data"),
+    space: Annotated[Path | None, typer.Option(
+        help="Search space YAML: config keys -> {log_float|float|int|log_int|choice: ...}.")
+    ] = None,
+    trials: Annotated[int, typer.Option(help="Trials this worker runs.")] = 20,
+    storage: Annotated[str | None, typer.Option(
+        help="Study storage URL (default: a SQLite file in --out), e.g. "
+             "postgresql+psycopg://user:pass@host/db for many workers.")] = None,
+    out_dir: Annotated[Path | None, typer.Option(
+        "--out", help="Study folder: trial runs, SQLite file (default: studies/STUDY).")
+    ] = None,
+    timeout: Annotated[float | None, typer.Option(help="Stop starting trials after S seconds.")
+                       ] = None,
+    sampler_seed: Annotated[int | None, typer.Option(
+        help="TPE seed (default: the config's seed); give each worker its own.")] = None,
+    startup_trials: Annotated[int, typer.Option(
+        help="Finished trials before the median pruner prunes.")] = 5,
+    warmup_epochs: Annotated[int, typer.Option(help="Epochs a trial runs before pruning.")
+                             ] = 1,
+    threads: Annotated[int | None, typer.Option(
+        help="Torch threads of this worker (workers on one machine split its cores).")
+    ] = None,
+    report: Annotated[Path | None, typer.Option(
+        help="Instead of running trials: write the study's report (best.yaml, trials.csv, "
+             "plots) to this folder.")] = None,
+    override: OverrideOption = None,
+    *, show: Console,
+) -> dict:
+    """Tune a config with Optuna: each trial is a run; many workers can share a study."""
+    folder = out_dir or Path("studies") / study
+    if report is not None:
+        from maskclf.tune import study_report
+
+        result = study_report(study, folder, storage, report)
+        show.print(f"best trial {result['best']['number']}: validation macro F1 "
+                   f"{result['best']['value']:.4f} {result['best']['params']}")
+        show.print(f"config: {result['config']}  trials: {result['trials_table']}  "
+                   f"figures: {', '.join(result['figures'].values())}")
+        return result
+    if space is None:
+        raise UsageError("--space SPACE.yaml is needed to run trials (or --report DIR to "
+                         "report a study)")
+    from maskclf.tune import tune_study
+
+    result = tune_study(config, override or [], data, space, trials, study, folder, storage,
+                        timeout, sampler_seed, startup_trials, warmup_epochs, threads)
+    best = result["best"]
+    show.print(f"study {study}: {result['trials']} trials {result['states']}; best: "
+               + ("none yet" if best is None else
+                  f"trial {best['number']} F1 {best['value']:.4f} {best['params']}"))
+    return result

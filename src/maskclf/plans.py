@@ -1,0 +1,67 @@
+"""What ``maskclf train`` was asked, checked before anything heavy is imported.
+
+A :class:`TrainRequest` holds the flags as given; :meth:`TrainRequest.kind` applies the
+rules that combine them (which flags fit a refit, a resume, a continuation, a new run) and
+:meth:`TrainRequest.config` reads a new run's config, so a bad flag, key or override is
+answered in well under a second. ``pipeline.plan`` then turns the request into a run plan.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from maskclf.config import RunConfig, load_config
+from maskclf.errors import UsageError
+
+Kind = Literal["new", "resume", "continue", "refit"]
+
+
+@dataclass(frozen=True)
+class TrainRequest:
+    """The flags of ``maskclf train`` (None: not given)."""
+
+    config: Path | None = None
+    overrides: tuple[str, ...] = ()
+    data: Path | None = None
+    runs_dir: Path = Path("runs")
+    name: str | None = None
+    fold: int | None = None
+    resume: Path | None = None
+    refit: Path | None = None
+
+    def kind(self) -> Kind:
+        """Which planner the flags ask for; a :class:`UsageError` when they do not fit."""
+        if self.refit is not None:
+            if (self.config is not None or self.overrides or self.fold is not None
+                    or self.resume is not None):
+                raise UsageError("--refit trains the run's own config; drop --config, -o, "
+                                 "--fold and --resume")
+            return "refit"
+        if self.resume is not None:
+            if self.config is not None or self.fold is not None:
+                raise UsageError("--resume continues a run with its own config.yaml and "
+                                 "folds; drop --config and --fold")
+            if self.overrides:
+                self.more_epochs()
+                return "continue"
+            if self.name is not None:
+                raise UsageError("--name names a new run: with --resume it needs "
+                                 "-o train.epochs=N (train a finished run longer)")
+            return "resume"
+        return "new"
+
+    def more_epochs(self) -> int:
+        """The N of ``--resume RUN -o train.epochs=N``, the one setting a continuation
+        changes."""
+        key, _, value = self.overrides[0].partition("=")
+        if (len(self.overrides) != 1 or key.strip() != "train.epochs"
+                or not value.strip().isdigit()):
+            raise UsageError("--resume takes one override, -o train.epochs=N, to train a "
+                             f"finished run longer; got {' '.join(self.overrides)}")
+        return int(value)
+
+    def config_of_new_run(self) -> RunConfig:
+        """The config file (or the defaults) with the overrides, validated."""
+        return load_config(self.config, list(self.overrides))
