@@ -34,11 +34,9 @@ class EagerModel(ExportedModel):
 
     def __init__(self, exported: ExportedModel, run: RunDir):
         specs = {spec.task: spec for spec in resolve_specs(run.read_config())}
-        graphs: dict[str, list] = {}
-        for network in exported.manifest["networks"]:
-            checkpoint = run.fold(specs[network["task"]], network["fold"]).checkpoint()
-            graphs.setdefault(network["task"], []).append(
-                PredictionGraph(load_net(checkpoint), exported.manifest["tta"]))
+        graphs = {network: PredictionGraph(load_net(
+            run.fold(specs[network.task], network.fold).checkpoint()), exported.views)
+            for network in exported.networks}
         super().__init__(exported.folder, exported.manifest, graphs)
 
     @staticmethod

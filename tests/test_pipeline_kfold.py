@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from maskclf import pipeline
+from maskclf.data.datamodule import training_classes
 from maskclf.data.layout import read_train
 
 from .conftest import tiny_config

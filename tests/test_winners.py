@@ -7,8 +7,8 @@ import pytest
 
 from maskclf import labels
 from maskclf.config import ConfigError
-from maskclf.data.layout import read_train
 from maskclf.data.datamodule import excluded_from_training, training_rows
+from maskclf.data.layout import read_train
 from maskclf.pipeline import train_run
 from maskclf.submission import CLASS_COLUMNS
 from tests.conftest import tiny_config
