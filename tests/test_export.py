@@ -48,3 +48,19 @@ def test_best_fold_export_and_unfinished_runs(synthetic_root, tmp_path):
     (run / "summary.json").unlink()
     with pytest.raises(UsageError, match="has not finished"):
         export_run(run, tmp_path / "again", data_root=synthetic_root)
+
+
+def test_an_export_predicts_images_as_its_run_does(synthetic_root, tmp_path):
+    from maskclf.predict import predict_images
+
+    run = train_run(tiny_config("data.folds=2"), synthetic_root, tmp_path, "r",
+                    interactive=False).run
+    export_run(run, tmp_path / "export", data_root=synthetic_root)
+    folder = synthetic_root / "eval" / "images"
+    by_run = pd.read_csv(predict_images(run, [str(folder)], tmp_path / "run.csv")["predictions"])
+    written = predict_images(tmp_path / "export", [str(folder)], tmp_path / "export.csv")
+    by_export = pd.read_csv(written["predictions"])
+    assert len(written["checkpoints"]) == 2 and written["checkpoints"][0].endswith(".onnx")
+    np.testing.assert_allclose(by_export.filter(like="class_").to_numpy(),
+                               by_run.filter(like="class_").to_numpy(), atol=1e-4)
+    assert (by_export["label"] == by_run["label"]).all()

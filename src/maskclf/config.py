@@ -370,17 +370,36 @@ def _unknown_key(loc: tuple) -> str:
     return f"unknown key ({hint})"
 
 
-def _format_errors(error: ValidationError, source: str) -> str:
+def _origin(key: str, overrides: list[str]) -> str:
+    """`` (from -o KEY=VALUE)`` when an override set ``key`` or a section above it."""
+    for text in reversed(overrides):  # the last override of a key is the one that counts
+        path = text.partition("=")[0].strip()
+        if key == path or key.startswith(f"{path}.") or path.startswith(f"{key}."):
+            return f" (from -o {text})"
+    return ""
+
+
+def _list_hint(item: dict) -> str:
+    """A list typed the shell's way (``128,96``) gets the syntax it needs (``[128,96]``)."""
+    value = item.get("input")
+    if item["type"] in ("tuple_type", "list_type") and isinstance(value, str) and "," in value:
+        return f"; write a list in brackets: [{value}]"
+    return ""
+
+
+def _format_errors(error: ValidationError, source: str, overrides: list[str] = ()) -> str:
     lines = [f"invalid config {source}:"]
     for item in error.errors():
         key = ".".join(str(part) for part in item["loc"])
+        origin = _origin(key, list(overrides)) if key else ""
         if item["type"] == "extra_forbidden":
-            lines.append(f"  {key}: {_unknown_key(item['loc'])}")
+            lines.append(f"  {key}: {_unknown_key(item['loc'])}{origin}")
         elif item["type"] == "value_error":  # our validators' messages name their keys
             message = item["msg"].removeprefix("Value error, ")
-            lines.append(f"  {key}: {message}" if key else f"  {message}")
+            lines.append(f"  {key}: {message}{origin}" if key else f"  {message}")
         else:
-            lines.append(f"  {key}: {item['msg']} (got {item.get('input')!r})")
+            lines.append(f"  {key}: {item['msg']} (got {item.get('input')!r}"
+                         f"{_list_hint(item)}){origin}")
     return "\n".join(lines)
 
 
@@ -440,16 +459,20 @@ def check_names(cfg: RunConfig) -> None:
     FACE_DETECTORS.check(cfg.data.face_detector)
 
 
-def build_config(raw: dict[str, Any], source: str = "<dict>") -> RunConfig:
-    """Validate a plain dict into a :class:`RunConfig`, naming every bad key and name."""
+def build_config(raw: dict[str, Any], source: str = "<dict>",
+                 overrides: list[str] = ()) -> RunConfig:
+    """Validate a plain dict into a :class:`RunConfig`, naming every bad key and name (and
+    the ``overrides`` that set it)."""
     try:
         cfg = RunConfig.model_validate(raw)
     except ValidationError as exc:
-        raise ConfigError(_format_errors(exc, source)) from None
+        raise ConfigError(_format_errors(exc, source, overrides)) from None
     try:
         check_names(cfg)
     except ConfigError as exc:
-        raise ConfigError(f"invalid config {source}:\n  {exc}") from None
+        key = str(exc).split(":", 1)[0]
+        raise ConfigError(f"invalid config {source}:\n  {exc}{_origin(key, list(overrides))}"
+                          ) from None
     return cfg
 
 
@@ -504,7 +527,8 @@ def load_raw_config(path: Path | str | None) -> dict[str, Any]:
 def load_config(path: Path | str | None, overrides: list[str] | None = None) -> RunConfig:
     """Read a YAML config (``None`` means all defaults) and apply dotted overrides."""
     source = "<defaults>" if path is None else str(path)
-    return build_config(apply_overrides(load_raw_config(path), overrides or []), source)
+    overrides = list(overrides or [])
+    return build_config(apply_overrides(load_raw_config(path), overrides), source, overrides)
 
 
 PATH_SETTINGS = (("data", "corrections"), ("data", "extra"), ("data", "cache_dir"),

@@ -28,6 +28,9 @@ from maskclf.models.weights import (
 
 CHECKPOINT_KEY = "maskclf"
 """Key of a checkpoint's hyper-parameters that holds the spec and the preprocessing."""
+CHECKPOINT_FORMAT = 2
+"""What ``hyper_parameters["maskclf"]`` holds: 2 adds ``format`` and keeps only mean/std
+under ``preprocessing``; 1 (no ``format`` key) also copied six data settings there."""
 
 
 def _timm_kwargs(cfg: ModelConfig) -> dict:
@@ -119,7 +122,8 @@ def build_net(spec: ModelSpec, pretrained: bool | None = None) -> torch.nn.Modul
 
 def checkpoint_hparams(spec: ModelSpec, preprocessing: Preprocessing) -> dict:
     """What a checkpoint stores to describe itself (see :func:`load_net`)."""
-    return {CHECKPOINT_KEY: {"spec": spec.to_dict(), "preprocessing": preprocessing.to_dict()}}
+    return {CHECKPOINT_KEY: {"format": CHECKPOINT_FORMAT, "spec": spec.to_dict(),
+                             "preprocessing": preprocessing.to_dict()}}
 
 
 @dataclass
@@ -143,11 +147,15 @@ def load_net(checkpoint: Path | str) -> LoadedNet:
         raise InputFileError(f"{checkpoint} does not describe its network (no maskclf spec in "
                              "its hyper-parameters); it was not written by this maskclf: "
                              "retrain the run")
+    written = described.get("format", 1)
+    if not isinstance(written, int) or written > CHECKPOINT_FORMAT:
+        raise InputFileError(f"{checkpoint} is a maskclf checkpoint of format {written!r}; this "
+                             f"maskclf reads formats 1 to {CHECKPOINT_FORMAT}: upgrade maskclf")
     spec = ModelSpec.from_dict(described["spec"])
     net = build_net(spec, pretrained=False)
     weights = state["state_dict"]
     prefix = "ema.module." if any(k.startswith("ema.module.") for k in weights) else "net."
     net.load_state_dict({k.removeprefix(prefix): v for k, v in weights.items()
                          if k.startswith(prefix)})
-    return LoadedNet(net.eval(), spec, Preprocessing.from_dict(described["preprocessing"]),
+    return LoadedNet(net.eval(), spec, Preprocessing.from_dict(described["preprocessing"], spec),
                      checkpoint)

@@ -9,14 +9,14 @@ rebuilds its network: see ``models.factory.load_net``.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from timm.data import resolve_model_data_config
 
 from maskclf import labels
-from maskclf.config import RunConfig, build_config
+from maskclf.config import DataConfig, RunConfig, build_config
 from maskclf.registry import TASKS
 
 
@@ -71,31 +71,28 @@ def resolve_specs(cfg: RunConfig) -> list[ModelSpec]:
 
 @dataclass(frozen=True)
 class Preprocessing:
-    """What an image goes through before the network: the settings of ``data`` that shape
-    pixels, and the mean/std (0-1 scale) the backbone's weights expect."""
+    """What an image goes through before the network: the spec's ``data`` settings (crop,
+    size, face detector: how the datasets read pixels) and the mean/std (0-1 scale) the
+    backbone's weights expect. A checkpoint stores only the mean/std; the data settings
+    are its spec's, so nothing is kept twice."""
 
-    image_size: tuple[int, int]
-    crop: str
-    crop_fraction: float
-    face_margin: float
-    crop_margin: float
+    data: DataConfig
     mean: tuple[float, ...]
     std: tuple[float, ...]
-    face_detector: str = "haar"
-    """For ``crop: face`` (checkpoints from before the setting used Haar)."""
+
+    @property
+    def image_size(self) -> tuple[int, int]:
+        return tuple(self.data.image_size)
 
     @classmethod
     def of(cls, spec: ModelSpec, net: torch.nn.Module) -> Preprocessing:
-        data, model_data = spec.cfg.data, resolve_model_data_config(net)
-        return cls(tuple(data.image_size), data.crop, data.crop_fraction, data.face_margin,
-                   data.crop_margin, tuple(model_data["mean"]), tuple(model_data["std"]),
-                   data.face_detector)
+        model_data = resolve_model_data_config(net)
+        return cls(spec.cfg.data, tuple(model_data["mean"]), tuple(model_data["std"]))
 
     def to_dict(self) -> dict[str, Any]:
-        return {key: list(value) if isinstance(value, tuple) else value
-                for key, value in asdict(self).items()}
+        return {"mean": list(self.mean), "std": list(self.std)}
 
     @classmethod
-    def from_dict(cls, raw: dict[str, Any]) -> Preprocessing:
-        return cls(**{key: tuple(value) if isinstance(value, list) else value
-                      for key, value in raw.items()})
+    def from_dict(cls, raw: dict[str, Any], spec: ModelSpec) -> Preprocessing:
+        """Checkpoints of format 1 also copied six data settings here; the spec's rule."""
+        return cls(spec.cfg.data, tuple(raw["mean"]), tuple(raw["std"]))
