@@ -20,7 +20,8 @@ from .conftest import TINY_OVERRIDES
 pytestmark = pytest.mark.slow
 
 README = Path(__file__).resolve().parents[1] / "README.md"
-PLACEHOLDERS = {"/path/to/data": "data"}
+PLACEHOLDERS = {"/path/to/your/data": "own-data", "/path/to/data": "data"}
+"""The quickstart's own data and the GPU example's data: synthetic sets made here."""
 FAST = [arg for override in [*TINY_OVERRIDES, "model.pretrained=false"]
         for arg in ("-o", override)]
 
@@ -60,6 +61,9 @@ def test_every_readme_command_runs_as_shown(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "configs").symlink_to(packaged_config("demo").parent)
     runner = CliRunner()
+    made = runner.invoke(app, ["make-synthetic", "own-data", "--persons", "12",
+                               "--eval-persons", "2"])  # "your own data" for the quickstart
+    assert made.exit_code == 0, made.output
     for command in readme_commands():
         args = as_run_here(command)
         if args[0] == "serve":  # runs until stopped: check the app it would serve instead

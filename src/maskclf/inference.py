@@ -6,9 +6,12 @@ Training's ``ClassifierModule`` extends it, so both normalise batches the same w
 
 from __future__ import annotations
 
+import logging
+
 import lightning as L
 import numpy as np
 import torch
+from lightning.pytorch.callbacks import Callback
 
 from maskclf.data.dataset import ImageDataset
 from maskclf.data.loaders import make_loader
@@ -16,7 +19,10 @@ from maskclf.models.factory import LoadedNet
 from maskclf.models.heads import SingleTask, build_task
 from maskclf.models.spec import Preprocessing
 from maskclf.progress import quiet_lightning
+from maskclf.ticker import Ticker
 from maskclf.tta import tta_probs
+
+log = logging.getLogger(__name__)
 
 
 class InferenceModule(L.LightningModule):
@@ -64,15 +70,32 @@ class EmbeddingModule(InferenceModule):
         return net.forward_head(net.forward_features(self.normalize(batch[0])), pre_logits=True)
 
 
+class PredictProgress(Callback):
+    """A log line at most every 10 s while a network predicts (batches done, time left)."""
+
+    def __init__(self, what: str):
+        self.what = what
+        self.ticker: Ticker | None = None
+
+    def on_predict_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.ticker = Ticker(self.what, int(sum(trainer.num_predict_batches)), log)
+
+    def on_predict_batch_end(self, trainer, pl_module, outputs, batch, batch_idx,
+                             dataloader_idx: int = 0) -> None:
+        self.ticker.tick()
+
+
 def _run_predict(kind: type[InferenceModule], model: LoadedNet, dataset: ImageDataset,
                  tta: list[str]) -> np.ndarray:
     cfg = model.spec.cfg
     module = kind(model.net, build_task(model.spec), model.preprocessing,
                   channels_last=cfg.train.channels_last, tta=tta)
+    what = f"predicting {len(dataset)} images with {model.checkpoint} (batches)"
     with quiet_lightning():
         trainer = L.Trainer(accelerator=cfg.train.accelerator, devices=1, logger=False,
                             precision=cfg.train.precision, enable_progress_bar=False,
-                            enable_checkpointing=False, enable_model_summary=False)
+                            enable_checkpointing=False, enable_model_summary=False,
+                            callbacks=[PredictProgress(what)])
         try:
             batches = trainer.predict(module, make_loader(dataset, cfg))
         except SystemExit as exc:  # Lightning turns Ctrl+C into exit(1): keep it an interrupt

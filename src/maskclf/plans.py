@@ -2,8 +2,9 @@
 
 A :class:`TrainRequest` holds the flags as given; :meth:`TrainRequest.kind` applies the
 rules that combine them (which flags fit a refit, a resume, a continuation, a new run) and
-:meth:`TrainRequest.config` reads a new run's config, so a bad flag, key or override is
-answered in well under a second. ``pipeline.plan`` then turns the request into a run plan.
+:meth:`TrainRequest.check` also reads a new run's config and looks at the folders named, so
+a bad flag, key, override or path is answered in well under a second, before torch is
+imported. ``pipeline.plan`` then turns the request into a run plan.
 """
 
 from __future__ import annotations
@@ -13,7 +14,9 @@ from pathlib import Path
 from typing import Literal
 
 from maskclf.config import RunConfig, load_config
+from maskclf.data.layout import check_root
 from maskclf.errors import UsageError
+from maskclf.rundir import RunDir
 
 Kind = Literal["new", "resume", "continue", "refit"]
 
@@ -61,6 +64,18 @@ class TrainRequest:
             raise UsageError("--resume takes one override, -o train.epochs=N, to train a "
                              f"finished run longer; got {' '.join(self.overrides)}")
         return int(value)
+
+    def check(self) -> Kind:
+        """:meth:`kind`, and the cheap checks of what the flags name: a new run's config
+        and overrides, the data folder, the run directory to resume or refit."""
+        kind = self.kind()
+        if kind != "new":
+            RunDir.open(self.refit if kind == "refit" else self.resume)
+        if kind == "new" or self.data is not None:
+            check_root(self.data or Path("data"))
+        if kind == "new":
+            self.config_of_new_run()
+        return kind
 
     def config_of_new_run(self) -> RunConfig:
         """The config file (or the defaults) with the overrides, validated."""

@@ -15,6 +15,8 @@ from contextlib import contextmanager
 import lightning as L
 from lightning.pytorch.callbacks import Callback, ProgressBar, RichProgressBar
 
+from maskclf.ticker import duration
+
 
 def _format(metrics: dict) -> str:
     """``train/loss=0.1234  val/f1=0.5678 ...`` with one learning rate and no per-step values."""
@@ -27,17 +29,15 @@ def _format(metrics: dict) -> str:
     return "  ".join(f"{key}={value:.4g}" for key, value in shown.items())
 
 
-def _duration(seconds: float) -> str:
-    minutes, secs = divmod(round(seconds), 60)
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s"
-
-
 class RunClock(Callback):
     """Where a run stands: which network and fold is training (``label``, e.g. "fold 2/5"),
     and the run's time left — the mean epoch time so far times the epochs left over every
-    fold and network. Listed before the progress display, so an epoch's line already counts
-    that epoch."""
+    fold and network; before the first epoch ends, the first batches' pace estimates the
+    epoch. Listed before the progress display, so an epoch's line already counts that
+    epoch."""
+
+    MIN_BATCHES = 3
+    """Batches timed before the first estimate (the first one pays for start-up)."""
 
     def __init__(self, total_epochs: int):
         self.total_epochs = total_epochs
@@ -45,6 +45,7 @@ class RunClock(Callback):
         self.seconds = 0.0
         self.label = ""
         self._started = 0.0
+        self._batches = self._epoch_batches = 0
 
     def skip(self, epochs: int) -> None:
         """Epochs already trained in an earlier session (a finished fold of a resumed run)."""
@@ -52,6 +53,10 @@ class RunClock(Callback):
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._started = time.monotonic()
+        self._batches, self._epoch_batches = 0, int(trainer.num_training_batches)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        self._batches += 1
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.seconds += time.monotonic() - self._started
@@ -59,10 +64,15 @@ class RunClock(Callback):
         self.trained += 1
 
     def eta(self) -> str:
-        if not self.trained:
+        if self.trained:
+            per_epoch, this_epoch = self.seconds / self.trained, 0.0
+        elif self._batches >= self.MIN_BATCHES and self._epoch_batches:
+            this_epoch = time.monotonic() - self._started
+            per_epoch = this_epoch / self._batches * self._epoch_batches
+        else:
             return "eta ?"
-        left = max(0, self.total_epochs - self.done) * self.seconds / self.trained
-        return f"eta {_duration(left)}"
+        left = max(0, self.total_epochs - self.done) * per_epoch - this_epoch
+        return f"eta {duration(max(0.0, left))}"
 
 
 class PlainProgress(ProgressBar):

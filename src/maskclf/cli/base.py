@@ -33,8 +33,10 @@ app = typer.Typer(
          "--data DATA`.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,  # click's plain help: wrapped, never cut off, readable in a pipe
 )
-weights_app = typer.Typer(help="Pretrained weights without a network.", no_args_is_help=True)
+weights_app = typer.Typer(help="Pretrained weights without a network.", no_args_is_help=True,
+                          rich_markup_mode=None)
 app.add_typer(weights_app, name="weights")
 stdout = Console()
 stderr = Console(stderr=True)
@@ -87,6 +89,12 @@ def _typer_signature(func: Callable, wrapper: Callable, json_output: bool) -> No
     wrapper.__annotations__ = {p.name: p.annotation for p in parameters}
 
 
+def _first_paragraph(func: Callable) -> str:
+    """The docstring's first paragraph, whole: the command list wraps it instead of cutting
+    it at 45 characters as click's default short help does."""
+    return " ".join(inspect.getdoc(func).split("\n\n")[0].split()).removesuffix(".")
+
+
 def command(group: typer.Typer = app, name: str | None = None, json_output: bool = True
             ) -> Callable[[Callable], Callable]:
     """Register a command. It is called with ``show`` (where human output goes) and returns
@@ -112,6 +120,6 @@ def command(group: typer.Typer = app, name: str | None = None, json_output: bool
                 print(json.dumps(payload, default=str))
 
         _typer_signature(func, wrapper, json_output)
-        return group.command(name)(wrapper)
+        return group.command(name, short_help=_first_paragraph(func))(wrapper)
 
     return register

@@ -61,8 +61,7 @@ def train(
     from maskclf.plans import TrainRequest
 
     request = TrainRequest(config, tuple(override or ()), data, runs, name, fold, resume, refit)
-    if request.kind() == "new":
-        request.config_of_new_run()  # a bad key or override is answered before torch loads
+    request.check()  # a bad flag, key, override or path is answered before torch loads
     from maskclf.distributed import is_rank_zero
     from maskclf.pipeline import train as run_training
 

@@ -34,6 +34,7 @@ from maskclf.atomic import TMP_SUFFIX, atomic_write, save_array
 from maskclf.config import DataConfig
 from maskclf.data.transforms import decode_preprocessed, stored_size
 from maskclf.errors import CacheDiskFull
+from maskclf.ticker import Ticker
 
 CACHE_VERSION = 2
 CACHE_DIRNAME = ".maskclf-cache"
@@ -256,7 +257,13 @@ def build_cache(data_root: Path | str, cfg: DataConfig, rel_paths: list[str]) ->
         cached = cache.index()
         missing = {key: path for key, path in zip(keys, paths, strict=True) if key not in cached}
         todo = list(missing.values())
-        cache.write_pack(list(missing), lambda row: decode_preprocessed(todo[row], cfg),
-                         (*stored_size(cfg), 3))
+        ticker = Ticker(f"decode-once cache in {cache.dir}", len(todo), log)
+
+        def decode(row: int) -> np.ndarray:
+            image = decode_preprocessed(todo[row], cfg)
+            ticker.tick()
+            return image
+
+        cache.write_pack(list(missing), decode, (*stored_size(cfg), 3))
     return {"dir": str(cache.dir), "images": len(paths), "decoded": len(todo),
             "bytes": cache.size_bytes()}

@@ -3,6 +3,7 @@ crops to inspect."""
 
 from __future__ import annotations
 
+import logging
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -17,6 +18,9 @@ from maskclf.data.faces import detect_face, require_detector
 from maskclf.data.io import read_rgb
 from maskclf.data.layout import read_train
 from maskclf.data.transforms import preprocess
+from maskclf.ticker import Ticker
+
+log = logging.getLogger(__name__)
 
 
 def face_report(data_root: Path | str, out_dir: Path | str, cfg: DataConfig,
@@ -31,8 +35,12 @@ def face_report(data_root: Path | str, out_dir: Path | str, cfg: DataConfig,
     data_root, out_dir = Path(data_root), Path(out_dir)
     records = read_train(data_root, check_images=False).head(limit)
 
+    ticker = Ticker(f"{cfg.face_detector} face detection", len(records), log)
+
     def detect(rel_path: str):
-        return detect_face(read_rgb(data_root / rel_path), cfg.face_detector)
+        box = detect_face(read_rgb(data_root / rel_path), cfg.face_detector)
+        ticker.tick()
+        return box
 
     with ThreadPoolExecutor(max_workers=4) as pool:
         found = list(pool.map(detect, records["path"]))

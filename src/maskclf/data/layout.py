@@ -178,7 +178,7 @@ def _probe_all(root: Path, rel_paths: list[str], problems: list, workers: int = 
                 problems.append((str(path), what))
 
 
-def _check_root(root: Path) -> None:
+def check_root(root: Path) -> None:
     """One clear message for a data folder that is missing or is a part of the layout."""
     if not root.is_dir():
         raise MissingFileError(f"data folder {root} does not exist (--data is the folder "
@@ -200,7 +200,7 @@ def read_tables(
     every part is raised together in one :class:`DataError`, before anything trains.
     """
     root = Path(root)
-    _check_root(root)
+    check_root(root)
     problems: list[tuple[str, str]] = []
     records = _scan_train(root, problems) if train else None
     read_eval_part = (root / "eval").exists() if eval is None else eval
