@@ -143,7 +143,8 @@ def quiet_lightning() -> Iterator[None]:
         for message in (".*does not have many workers.*", ".*no `val_dataloader`.*",
                         ".*LeafSpec.*", r".*module\(s\) in eval mode.*",  # the EMA copy
                         # a resumed fold reopens its folders; metrics.csv is kept by resume.py
-                        ".*exists and is not empty.*"):
+                        ".*exists and is not empty.*",
+                        ".*smaller than the logging interval.*"):  # tiny data sets
             warnings.filterwarnings("ignore", message=message)
         try:
             yield

@@ -50,19 +50,85 @@ def class_table(scores: dict) -> Table:
     return table
 
 
+def plural(count: int, noun: str) -> str:
+    """``1 run``, ``2 runs``: counts agree with their nouns."""
+    return f"{count} {noun}{'' if count == 1 else 's'}"
+
+
+class FrameTable:
+    """A table of a data frame that stays readable at any width: columns as wide as their
+    longest word (a cell wraps between words, never inside one, and never ends in "…");
+    when those columns do not fit the terminal, one block per row instead (``column
+    value`` lines), so no column is squeezed to a letter."""
+
+    MAX_WORD = 30
+    """A longer word (a path) may fold inside its column."""
+
+    def __init__(self, title: str, frame: pd.DataFrame, floats: str = "{:.4g}",
+                 compact: bool = False):
+        self.title, self.compact = title, compact
+        self.columns = [str(column) for column in frame.columns]
+        self.rows = [["" if value is None or value != value  # NaN
+                      else floats.format(value) if isinstance(value, float)
+                      else escape(str(value)) for value in row]
+                     for row in frame.itertuples(index=False)]
+
+    def _texts(self, index: int) -> list[str]:
+        return [self.columns[index], *(row[index] for row in self.rows)]
+
+    def _min_width(self, index: int) -> int:
+        words = [word for text in self._texts(index) for word in text.split()]
+        return min(self.MAX_WORD, max((len(word) for word in words), default=1))
+
+    def _widths(self, room: int) -> list[int] | None:
+        """Column widths for ``room`` characters: each column's longest word, then the
+        room left shared out up to each column's longest cell; None when the words alone
+        do not fit."""
+        widths = [self._min_width(i) for i in range(len(self.columns))]
+        wanted = [max(width, *(len(text) for text in self._texts(i)))
+                  for i, width in enumerate(widths)]
+        left = room - sum(widths)
+        if left < 0:
+            return None
+        while left > 0 and widths != wanted:
+            for i in range(len(widths)):
+                if left and widths[i] < wanted[i]:
+                    widths[i] += 1
+                    left -= 1
+        return widths
+
+    def _table(self, widths: list[int]) -> Table:
+        table = (Table(title=self.title, box=box.SIMPLE_HEAD, pad_edge=False, padding=(0, 1))
+                 if self.compact else Table(title=self.title))
+        for column, width in zip(self.columns, widths, strict=True):
+            table.add_column(column, overflow="fold", width=width)
+        for row in self.rows:
+            table.add_row(*row)
+        return table
+
+    def _records(self) -> Table:
+        table = Table(title=self.title, box=box.SIMPLE_HEAD, show_header=False)
+        table.add_column("column", style="bold", no_wrap=True)
+        table.add_column("value", overflow="fold")
+        for i, row in enumerate(self.rows):
+            if i:
+                table.add_section()
+            for column, value in zip(self.columns, row, strict=True):
+                table.add_row(column, value)
+        return table
+
+    def __rich_console__(self, console, options):
+        n = len(self.columns)  # padding and a separator between columns, and rules outside
+        edges = 3 * (n - 1) + 2 if self.compact else 3 * n + 1
+        widths = self._widths(options.max_width - edges)
+        yield self._table(widths) if widths is not None else self._records()
+
+
 def frame_table(title: str, frame: pd.DataFrame, floats: str = "{:.4g}",
-                compact: bool = False) -> Table:
-    """A table of ``frame``; a cell too wide for the terminal wraps, never ends in "…".
-    ``compact`` drops the frame lines, for wide tables on 80 columns."""
-    table = (Table(title=title, box=box.SIMPLE_HEAD, pad_edge=False, padding=(0, 1))
-             if compact else Table(title=title))
-    for column in frame.columns:
-        table.add_column(str(column), overflow="fold")
-    for row in frame.itertuples(index=False):
-        table.add_row(*("" if value is None or value != value  # NaN
-                        else floats.format(value) if isinstance(value, float)
-                        else escape(str(value)) for value in row))
-    return table
+                compact: bool = False) -> FrameTable:
+    """A table of ``frame`` (see :class:`FrameTable`); ``compact`` drops the frame lines,
+    for wide tables on 80 columns."""
+    return FrameTable(title, frame, floats, compact)
 
 
 def diff_lines(result: dict) -> list[str]:
@@ -101,10 +167,11 @@ def person_vote_line(vote: dict) -> str:
 
 
 def recipes_table(recipes: list[dict]) -> Table:
-    columns = ["name", "model", "head", "image_size", "epochs", "about"]
+    columns = ["name", "model", "image_size", "epochs", "about"]  # the head: in --json
     frame = pd.DataFrame(recipes, columns=columns)
     frame["image_size"] = frame["image_size"].map(lambda size: "x".join(map(str, size)))
-    return frame_table("recipes (maskclf train --config NAME)", frame)
+    return frame_table("recipes (maskclf train --config NAME)",
+                       frame.rename(columns={"image_size": "size"}), compact=True)
 
 
 def correlation_line(found: dict | None) -> str:

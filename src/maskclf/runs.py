@@ -146,4 +146,9 @@ def config_diff(run_a: Path | str, run_b: Path | str) -> pd.DataFrame:
     missing = "(absent)"
     rows = [(k, configs[0].get(k, missing), configs[1].get(k, missing)) for k in keys
             if configs[0].get(k, missing) != configs[1].get(k, missing)]
-    return pd.DataFrame(rows, columns=["key", Path(run_a).name, Path(run_b).name])
+    names = [Path(run_a).name, Path(run_b).name]
+    if names[0] == names[1]:  # same name in two folders: the paths tell them apart
+        names = [str(run_a), str(run_b)]
+    if names[0] == names[1]:
+        names = ["A", "B"]
+    return pd.DataFrame(rows, columns=["key", *names])

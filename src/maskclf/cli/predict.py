@@ -52,14 +52,16 @@ def predict(
         from maskclf.predict import predict_images
 
         written = predict_images(run, sources, out, views(tta), grid)
-        show.print(f"predicted {written['n_images']} images with "
-                   f"{len(written['checkpoints'])} model(s): {written['predictions']}"
+        show.print(f"predicted {render.plural(written['n_images'], 'image')} with "
+                   f"{render.plural(len(written['checkpoints']), 'network')}: "
+                   f"{written['predictions']}"
                    + (f"; grid: {written['grid']}" if "grid" in written else ""))
         return written
     from maskclf.predict import predict_run
 
     result = predict_run(run, data, views(tta), tune_decisions, allow_unfinished, person_vote)
-    show.print(f"predicted {result.n_images} images with {len(result.checkpoints)} model(s)")
+    show.print(f"predicted {render.plural(result.n_images, 'image')} with "
+               f"{render.plural(len(result.checkpoints), 'network')}")
     if result.person_vote is not None:
         show.print(render.person_vote_line(result.person_vote))
     show.print(f"predictions: {result.predictions}\nsubmission:  {result.submission}")
@@ -103,7 +105,8 @@ def export(
     manifest = export_run(run, out_dir, folds, opset, views(tta), data)
     verified = manifest["verified"]
     show.print(
-        f"exported {len(manifest['networks'])} network(s) to {out_dir}; onnxruntime vs torch "
+        f"exported {render.plural(len(manifest['networks']), 'network')} to {out_dir}; "
+        "onnxruntime vs torch "
         f"on {verified['images']} images: max |difference| {verified['max_abs_difference']:.2e}")
     return manifest
 
@@ -165,6 +168,7 @@ def pseudo_label(
     from maskclf.pseudo import pseudo_label as make
 
     extra = make(predictions, data, threshold, out_dir)
-    show.print(f"{len(extra)} image(s) at >= {threshold} written to {out_dir}/{EXTRA_FILE}; "
+    show.print(f"{render.plural(len(extra), 'image')} at >= {threshold} written to "
+               f"{out_dir}/{EXTRA_FILE}; "
                f"train with -o data.extra=[{out_dir}]", markup=False)
     return {"images": len(extra), "threshold": threshold, "extra": str(out_dir / EXTRA_FILE)}

@@ -107,7 +107,8 @@ def ensemble(
 
     files, all_weights = _numbers_among(inputs, weights or [])
     written = write_ensemble(out_dir, files, hard, all_weights or None, per_attribute, info)
-    show.print(f"{written['mode']} vote over {len(files)} files: wrote {written['submission']}")
+    show.print(f"{written['mode']} vote over {render.plural(len(files), 'file')}: wrote "
+               f"{written['submission']}")
     return written
 
 
@@ -152,7 +153,8 @@ def runs(
         return {"rows": json.loads(table.to_json(orient="records"))}
     chosen, board = choose_columns(columns), leaderboard(folder, sort, ascending)
     correlation = lb_correlation(board)
-    show.print(render.frame_table(f"{len(board)} runs in {folder}, by {sort}", board[chosen],
+    show.print(render.frame_table(f"{render.plural(len(board), 'run')} in {folder}, by {sort}",
+                                  board[chosen],
                                   "{:.3f}", compact=True))
     show.print(render.correlation_line(correlation))
     return {"rows": json.loads(board.to_json(orient="records")), "lb_correlation": correlation}
@@ -187,7 +189,7 @@ def report(
     from maskclf.report import write_report
 
     written = write_report(run, data)
-    show.print(f"report: {written['report']} ({len(written['figures'])} figures)")
+    show.print(f"report: {written['report']} ({render.plural(len(written['figures']), 'figure')})")
     for finding in written["findings"]:
         show.print(f"- {finding['what']} -> {finding['remedy']}", markup=False)
     return {k: v for k, v in written.items() if k != "confusion"}
