@@ -12,6 +12,8 @@ from rich.console import Console
 from maskclf import render
 from maskclf.cli.base import ConfigOption, OverrideOption, command, weights_app
 
+DataArgument = Annotated[Path, typer.Argument(help="Dataset root (train/ and eval/).")]
+
 
 @command()
 def make_synthetic(
@@ -34,8 +36,7 @@ def make_synthetic(
 
 
 @command()
-def check_data(data: Annotated[Path, typer.Argument(help="Dataset root.")],
-               *, show: Console) -> dict:
+def check_data(data: DataArgument, *, show: Console) -> dict:
     """Validate a dataset (layout, labels, every image) and print its size."""
     from maskclf.data.layout import read_tables
 
@@ -49,7 +50,7 @@ def check_data(data: Annotated[Path, typer.Argument(help="Dataset root.")],
 
 @command()
 def cache(
-    data: Annotated[Path, typer.Argument(help="Dataset root.")],
+    data: DataArgument,
     config: ConfigOption = None,
     override: OverrideOption = None,
     *, show: Console,
@@ -70,7 +71,7 @@ def cache(
 
 @command()
 def eda(
-    data: Annotated[Path, typer.Argument(help="Dataset root.")],
+    data: DataArgument,
     out_dir: Annotated[Path, typer.Option("--out", help="Folder for report.md and plots.")
                        ] = Path("eda"),
     per_class: Annotated[int, typer.Option(help="Sample images per class in the grid.")] = 4,
@@ -89,7 +90,7 @@ def eda(
 
 @command()
 def faces(
-    data: Annotated[Path, typer.Argument(help="Dataset root.")],
+    data: DataArgument,
     out_dir: Annotated[Path, typer.Option("--out", help="Folder for boxes.csv, faces.png.")
                        ] = Path("faces"),
     limit: Annotated[int | None, typer.Option(help="Only the first N training images.")
