@@ -18,6 +18,7 @@ from sklearn.metrics import f1_score
 from maskclf import labels
 from maskclf.config import RunConfig
 from maskclf.metrics import TRAIN_ACC, VAL_ACC, VAL_F1
+from maskclf.rundir import RunDir
 
 RARE_SHARE = 0.25
 """A value predicted for fewer than this share of the images that truly have it is flagged."""
@@ -67,8 +68,8 @@ def still_improving(curves: dict[str, pd.DataFrame], run: str) -> Finding | None
     last = max(int(curves[fold][VAL_F1].dropna().index[-1]) + 1 for fold in rising)
     return Finding(f"validation macro F1 was still rising at the last epoch ({len(rising)} of "
                    f"{len(curves)} folds, epoch {last})",
-                   f"train longer: `maskclf train --resume {run} -o train.epochs={2 * last}` "
-                   "continues from the last checkpoints as a new run")
+                   f"train longer: `{RunDir(run).continue_command(2 * last)}` continues from "
+                   "the last checkpoints as a new run")
 
 
 def rarely_predicted(truth: np.ndarray, predicted: np.ndarray) -> list[Finding]:

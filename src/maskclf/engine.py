@@ -35,6 +35,8 @@ class Network:
 class Predictor(ABC):
     """Probabilities and embeddings of images, from a set of fold networks."""
 
+    kind: str = "predictor"
+    """What the backend is, for messages: ``run`` or ``export``."""
     source: Path
     """The run directory or export folder."""
     networks: list[Network]
@@ -57,8 +59,6 @@ class Predictor(ABC):
                 "tasks": sorted({network.task for network in self.networks}),
                 "networks": [str(file) for file in self.files()], "tta": list(self.views),
                 "image_size": list(self.data_cfg.image_size), "crop": self.data_cfg.crop}
-
-    kind: str = "predictor"
 
     def _chosen(self, fold: int | None) -> list[Network]:
         if fold is None:

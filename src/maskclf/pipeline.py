@@ -263,7 +263,7 @@ def plan_resume(run_path: Path | str, data_root: Path | str | None = None) -> Ru
                                "directory")
     if run.finished:
         raise UsageError(f"{run.path} already finished ({RunDir.SUMMARY} exists); to train "
-                         f"it longer: maskclf train --resume {run.path} -o train.epochs=N")
+                         f"it longer: {run.continue_command()}")
     cfg = run.read_config()
     root = run.data_root(data_root)
     records, _, specs = _checked(cfg, root)

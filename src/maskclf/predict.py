@@ -94,6 +94,7 @@ def predict_run(run_path: Path | str, data_root: Path | str | None = None,
         _run_only(predictor, "--person-vote")
     data_root = predictor.run.data_root(data_root) if is_run else Path(data_root or "data")
     info = read_eval(data_root)
+    log.info("predicting %d eval images with %s", len(info), predictor.describe())
     probs = predictor.predict(data_root, info["path"])
     voted = None
     if vote:
@@ -153,7 +154,8 @@ def predict_images(run_path: Path | str, sources: list[str], out: Path | str | N
     out = Path(out) if out is not None else predictor.source / RunDir.IMAGE_PREDICTIONS
     write_csv(table, out)
     result = {"predictions": str(out), "n_images": len(files),
-              "checkpoints": [str(c) for c in predictor.files()]}
+              "checkpoints": [str(c) for c in predictor.files()],
+              "predictor": predictor.describe()}
     if grid is not None:
         shown = min(len(files), GRID_LIMIT)
         captions = [f"{table['label'][i]} ({probs[i].max():.2f})\n{files[i].name[:24]}"

@@ -171,6 +171,10 @@ class RunDir:
         """The command that finishes this run when it was interrupted."""
         return f"maskclf train --resume {shlex.quote(str(self.path))}"
 
+    def continue_command(self, epochs: int | str = "N") -> str:
+        """The command that trains this finished run longer, as a new run."""
+        return f"{self.resume_command()} -o train.epochs={epochs}"
+
     def unfinished_message(self, alternative: str = "") -> str:
         """Why an unfinished run cannot be used, with the command that finishes it."""
         return (f"{self.path} has not finished ({self.SUMMARY} is missing): finish it with "
