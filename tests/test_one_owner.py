@@ -122,3 +122,13 @@ def test_a_refit_is_planned_like_any_run_and_records_its_parent(synthetic_root, 
     assert record["refit_of"]["best_epochs"] and refit.summary["validation"] is None
     with pytest.raises(UsageError, match="--refit trains the run's own config"):
         plan(TrainRequest(refit=parent.run, fold=0))
+
+
+def test_a_search_space_value_is_checked_against_the_registries(tmp_path):
+    from maskclf.tune import load_space
+
+    space = tmp_path / "space.yaml"
+    space.write_text("loss.name: {choice: [focl, cross_entropy]}\n")
+    with pytest.raises(ConfigError, match=r"(?s)loss\.name does not fit the config:.*unknown loss "
+                                          "'focl'"):
+        load_space(space, {})

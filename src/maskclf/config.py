@@ -434,10 +434,12 @@ def check_keys(raw: dict[str, Any], source: str) -> None:
     """Raise :class:`ConfigError` for unknown keys and wrong types in ``raw``, but not for
     rules that combine settings (a search space may pair a value with others that fit)."""
     try:
-        RunConfig.model_validate(raw)
+        cfg = RunConfig.model_validate(raw)
     except ValidationError as exc:
         if any(item["loc"] for item in exc.errors()):
             raise ConfigError(_format_errors(exc, source)) from None
+        return
+    _check_names(cfg, source)
 
 
 PER_ATTRIBUTE = "per_attribute"
@@ -467,13 +469,18 @@ def build_config(raw: dict[str, Any], source: str = "<dict>",
         cfg = RunConfig.model_validate(raw)
     except ValidationError as exc:
         raise ConfigError(_format_errors(exc, source, overrides)) from None
+    _check_names(cfg, source, overrides)
+    return cfg
+
+
+def _check_names(cfg: RunConfig, source: str, overrides: list[str] = ()) -> None:
+    """:func:`check_names`, its message in the config's error format."""
     try:
         check_names(cfg)
     except ConfigError as exc:
         key = str(exc).split(":", 1)[0]
         raise ConfigError(f"invalid config {source}:\n  {exc}{_origin(key, list(overrides))}"
                           ) from None
-    return cfg
 
 
 def packaged_config(name: str) -> Path:
