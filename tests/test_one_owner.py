@@ -64,10 +64,11 @@ def test_a_config_key_typo_is_answered_before_torch_is_imported(tmp_path):
 import sys
 from maskclf.cli import app
 try:
-    app(["train", "--data", "nowhere", "-o", "optim.lrr=1"], prog_name="maskclf")
+    app(["train", "--data", "data", "-o", "optim.lrr=1"], prog_name="maskclf")
 except SystemExit as exc:
     print(exc.code, "torch" in sys.modules, "maskclf.config" in sys.modules)
 """
+    (tmp_path / "data").mkdir()
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
                           cwd=tmp_path)
     assert done.stdout.split() == ["2", "False", "True"], done.stderr
@@ -78,6 +79,21 @@ def test_importing_the_config_does_not_import_torch():
     done = subprocess.run([sys.executable, "-c", "import sys, maskclf.config, maskclf.tta; "
                            "print('torch' in sys.modules)"], capture_output=True, text=True)
     assert done.stdout.strip() == "False", done.stderr
+
+
+def test_a_missing_data_folder_is_answered_before_torch_is_imported(tmp_path):
+    script = """
+import sys
+from maskclf.cli import app
+try:
+    app(["train", "--config", "cpu", "--data", "nowhere"], prog_name="maskclf")
+except SystemExit as exc:
+    print(exc.code, "torch" in sys.modules)
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          cwd=tmp_path)
+    assert done.stdout.split() == ["2", "False"], done.stderr
+    assert "data folder nowhere does not exist" in done.stderr
 
 
 def test_an_unfinished_run_says_how_to_finish_it_once(tmp_path):

@@ -337,7 +337,8 @@ def plan_refit(run_path: Path | str, data_root: Path | str | None = None,
 
 
 def plan(request: TrainRequest) -> RunPlan:
-    """The plan for a ``maskclf train`` request: the planner its flags pick."""
+    """The plan for a ``maskclf train`` request: the planner its flags pick (the CLI runs
+    ``request.check()`` first, which also warns when no config was given)."""
     kind = request.kind()
     if kind == "refit":
         return plan_refit(request.refit, request.data, request.name)
@@ -346,13 +347,8 @@ def plan(request: TrainRequest) -> RunPlan:
                              request.name)
     if kind == "resume":
         return plan_resume(request.resume, request.data)
-    cfg = request.config_of_new_run()
-    if request.config is None:
-        log.warning("no --config: training maskclf's defaults (%s from scratch at 224 x 224); "
-                    "pick a recipe with --config NAME (`maskclf recipes` lists them)",
-                    cfg.model.name)
-    return plan_new(cfg, request.data or Path("data"), request.runs_dir, request.name,
-                    request.fold)
+    return plan_new(request.config_of_new_run(), request.data or Path("data"),
+                    request.runs_dir, request.name, request.fold)
 
 
 def train(request: TrainRequest, interactive: bool | None = None) -> RunResult:

@@ -9,6 +9,7 @@ imported. ``pipeline.plan`` then turns the request into a run plan.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -19,6 +20,7 @@ from maskclf.errors import UsageError
 from maskclf.rundir import RunDir
 
 Kind = Literal["new", "resume", "continue", "refit"]
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -69,11 +71,15 @@ class TrainRequest:
         """:meth:`kind`, and the cheap checks of what the flags name: a new run's config
         and overrides, the data folder, the run directory to resume or refit."""
         kind = self.kind()
+        if kind == "new" and self.config is None:
+            log.warning("no --config: training maskclf's defaults (%s from scratch at 224 x "
+                        "224); pick a recipe with --config NAME (`maskclf recipes` lists them)",
+                        RunConfig().model.name)
         if kind != "new":
             RunDir.open(self.refit if kind == "refit" else self.resume)
         if kind == "new" or self.data is not None:
             check_root(self.data or Path("data"))
-        if kind == "new":
+        if kind == "new":  # last: with good keys, checking the names loads torch
             self.config_of_new_run()
         return kind
 
