@@ -9,7 +9,8 @@ import pytest
 from maskclf.ensemble import diff
 from maskclf.errors import UsageError
 from maskclf.export import export_run
-from maskclf.exported import ExportedModel, read_manifest
+from maskclf.exported import ExportedModel
+from maskclf.manifest import read_manifest
 from maskclf.pipeline import train_run
 from maskclf.predict import predict_run
 from tests.conftest import tiny_config

@@ -20,8 +20,9 @@ from maskclf.config import config_to_dict
 from maskclf.data.layout import read_eval, read_train
 from maskclf.data.transforms import evaluation_view
 from maskclf.errors import UsageError
-from maskclf.exported import MANIFEST, MANIFEST_FORMAT, ExportedModel, open_session, run_session
+from maskclf.exported import ExportedModel, open_session, run_session
 from maskclf.inference import InferenceModule
+from maskclf.manifest import MANIFEST, MANIFEST_FORMAT, Manifest, is_export
 from maskclf.models.factory import LoadedNet, load_net
 from maskclf.models.heads import build_task
 from maskclf.models.spec import resolve_specs
@@ -79,7 +80,7 @@ def export_run(run_path: Path | str, out_dir: Path | str, folds: str = "all",
     if not data_root.is_dir():
         raise UsageError(f"the run's data folder ({data_root}) is not here; pass --data DATA "
                          "(images to verify the export with)")
-    out_dir = Path(out_dir)
+    out_dir = _checked_out(Path(out_dir))
     out_dir.mkdir(parents=True, exist_ok=True)
     sample_paths = _sample_paths(data_root, check_images)
     sample = np.stack([evaluation_view(data_root / p, cfg.data) for p in sample_paths])
@@ -112,6 +113,7 @@ def export_run(run_path: Path | str, out_dir: Path | str, folds: str = "all",
         "verified": {"images": len(sample), "max_abs_difference": worst,
                      "tolerance": TOLERANCE},
     }
+    Manifest.model_validate(manifest)  # what is written reads back
     write_json(out_dir / MANIFEST, manifest)
     manifest["verified"]["ensemble_max_abs_difference"] = _verify_ensemble(
         run, out_dir, views, chosen, data_root, sample_paths)
@@ -132,6 +134,17 @@ def _verify_ensemble(run: RunDir, out_dir: Path, views: list[str], folds: list[i
         raise UsageError(f"the export in {out_dir} predicts the run's images differently from "
                          f"the run by {difference:.2e} (more than {TOLERANCE:g}); not exported")
     return difference
+
+
+def _checked_out(out_dir: Path) -> Path:
+    """``--out``: a new or empty folder, or an export to replace — never a file, and never
+    a folder of other things (the export would mix with them)."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise UsageError(f"--out {out_dir} is a file; give a folder for the export")
+    if out_dir.is_dir() and any(out_dir.iterdir()) and not is_export(out_dir):
+        raise UsageError(f"--out {out_dir} is a folder that holds other files and no "
+                         f"{MANIFEST}; give a new or empty folder (or an export to replace)")
+    return out_dir
 
 
 def _output_names(task: str) -> list[str]:

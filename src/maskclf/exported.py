@@ -9,7 +9,6 @@ combined by the product rule.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -17,36 +16,16 @@ from pathlib import Path
 import numpy as np
 
 from maskclf import labels
-from maskclf.config import DataConfig
 from maskclf.data.transforms import centre_crop, evaluation_view, preprocess
 from maskclf.engine import Network, Predictor
 from maskclf.errors import InputFileError, MissingFileError, UsageError
-
-MANIFEST = "manifest.json"
-MANIFEST_FORMAT = 1
+from maskclf.manifest import MANIFEST, Manifest, load_manifest
 
 
-def is_export(path: Path | str) -> bool:
-    return (Path(path) / MANIFEST).is_file()
-
-
-def read_manifest(folder: Path | str) -> dict:
-    path = Path(folder) / MANIFEST
-    if not path.is_file():
-        raise MissingFileError(f"{path} not found: {folder} is not a maskclf export "
-                               "(make one with `maskclf export RUN --out DIR`)")
-    try:
-        manifest = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise InputFileError(f"{path} is not valid JSON: {exc}") from None
-    if manifest.get("format") != MANIFEST_FORMAT:
-        raise InputFileError(f"{path} has format {manifest.get('format')!r}; this maskclf "
-                             f"reads format {MANIFEST_FORMAT}: export the run again")
-    return manifest
-
-
-def open_session(path: Path, threads: int | None = None):
-    """An onnxruntime CPU session for one ONNX file."""
+def open_session(path: Path, threads: int | None = None, outputs: int | None = None):
+    """An onnxruntime CPU session for one ONNX file; a damaged file, or a graph that does
+    not take uint8 N x H x W x 3 images (and give ``outputs`` probabilities), is one
+    :class:`InputFileError` naming the file."""
     try:
         import onnxruntime as ort
     except ImportError:
@@ -55,7 +34,24 @@ def open_session(path: Path, threads: int | None = None):
     options = ort.SessionOptions()
     if threads:
         options.intra_op_num_threads = threads
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    try:
+        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # noqa: BLE001 - onnxruntime's errors for a file it cannot load
+        first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+        raise InputFileError(f"{path} is not an ONNX model onnxruntime can load: {first}"
+                             ) from None
+    inputs, results = session.get_inputs(), session.get_outputs()
+    takes_images = (len(inputs) == 1 and inputs[0].type == "tensor(uint8)"
+                    and len(inputs[0].shape) == 4 and inputs[0].shape[-1] == 3)
+    width = results[0].shape[-1] if len(results) == 1 and results[0].shape else None
+    gives_classes = len(results) == 1 and (outputs is None or not isinstance(width, int)
+                                           or width == outputs)
+    if not (takes_images and gives_classes):
+        raise InputFileError(f"{path} is not a maskclf network: it takes "
+                             f"{[(i.name, i.type, i.shape) for i in inputs]} and gives "
+                             f"{[(o.name, o.type, o.shape) for o in results]}; expected uint8 "
+                             "N x H x W x 3 images in and one N x classes output")
+    return session
 
 
 def run_session(session, batch: np.ndarray) -> np.ndarray:
@@ -68,26 +64,30 @@ class ExportedModel(Predictor):
 
     kind = "export"
 
-    def __init__(self, folder: Path, manifest: dict, sessions: dict[Network, object]):
+    def __init__(self, folder: Path, manifest: dict, sessions: dict[Network, object],
+                 checked: Manifest | None = None):
         self.source = self.folder = folder
         self.manifest = manifest
         self.sessions = sessions
         self.networks = list(sessions)
-        self.data_cfg = DataConfig(**manifest["data"])
-        self.views = list(manifest.get("tta", []))
+        checked = checked or Manifest.model_validate(manifest)
+        self.data_cfg = checked.data
+        self.views = list(checked.tta)
 
     @classmethod
     def load(cls, folder: Path | str, threads: int | None = None) -> ExportedModel:
+        """An export folder's networks, every file checked (see ``maskclf.manifest``)."""
         folder = Path(folder)
-        manifest = read_manifest(folder)
+        manifest, checked = load_manifest(folder)
         sessions = {}
-        for network in manifest["networks"]:
-            path = folder / network["file"]
-            if not path.is_file():
-                raise MissingFileError(f"{path} (listed in {folder / MANIFEST}) is missing")
-            sessions[Network(network["task"], int(network["fold"]), path)] = open_session(
-                path, threads)
-        return cls(folder, manifest, sessions)
+        for network in checked.networks:
+            path = folder / network.file
+            if path.is_symlink() or not path.is_file():
+                raise MissingFileError(f"{path} (listed in {folder / MANIFEST}) is missing "
+                                       "or not a plain file")
+            sessions[Network(network.task, network.fold, path)] = open_session(
+                path, threads, len(network.outputs))
+        return cls(folder, manifest, sessions, checked)
 
     run_one = staticmethod(run_session)
     """One network on one batch (a subclass may run other backends through the same API)."""

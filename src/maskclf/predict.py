@@ -13,11 +13,11 @@ import pandas as pd
 
 from maskclf import labels
 from maskclf.atomic import write_csv, write_csv_set
-from maskclf.data.io import collect_images, read_rgb
+from maskclf.data.io import collect_images, read_rgb, unreadable_images
 from maskclf.data.layout import read_eval
 from maskclf.decisions import apply_biases, load_biases
 from maskclf.engine import Predictor
-from maskclf.errors import UsageError
+from maskclf.errors import InputFileError, UsageError
 from maskclf.metrics import score
 from maskclf.persons import check_vote, group_persons, person_vote, verdict
 from maskclf.plots import image_grid
@@ -132,15 +132,34 @@ GRID_LIMIT = 60
 """Images shown in ``predict --images --grid`` (the CSV holds every image)."""
 
 
+def _readable(files: list[Path], strict: bool) -> tuple[list[Path], dict[Path, str]]:
+    """The files that decode, and the others with their reasons (each logged); an
+    :class:`InputFileError` when none decodes, or with ``strict`` when any does not."""
+    skipped = unreadable_images(files)
+    listed = "; ".join(f"{path}: {reason}" for path, reason in list(skipped.items())[:10])
+    more = f" (and {len(skipped) - 10} more)" if len(skipped) > 10 else ""
+    if skipped and (strict or len(skipped) == len(files)):
+        what = ("none of the" if len(skipped) == len(files) else
+                f"{len(skipped)} of the")
+        raise InputFileError(f"--images: {what} {len(files)} images can be read"
+                             f"{' (--strict)' if strict else ''}: {listed}{more}")
+    for path, reason in skipped.items():
+        log.warning("skipped %s: %s", path, reason)
+    return [f for f in files if f not in skipped], skipped
+
+
 def predict_images(run_path: Path | str, sources: list[str], out: Path | str | None = None,
-                   tta: list[str] | None = None, grid: Path | str | None = None) -> dict:
+                   tta: list[str] | None = None, grid: Path | str | None = None,
+                   strict: bool = False) -> dict:
     """Predict any images (files, folders, globs) with the run's preprocessing, TTA and
     fold ensemble, exactly as ``eval/`` is predicted. Writes a CSV (default
     ``RUN/image_predictions.csv``): ``path``, the 18 class and the attribute probabilities,
-    and the decoded ``label``, ``mask``, ``gender``, ``age``; with ``grid``, a captioned
-    PNG of the first ``GRID_LIMIT`` images. The user's folders get no decode cache."""
+    the decoded ``label``, ``mask``, ``gender``, ``age``, and ``skipped`` (why a file that
+    does not decode was left out: its row has no probabilities; ``strict`` refuses
+    instead); with ``grid``, a captioned PNG of the first ``GRID_LIMIT`` images. The
+    user's folders get no decode cache."""
     predictor = open_predictor(run_path, tta)
-    files = collect_images(sources)
+    files, skipped = _readable(collect_images(sources), strict)
     root = Path(os.path.commonpath([f.parent for f in files]))
     relative = [str(f.relative_to(root)) for f in files]
     probs = predictor.predict(root, relative, cache=False)
@@ -150,10 +169,15 @@ def predict_images(run_path: Path | str, sources: list[str], out: Path | str | N
     table = table.assign(label=[labels.class_names()[c] for c in decided],
                          mask=[labels.MASK_NAMES[m] for m in mask],
                          gender=[labels.GENDER_NAMES[g] for g in gender],
-                         age=[labels.AGE_NAMES[a] for a in age])
+                         age=[labels.AGE_NAMES[a] for a in age], skipped="")
+    if skipped:
+        table = pd.concat([table, pd.DataFrame({"path": [str(p) for p in skipped],
+                                                "skipped": list(skipped.values())})],
+                          ignore_index=True)
     out = Path(out) if out is not None else predictor.source / RunDir.IMAGE_PREDICTIONS
     write_csv(table, out)
     result = {"predictions": str(out), "n_images": len(files),
+              "skipped": {str(path): reason for path, reason in skipped.items()},
               "checkpoints": [str(c) for c in predictor.files()],
               "predictor": predictor.describe()}
     if grid is not None:

@@ -18,8 +18,9 @@ import numpy as np
 from maskclf.data.loaders import make_dataset
 from maskclf.engine import Network, Predictor
 from maskclf.errors import UsageError
-from maskclf.exported import ExportedModel, is_export
+from maskclf.exported import ExportedModel
 from maskclf.inference import predict_embeddings, predict_probs
+from maskclf.manifest import is_export
 from maskclf.models.factory import LoadedNet, load_net
 from maskclf.models.spec import ModelSpec, resolve_specs
 from maskclf.rundir import RunDir

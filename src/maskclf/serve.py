@@ -156,7 +156,7 @@ def serve(run_or_export: Path, host: str = "127.0.0.1", port: int = 8000,
     """Serve an export; a run directory is exported to a temporary folder first."""
     import uvicorn
 
-    from maskclf.exported import is_export
+    from maskclf.manifest import is_export
 
     with tempfile.TemporaryDirectory(prefix="maskclf-serve-") as tmp:
         folder = Path(run_or_export)

@@ -69,17 +69,39 @@ class Distribution(BaseModel):
         given = [kind for kind in KINDS if getattr(self, kind) is not None]
         if len(given) != 1:
             raise ValueError(f"give exactly one of {', '.join(KINDS)}; got {given or 'none'}")
-        if self.choice is not None and not self.choice:
-            raise ValueError("choice needs at least one value")
+        if self.choice is not None:
+            if not self.choice:
+                raise ValueError("choice needs at least one value")
+            if self.step is not None:
+                raise ValueError("step applies to ranges, not to choice")
+            texts = [json.dumps(value, sort_keys=True) for value in self.choice]
+            if len(set(texts)) != len(texts):
+                raise ValueError(f"choice lists a value twice: {self.choice}")
+            return self
+        low, high = getattr(self, self.kind)
+        if not low <= high:
+            raise ValueError(f"{self.kind}: the range [{low}, {high}] is reversed (low > high)")
+        if self.kind.startswith("log_") and low <= 0:
+            raise ValueError(f"{self.kind}: a log scale needs a positive low end; got {low}")
+        if self.step is not None:
+            if self.kind.startswith("log_"):
+                raise ValueError(f"{self.kind}: a log scale takes no step (Optuna samples it "
+                                 "continuously)")
+            if self.step <= 0 or (high > low and self.step > high - low):
+                raise ValueError(f"step {self.step} must be positive and no larger than the "
+                                 f"range [{low}, {high}]")
+            if self.kind == "int" and self.step != round(self.step):
+                raise ValueError(f"int: step {self.step} must be a whole number")
         return self
 
     @property
     def kind(self) -> str:
         return next(kind for kind in KINDS if getattr(self, kind) is not None)
 
-    def example(self) -> Any:
-        """A value of this distribution, to check the key before any trial runs."""
-        return self.choice[0] if self.choice is not None else getattr(self, self.kind)[0]
+    def values_to_check(self) -> list[Any]:
+        """Every choice, or both ends of the range: the values checked against the config
+        before any trial runs."""
+        return list(self.choice) if self.choice is not None else list(getattr(self, self.kind))
 
     def suggest(self, trial: optuna.Trial, key: str) -> Any:
         if self.choice is not None:  # Optuna stores categories as plain values: lists as JSON
@@ -96,12 +118,21 @@ def load_space(path: Path | str, base: dict[str, Any]) -> dict[str, Distribution
     path = Path(path)
     if not path.is_file():
         raise MissingFileError(f"search space {path} does not exist")
-    raw = yaml.safe_load(path.read_text()) or {}
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:  # syntax errors and tags (!!python/...) alike
+        raise ConfigError(f"search space {path} is not plain YAML: "
+                          f"{' '.join(str(exc).split())}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"search space {path} is not UTF-8 text: {exc}") from None
     if not isinstance(raw, dict) or not raw:
         raise ConfigError(f"search space {path} must map config keys to distributions, e.g. "
                           "optim.lr: {log_float: [1.0e-4, 3.0e-3]}")
     space = {}
     for key, entry in raw.items():
+        if not isinstance(key, str) or not key.strip():
+            raise ConfigError(f"search space {path}: key {key!r} is not a config key such as "
+                              "optim.lr")
         try:
             space[key] = Distribution.model_validate(entry)
         except ValidationError as exc:
@@ -110,17 +141,30 @@ def load_space(path: Path | str, base: dict[str, Any]) -> dict[str, Distribution
                 "optional step and when)" if e["type"] == "extra_forbidden"
                 else e["msg"].removeprefix("Value error, ") for e in exc.errors())
             raise ConfigError(f"search space {path}: {key}: {reason}") from None
-        unknown = set(space[key].when) - set(raw)
-        if unknown:
-            raise ConfigError(f"search space {path}: {key}: 'when' names {sorted(unknown)}, "
-                              "which the space does not sample")
-        try:
-            check_keys(apply_overrides(base, [f"{key}={json.dumps(space[key].example())}"]),
-                       f"{path} ({key})")
-        except ConfigError as exc:
-            raise ConfigError(f"search space {path}: {key} does not fit the config:\n{exc}"
-                              ) from None
+        for value in space[key].values_to_check():
+            try:
+                check_keys(apply_overrides(base, [f"{key}={json.dumps(value)}"]),
+                           f"{path} ({key}={json.dumps(value)})")
+            except ConfigError as exc:
+                raise ConfigError(f"search space {path}: {key} does not fit the config:\n"
+                                  f"{exc}") from None
+    for key, distribution in space.items():
+        _check_condition(path, key, distribution, space)
     return space
+
+
+def _check_condition(path: Path, key: str, distribution: Distribution,
+                     space: dict[str, Distribution]) -> None:
+    """``when`` names keys of the space, with values those keys can take."""
+    unknown = set(distribution.when) - set(space)
+    if unknown:
+        raise ConfigError(f"search space {path}: {key}: 'when' names {sorted(unknown)}, "
+                          "which the space does not sample")
+    for other, value in distribution.when.items():
+        choices = space[other].choice
+        if choices is not None and value not in choices:
+            raise ConfigError(f"search space {path}: {key}: 'when' needs {other}={value!r}, "
+                              f"which {other} never takes (its choices: {choices})")
 
 
 def sample(trial: optuna.Trial, space: dict[str, Distribution]) -> dict[str, Any]:

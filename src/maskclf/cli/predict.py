@@ -29,6 +29,9 @@ def predict(
         "--out", help="With --images: the CSV (default: RUN/image_predictions.csv).")] = None,
     grid: Annotated[Path | None, typer.Option(
         help="With --images: also draw a captioned grid of the images (PNG).")] = None,
+    strict: Annotated[bool, typer.Option(
+        "--strict", help="With --images: refuse (exit 2) when any file cannot be read, "
+                         "instead of skipping it with a warning.")] = False,
     data: RunDataOption = None,
     tta: TtaOption = None,
     tune_decisions: Annotated[bool | None, typer.Option(
@@ -51,10 +54,12 @@ def predict(
                              "predict RUN --images photo.jpg folder/ 'shots/*.png'")
         from maskclf.predict import predict_images
 
-        written = predict_images(run, sources, out, views(tta), grid)
+        written = predict_images(run, sources, out, views(tta), grid, strict)
         show.print(f"predicted {render.plural(written['n_images'], 'image')} with "
                    f"{render.plural(len(written['checkpoints']), 'network')}: "
                    f"{written['predictions']}"
+                   + (f"; skipped {render.plural(len(written['skipped']), 'unreadable file')}"
+                      if written["skipped"] else "")
                    + (f"; grid: {written['grid']}" if "grid" in written else ""))
         return written
     from maskclf.predict import predict_run

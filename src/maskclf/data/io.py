@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import glob
 import io
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import cv2
@@ -90,7 +91,11 @@ def read_rgb(path: Path | str, min_size: tuple[int, int] | None = None) -> np.nd
 def decode_rgb(data: bytes, min_size: tuple[int, int] | None = None) -> np.ndarray:
     """``read_rgb`` for bytes already in memory (an upload). The format comes from the
     content, never a file name; PIL raises ``UnidentifiedImageError`` for a non-image."""
-    with Image.open(io.BytesIO(data)) as image:  # reads the header only
+    try:
+        opened = Image.open(io.BytesIO(data))  # reads the header only
+    except Image.DecompressionBombError as exc:  # Pillow's own cap, at twice maskclf's
+        raise ImageTooLarge(f"{exc}; maskclf decodes at most {MAX_PIXELS:,} pixels") from None
+    with opened as image:
         width, height = image.size
         if width * height > MAX_PIXELS:
             raise ImageTooLarge(f"{width} x {height} pixels is more than maskclf decodes "
@@ -104,13 +109,23 @@ def decode_rgb(data: bytes, min_size: tuple[int, int] | None = None) -> np.ndarr
         return _decode_pil(image, min_size)
 
 
-def probe_image(path: Path | str) -> str | None:
-    """Decode ``path`` cheaply (draft mode) and return what is wrong with it, or None."""
+def probe_image(path: Path | str, full: bool = False) -> str | None:
+    """Decode ``path`` — cheaply (draft mode), or ``full``y, as prediction will — and
+    return what is wrong with it, or None."""
     try:
-        read_rgb(path, min_size=(8, 8))
+        read_rgb(path, min_size=None if full else (8, 8))
     except Exception as exc:  # noqa: BLE001 - any decode failure is reported, not raised
         return f"cannot be decoded as an image ({type(exc).__name__}: {exc})"
     return None
+
+
+def unreadable_images(paths: list[Path]) -> dict[Path, str]:
+    """The files of ``paths`` that do not decode whole, with the reason (decoded in
+    threads)."""
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        found = dict(zip(paths, pool.map(lambda p: probe_image(p, full=True), paths),
+                         strict=True))
+    return {path: reason for path, reason in found.items() if reason is not None}
 
 
 def collect_images(sources: list[str]) -> list[Path]:

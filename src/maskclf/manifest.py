@@ -1,0 +1,130 @@
+"""``manifest.json`` of an export folder: a typed model, because an export is untrusted input.
+
+A folder may come from anywhere (a colleague, a download), so reading it checks every field:
+the format, the run's data settings, each network's file (a plain ``.onnx`` name inside the
+folder — never a path that leaves it), task, fold, outputs and normalisation, and that the
+networks combine into 18 classes (one 18-class task, or the three attributes with the same
+folds). Every problem is one :class:`InputFileError` naming the manifest and the field.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path, PurePosixPath
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from maskclf import labels
+from maskclf.config import DataConfig
+from maskclf.errors import InputFileError, MissingFileError
+
+MANIFEST = "manifest.json"
+MANIFEST_FORMAT = 1
+WHOLE_TASKS = ("single", "multihead")
+"""Tasks whose network predicts all 18 classes; the others are the attributes."""
+
+
+def is_export(path: Path | str) -> bool:
+    return (Path(path) / MANIFEST).is_file()
+
+
+class ManifestNetwork(BaseModel):
+    """One ONNX file of the export: a network of one task, trained on one fold."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    file: str
+    task: Literal["single", "multihead", "mask", "gender", "age"]
+    fold: int = Field(ge=0)
+    outputs: list[str]
+    mean: list[float] = Field(min_length=3, max_length=3)
+    std: list[float] = Field(min_length=3, max_length=3)
+    max_abs_difference: float = Field(ge=0)
+
+    @field_validator("file")
+    @classmethod
+    def _inside_the_folder(cls, value: str) -> str:
+        """A plain file name: no folder, no ``..``, not absolute — it cannot leave the
+        export folder, whatever the manifest says."""
+        if (PurePosixPath(value).name != value or "\\" in value or value in ("", ".", "..")
+                or not value.endswith(".onnx")):
+            raise ValueError(f"{value!r} must be the name of an .onnx file in the export "
+                             "folder (no folders, no '..')")
+        return value
+
+    @model_validator(mode="after")
+    def _outputs_fit_the_task(self) -> ManifestNetwork:
+        expected = (labels.class_names() if self.task in WHOLE_TASKS
+                    else list(labels.ATTRIBUTES[self.task]))
+        if self.outputs != expected:
+            raise ValueError(f"{self.file}: outputs {self.outputs} do not fit task "
+                             f"{self.task!r} (expected {expected})")
+        return self
+
+
+class Manifest(BaseModel):
+    """What ``maskclf export`` writes; ``extra`` keys are kept for forward-compatible
+    reading but every key maskclf uses is checked."""
+
+    model_config = ConfigDict(extra="allow")
+
+    format: Literal[1]
+    source_run: str
+    head: str
+    model: str
+    tta: list[str]
+    data: DataConfig
+    networks: list[ManifestNetwork] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _networks_combine(self) -> Manifest:
+        """One 18-class task, or the three attributes over the same folds; no file twice."""
+        files = [network.file for network in self.networks]
+        if len(set(files)) != len(files):
+            raise ValueError("networks: a file is listed twice")
+        folds: dict[str, set[int]] = {}
+        for network in self.networks:
+            folds.setdefault(network.task, set()).add(network.fold)
+        tasks = set(folds)
+        whole = tasks <= set(WHOLE_TASKS) and len(tasks) == 1
+        attributes = tasks == set(labels.ATTRIBUTES) and len(
+            {frozenset(f) for f in folds.values()}) == 1
+        if not (whole or attributes):
+            raise ValueError(f"networks of tasks {sorted(tasks)} with folds "
+                             f"{ {t: sorted(f) for t, f in folds.items()} } do not combine into "
+                             "18 classes: one of single / multihead, or mask, gender and age "
+                             "over the same folds")
+        return self
+
+
+def _problems(error: ValidationError) -> str:
+    return "; ".join(f"{'.'.join(str(p) for p in item['loc']) or 'manifest'}: "
+                     f"{item['msg'].removeprefix('Value error, ')}" for item in error.errors())
+
+
+def read_manifest(folder: Path | str) -> dict[str, Any]:
+    """The manifest as written (served as ``GET /model``), once it checks."""
+    return load_manifest(folder)[0]
+
+
+def load_manifest(folder: Path | str) -> tuple[dict[str, Any], Manifest]:
+    """The manifest as written and as checked."""
+    path = Path(folder) / MANIFEST
+    if not path.is_file():
+        raise MissingFileError(f"{path} not found: {folder} is not a maskclf export "
+                               "(make one with `maskclf export RUN --out DIR`)")
+    try:
+        raw = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise InputFileError(f"{path} is not valid JSON: {exc}") from None
+    if not isinstance(raw, dict):
+        raise InputFileError(f"{path} must hold a JSON object, not {type(raw).__name__}")
+    if raw.get("format") != MANIFEST_FORMAT:
+        raise InputFileError(f"{path} has format {raw.get('format')!r}; this maskclf "
+                             f"reads format {MANIFEST_FORMAT}: export the run again")
+    try:
+        return raw, Manifest.model_validate(raw)
+    except ValidationError as exc:
+        raise InputFileError(f"{path} is not a usable maskclf manifest: {_problems(exc)}"
+                             ) from None
