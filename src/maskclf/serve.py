@@ -5,11 +5,21 @@ takes a multipart upload of one or more images; ``GET /health``; ``GET /model`` 
 export's manifest). Uploads are read into memory up to ``max_bytes`` (413 beyond), parsed in
 memory (nothing is written to disk, unlike a spooled upload), recognised by their content
 (415 for what is not an image, whatever its name), and refused above ``io.MAX_PIXELS`` (413).
+
+A client's mistake is always a 4xx with a JSON ``detail`` and one log line, never a 5xx or a
+traceback: any decoder error is 415, a malformed body 400, a body that stops arriving for
+``read_timeout_s`` 408 (the worker is freed). At most ``max_concurrent`` requests are read
+and answered at once; the others wait their turn, so a burst queues instead of holding
+``max_concurrent`` x ``max_bytes`` of uploads. File names from clients are reduced to a plain
+name (no folders, no control characters, at most 100 characters) before they are echoed.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import logging
+import re
 import tempfile
 from importlib import resources
 from pathlib import Path
@@ -18,9 +28,10 @@ import cv2
 import numpy as np
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import HTMLResponse
-from PIL import UnidentifiedImageError
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import HTMLResponse, JSONResponse
 from python_multipart.multipart import MultipartParser, parse_options_header
+from starlette.requests import ClientDisconnect
 
 from maskclf import labels
 from maskclf.data.io import ImageTooLarge, decode_rgb
@@ -28,20 +39,43 @@ from maskclf.exported import ExportedModel
 
 MAX_UPLOAD_BYTES = 10 * 2**20
 """Largest request body (all images of one request together)."""
+MAX_CONCURRENT = 4
+"""Requests read and answered at once; more wait in line (memory stays under
+MAX_CONCURRENT x MAX_UPLOAD_BYTES of uploads)."""
+READ_TIMEOUT_S = 10.0
+"""A body that sends nothing for this long is answered 408 and dropped."""
+log = logging.getLogger(__name__)
 
 
-async def _read_body(request: Request, max_bytes: int) -> bytes:
-    """The request body, refused with 413 as soon as it passes ``max_bytes``."""
+def safe_name(name: str) -> str:
+    """A client's file name as it may be shown: the last path part, printable, short."""
+    plain = re.split(r"[/\\]", name)[-1]
+    plain = "".join(char for char in plain if char.isprintable())[:100].strip()
+    return plain or "upload"
+
+
+async def _read_body(request: Request, max_bytes: int, timeout_s: float) -> bytes:
+    """The request body: 413 as soon as it passes ``max_bytes``, 408 when no chunk arrives
+    for ``timeout_s``, 400 when the client goes away."""
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > max_bytes:
         raise HTTPException(413, f"upload of {int(declared):,} bytes; the limit is "
                                  f"{max_bytes:,}")
-    body = bytearray()
-    async for chunk in request.stream():
+    body, chunks = bytearray(), request.stream().__aiter__()
+    while True:
+        try:
+            chunk = await asyncio.wait_for(chunks.__anext__(), timeout_s)
+        except StopAsyncIteration:
+            return bytes(body)
+        except TimeoutError:
+            raise HTTPException(408, f"the request body stopped arriving: nothing for "
+                                     f"{timeout_s:g} s after {len(body):,} bytes") from None
+        except ClientDisconnect:
+            raise HTTPException(400, "the client went away before the body was sent"
+                                ) from None
         body += chunk
         if len(body) > max_bytes:
             raise HTTPException(413, f"upload larger than the limit of {max_bytes:,} bytes")
-    return bytes(body)
 
 
 def _uploaded_files(body: bytes, content_type: str) -> list[tuple[str, bytes]]:
@@ -73,7 +107,8 @@ def _uploaded_files(body: bytes, content_type: str) -> list[tuple[str, bytes]]:
     def on_part_end() -> None:
         disposition = parse_options_header(part["headers"].get(b"content-disposition", b""))[1]
         if b"filename" in disposition:
-            files.append((disposition[b"filename"].decode(errors="replace"), bytes(part["data"])))
+            files.append((safe_name(disposition[b"filename"].decode(errors="replace")),
+                          bytes(part["data"])))
 
     parser = MultipartParser(params[b"boundary"], {
         "on_part_begin": on_part_begin, "on_header_field": on_header_field,
@@ -100,10 +135,15 @@ def answer(model: ExportedModel, name: str, data: bytes) -> dict:
         image = decode_rgb(data)
     except ImageTooLarge as exc:
         raise HTTPException(413, f"{name}: {exc}") from None
-    except (UnidentifiedImageError, OSError, ValueError) as exc:
+    except Exception as exc:  # noqa: BLE001 - whatever the decoder says: the upload's fault
         raise HTTPException(415, f"{name}: not an image maskclf can read (JPEG, PNG, ...): "
                                  f"{type(exc).__name__}") from None
-    crop = model.preprocess(image)
+    try:
+        crop = model.preprocess(image)
+    except Exception as exc:  # noqa: BLE001 - an image too odd to crop (a 1-pixel strip...)
+        raise HTTPException(422, f"{name}: the image cannot be cropped and resized for the "
+                                 f"model ({image.shape[1]} x {image.shape[0]} pixels): "
+                                 f"{type(exc).__name__}") from None
     probs = model.probs(crop[None])[0]
     marginals = {name: values[0] for name, values in
                  labels.attribute_marginals(probs[None]).items()}
@@ -120,9 +160,23 @@ def answer(model: ExportedModel, name: str, data: bytes) -> dict:
     }
 
 
-def create_app(model: ExportedModel, max_bytes: int = MAX_UPLOAD_BYTES) -> FastAPI:
+def create_app(model: ExportedModel, max_bytes: int = MAX_UPLOAD_BYTES,
+               max_concurrent: int = MAX_CONCURRENT,
+               read_timeout_s: float = READ_TIMEOUT_S) -> FastAPI:
     app = FastAPI(title="maskclf", summary="mask status, gender and age of a photo")
     page = (resources.files("maskclf") / "resources" / "serve.html").read_text()
+    turns = asyncio.Semaphore(max_concurrent)
+
+    @app.exception_handler(HTTPException)
+    async def client_mistake(request: Request, exc: HTTPException) -> JSONResponse:
+        log.info("%s %s -> %d: %s", request.method, request.url.path, exc.status_code,
+                 exc.detail)
+        return JSONResponse({"detail": exc.detail}, exc.status_code, headers=exc.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def bad_request(request: Request, exc: RequestValidationError) -> JSONResponse:
+        log.info("%s %s -> 422: %s", request.method, request.url.path, exc.errors()[:1])
+        return JSONResponse({"detail": "the request does not fit the API"}, 422)
 
     @app.get("/", response_class=HTMLResponse)
     def index() -> str:
@@ -138,21 +192,23 @@ def create_app(model: ExportedModel, max_bytes: int = MAX_UPLOAD_BYTES) -> FastA
 
     @app.post("/predict")
     async def predict(request: Request) -> dict:
-        body = await _read_body(request, max_bytes)
-        if not body:
-            raise HTTPException(400, "empty request: attach one or more photos")
-        files = _uploaded_files(body, request.headers.get("content-type", ""))
-        if not files:
-            raise HTTPException(400, "no file in the form: attach one or more photos")
-        # onnxruntime and decoding off the event loop: other requests keep being answered
-        return {"results": await run_in_threadpool(
-            lambda: [answer(model, name, data) for name, data in files])}
+        async with turns:  # a burst waits here instead of reading every body at once
+            body = await _read_body(request, max_bytes, read_timeout_s)
+            if not body:
+                raise HTTPException(400, "empty request: attach one or more photos")
+            files = _uploaded_files(body, request.headers.get("content-type", ""))
+            if not files:
+                raise HTTPException(400, "no file in the form: attach one or more photos")
+            # onnxruntime and decoding off the event loop: other requests keep being answered
+            return {"results": await run_in_threadpool(
+                lambda: [answer(model, name, data) for name, data in files])}
 
     return app
 
 
 def serve(run_or_export: Path, host: str = "127.0.0.1", port: int = 8000,
-          threads: int | None = None) -> None:
+          threads: int | None = None, max_concurrent: int = MAX_CONCURRENT,
+          read_timeout_s: float = READ_TIMEOUT_S) -> None:
     """Serve an export; a run directory is exported to a temporary folder first."""
     import uvicorn
 
@@ -165,5 +221,6 @@ def serve(run_or_export: Path, host: str = "127.0.0.1", port: int = 8000,
 
             export_run(folder, tmp)
             folder = Path(tmp)
-        app = create_app(ExportedModel.load(folder, threads))
+        app = create_app(ExportedModel.load(folder, threads), max_concurrent=max_concurrent,
+                         read_timeout_s=read_timeout_s)
         uvicorn.run(app, host=host, port=port, log_level="warning")

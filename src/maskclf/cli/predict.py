@@ -122,13 +122,23 @@ def serve(
                                         "directory (exported on the fly).")],
     host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
+    max_concurrent: Annotated[int | None, typer.Option(
+        min=1, help="Requests read and answered at once; more wait in line (default: "
+                    "serve.MAX_CONCURRENT, 4).")] = None,
+    read_timeout: Annotated[float | None, typer.Option(
+        min=0.1, help="Seconds a request body may stall before it is answered 408 "
+                      "(default: serve.READ_TIMEOUT_S, 10).")] = None,
     *, show: Console,
 ) -> None:
     """Serve a web page and a JSON API (POST /predict) that answer photos, on onnxruntime."""
+    from maskclf.serve import MAX_CONCURRENT, READ_TIMEOUT_S
     from maskclf.serve import serve as serve_model
 
-    stderr.print(f"maskclf: serving {run} on http://{host}:{port}/ (Ctrl+C stops)")
-    serve_model(run, host, port)
+    concurrent = max_concurrent or MAX_CONCURRENT
+    timeout = read_timeout or READ_TIMEOUT_S
+    stderr.print(f"maskclf: serving {run} on http://{host}:{port}/ (Ctrl+C stops; "
+                 f"{concurrent} requests at once, {timeout:g} s read timeout)")
+    serve_model(run, host, port, max_concurrent=concurrent, read_timeout_s=timeout)
 
 
 @command()
