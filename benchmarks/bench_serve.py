@@ -1,19 +1,33 @@
 """``POST /predict`` latency and throughput: onnxruntime (what ``maskclf serve`` runs)
-against PyTorch eager for the same networks, through the same FastAPI app.
+against PyTorch eager for the same networks, through the same FastAPI app; or, with
+``--clients``, a load test of a real ``maskclf serve`` on 127.0.0.1.
 
     python benchmarks/bench_serve.py RUN [--data DATA] [--requests 50] [--threads 2]
+    python benchmarks/bench_serve.py RUN --clients 16 --requests 2000 [--max-concurrent 4]
 
 Exports RUN to a temporary folder, then posts ``--requests`` photos of DATA (eval images;
 the run's data by default) one request at a time to the app over FastAPI's TestClient, once
 with the ONNX sessions and once with the torch modules the export was made from. Prints
 images/s, p50 and p95 latency of each and ``ratio_onnx`` (torch p50 / onnxruntime p50).
+
+Load mode starts ``maskclf serve EXPORT`` as its own process and sends ``--requests``
+requests (one photo each) from ``--clients`` concurrent clients; it prints requests/s,
+p50/p95/p99 latency, the error count (any answer but 200), and the server's resident
+memory after the first 100 requests and at the end (``ratio_memory`` = end / after 100).
 """
 
 from __future__ import annotations
 
 import argparse
+import http.client
+import socket
+import subprocess
+import sys
 import tempfile
+import threading
 import time
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -57,12 +71,87 @@ def timed_requests(model: ExportedModel, photos: list[bytes]) -> np.ndarray:
     return np.array(seconds)
 
 
+def resident_mb(pid: int) -> float:
+    """The process's resident memory (Linux /proc)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError(f"no VmRSS for process {pid}")
+
+
+def _multipart(name: str, photo: bytes) -> tuple[bytes, str]:
+    boundary = "maskclfbench"
+    body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"files\"; "
+            f"filename=\"{name}\"\r\nContent-Type: image/jpeg\r\n\r\n").encode() + photo + (
+        f"\r\n--{boundary}--\r\n").encode()
+    return body, f"multipart/form-data; boundary={boundary}"
+
+
+def load_test(export: Path, photos: list[bytes], clients: int, max_concurrent: int) -> None:
+    """A real server, ``clients`` threads each posting its share of the photos."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    server = subprocess.Popen([sys.executable, "-m", "maskclf", "serve", str(export), "--port",
+                               str(port), "--max-concurrent", str(max_concurrent)],
+                              stderr=subprocess.DEVNULL)
+    try:
+        for _ in range(600):
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1)
+                break
+            except OSError:
+                time.sleep(0.1)
+        started_mb = resident_mb(server.pid)
+        lock, done, marks = threading.Lock(), [0], {}
+        latencies, errors = [], [0]
+
+        def one(i: int) -> None:
+            body, kind = _multipart(f"{i}.jpg", photos[i])
+            connection = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
+            began = time.perf_counter()
+            try:
+                connection.request("POST", "/predict", body, {"Content-Type": kind})
+                status = connection.getresponse().status
+            except OSError:
+                status = 0
+            finally:
+                connection.close()
+            with lock:
+                latencies.append(time.perf_counter() - began)
+                errors[0] += status != 200
+                done[0] += 1
+                if done[0] == 100:
+                    marks["after_100"] = resident_mb(server.pid)
+
+        began = time.perf_counter()
+        with ThreadPoolExecutor(max_workers=clients) as pool:
+            list(pool.map(one, range(len(photos))))
+        seconds = time.perf_counter() - began
+        end_mb = resident_mb(server.pid)
+    finally:
+        server.terminate()
+        server.wait(30)
+    ms = 1000 * np.array(latencies)
+    after_100 = marks.get("after_100", started_mb)
+    print(f"load: {clients} clients, {len(photos)} requests, server --max-concurrent "
+          f"{max_concurrent}: {len(photos) / seconds:.1f} requests/s, p50 "
+          f"{np.percentile(ms, 50):.1f} ms, p95 {np.percentile(ms, 95):.1f} ms, p99 "
+          f"{np.percentile(ms, 99):.1f} ms, errors {errors[0]}")
+    print(f"server memory: {started_mb:.0f} MB at start, {after_100:.0f} MB after 100 "
+          f"requests, {end_mb:.0f} MB at the end; ratio_memory={end_mb / after_100:.3f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run", type=Path)
     parser.add_argument("--data", type=Path, default=None)
     parser.add_argument("--requests", type=int, default=50)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--clients", type=int, default=None,
+                        help="load mode: this many concurrent clients (16 is a good start)")
+    parser.add_argument("--max-concurrent", type=int, default=4,
+                        help="load mode: the server's --max-concurrent")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     run = RunDir.open(args.run)
@@ -71,6 +160,9 @@ def main() -> None:
     photos = [(data / paths[i % len(paths)]).read_bytes() for i in range(args.requests)]
     with tempfile.TemporaryDirectory() as tmp:
         export_run(run.path, tmp, data_root=data)
+        if args.clients is not None:
+            load_test(Path(tmp), photos, args.clients, args.max_concurrent)
+            return
         onnx = ExportedModel.load(tmp, threads=args.threads)
         eager = EagerModel(onnx, run)
         results = {"torch eager": timed_requests(eager, photos),
