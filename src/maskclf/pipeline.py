@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import logging
 import signal
+import sys
 import time
 from collections.abc import Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -44,6 +46,7 @@ from maskclf.report import write_report
 from maskclf.reproducibility import environment
 from maskclf.resume import carry_fold, last_checkpoint, restore_metrics, stash_metrics
 from maskclf.rundir import RunDir
+from maskclf.runlock import require_idle, training_lock
 from maskclf.submission import CLASS_COLUMNS, oof_table
 from maskclf.training import FitOptions, build_module, build_trainer
 
@@ -264,6 +267,8 @@ def plan_resume(run_path: Path | str, data_root: Path | str | None = None) -> Ru
     if run.finished:
         raise UsageError(f"{run.path} already finished ({RunDir.SUMMARY} exists); to train "
                          f"it longer: {run.continue_command()}")
+    if is_rank_zero():  # the other ranks of a multi-process resume run beside rank 0
+        require_idle(run.path)
     cfg = run.read_config()
     root = run.data_root(data_root)
     records, _, specs = _checked(cfg, root)
@@ -388,15 +393,14 @@ def _add_seconds(run: RunDir, seconds: float) -> None:
     run.write_record(record)
 
 
-def _open_run(plan: RunPlan) -> RunDir:
-    """The plan's run directory, with its config, record and folds written (rank 0)."""
-    run = plan.run or shared_run_dir(plan.runs_dir, plan.name)
+def _write_plan(plan: RunPlan, run: RunDir) -> None:
+    """The plan's config, record and folds in its run directory (rank 0)."""
     if not is_rank_zero():
-        return run
+        return
     run.write_record(plan.record)
     if plan.run is not None:
         log.info("resuming %s: folds %s", run.path, plan.folds)
-        return run
+        return
     run.write_config(plan.cfg)
     run.write_folds(plan.split)
     if plan.corrections is not None:
@@ -408,7 +412,6 @@ def _open_run(plan: RunPlan) -> RunDir:
                 carry_fold(plan.carry_from.fold(spec, fold), run.fold(spec, fold))
         log.info("continuing %s to %d epochs in %s", plan.carry_from.path,
                  plan.cfg.train.epochs, run.path)
-    return run
 
 
 def execute(plan: RunPlan, interactive: bool | None = None,
@@ -416,8 +419,16 @@ def execute(plan: RunPlan, interactive: bool | None = None,
     """Train a plan: every network of every planned fold, then (rank 0) the out-of-fold
     table, summary and report. ``callbacks`` join every fold's Trainer."""
     started = time.monotonic()
+    run = plan.run or shared_run_dir(plan.runs_dir, plan.name)
+    # one process trains a run: the lock is taken before anything is written into it
+    with training_lock(run.path, " ".join(sys.argv)) if is_rank_zero() else nullcontext():
+        _write_plan(plan, run)
+        return _train_plan(plan, run, interactive, callbacks, started)
+
+
+def _train_plan(plan: RunPlan, run: RunDir, interactive: bool | None,
+                callbacks: Sequence[Callback], started: float) -> RunResult:
     cfg, records = plan.cfg, plan.records
-    run = _open_run(plan)
     excluded = excluded_from_training(records, cfg.data.exclude_ages)
     if excluded is not None:
         log.info("data.exclude_ages %s: %d person(s), %d image(s) left out of training "

@@ -27,6 +27,7 @@ import pandas as pd
 from maskclf.atomic import atomic_write_text, save_array, write_csv, write_json
 from maskclf.config import RunConfig, dump_config, load_config
 from maskclf.errors import MissingFileError, UsageError
+from maskclf.runlock import LOCK, describe, live_holder
 from maskclf.tables import read_table
 
 if TYPE_CHECKING:  # specs pull in torch and timm; the run directory itself needs neither
@@ -121,6 +122,8 @@ class RunDir:
     """The files of ``report/`` by role."""
     SUSPECTS = "suspects"
     """``maskclf suspects``' default folder (suspects.csv, suspects.png, corrections.yaml)."""
+    LOCK = LOCK
+    """Held while a process trains the run (``maskclf.runlock``)."""
     NOTES = "notes.json"
     """Public leaderboard scores and notes (``maskclf note``), newest last."""
 
@@ -176,9 +179,19 @@ class RunDir:
         return f"{self.resume_command()} -o train.epochs={epochs}"
 
     def unfinished_message(self, alternative: str = "") -> str:
-        """Why an unfinished run cannot be used, with the command that finishes it."""
+        """Why an unfinished run cannot be used: still training (the lock's holder), or
+        interrupted, with the command that finishes it."""
+        holder = live_holder(self.path)
+        if holder is not None:
+            return (f"{self.path} is still training ({describe(holder)}); wait for it to "
+                    "finish" + (f", or {alternative}" if alternative else ""))
         return (f"{self.path} has not finished ({self.SUMMARY} is missing): finish it with "
                 f"`{self.resume_command()}`" + (f", or {alternative}" if alternative else ""))
+
+    @property
+    def running(self) -> bool:
+        """A process is training this run now (it holds the run's lock)."""
+        return not self.finished and live_holder(self.path) is not None
 
     def require_finished(self, alternative: str = "") -> RunDir:
         """This run when it finished, else a :class:`UsageError` saying how to finish it

@@ -64,7 +64,7 @@ def run_row(run: RunDir) -> dict:
            "image_size": "x".join(map(str, cfg.data.image_size)),
            "folds": max(cfg.data.folds, 1), "epochs": cfg.train.epochs}
     if not run.finished:
-        return {**row, "status": "unfinished"}
+        return {**row, "status": "running" if run.running else "unfinished"}
     summary = run.read_summary()
     if row["data"] is not None and "n_images" in summary:
         row["data"] += f" ({summary['n_images']})"
