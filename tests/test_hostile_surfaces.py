@@ -200,6 +200,30 @@ CASES: list[tuple[str, Callable[[Workspace], tuple[list[str], int, str]]]] = [
                                                      "focl]}\n"), 2, "focl")),
     ("space-kind-unknown", lambda w: (w.space("optim.lr: {uniform: [0.1, 0.2]}\n"), 2,
                                       "unknown field 'uniform'")),
+    # user files: what the path is and what was expected
+    ("weights-source-is-a-folder", lambda w: (["weights", "import", str(w.tmp), "--model",
+                                               "test_byobnet", "--out", str(w.tmp / "w.st")],
+                                              2, "is a folder; expected a file")),
+    ("weights-source-empty", lambda w: ((w.tmp / "empty.pth").write_bytes(b"") or
+                                        ["weights", "import", str(w.tmp / "empty.pth"),
+                                         "--model", "test_byobnet", "--out",
+                                         str(w.tmp / "w.st")], 2, "empty.pth is empty")),
+    ("weights-source-text", lambda w: ((w.tmp / "notes.pth").write_text("hello") and
+                                       ["weights", "import", str(w.tmp / "notes.pth"),
+                                        "--model", "test_byobnet", "--out",
+                                        str(w.tmp / "w.st")], 2, "notes.pth is not a PyTorch")),
+    ("weights-wrong-model", lambda w: (["weights", "import", str(next(
+        (w.run / "fold0" / "checkpoints").glob("*.ckpt"))), "--model", "resnet18", "--out",
+        str(w.tmp / "w.st")], 2, "other names than the model's")),
+    ("weights-out-is-a-folder", lambda w: (["weights", "import", str(next(
+        (w.run / "fold0" / "checkpoints").glob("*.ckpt"))), "--model", "test_byobnet",
+        "--out", str(w.tmp)], 2, "is a folder; give the path of the file")),
+    ("ensemble-input-is-a-folder", lambda w: (["ensemble", str(w.tmp), str(w.tmp), "--out",
+                                               str(w.tmp / "e")], 2, "is a folder")),
+    ("config-is-a-folder", lambda w: (["train", "--config", str(w.tmp), "--data", str(w.data)],
+                                      2, "is a folder; expected a YAML file")),
+    ("space-is-a-folder", lambda w: (["tune", "--data", str(w.data), "--space", str(w.tmp),
+                                      "--trials", "1"], 2, "is a folder")),
     # predict --images: unreadable files are named, skipped, or refused with --strict
     ("images-one-damaged-is-skipped", lambda w: (w.photos({"cut.jpg": _jpeg_cut_short(w)})
                                                  or w.images(), 0, "")),

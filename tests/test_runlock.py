@@ -35,9 +35,9 @@ def test_a_lock_is_held_while_training_and_released_after(tmp_path):
     with training_lock(run.path, "maskclf train"):
         holder = live_holder(run.path)
         assert holder["pid"] == os.getpid() and holder["command"] == "maskclf train"
-        with pytest.raises(UsageError, match=rf"being trained by process {os.getpid()} on "):
-            with training_lock(run.path, "a second trainer"):
-                pass
+        refused = pytest.raises(UsageError, match=rf"being trained by process {os.getpid()} on ")
+        with refused, training_lock(run.path, "a second trainer"):
+            pass
     assert not (run.path / LOCK).exists()
     with pytest.raises(RuntimeError), training_lock(run.path, "fails"):
         raise RuntimeError("boom")

@@ -11,6 +11,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from maskclf.errors import UsageError
+
 TMP_SUFFIX = ".tmp"
 """Temporary files are ``.NAME.*.tmp`` beside their target; a killed writer leaves one."""
 
@@ -37,13 +39,22 @@ def _create_temporary(path: Path) -> Path:
             continue
 
 
+def check_target(path: Path | str) -> Path:
+    """``path`` as a place to write a file: refused when it is a folder (a rename would fail
+    there after the work was done)."""
+    path = Path(path)
+    if path.is_dir():
+        raise UsageError(f"{path} is a folder; give the path of the file to write")
+    return path
+
+
 def atomic_write(path: Path | str, write: Callable[[Path], None]) -> None:
     """Call ``write(tmp_path)`` on a temporary file beside ``path``, then rename it over.
 
     Durable as well as atomic: the file is flushed before the rename and the folder after
     it, so after a power loss a reader finds the old file or the whole new one.
     """
-    path = Path(path)
+    path = check_target(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = _create_temporary(path)
     try:

@@ -512,6 +512,8 @@ def load_raw_config(path: Path | str | None) -> dict[str, Any]:
     if path is None:
         return {}
     path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"config file {path} is a folder; expected a YAML file")
     if not path.is_file():
         shipped = packaged_config(path.stem)
         if path.parent.name not in ("", ".", "configs") or not shipped.is_file():

@@ -18,11 +18,26 @@ from maskclf.errors import InputFileError, MissingFileError, TableError
 RESAVE = "save it as 'CSV UTF-8 (comma delimited)'"
 
 
+def require_file(path: Path | str, what: str = "file") -> Path:
+    """``path`` when it is a file with something in it; else one message saying what the
+    path is (missing, a folder, empty) and that a ``what`` was expected."""
+    path = Path(path)
+    if path.is_dir():
+        raise InputFileError(f"{what} {path} is a folder; expected a file")
+    if not path.is_file():
+        raise MissingFileError(f"{what} {path} does not exist")
+    if path.stat().st_size == 0:
+        raise InputFileError(f"{what} {path} is empty")
+    return path
+
+
 def read_table(path: Path | str, columns: Sequence[str] = (), what: str = "file",
                **read_csv) -> pd.DataFrame:
     """``pd.read_csv(path, **read_csv)``, checked: the file exists, is UTF-8 text, parses,
     and holds ``columns``. ``what`` names the file's role in messages."""
     path = Path(path)
+    if path.is_dir():
+        raise InputFileError(f"{what} {path} is a folder; expected a CSV file")
     if not path.is_file():
         raise MissingFileError(f"{what} {path} does not exist")
     problem = _read_problem(path)

@@ -42,6 +42,7 @@ from maskclf.config import (
 )
 from maskclf.errors import MaskclfError, MissingFileError, RunInterrupted, UsageError
 from maskclf.metrics import VAL_F1
+from maskclf.tables import require_file
 
 log = logging.getLogger(__name__)
 
@@ -115,9 +116,7 @@ class Distribution(BaseModel):
 
 def load_space(path: Path | str, base: dict[str, Any]) -> dict[str, Distribution]:
     """Read and check a search space: every key exists in the config and takes its values."""
-    path = Path(path)
-    if not path.is_file():
-        raise MissingFileError(f"search space {path} does not exist")
+    path = require_file(path, "search space")
     try:
         raw = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as exc:  # syntax errors and tags (!!python/...) alike

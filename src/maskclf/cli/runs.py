@@ -109,6 +109,11 @@ def ensemble(
     written = write_ensemble(out_dir, files, hard, all_weights or None, per_attribute, info)
     show.print(f"{written['mode']} vote over {render.plural(len(files), 'file')}: wrote "
                f"{written['submission']}")
+    if hard and len(files) == 2:
+        show.print(f"two voters: wherever they disagree it is a tie, and ties go to the first "
+                   f"listed ({files[0]}), so the result is that file's labels; vote over "
+                   "three or more files, or average prediction files (soft voting)",
+                   markup=False)
     return written
 
 

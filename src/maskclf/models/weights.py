@@ -26,8 +26,9 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
-from maskclf.atomic import atomic_write
+from maskclf.atomic import atomic_write, check_target
 from maskclf.errors import InputFileError, MissingFileError
+from maskclf.tables import require_file
 
 _WRAPPERS = ("state_dict_ema", "state_dict", "model_ema", "model")
 """Keys under which training checkpoints keep their weights (EMA first)."""
@@ -61,9 +62,7 @@ def file_sha256(path: Path) -> str:
 
 def read_tensors(path: Path | str) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     """The tensors of a weights file (and a safetensors file's metadata), read safely."""
-    path = Path(path)
-    if not path.is_file():
-        raise MissingFileError(f"weights file {path} does not exist")
+    path = require_file(path, "weights file")
     if path.suffix == ".safetensors":
         try:
             with safe_open(str(path), "pt") as handle:
@@ -77,6 +76,7 @@ def read_tensors(path: Path | str) -> tuple[dict[str, torch.Tensor], dict[str, s
 def safe_torch_load(path: Path | str, what: str = "PyTorch weights file") -> object:
     """``torch.load(weights_only=True)`` with one clear error for a file that is not a
     PyTorch file, is cut short, or carries code (never unpickled)."""
+    require_file(path, what)
     try:
         with warnings.catch_warnings():  # torch warns about pickle protocols of junk files
             warnings.simplefilter("ignore", UserWarning)
@@ -84,8 +84,7 @@ def safe_torch_load(path: Path | str, what: str = "PyTorch weights file") -> obj
     except pickle.UnpicklingError as exc:
         text = str(exc)
         if "Weights only load failed" not in text:
-            raise InputFileError(f"{path} is not a {what}: {text.splitlines()[0][:160]}"
-                                 ) from None
+            raise InputFileError(f"{path} is not a {what}: {_first_line(exc)}") from None
         found = re.search(r"WeightsUnpickler error:\s*(.+?)\s*(?:\n\n|Check the doc|$)", text,
                           re.S)
         raise InputFileError(
@@ -95,7 +94,13 @@ def safe_torch_load(path: Path | str, what: str = "PyTorch weights file") -> obj
             "safetensors") from None
     except Exception as exc:  # noqa: BLE001 - junk bytes fail in many ways (KeyError...)
         raise InputFileError(f"{path} is not a {what} (damaged or cut short?): "
-                             f"{str(exc).splitlines()[0][:160]}") from None
+                             f"{_first_line(exc)}") from None
+
+
+def _first_line(exc: Exception) -> str:
+    """An exception's first line, or its type when it says nothing (``IndexError()``)."""
+    lines = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {lines[0][:160]}" if lines else type(exc).__name__
 
 
 def _unwrap(raw: object, path: Path) -> dict[str, torch.Tensor]:
@@ -174,7 +179,7 @@ def import_weights(source: Path | str, model_name: str, out: Path | str,
                    normalisation: Normalisation | None = None) -> dict:
     """Convert ``source`` into a verified timm state dict for ``model_name`` at ``out``
     (safetensors), recording the source's hash and the input normalisation."""
-    source, out = Path(source), Path(out)
+    source, out = Path(source), check_target(out)
     if not timm.is_model(model_name):
         raise InputFileError(f"--model {model_name!r} is not a timm model")
     tensors, metadata = read_tensors(source)
