@@ -225,6 +225,18 @@ CASES: list[tuple[str, Callable[[Workspace], tuple[list[str], int, str]]]] = [
                                       2, "is a folder; expected a YAML file")),
     ("space-is-a-folder", lambda w: (["tune", "--data", str(w.data), "--space", str(w.tmp),
                                       "--trials", "1"], 2, "is a folder")),
+    ("corrections-is-a-folder", lambda w: (["train", "--data", str(w.data), "--out",
+                                            str(w.tmp / "o"), *TINY, "-o",
+                                            f"data.corrections={w.tmp}"], 2,
+                                           "corrections file")),
+    ("corrections-empty", lambda w: ((w.tmp / "c.yaml").write_text("") or
+                                     ["train", "--data", str(w.data), "--out", str(w.tmp / "o"),
+                                      *TINY, "-o", f"data.corrections={w.tmp / 'c.yaml'}"], 2,
+                                     "c.yaml is empty")),
+    ("corrections-python-tag", lambda w: ((w.tmp / "c.yaml").write_text(
+        "mask_swapped: !!python/object/apply:os.system ['touch /tmp/maskclf-hostile-pwned']\n")
+        and ["train", "--data", str(w.data), "--out", str(w.tmp / "o"), *TINY, "-o",
+             f"data.corrections={w.tmp / 'c.yaml'}"], 2, "not plain YAML")),
     # predict --images: unreadable files are named, skipped, or refused with --strict
     ("images-one-damaged-is-skipped", lambda w: (w.photos({"cut.jpg": _jpeg_cut_short(w)})
                                                  or w.images(), 0, "")),

@@ -15,7 +15,8 @@ import pandas as pd
 import yaml
 
 from maskclf import labels
-from maskclf.errors import InputFileError, MissingFileError
+from maskclf.errors import InputFileError
+from maskclf.tables import require_file
 
 KINDS = ("mask_swapped", "gender_wrong", "age_under_30", "age_60_or_over")
 
@@ -41,10 +42,16 @@ class CorrectionReport:
 
 def load_corrections(path: Path | str | None = None) -> dict[str, list[str]]:
     """Read a corrections file (the packaged one when ``path`` is None)."""
-    path = Path(path) if path is not None else packaged_corrections()
-    if not path.is_file():
-        raise MissingFileError(f"corrections file {path} does not exist")
-    raw = yaml.safe_load(path.read_text()) or {}
+    path = require_file(path if path is not None else packaged_corrections(),
+                        "corrections file")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise InputFileError(f"corrections file {path} is not plain YAML: "
+                             f"{' '.join(str(exc).split())}") from None
+    if not isinstance(raw, dict):
+        raise InputFileError(f"corrections file {path} must map sections {list(KINDS)} to "
+                             f"lists of ids, not hold a {type(raw).__name__}")
     unknown = set(raw) - set(KINDS) - {"version"}
     if unknown:
         raise InputFileError(f"corrections file {path}: unknown section(s) {sorted(unknown)}; "
