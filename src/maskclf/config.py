@@ -24,6 +24,18 @@ from maskclf.registry import FACE_DETECTORS, LOSSES, TASKS, VIEWS
 log = logging.getLogger(__name__)
 
 
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h)?\s*$")
+_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, None: 1}
+
+
+def duration_seconds(text: str | float | int) -> float:
+    """``20m``, ``1.5h``, ``90s`` or a number of seconds, as seconds (> 0)."""
+    found = _DURATION.match(str(text))
+    if found is None or float(found.group(1)) <= 0:
+        raise ValueError(f"{text!r} is not a duration: write e.g. 90s, 20m or 1.5h")
+    return float(found.group(1)) * _UNIT_SECONDS[found.group(2)]
+
+
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
@@ -204,6 +216,10 @@ class TrainConfig(_Section):
     early_stopping_patience: int | None = Field(None, ge=1)
     """Stop a fold after this many epochs without a better validation macro F1 (Lightning's
     EarlyStopping); the best checkpoint is kept. None: every epoch runs."""
+    time_limit: str | None = None
+    """Wall time for the whole run (every fold and network), e.g. ``20m``, ``1.5h``, ``90s``:
+    once the first epoch is timed, each fold trains the epochs that fit its share, with the
+    learning-rate schedule planned for them, and ends like a finished run."""
     batch_size: int = Field(32, ge=1)
     precision: Literal["32", "16-mixed", "bf16-mixed"] = "32"
     accelerator: str = "auto"
@@ -229,6 +245,19 @@ class TrainConfig(_Section):
     wandb_project: str | None = None
     """Also log to Weights & Biases under this project (needs ``pip install wandb``; checked
     before training by ``preflight``, so a saved config loads on machines without it)."""
+
+    @field_validator("time_limit", mode="before")
+    @classmethod
+    def _a_duration(cls, value: Any) -> str | None:
+        """A duration; a bare number (``-o train.time_limit=90``) counts seconds."""
+        if value is None:
+            return None
+        duration_seconds(value)
+        return str(value)
+
+    @property
+    def time_limit_s(self) -> float | None:
+        return None if self.time_limit is None else duration_seconds(self.time_limit)
 
     @field_validator("devices")
     @classmethod

@@ -48,7 +48,7 @@ from maskclf.resume import carry_fold, last_checkpoint, restore_metrics, stash_m
 from maskclf.rundir import RunDir
 from maskclf.runlock import require_idle, training_lock
 from maskclf.submission import CLASS_COLUMNS, oof_table
-from maskclf.training import FitOptions, build_module, build_trainer
+from maskclf.training import FitOptions, TimeBudget, build_module, build_trainer
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +94,8 @@ def fit_fold(spec: ModelSpec, root: Path, records: pd.DataFrame, fold: int, run:
     finished = out.load_result()
     if finished is not None:
         options.clock.skip(cfg.train.epochs)
+        if options.budget is not None:
+            options.budget.skip()
         return FoldResult(fold, finished[0], records[records["fold"] == fold], finished[1])
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     data = FoldDataModule(cfg, root, records, fold, extra, with_ages=spec.regresses_age)
@@ -438,9 +440,11 @@ def _train_plan(plan: RunPlan, run: RunDir, interactive: bool | None,
     if extra is not None:
         log.info("data.extra: %d pseudo-labelled image(s) join every fold's training",
                  len(extra))
+    limit = cfg.train.time_limit_s
+    budget = None if limit is None else TimeBudget(limit, len(plan.specs) * len(plan.folds))
     options = FitOptions(interactive, tuple(callbacks),
                          RunClock(sum(spec.cfg.train.epochs for spec in plan.specs)
-                                  * len(plan.folds)))
+                                  * len(plan.folds)), budget)
     try:
         with handed_down(run):
             results = _train_folds(plan.specs, plan.root, records, plan.folds, run, options,
@@ -454,6 +458,8 @@ def _train_plan(plan: RunPlan, run: RunDir, interactive: bool | None,
     summary = _summarise(run, records, results, started)
     if excluded is not None:
         summary["excluded_from_training"] = excluded
+    if budget is not None:
+        summary["time_limit"] = budget.record()
     summary["seconds"] = round(summary["seconds"]
                                + run.read_record().get("interrupted_seconds", 0.0), 1)
     run.write_summary(summary)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import math
+import time
 from dataclasses import dataclass, field
 from datetime import timedelta
 
@@ -36,6 +38,9 @@ from maskclf.progress import RunClock, progress_callback
 from maskclf.reproducibility import EpochSeed
 from maskclf.resume import InterruptCheckpoint
 from maskclf.rundir import FoldDir
+from maskclf.ticker import duration
+
+log = logging.getLogger(__name__)
 
 MONITOR = metrics.VAL_F1
 
@@ -174,11 +179,69 @@ class ClassifierModule(InferenceModule):
             return {"optimizer": optimizer, "lr_scheduler": {
                 "scheduler": plateau, "monitor": MONITOR, "interval": "epoch"}}
         total = int(self.trainer.estimated_stepping_batches)
-        per_epoch = max(1, total // max(1, self.trainer.max_epochs))
+        self.steps_per_epoch = max(1, total // max(1, self.trainer.max_epochs))
+        self.planned_steps = total  # TimeBudget shortens it to the epochs that fit
         scheduler = torch.optim.lr_scheduler.LambdaLR(
-            optimizer, lambda step: lr_multiplier(step, total, per_epoch, self.sched_cfg))
+            optimizer, lambda step: lr_multiplier(step, self.planned_steps,
+                                                  self.steps_per_epoch, self.sched_cfg))
         return {"optimizer": optimizer,
                 "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+
+class TimeBudget(Callback):
+    """``train.time_limit`` over a whole run: shared by every fold's Trainer. Once an epoch
+    has been timed, each fold gets the run's time left divided by the folds left, trains
+    the epochs that fit (at least one, at most ``train.epochs``) and plans its learning-rate
+    schedule for them, so a cosine still decays to its end. Rank 0's timing decides for
+    every rank."""
+
+    def __init__(self, limit_s: float, folds: int):
+        self.deadline = time.monotonic() + limit_s
+        self.limit_s, self.folds_left = limit_s, folds
+        self.epoch_s: float | None = None
+        self.epochs: list[int] = []
+        self._fold_started = self._epoch_started = 0.0
+
+    def skip(self) -> None:
+        """A fold finished in an earlier session (a resumed run): one fold fewer to share."""
+        self.folds_left = max(1, self.folds_left - 1)
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._fold_started = time.monotonic()
+        self.epochs.append(trainer.max_epochs)
+        if self.epoch_s is not None:
+            self._plan(trainer, pl_module)
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._epoch_started = time.monotonic()
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        first = self.epoch_s is None
+        seconds = time.monotonic() - self._epoch_started
+        self.epoch_s = seconds if first else 0.5 * (self.epoch_s + seconds)
+        if first:
+            self._plan(trainer, pl_module)
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.epochs[-1] = trainer.current_epoch
+        self.folds_left = max(1, self.folds_left - 1)
+
+    def _plan(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        now = time.monotonic()
+        share = (self.deadline - now) / self.folds_left + (now - self._fold_started)
+        fits = max(1, min(trainer.max_epochs, int(share // self.epoch_s)))
+        fits = int(trainer.strategy.broadcast(fits, src=0))
+        if fits < trainer.max_epochs:
+            log.info("train.time_limit %s: this fold trains %d of %d epochs (%.1fs an "
+                     "epoch, %s left)", duration(self.limit_s), fits, trainer.max_epochs,
+                     self.epoch_s, duration(max(0.0, self.deadline - now)))
+            trainer.fit_loop.max_epochs = fits
+            pl_module.planned_steps = fits * pl_module.steps_per_epoch
+        self.epochs[-1] = fits
+
+    def record(self) -> dict:
+        """For the summary: the limit and the epochs each fold trained."""
+        return {"limit_s": self.limit_s, "epochs": list(self.epochs)}
 
 
 class FreezeBackbone(Callback):
@@ -224,6 +287,8 @@ class FitOptions:
     callbacks: tuple[Callback, ...] = ()
     clock: RunClock = field(default_factory=lambda: RunClock(0))
     """Shared by the run's folds: the fold label and the run's time left."""
+    budget: TimeBudget | None = None
+    """Shared by the run's folds when ``train.time_limit`` is set."""
 
 
 def build_trainer(spec: ModelSpec, fold: FoldDir, validate: bool,
@@ -245,7 +310,8 @@ def build_trainer(spec: ModelSpec, fold: FoldDir, validate: bool,
     callbacks = [*([checkpoint] if validate else []), last,
                  LearningRateMonitor(logging_interval="epoch"), options.clock,
                  progress_callback(options.clock, options.interactive), EpochSeed(cfg.seed),
-                 InterruptCheckpoint(fold), *options.callbacks]
+                 InterruptCheckpoint(fold), *options.callbacks,
+                 *([options.budget] if options.budget is not None else [])]
     if cfg.model.freeze_epochs:
         callbacks.append(FreezeBackbone(cfg.model.freeze_epochs))
     if validate and cfg.train.early_stopping_patience is not None:
