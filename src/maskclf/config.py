@@ -216,6 +216,12 @@ class TrainConfig(_Section):
     early_stopping_patience: int | None = Field(None, ge=1)
     """Stop a fold after this many epochs without a better validation macro F1 (Lightning's
     EarlyStopping); the best checkpoint is kept. None: every epoch runs."""
+    average_checkpoints: int = Field(0, ge=0)
+    """K >= 2: keep each fold's K best epochs and average their weights (a model soup, kept
+    only when it scores at least as well as the best epoch); 0 or 1: off."""
+    average_mode: Literal["uniform", "greedy"] = "uniform"
+    """``uniform``: all K; ``greedy``: best first, each added only while validation F1 does
+    not drop."""
     time_limit: str | None = None
     """Wall time for the whole run (every fold and network), e.g. ``20m``, ``1.5h``, ``90s``:
     once the first epoch is timed, each fold trains the epochs that fit its share, with the
@@ -338,6 +344,9 @@ class RunConfig(_Section):
         if self.sched.name == "plateau" and not validated:
             raise ValueError("sched.name: plateau follows validation macro F1; it needs "
                              "data.val_ratio > 0 or data.folds >= 2")
+        if self.train.average_checkpoints >= 2 and not validated:
+            raise ValueError("train.average_checkpoints picks epochs by validation macro F1; "
+                             "it needs data.val_ratio > 0 or data.folds >= 2")
         if self.train.early_stopping_patience is not None and not validated:
             raise ValueError("train.early_stopping_patience follows validation macro F1; it "
                              "needs data.val_ratio > 0 or data.folds >= 2")

@@ -47,8 +47,9 @@ from maskclf.reproducibility import environment
 from maskclf.resume import carry_fold, last_checkpoint, restore_metrics, stash_metrics
 from maskclf.rundir import RunDir
 from maskclf.runlock import require_idle, training_lock
+from maskclf.soup import average_fold
 from maskclf.submission import CLASS_COLUMNS, oof_table
-from maskclf.training import FitOptions, TimeBudget, build_module, build_trainer
+from maskclf.training import FitOptions, TimeBudget, TopEpochs, build_module, build_trainer
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +62,8 @@ class FoldResult:
     checkpoints: list[Path]
     val_rows: pd.DataFrame
     probs: np.ndarray | None
+    soup: dict | None = None
+    """Checkpoint averaging: what the soup scored and whether it was used."""
 
 
 @dataclass
@@ -96,7 +99,8 @@ def fit_fold(spec: ModelSpec, root: Path, records: pd.DataFrame, fold: int, run:
         options.clock.skip(cfg.train.epochs)
         if options.budget is not None:
             options.budget.skip()
-        return FoldResult(fold, finished[0], records[records["fold"] == fold], finished[1])
+        return FoldResult(fold, finished[0], records[records["fold"] == fold], finished[1],
+                          out.read_soup())
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     data = FoldDataModule(cfg, root, records, fold, extra, with_ages=spec.regresses_age)
     module = build_module(spec, build_net(spec), data.class_counts())
@@ -130,11 +134,25 @@ def fit_fold(spec: ModelSpec, root: Path, records: pd.DataFrame, fold: int, run:
     if not writer:  # rank 0 scores the fold once, on every validation image
         return FoldResult(fold, [best], data.val_rows, None)
     restore_metrics(out)
+    soup = None
+    top = _top_epochs(trainer)
+    if len(top) >= 2:
+        best, result = average_fold(out, spec, data, top, best)
+        soup = result.to_dict()
     probs = (RunPredictor(run).network_probs(Network(spec.task, fold, best), root,
                                              data.val_rows["path"])
              if data.validates else None)
-    out.save_result([best], probs)
-    return FoldResult(fold, [best], data.val_rows, probs)
+    out.save_result([best], probs, soup)
+    return FoldResult(fold, [best], data.val_rows, probs, soup)
+
+
+def _top_epochs(trainer: L.Trainer) -> list[Path]:
+    """The fold's kept best epochs (``train.average_checkpoints``), best first."""
+    for callback in trainer.checkpoint_callbacks:
+        if isinstance(callback, TopEpochs):
+            ranked = sorted(callback.best_k_models.items(), key=lambda item: -float(item[1]))
+            return [Path(path) for path, _ in ranked]
+    return []
 
 
 def _lost_peer(exc: Exception) -> bool:
@@ -160,7 +178,11 @@ def _train_folds(specs: list[ModelSpec], root: Path, records: pd.DataFrame, fold
         probs = (None if any(p[0] is None for p in parts.values())
                  else labels.combine_networks(parts))
         checkpoints = [c for results in per_spec for c in results[i].checkpoints]
-        combined.append(FoldResult(k, checkpoints, per_spec[0][i].val_rows, probs))
+        soups = {spec.task: results[i].soup for spec, results in zip(specs, per_spec,
+                                                                     strict=True)
+                 if results[i].soup is not None}
+        combined.append(FoldResult(k, checkpoints, per_spec[0][i].val_rows, probs,
+                                   soups or None))
     return combined
 
 
@@ -179,6 +201,8 @@ def _summarise(run: RunDir, records: pd.DataFrame, results: list[FoldResult], st
     folds, tables = [], []
     for result in results:
         entry = {"fold": result.fold, "checkpoints": [str(c) for c in result.checkpoints]}
+        if result.soup is not None:
+            entry["checkpoint_average"] = result.soup
         if result.probs is not None:
             truth, predicted = result.val_rows["class"], result.probs.argmax(axis=1)
             scores = score(truth, predicted)

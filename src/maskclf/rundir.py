@@ -45,6 +45,10 @@ class FoldDir:
     """Checkpoint stems (``checkpoints/best.ckpt``), as Lightning's ModelCheckpoint names them."""
     LAST = "last"
     INTERRUPTED = "interrupted"
+    TOP = "top"
+    """``top-<epoch>.ckpt``: the K best epochs kept for averaging (weights only)."""
+    AVERAGED = "averaged"
+    """``averaged.ckpt``: the soup of the top epochs, when it scored at least as well."""
     TENSORBOARD = "tb"
     RESULT = "result.json"
     VAL_PROBS = "val_probs.npy"
@@ -67,6 +71,10 @@ class FoldDir:
         return self.checkpoints / f"{self.INTERRUPTED}.ckpt"
 
     @property
+    def averaged(self) -> Path:
+        return self.checkpoints / f"{self.AVERAGED}.ckpt"
+
+    @property
     def metrics(self) -> Path:
         """Lightning's CSVLogger file (``save_dir`` is the fold folder)."""
         return self.path / "metrics.csv"
@@ -77,19 +85,27 @@ class FoldDir:
         return self.path / "metrics-history.csv"
 
     def checkpoint(self) -> Path:
-        """The checkpoint predictions use: the best by validation F1, else the last."""
-        for path in (self.best, self.last):
+        """The checkpoint predictions use: the kept soup of the best epochs, else the best
+        epoch by validation F1, else the last."""
+        for path in (self.averaged, self.best, self.last):
             if path.is_file():
                 return path
         raise MissingFileError(f"no checkpoint in {self.checkpoints}; is {self.run} a "
                                "finished maskclf run?")
 
-    def save_result(self, checkpoints: list[Path], probs: np.ndarray | None) -> None:
-        """Mark the fold finished: its checkpoints and validation probabilities."""
+    def save_result(self, checkpoints: list[Path], probs: np.ndarray | None,
+                    soup: dict | None = None) -> None:
+        """Mark the fold finished: its checkpoints, validation probabilities and, with
+        checkpoint averaging, what the soup scored and whether it was used."""
         if probs is not None:
             save_array(self.path / self.VAL_PROBS, probs)
         write_json(self.path / self.RESULT, {"checkpoints": [str(c) for c in checkpoints],
-                                               "validated": probs is not None})
+                                               "validated": probs is not None, "soup": soup})
+
+    def read_soup(self) -> dict | None:
+        """The checkpoint-averaging record of a finished fold (None: averaging was off)."""
+        path = self.path / self.RESULT
+        return json.loads(path.read_text()).get("soup") if path.is_file() else None
 
     def load_result(self) -> tuple[list[Path], np.ndarray | None] | None:
         """(checkpoints, validation probabilities) of a finished fold; None if unfinished."""

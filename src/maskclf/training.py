@@ -244,6 +244,16 @@ class TimeBudget(Callback):
         return {"limit_s": self.limit_s, "epochs": list(self.epochs)}
 
 
+class TopEpochs(ModelCheckpoint):
+    """The K best epochs kept for checkpoint averaging (``train.average_checkpoints``),
+    beside best.ckpt's callback: its own state key, so both resume with their own state."""
+
+    @property
+    def state_key(self) -> str:
+        return self._generate_state_key(kind="top-epochs", monitor=self.monitor,
+                                        mode=self.mode)
+
+
 class FreezeBackbone(Callback):
     """Train only the classifier for the first ``epochs`` epochs, then everything that was
     trainable (stages frozen by ``model.freeze_stages`` stay frozen)."""
@@ -307,7 +317,12 @@ def build_trainer(spec: ModelSpec, fold: FoldDir, validate: bool,
     checkpoint = (ModelCheckpoint(dirpath=fold.checkpoints, filename=FoldDir.BEST, monitor=MONITOR,
                                   mode="max", auto_insert_metric_name=False)
                   if validate else last)
-    callbacks = [*([checkpoint] if validate else []), last,
+    top = cfg.train.average_checkpoints
+    soup = ([TopEpochs(dirpath=fold.checkpoints, filename=f"{FoldDir.TOP}-{{epoch:03d}}",
+                       monitor=MONITOR, mode="max", save_top_k=top, save_weights_only=True,
+                       auto_insert_metric_name=False)]
+            if validate and top >= 2 else [])
+    callbacks = [*([checkpoint] if validate else []), last, *soup,
                  LearningRateMonitor(logging_interval="epoch"), options.clock,
                  progress_callback(options.clock, options.interactive), EpochSeed(cfg.seed),
                  InterruptCheckpoint(fold), *options.callbacks,

@@ -1,0 +1,49 @@
+"""Checkpoint averaging: a fold's best epochs averaged (uniform or greedy), kept only when the
+soup scores at least as well as the best epoch, and the summary says which was used."""
+
+import json
+
+import pytest
+import torch
+
+from maskclf.config import ConfigError, load_config
+from maskclf.soup import _average
+
+from .conftest import tiny_config
+
+
+def test_an_average_is_the_mean_of_weights_and_keeps_counters():
+    states = [{"w": torch.tensor([1.0, 3.0]), "n": torch.tensor(5)},
+              {"w": torch.tensor([3.0, 5.0]), "n": torch.tensor(9)}]
+    mean = _average(states)
+    assert torch.equal(mean["w"], torch.tensor([2.0, 4.0])) and int(mean["n"]) == 5
+
+
+def test_averaging_needs_validation():
+    with pytest.raises(ConfigError, match="train.average_checkpoints picks epochs"):
+        load_config(None, ["train.average_checkpoints=3", "data.val_ratio=0", "data.folds=0"])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mode", ["uniform", "greedy"])
+def test_a_soup_is_used_only_when_it_scores_at_least_as_well(mode, synthetic_root, tmp_path):
+    from maskclf.models import resolve_specs
+    from maskclf.pipeline import train_run
+    from maskclf.rundir import RunDir
+
+    cfg = tiny_config("train.epochs=4", "train.average_checkpoints=3",
+                      f"train.average_mode={mode}")
+    result = train_run(cfg, synthetic_root, tmp_path, mode, interactive=False)
+    fold = result.summary["folds"][0]
+    soup = fold["checkpoint_average"]
+    tops = sorted(p.name for p in (result.run / "fold0" / "checkpoints").glob("top-*.ckpt"))
+    assert len(tops) == 3 and set(soup["members"]) <= set(tops)
+    if mode == "uniform":
+        assert len(soup["members"]) == 3
+    folder = RunDir(result.run).fold(resolve_specs(cfg)[0], 0)
+    assert soup["used"] == (soup["f1_soup"] >= soup["f1_best"] and len(soup["members"]) > 1)
+    assert folder.averaged.is_file() == soup["used"]
+    assert folder.checkpoint() == (folder.averaged if soup["used"] else folder.best)
+    assert fold["checkpoints"] == [str(folder.checkpoint())]
+    record = json.loads((result.run / "fold0" / "result.json").read_text())
+    assert record["soup"] == soup
