@@ -19,7 +19,8 @@ def test_durations_read_as_seconds_minutes_or_hours():
 
 
 @pytest.mark.slow
-def test_a_time_limited_run_trains_the_epochs_that_fit_and_finishes(synthetic_root, tmp_path):
+def test_a_time_limited_run_trains_the_epochs_that_fit_and_finishes(synthetic_root, tmp_path,
+                                                                    capfd):
     from maskclf.pipeline import train_run
 
     cfg = tiny_config("train.epochs=60", "train.time_limit=3s", "sched.warmup_epochs=0")
@@ -27,6 +28,8 @@ def test_a_time_limited_run_trains_the_epochs_that_fit_and_finishes(synthetic_ro
     trained = result.summary["time_limit"]["epochs"]
     epochs = pd.read_csv(result.run / "fold0" / "metrics.csv").dropna(subset=["epoch"])
     assert 1 <= trained[0] < 60 and epochs["epoch"].max() + 1 == trained[0]
+    progress = [line for line in capfd.readouterr().err.splitlines() if "eta " in line]
+    assert "eta 0m00s" in progress[-1]  # the run's time left counts the epochs planned
     assert result.summary["validation"] is not None  # it ended like a finished run
     assert (result.run / "fold0" / "checkpoints" / "best.ckpt").is_file()
     rates = pd.read_csv(result.run / "fold0" / "metrics.csv").filter(like="lr-").dropna()

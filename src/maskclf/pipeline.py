@@ -464,11 +464,11 @@ def _train_plan(plan: RunPlan, run: RunDir, interactive: bool | None,
     if extra is not None:
         log.info("data.extra: %d pseudo-labelled image(s) join every fold's training",
                  len(extra))
+    clock = RunClock(sum(spec.cfg.train.epochs for spec in plan.specs) * len(plan.folds))
     limit = cfg.train.time_limit_s
-    budget = None if limit is None else TimeBudget(limit, len(plan.specs) * len(plan.folds))
-    options = FitOptions(interactive, tuple(callbacks),
-                         RunClock(sum(spec.cfg.train.epochs for spec in plan.specs)
-                                  * len(plan.folds)), budget)
+    budget = (None if limit is None
+              else TimeBudget(limit, len(plan.specs) * len(plan.folds), clock))
+    options = FitOptions(interactive, tuple(callbacks), clock, budget)
     try:
         with handed_down(run):
             results = _train_folds(plan.specs, plan.root, records, plan.folds, run, options,

@@ -195,7 +195,9 @@ class TimeBudget(Callback):
     schedule for them, so a cosine still decays to its end. Rank 0's timing decides for
     every rank."""
 
-    def __init__(self, limit_s: float, folds: int):
+    def __init__(self, limit_s: float, folds: int, clock: RunClock | None = None):
+        self.clock = clock
+        """Told of every shortened fold, so the run's time left counts the epochs planned."""
         self.deadline = time.monotonic() + limit_s
         self.limit_s, self.folds_left = limit_s, folds
         self.epoch_s: float | None = None
@@ -235,6 +237,8 @@ class TimeBudget(Callback):
             log.info("train.time_limit %s: this fold trains %d of %d epochs (%.1fs an "
                      "epoch, %s left)", duration(self.limit_s), fits, trainer.max_epochs,
                      self.epoch_s, duration(max(0.0, self.deadline - now)))
+            if self.clock is not None:
+                self.clock.total_epochs -= trainer.max_epochs - fits
             trainer.fit_loop.max_epochs = fits
             pl_module.planned_steps = fits * pl_module.steps_per_epoch
         self.epochs[-1] = fits
