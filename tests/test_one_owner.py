@@ -129,7 +129,8 @@ def test_a_refit_is_planned_like_any_run_and_records_its_parent(synthetic_root, 
     oof = pd.read_csv(parent.run / RunDir.OOF, dtype={"person": str})
     assert (oof["person"] == oof_persons(oof.drop(columns="person"))).all()
     planned = plan(TrainRequest(refit=parent.run))
-    assert planned.what == "refit" and planned.cfg.data.folds == 0
+    assert planned.cfg.data.folds == 0 and planned.name == "cv-refit"
+    assert planned.record["refit_of"]["run"] == str(parent.run.resolve())
     assert not (tmp_path / "cv-refit").exists()  # a plan writes nothing
     refit = train(TrainRequest(refit=parent.run), interactive=False)
     record = json.loads((refit.run / RunDir.RECORD).read_text())

@@ -47,3 +47,32 @@ def test_a_soup_is_used_only_when_it_scores_at_least_as_well(mode, synthetic_roo
     assert fold["checkpoints"] == [str(folder.checkpoint())]
     record = json.loads((result.run / "fold0" / "result.json").read_text())
     assert record["soup"] == soup
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("soup_better", [True, False])
+def test_the_soup_is_the_mean_of_its_epochs_and_kept_only_when_it_scores_higher(
+        soup_better, synthetic_root, tmp_path, monkeypatch):
+    from maskclf import soup
+    from maskclf.models import load_net, resolve_specs
+    from maskclf.pipeline import train_run
+    from maskclf.rundir import RunDir
+
+    scores = iter([0.5, 0.6 if soup_better else 0.4])  # the best epoch, then the soup
+    monkeypatch.setattr(soup._Scorer, "__call__", lambda self, state: next(scores))
+    cfg = tiny_config("train.epochs=3", "train.average_checkpoints=3")
+    result = train_run(cfg, synthetic_root, tmp_path, "soup", interactive=False)
+    folder = RunDir(result.run).fold(resolve_specs(cfg)[0], 0)
+    record = result.summary["folds"][0]["checkpoint_average"]
+    assert record == {"used": soup_better, "members": record["members"], "f1_best": 0.5,
+                      "f1_soup": 0.6 if soup_better else 0.4}
+    assert folder.averaged.is_file() == soup_better
+    assert folder.checkpoint() == (folder.averaged if soup_better else folder.best)
+    if soup_better:  # the kept network's weights are the mean of the three epochs'
+        members = [load_net(folder.checkpoints / name).net.state_dict()
+                   for name in record["members"]]
+        averaged = load_net(folder.averaged).net.state_dict()
+        for key, value in averaged.items():
+            if value.is_floating_point() and "running_" not in key:  # BN stats: recomputed
+                torch.testing.assert_close(value, torch.stack([m[key] for m in members])
+                                           .mean(0))

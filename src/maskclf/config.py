@@ -304,9 +304,9 @@ class PredictConfig(_Section):
     @field_validator("tta")
     @classmethod
     def _known_views(cls, value: list[str]) -> list[str]:
-        problems = [VIEWS.problem(name) for name in value]
-        if any(problems):
-            raise ValueError(next(p for p in problems if p))
+        for name in value:
+            if problem := VIEWS.problem(name):
+                raise ValueError(problem)
         return value
 
 

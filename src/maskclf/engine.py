@@ -12,7 +12,7 @@ for a folder.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -68,16 +68,22 @@ class Predictor(ABC):
             raise UsageError(f"{self.source} has no fold {fold}; its folds: {self.folds}")
         return chosen
 
+    def ensemble(self, fold: int | None,
+                 probs_of: Callable[[Network], np.ndarray]) -> np.ndarray:
+        """N x 18 probabilities: ``probs_of`` each network of every fold (or of ``fold``),
+        combined by ``labels.combine_networks``."""
+        outputs: dict[str, list[np.ndarray]] = {}
+        for network in self._chosen(fold):
+            outputs.setdefault(network.task, []).append(probs_of(network))
+        return labels.combine_networks(outputs)
+
     def predict(self, root: Path, paths: Sequence[str], fold: int | None = None,
                 cache: bool = True) -> np.ndarray:
         """N x 18 probabilities of the images ``root / paths`` in order: the fold ensemble
         (or the networks of ``fold``). ``cache=False`` writes no decode cache (a user's
         own folder)."""
-        outputs: dict[str, list[np.ndarray]] = {}
-        for network in self._chosen(fold):
-            outputs.setdefault(network.task, []).append(
-                self.network_probs(network, root, paths, cache))
-        return labels.combine_networks(outputs)
+        return self.ensemble(fold, lambda network: self.network_probs(network, root, paths,
+                                                                       cache))
 
     @abstractmethod
     def network_probs(self, network: Network, root: Path, paths: Sequence[str],

@@ -82,3 +82,10 @@ class ImageTooLarge(ValueError):
     """An image whose header claims more pixels than ``io.MAX_PIXELS`` (a decompression
     bomb?). Not a :class:`MaskclfError`: callers name the file (a dataset problem, an HTTP
     413)."""
+
+
+def first_line(exc: BaseException, limit: int = 160) -> str:
+    """What a library's exception says, for a one-line message: its type and first line
+    (only the type when it says nothing, as ``IndexError()`` does)."""
+    lines = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {lines[0][:limit]}" if lines else type(exc).__name__

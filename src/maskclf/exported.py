@@ -18,7 +18,7 @@ import numpy as np
 from maskclf import labels
 from maskclf.data.transforms import centre_crop, evaluation_view, preprocess
 from maskclf.engine import Network, Predictor
-from maskclf.errors import InputFileError, MissingFileError, UsageError
+from maskclf.errors import InputFileError, MissingFileError, UsageError, first_line
 from maskclf.manifest import MANIFEST, Manifest, load_manifest
 
 
@@ -37,9 +37,8 @@ def open_session(path: Path, threads: int | None = None, outputs: int | None = N
     try:
         session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     except Exception as exc:  # noqa: BLE001 - onnxruntime's errors for a file it cannot load
-        first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
-        raise InputFileError(f"{path} is not an ONNX model onnxruntime can load: {first}"
-                             ) from None
+        raise InputFileError(f"{path} is not an ONNX model onnxruntime can load: "
+                             f"{first_line(exc)}") from None
     inputs, results = session.get_inputs(), session.get_outputs()
     takes_images = (len(inputs) == 1 and inputs[0].type == "tensor(uint8)"
                     and len(inputs[0].shape) == 4 and inputs[0].shape[-1] == 3)
@@ -94,11 +93,7 @@ class ExportedModel(Predictor):
 
     def probs(self, batch: np.ndarray, fold: int | None = None) -> np.ndarray:
         """N x 18 probabilities of preprocessed uint8 N x H x W x 3 images."""
-        outputs: dict[str, list[np.ndarray]] = {}
-        for network in self._chosen(fold):
-            outputs.setdefault(network.task, []).append(
-                self.run_one(self.sessions[network], batch))
-        return labels.combine_networks(outputs)
+        return self.ensemble(fold, lambda network: self.run_one(self.sessions[network], batch))
 
     def preprocess(self, image: np.ndarray) -> np.ndarray:
         """An RGB image cropped and resized as the run's networks saw evaluation images."""

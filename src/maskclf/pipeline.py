@@ -15,7 +15,7 @@ import sys
 import time
 from collections.abc import Sequence
 from contextlib import nullcontext
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import lightning as L
@@ -238,8 +238,6 @@ class RunPlan:
     write, its parent (``continued_from`` / ``refit_of``) included.
     """
 
-    what: str
-    """new, resume, continue or refit (for logs)."""
     cfg: RunConfig
     specs: list[ModelSpec]
     root: Path
@@ -279,7 +277,7 @@ def plan_new(cfg: RunConfig, data_root: Path | str, runs_dir: Path | str = "runs
     folds = fold_ids if fold is None else [fold]
     record = {**environment(), "data": str(root.resolve()), "folds": folds, "resumed": [],
               **(parent or {})}
-    return RunPlan("new", cfg, specs, root, attach_folds(records, split), folds, split, record,
+    return RunPlan(cfg, specs, root, attach_folds(records, split), folds, split, record,
                    runs_dir=Path(runs_dir), name=name, corrections=report)
 
 
@@ -301,7 +299,7 @@ def plan_resume(run_path: Path | str, data_root: Path | str | None = None) -> Ru
     split = run.read_folds()
     records = attach_folds(records, split, str(run.file(RunDir.FOLDS)))
     record["resumed"].append(environment())
-    return RunPlan("resume", cfg, specs, root, records, record["folds"], split, record, run=run)
+    return RunPlan(cfg, specs, root, records, record["folds"], split, record, run=run)
 
 
 def plan_continue(run_path: Path | str, epochs: int, data_root: Path | str | None = None,
@@ -328,7 +326,7 @@ def plan_continue(run_path: Path | str, epochs: int, data_root: Path | str | Non
     split = parent.read_folds()
     record = {**environment(), "data": str(root.resolve()), "folds": folds, "resumed": [],
               "continued_from": {"run": str(parent.path.resolve()), "epochs": parent_epochs}}
-    return RunPlan("continue", cfg, specs, root,
+    return RunPlan(cfg, specs, root,
                    attach_folds(records, split, str(parent.file(RunDir.FOLDS))), folds, split,
                    record, runs_dir=parent.path.parent, name=name or f"{parent.name}-more",
                    carry_from=parent)
@@ -361,10 +359,9 @@ def plan_refit(run_path: Path | str, data_root: Path | str | None = None,
     parent = Path(run_path)
     log.info("refit: %d epochs on every person (best epochs of the folds: %s)",
              cfg.train.epochs, best_epochs)
-    return replace(plan_new(cfg, data_root or run_data, parent.parent, name or
-                            f"{parent.name}-refit",
-                            parent={"refit_of": {"run": str(parent.resolve()),
-                                                 "best_epochs": best_epochs}}), what="refit")
+    return plan_new(cfg, data_root or run_data, parent.parent, name or f"{parent.name}-refit",
+                    parent={"refit_of": {"run": str(parent.resolve()),
+                                         "best_epochs": best_epochs}})
 
 
 def plan(request: TrainRequest) -> RunPlan:

@@ -16,11 +16,9 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch.optim.swa_utils import update_bn
 
-from maskclf import labels
 from maskclf.atomic import atomic_write
 from maskclf.data.datamodule import FoldDataModule
 from maskclf.inference import InferenceModule, predict_probs
@@ -55,20 +53,13 @@ def _average(states: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
             for key, value in states[0].items()}
 
 
-def _truth(spec: ModelSpec, classes: np.ndarray) -> np.ndarray:
-    """What the network predicts for each 18-class label: the class, or one attribute."""
-    if spec.attribute is None:
-        return classes
-    return dict(zip(labels.ATTRIBUTES, labels.decode_class(classes), strict=True))[
-        spec.attribute]
-
-
 class _Scorer:
     """Validation macro F1 of a network's weights, as the fold is scored."""
 
     def __init__(self, template: LoadedNet, data: FoldDataModule):
         self.template, self.data = template, data
-        self.truth = _truth(template.spec, data.val_rows["class"].to_numpy())
+        classes = torch.as_tensor(data.val_rows["class"].to_numpy())
+        self.truth = build_task(template.spec).metric_targets(classes).numpy()
         self.dataset = data.dataset(data.val_rows, False)
 
     def __call__(self, state: dict[str, torch.Tensor]) -> float:
@@ -107,11 +98,12 @@ def average_fold(fold: FoldDir, spec: ModelSpec, data: FoldDataModule,
             trial = score(_average([states[j] for j in [*chosen, i]]))
             if trial >= current:
                 chosen, current = [*chosen, i], trial
-    template.net.load_state_dict(_average([states[j] for j in
-                                           (chosen if mode == "greedy" else range(len(states)))]))
+    if mode == "uniform":
+        chosen = list(range(len(states)))
+    template.net.load_state_dict(_average([states[j] for j in chosen]))
     soup = _recompute_bn(template, data)
     f1_soup = score(soup)
-    members = [ranked[j].name for j in (chosen if mode == "greedy" else range(len(ranked)))]
+    members = [ranked[j].name for j in chosen]
     used = len(members) > 1 and f1_soup >= f1_best
     log.info("%s: soup of %d epochs (%s) F1 %.4f vs best epoch %.4f: %s", fold.path,
              len(members), mode, f1_soup, f1_best, "kept" if used else "not kept")

@@ -189,20 +189,19 @@ class ClassifierModule(InferenceModule):
 
 
 class TimeBudget(Callback):
-    """``train.time_limit`` over a whole run: shared by every fold's Trainer. Once an epoch
-    has been timed, each fold gets the run's time left divided by the folds left, trains
-    the epochs that fit (at least one, at most ``train.epochs``) and plans its learning-rate
-    schedule for them, so a cosine still decays to its end. Rank 0's timing decides for
-    every rank."""
+    """``train.time_limit`` over a whole run: shared by every fold's Trainer, after the run
+    clock (whose epoch times it reads). Once an epoch has been timed, each fold gets the
+    run's time left divided by the folds left, trains the epochs that fit (at least one, at
+    most ``train.epochs``) and plans its learning-rate schedule for them, so a cosine still
+    decays to its end; the clock is told, so the time left counts the epochs planned.
+    Rank 0's timing decides for every rank."""
 
-    def __init__(self, limit_s: float, folds: int, clock: RunClock | None = None):
+    def __init__(self, limit_s: float, folds: int, clock: RunClock):
         self.clock = clock
-        """Told of every shortened fold, so the run's time left counts the epochs planned."""
         self.deadline = time.monotonic() + limit_s
         self.limit_s, self.folds_left = limit_s, folds
-        self.epoch_s: float | None = None
         self.epochs: list[int] = []
-        self._fold_started = self._epoch_started = 0.0
+        self._fold_started = 0.0
 
     def skip(self) -> None:
         """A fold finished in an earlier session (a resumed run): one fold fewer to share."""
@@ -211,17 +210,11 @@ class TimeBudget(Callback):
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._fold_started = time.monotonic()
         self.epochs.append(trainer.max_epochs)
-        if self.epoch_s is not None:
+        if self.clock.trained:
             self._plan(trainer, pl_module)
 
-    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._epoch_started = time.monotonic()
-
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        first = self.epoch_s is None
-        seconds = time.monotonic() - self._epoch_started
-        self.epoch_s = seconds if first else 0.5 * (self.epoch_s + seconds)
-        if first:
+        if self.clock.trained == 1:  # the run's first timed epoch
             self._plan(trainer, pl_module)
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -229,16 +222,15 @@ class TimeBudget(Callback):
         self.folds_left = max(1, self.folds_left - 1)
 
     def _plan(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        now = time.monotonic()
+        now, epoch_s = time.monotonic(), self.clock.seconds / self.clock.trained
         share = (self.deadline - now) / self.folds_left + (now - self._fold_started)
-        fits = max(1, min(trainer.max_epochs, int(share // self.epoch_s)))
+        fits = max(1, min(trainer.max_epochs, int(share // epoch_s)))
         fits = int(trainer.strategy.broadcast(fits, src=0))
         if fits < trainer.max_epochs:
             log.info("train.time_limit %s: this fold trains %d of %d epochs (%.1fs an "
                      "epoch, %s left)", duration(self.limit_s), fits, trainer.max_epochs,
-                     self.epoch_s, duration(max(0.0, self.deadline - now)))
-            if self.clock is not None:
-                self.clock.total_epochs -= trainer.max_epochs - fits
+                     epoch_s, duration(max(0.0, self.deadline - now)))
+            self.clock.total_epochs -= trainer.max_epochs - fits
             trainer.fit_loop.max_epochs = fits
             pl_module.planned_steps = fits * pl_module.steps_per_epoch
         self.epochs[-1] = fits

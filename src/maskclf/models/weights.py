@@ -27,7 +27,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from maskclf.atomic import atomic_write, check_target
-from maskclf.errors import InputFileError, MissingFileError
+from maskclf.errors import InputFileError, MissingFileError, first_line
 from maskclf.tables import require_file
 
 _WRAPPERS = ("state_dict_ema", "state_dict", "model_ema", "model")
@@ -84,7 +84,7 @@ def safe_torch_load(path: Path | str, what: str = "PyTorch weights file") -> obj
     except pickle.UnpicklingError as exc:
         text = str(exc)
         if "Weights only load failed" not in text:
-            raise InputFileError(f"{path} is not a {what}: {_first_line(exc)}") from None
+            raise InputFileError(f"{path} is not a {what}: {first_line(exc)}") from None
         found = re.search(r"WeightsUnpickler error:\s*(.+?)\s*(?:\n\n|Check the doc|$)", text,
                           re.S)
         raise InputFileError(
@@ -94,13 +94,7 @@ def safe_torch_load(path: Path | str, what: str = "PyTorch weights file") -> obj
             "safetensors") from None
     except Exception as exc:  # noqa: BLE001 - junk bytes fail in many ways (KeyError...)
         raise InputFileError(f"{path} is not a {what} (damaged or cut short?): "
-                             f"{_first_line(exc)}") from None
-
-
-def _first_line(exc: Exception) -> str:
-    """An exception's first line, or its type when it says nothing (``IndexError()``)."""
-    lines = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {lines[0][:160]}" if lines else type(exc).__name__
+                             f"{first_line(exc)}") from None
 
 
 def _unwrap(raw: object, path: Path) -> dict[str, torch.Tensor]:
