@@ -303,7 +303,7 @@ def plan_resume(run_path: Path | str, data_root: Path | str | None = None) -> Ru
 
 
 def plan_continue(run_path: Path | str, epochs: int, data_root: Path | str | None = None,
-                  name: str | None = None) -> RunPlan:
+                  name: str | None = None, train: dict | None = None) -> RunPlan:
     """Train a finished run longer: a new run directory beside it (``<name>-more``) whose
     folds start from the parent's last checkpoints and run to ``epochs`` epochs, with the
     parent's config, folds and data. The parent is left as it is; ``run.json`` records it.
@@ -312,6 +312,8 @@ def plan_continue(run_path: Path | str, epochs: int, data_root: Path | str | Non
     scheduler state (step count) carry over and the schedule is recomputed for the longer
     run, so a cosine resumes at the rate the longer cosine has at that step (higher than
     the parent's last rate) and decays to its end; step and plateau schedules continue.
+    ``train`` replaces settings of the parent's train section that do not change what was
+    learnt (``maskclf auto`` gives each stage its time limit and checkpoint averaging).
     """
     parent = RunDir.open(run_path).require_finished()
     raw = config_to_dict(parent.read_config())
@@ -319,6 +321,7 @@ def plan_continue(run_path: Path | str, epochs: int, data_root: Path | str | Non
         raise UsageError(f"train.epochs={epochs} does not continue {parent.path}: it already "
                          f"trained {raw['train']['epochs']} epochs")
     parent_epochs, raw["train"]["epochs"] = raw["train"]["epochs"], epochs
+    raw["train"].update(train or {})
     cfg = build_config(raw, f"continuation of {parent.path}")
     root = parent.data_root(data_root)
     records, _, specs = _checked(cfg, root)
@@ -404,9 +407,10 @@ def resume_run(run_path: Path | str, data_root: Path | str | None = None,
 
 
 def continue_run(run_path: Path | str, epochs: int, data_root: Path | str | None = None,
-                 name: str | None = None, interactive: bool | None = None) -> RunResult:
+                 name: str | None = None, interactive: bool | None = None,
+                 train: dict | None = None) -> RunResult:
     """Train a finished run longer as a new run (see :func:`plan_continue`)."""
-    return execute(plan_continue(run_path, epochs, data_root, name), interactive)
+    return execute(plan_continue(run_path, epochs, data_root, name, train), interactive)
 
 
 def _add_seconds(run: RunDir, seconds: float) -> None:

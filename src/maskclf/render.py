@@ -188,3 +188,15 @@ def note_line(run, notes: list[dict]) -> str:
         [f"note \"{latest['text']}\""] if latest["text"] else [])
     count = f"{len(notes)} note{'s' if len(notes) != 1 else ''}"
     return f"recorded {' and '.join(parts)} for {run} ({count} in all)."
+
+
+def auto_table(summary: dict) -> FrameTable:
+    """``maskclf auto``: every candidate's run with its time and score, and its weight in
+    the chosen ensemble."""
+    weights = {m["unit"]: m["weight"] for m in summary["members"]}
+    frame = pd.DataFrame([{"unit": r["unit"], "stage": r["stage"], "epochs": r["epochs"],
+                           "seconds": r["seconds"], "val F1": r["val_macro_f1"],
+                           "weight": weights.get(r["unit"]), "state": r["state"]}
+                          for r in summary["candidates"]])
+    frame["epochs"] = frame["epochs"].map(lambda e: "" if not e else "/".join(map(str, e)))
+    return frame_table("auto: candidates", frame, compact=True)

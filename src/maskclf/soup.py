@@ -58,7 +58,7 @@ class _Scorer:
 
     def __init__(self, template: LoadedNet, data: FoldDataModule):
         self.template, self.data = template, data
-        classes = torch.as_tensor(data.val_rows["class"].to_numpy())
+        classes = torch.tensor(data.val_rows["class"].to_numpy())
         self.truth = build_task(template.spec).metric_targets(classes).numpy()
         self.dataset = data.dataset(data.val_rows, False)
 

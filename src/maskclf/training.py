@@ -202,6 +202,8 @@ class TimeBudget(Callback):
         self.limit_s, self.folds_left = limit_s, folds
         self.epochs: list[int] = []
         self._fold_started = 0.0
+        self._first_epoch = 0
+        """The epoch a fold starts this session at (a resumed or continued fold's next)."""
 
     def skip(self) -> None:
         """A fold finished in an earlier session (a resumed run): one fold fewer to share."""
@@ -209,6 +211,7 @@ class TimeBudget(Callback):
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._fold_started = time.monotonic()
+        self._first_epoch = trainer.current_epoch
         self.epochs.append(trainer.max_epochs)
         if self.clock.trained:
             self._plan(trainer, pl_module)
@@ -224,7 +227,7 @@ class TimeBudget(Callback):
     def _plan(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         now, epoch_s = time.monotonic(), self.clock.seconds / self.clock.trained
         share = (self.deadline - now) / self.folds_left + (now - self._fold_started)
-        fits = max(1, min(trainer.max_epochs, int(share // epoch_s)))
+        fits = min(trainer.max_epochs, self._first_epoch + max(1, int(share // epoch_s)))
         fits = int(trainer.strategy.broadcast(fits, src=0))
         if fits < trainer.max_epochs:
             log.info("train.time_limit %s: this fold trains %d of %d epochs (%.1fs an "
@@ -236,8 +239,12 @@ class TimeBudget(Callback):
         self.epochs[-1] = fits
 
     def record(self) -> dict:
-        """For the summary: the limit and the epochs each fold trained."""
-        return {"limit_s": self.limit_s, "epochs": list(self.epochs)}
+        """For the summary: the limit, the epochs each fold trained, and the epochs timed in
+        this session with their mean seconds (``maskclf auto`` plans its next runs by
+        them)."""
+        trained = self.clock.trained
+        return {"limit_s": self.limit_s, "epochs": list(self.epochs), "timed_epochs": trained,
+                "epoch_s": self.clock.seconds / trained if trained else None}
 
 
 class TopEpochs(ModelCheckpoint):

@@ -175,13 +175,19 @@ def sample(trial: optuna.Trial, space: dict[str, Distribution]) -> dict[str, Any
     return values
 
 
-def _storage(url: str | None, out: Path) -> optuna.storages.RDBStorage:
+def open_storage(url: str | None, out: Path, heartbeat_s: int | None = None
+                 ) -> optuna.storages.RDBStorage:
+    """The study's storage: ``url``, or a SQLite file in ``out``. With ``heartbeat_s`` a
+    trial whose worker stopped beating for three heartbeats is failed by the next worker
+    that looks (``optuna.storages.fail_stale_trials``), so its work is done again."""
     if url is None:
         out.mkdir(parents=True, exist_ok=True)
         url = f"sqlite:///{(out / 'study.db').resolve()}"
     engine = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}
     try:
-        return optuna.storages.RDBStorage(url, engine_kwargs=engine)
+        return optuna.storages.RDBStorage(
+            url, engine_kwargs=engine, heartbeat_interval=heartbeat_s,
+            grace_period=None if heartbeat_s is None else 3 * heartbeat_s)
     except Exception as exc:  # a driver or server problem: say which storage
         raise UsageError(f"cannot open the study storage {url.split('@')[-1]}: "
                          f"{type(exc).__name__}: {exc}") from None
@@ -207,7 +213,7 @@ def run_study(cfg_raw: dict[str, Any], data_root: Path | str, space_path: Path |
                          "data.folds >= 2")
     space = load_space(space_path, cfg_raw)
     study = optuna.create_study(
-        study_name=study_name, storage=_storage(storage, out), direction="maximize",
+        study_name=study_name, storage=open_storage(storage, out), direction="maximize",
         sampler=optuna.samplers.TPESampler(seed=base.seed if sampler_seed is None
                                            else sampler_seed),
         pruner=optuna.pruners.MedianPruner(n_startup_trials=startup_trials,
@@ -284,7 +290,7 @@ def study_report(study_name: str, out: Path | str, storage: str | None = None,
 
     out = Path(out)
     try:
-        study = optuna.load_study(study_name=study_name, storage=_storage(storage, out))
+        study = optuna.load_study(study_name=study_name, storage=open_storage(storage, out))
     except KeyError:
         raise MissingFileError(f"no study {study_name!r} in this storage; start it with "
                                "maskclf tune --config ... --space ...") from None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Annotated
 
@@ -145,3 +146,43 @@ def tune(
                + ("none yet" if best is None else
                   f"trial {best['number']} F1 {best['value']:.4f} {best['params']}"))
     return result
+
+
+@command()
+def auto(
+    data: Annotated[Path, typer.Option("--data", help="Dataset root (train/ and eval/).")],
+    budget: Annotated[str, typer.Option(help="Wall time for the whole command: 30m, 1.5h, "
+                                              "900s.")],
+    preset: Annotated[str, typer.Option(
+        help="cpu, gpu, demo (configs/auto/) or your own preset YAML file.")] = "cpu",
+    name: Annotated[str | None, typer.Option(
+        help="Study name (default: the data folder's name); the same command continues it.")
+    ] = None,
+    out_dir: Annotated[Path, typer.Option("--out", help="The study lives in OUT/NAME/.")
+                       ] = Path("auto"),
+    storage: Annotated[str | None, typer.Option(
+        help="Study storage URL shared by workers on many machines (default: a SQLite file "
+             "in the study folder), e.g. postgresql+psycopg://user:pass@host/db.")] = None,
+    threads: Annotated[int | None, typer.Option(
+        help="Torch threads of this worker (workers on one machine split its cores).")
+    ] = None,
+    *, show: Console,
+) -> dict:
+    """Spend a time budget on the best submission: screen a portfolio, train the best,
+    choose an ensemble, predict."""
+    started = time.time()  # the budget counts from here, imports included
+    from maskclf.auto.workflow import check_request
+
+    check_request(data, budget, preset, out_dir, name)  # before torch is imported
+    from maskclf.auto.workflow import run_auto
+
+    summary = run_auto(data, budget, preset, out_dir, name, storage, threads, started)
+    if summary.get("finished") is False:
+        show.print(summary["note"])
+        return summary
+    show.print(render.auto_table(summary))
+    show.print(f"ensemble OOF macro F1 {summary['ensemble_oof_f1']:.4f} (best member "
+               f"{summary['best_member_oof_f1']:.4f}); budget {summary['budget_s']:.0f}s, "
+               f"spent {summary['elapsed_s']:.0f}s")
+    show.print(f"submission: {summary['submission']}  report: {summary['report']}")
+    return summary

@@ -1,0 +1,121 @@
+"""``finish``, the last unit of an ``auto`` study: choose the ensemble on the members'
+out-of-fold rows, tune its decisions (only when that helps on held-out persons), predict
+the eval set with every chosen member and write the validated submission, the summary and
+the report."""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+import optuna
+import pandas as pd
+
+from maskclf.atomic import write_csv_set
+from maskclf.auto.report import write_report
+from maskclf.auto.selection import Selection, blend, select
+from maskclf.auto.study import StudyFolder, Work
+from maskclf.data.layout import read_eval
+from maskclf.decisions import apply_biases, cross_validate, fit_biases
+from maskclf.ensemble import align
+from maskclf.errors import UsageError
+from maskclf.rundir import RunDir
+from maskclf.submission import (
+    CLASS_COLUMNS,
+    checked_submission,
+    oof_persons,
+    prediction_table,
+    read_prediction_file,
+)
+
+log = logging.getLogger(__name__)
+
+
+def member_trials(work: Work) -> list[optuna.trial.FrozenTrial]:
+    """The pool the ensemble is chosen from, all scored on the same rows: the finished
+    k-fold runs, or, when none finished, each candidate's furthest finished rung."""
+    complete = [t for t in work.done().values() if t.state == optuna.trial.TrialState.COMPLETE
+                and t.user_attrs.get("stage") in ("screening", "kfold")]
+    kfold = [t for t in complete if t.user_attrs["stage"] == "kfold"]
+    if kfold:
+        return sorted(kfold, key=lambda t: t.number)
+    furthest: dict[str, optuna.trial.FrozenTrial] = {}
+    for trial in sorted(complete, key=lambda t: t.number):
+        furthest[trial.user_attrs["candidate"]] = trial  # later rungs come later
+    return list(furthest.values())
+
+
+def finish(work: Work) -> float:
+    """Selection, decisions, submission, report; returns the ensemble's OOF macro F1."""
+    started = time.monotonic()
+    trials = member_trials(work)
+    if not trials:
+        raise UsageError(f"no candidate finished a run within the budget in {work.folder.path}"
+                         "; give a larger --budget (a new --name starts afresh)")
+    runs = [Path(t.user_attrs["run"]) for t in trials]
+    names = [t.user_attrs["unit"] for t in trials]
+    oofs = align([read_prediction_file(RunDir(r).file(RunDir.OOF)) for r in runs],
+                 [str(RunDir(r).file(RunDir.OOF)) for r in runs])
+    y, persons = oofs[0]["class"].to_numpy(), oof_persons(oofs[0]).to_numpy()
+    probs = [oof[CLASS_COLUMNS].to_numpy() for oof in oofs]
+    selection = select(probs, y, persons, work.preset.ensemble_rounds)
+    log.info("auto: ensemble %s, OOF macro F1 %.4f (best member %s %.4f; held-out persons "
+             "%.4f vs %.4f)", _weights_text(names, selection), selection.ensemble_f1,
+             names[selection.best_member], selection.best_member_f1,
+             selection.check["ensemble_f1"], selection.check["best_member_f1"])
+    ensemble_oof = blend(probs, selection.weights)
+    decisions = cross_validate(ensemble_oof, y, persons)
+    decisions["applied"] = decisions["tuned_macro_f1"] > decisions["plain_macro_f1"]
+    biases = fit_biases(ensemble_oof, y) if decisions["applied"] else np.zeros(len(
+        CLASS_COLUMNS))
+    written = predict_eval(work, runs, selection.weights, biases)
+    members = [{"unit": n, "run": str(r), "weight": float(w), "oof_macro_f1": float(f1)}
+               for n, r, w, f1 in zip(names, runs, selection.weights,
+                                      [t.value for t in trials], strict=True)]
+    summary = {
+        "ensemble_oof_f1": selection.ensemble_f1,
+        "best_member_oof_f1": selection.best_member_f1,
+        "members": members,
+        "selection": {"path": [{**step, "added": names[step["added"]]}
+                               for step in selection.path],
+                      "held_out_check": selection.check,
+                      "used_ensemble": selection.used_ensemble},
+        "decisions": {**decisions, "biases": [float(b) for b in biases]},
+        **written,
+        "finish_s": round(time.monotonic() - started, 1),
+    }
+    write_report(work, summary)
+    return selection.ensemble_f1
+
+
+def _weights_text(names: list[str], selection: Selection) -> str:
+    return ", ".join(f"{n} {w:.2f}" for n, w in zip(names, selection.weights, strict=True)
+                     if w > 0)
+
+
+def predict_eval(work: Work, runs: list[Path], weights: np.ndarray, biases: np.ndarray
+                 ) -> dict:
+    """The eval set predicted by every member with a weight, averaged with the weights,
+    decided with the biases; the submission is validated against info.csv before any
+    file is written."""
+    from maskclf.predict import predict_run
+
+    info = read_eval(work.data)
+    probs = np.zeros((len(info), len(CLASS_COLUMNS)))
+    for run, weight in zip(runs, weights, strict=True):
+        if weight > 0:
+            result = predict_run(run, work.data, tune_decisions=False, vote=False)
+            table = read_prediction_file(result.predictions).set_index("ImageID")
+            probs += weight * table.loc[info["ImageID"], CLASS_COLUMNS].to_numpy()
+    decided = apply_biases(probs, biases)
+    folder = work.folder
+    predictions, submission = (folder.file(StudyFolder.PREDICTIONS),
+                               folder.file(StudyFolder.SUBMISSION))
+    table: pd.DataFrame = prediction_table(info["ImageID"], probs).assign(submitted=decided)
+    write_csv_set({predictions: table,
+                   submission: checked_submission(info["ImageID"], decided, info, submission)})
+    return {"submission": str(submission), "predictions": str(predictions),
+            "n_eval": len(info)}
+

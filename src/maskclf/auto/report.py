@@ -1,0 +1,132 @@
+"""``summary.json``, ``report.md`` and ``progress.png`` of an ``auto`` study: the plan, every
+candidate with its time and score, the selection path and weights, the time per stage
+(planned and spent), and the best validation F1 against the budget's wall time."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+import optuna
+from matplotlib.figure import Figure
+
+from maskclf.atomic import atomic_write_text, write_json
+from maskclf.auto.study import StudyFolder, Work
+from maskclf.plots import save
+from maskclf.ticker import duration
+
+
+def candidate_rows(work: Work) -> list[dict]:
+    """Every unit's trial: what it trained, how long, how well, or why it did not."""
+    rows = []
+    for trial in sorted(work.trials(), key=lambda t: t.number):
+        attrs = trial.user_attrs
+        if not attrs.get("stage") or attrs["stage"] == "finish":
+            continue
+        state = trial.state.name.lower()
+        if trial.state == optuna.trial.TrialState.PRUNED:
+            state = f"skipped ({attrs.get('skipped') or attrs.get('error', '')})"
+        rows.append({"unit": attrs["unit"], "candidate": attrs["candidate"],
+                     "stage": attrs["stage"], "epochs": attrs.get("epochs"),
+                     "seconds": attrs.get("seconds"), "val_macro_f1": trial.value,
+                     "state": state, "at_s": attrs.get("at_s")})
+    return rows
+
+
+def write_report(work: Work, result: dict) -> dict:
+    """The whole summary (the budget's figures measured now, last) and the report."""
+    folder, plan = work.folder, work.plan
+    rows = candidate_rows(work)
+    spent: dict[str, float] = defaultdict(float)
+    for row in rows:
+        spent[row["stage"]] += row["seconds"] or 0.0
+    spent["finish"] = result["finish_s"]
+    progress = _progress_figure(rows, result, work.clock.elapsed(), folder)
+    summary = {"budget_s": work.clock.budget_s, "elapsed_s": None, "budget_held": None,
+               "plan": plan.to_dict(), "candidates": rows, **result,
+               "stages": {"planned_s": plan.stage_s,
+                          "spent_s": {k: round(v, 1) for k, v in spent.items()}},
+               "report": str(folder.file(StudyFolder.REPORT)), "progress": str(progress)}
+    elapsed = work.clock.elapsed()
+    slowest_epoch = work.pace().seconds(max(plan.epoch_s.values()), 1)
+    summary["elapsed_s"] = round(elapsed, 1)
+    budget_s = work.clock.budget_s
+    summary["budget_held"] = elapsed <= budget_s + max(0.05 * budget_s, slowest_epoch)
+    atomic_write_text(folder.file(StudyFolder.REPORT), _markdown(folder, summary))
+    write_json(folder.file(StudyFolder.SUMMARY), summary)
+    return summary
+
+
+def _progress_figure(rows: list[dict], result: dict, elapsed: float,
+                     folder: StudyFolder):
+    """Best validation macro F1 so far against the minutes of budget spent (each unit
+    when it finished), and the ensemble's OOF F1 at the end."""
+    done = sorted((r for r in rows if r["val_macro_f1"] is not None and r["at_s"]),
+                  key=lambda r: r["at_s"])
+    times, best, high = [], [], 0.0
+    for row in done:
+        high = max(high, row["val_macro_f1"])
+        times.append(row["at_s"] / 60)
+        best.append(high)
+    figure = Figure(figsize=(6, 3.5))
+    ax = figure.subplots()
+    ax.step(times, best, where="post", label="best single run (validation)")
+    ax.scatter([elapsed / 60], [result["ensemble_oof_f1"]], color="tab:red", zorder=3,
+               label="chosen ensemble (OOF)")
+    ax.set(xlabel="budget spent (minutes)", ylabel="macro F1",
+           title="best macro F1 against wall time")
+    ax.legend(loc="lower right", fontsize=8)
+    return save(figure, folder.file(StudyFolder.PROGRESS))
+
+
+def _table(rows: list[dict], columns: list[str]) -> list[str]:
+    def cell(value) -> str:
+        if isinstance(value, list):
+            return "/".join(map(str, value))
+        if isinstance(value, float):
+            return f"{value:.4f}" if value <= 1 else f"{value:.1f}"
+        return "" if value is None else str(value)
+
+    return ["| " + " | ".join(columns) + " |", "|" + " --- |" * len(columns),
+            *["| " + " | ".join(cell(row.get(c)) for c in columns) + " |" for row in rows]]
+
+
+def _markdown(folder: StudyFolder, summary: dict) -> str:
+    plan = summary["plan"]
+    rungs = [{"stage": f"screening rung {i}", "candidates": r["count"],
+              "epochs": r["epochs"], "folds": "fold 0"} for i, r in enumerate(plan["rungs"])]
+    if plan["kfold_epochs"]:
+        rungs.append({"stage": "k-fold", "candidates": plan["rungs"][-1]["count"],
+                      "epochs": plan["kfold_epochs"], "folds": plan["folds"]})
+    members = [m for m in summary["members"] if m["weight"] > 0]
+    stages = [{"stage": k, "planned_s": summary["stages"]["planned_s"].get(k),
+               "spent_s": v} for k, v in summary["stages"]["spent_s"].items()]
+    check = summary["selection"]["held_out_check"]
+    decisions = summary["decisions"]
+    lines = [
+        f"# maskclf auto: {folder.path.name}", "",
+        f"Budget {duration(summary['budget_s'])}, spent {duration(summary['elapsed_s'])} "
+        f"({'held' if summary['budget_held'] else 'overrun'}). Ensemble OOF macro F1 "
+        f"**{summary['ensemble_oof_f1']:.4f}** (best member "
+        f"{summary['best_member_oof_f1']:.4f}). Submission: `{summary['submission']}`.", "",
+        "## Plan", "", *_table(rungs, ["stage", "candidates", "epochs", "folds"]), "",
+        "Estimated epoch seconds (speed probe): " + ", ".join(
+            f"{n} {s:.0f}s" for n, s in plan["epoch_s"].items()), "",
+        "## Candidates", "",
+        *_table(summary["candidates"], ["unit", "candidate", "stage", "epochs", "seconds",
+                                        "val_macro_f1", "state"]), "",
+        "## Selection", "",
+        "Greedy selection with replacement (Caruana et al., 2004) over the members' "
+        "out-of-fold predictions; the ensemble at the best step is kept.", "",
+        *_table(summary["selection"]["path"], ["size", "added", "macro_f1"]), "",
+        f"Held-out persons ({check['splits']} splits): the selection scored "
+        f"{check['ensemble_f1']:.4f}, the best single member {check['best_member_f1']:.4f}; "
+        + ("the ensemble is used." if summary["selection"]["used_ensemble"]
+           else "the best single member is used."), "",
+        *_table(members, ["unit", "weight", "oof_macro_f1", "run"]), "",
+        f"Decision tuning (held-out persons): {decisions['plain_macro_f1']:.4f} plain, "
+        f"{decisions['tuned_macro_f1']:.4f} tuned: "
+        + ("applied." if decisions["applied"] else "not applied."), "",
+        "## Time per stage", "", *_table(stages, ["stage", "planned_s", "spent_s"]), "",
+        f"![best macro F1 against wall time]({StudyFolder.PROGRESS})", "",
+    ]
+    return "\n".join(lines)

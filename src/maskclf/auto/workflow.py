@@ -1,0 +1,137 @@
+"""``maskclf auto --data DATA --budget 30m``: check, measure, plan, then work the study's
+units until the submission is written (or, on another worker, until no unit is left)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import signal
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from maskclf.auto.plan import StudyPlan
+from maskclf.auto.preset import load_preset, preset_path
+from maskclf.auto.study import (
+    BudgetClock,
+    StudyFolder,
+    Work,
+    check_identity,
+    open_plan,
+    open_study,
+    plan_identity,
+    work_loop,
+)
+from maskclf.config import duration_seconds
+from maskclf.data.layout import check_root, read_tables
+from maskclf.errors import RunInterrupted, UsageError
+from maskclf.ticker import duration
+
+log = logging.getLogger(__name__)
+
+
+def auto_folder(data: Path, out: Path, name: str | None) -> StudyFolder:
+    name = name or Path(data).resolve().name
+    if "/" in name or name in {"", ".", ".."}:
+        raise UsageError(f"--name {name!r} must be a plain folder name")
+    return StudyFolder(Path(out) / name)
+
+
+def check_request(data: Path, budget: str, preset: str, out: Path, name: str | None
+                  ) -> tuple[float, StudyFolder]:
+    """The cheap checks, before torch is imported: budget, preset and its candidates, data
+    folder, and that a continued study is given what it began with."""
+    try:
+        budget_s = duration_seconds(budget)
+    except ValueError as exc:
+        raise UsageError(f"--budget: {exc}") from None
+    load_preset(preset)
+    check_root(Path(data))
+    folder = auto_folder(data, out, name)
+    check_identity(folder, plan_identity(Path(data), budget_s, preset_path(preset).read_text()))
+    return budget_s, folder
+
+
+def run_auto(data: Path, budget: str, preset: str = "cpu", out: Path = Path("auto"),
+             name: str | None = None, storage: str | None = None,
+             threads: int | None = None, started: float | None = None) -> dict:
+    """Spend ``budget`` on the best submission for ``data``; returns the summary (a worker
+    that ends while another finishes the study returns its state). ``started``: when the
+    command began (default: now), the budget's start."""
+    data = Path(data)
+    budget_s, folder = check_request(data, budget, preset, out, name)
+    if folder.finished:
+        log.info("auto: %s is finished; its summary follows (a new --name starts another)",
+                 folder.path)
+        return {**json.loads(folder.file(StudyFolder.SUMMARY).read_text()),
+                "already_finished": True}
+    settings, configs, path = load_preset(preset)
+    from maskclf.tune import set_threads
+
+    set_threads(threads)
+    folder.path.mkdir(parents=True, exist_ok=True)
+    clock = BudgetClock(folder, budget_s, started)
+    try:
+        records, info = read_tables(data, eval=True)
+        _build_caches(data, configs, [*records["path"], *info["path"]])
+        n_val = math.ceil(len(records) / settings.folds)
+        identity = plan_identity(data, budget_s, path.read_text())
+        plan = open_plan(folder, identity, settings, configs, len(records) - n_val, n_val,
+                         clock)
+        _log_plan(plan)
+        work = Work(open_study(folder, storage), plan, settings, configs, folder, data, clock)
+        from maskclf.auto.finish import finish
+
+        with _quiet_optuna():
+            work_loop(work, finish)
+    except (KeyboardInterrupt, RunInterrupted) as exc:
+        clock.pause()
+        signum = exc.signum if isinstance(exc, RunInterrupted) else signal.SIGINT
+        raise RunInterrupted(f"stopped by {signal.Signals(signum).name} with "
+                             f"{duration(max(0.0, clock.left()))} of the budget left; the "
+                             f"same command continues: {' '.join(sys.argv)}", signum
+                             ) from None
+    if folder.finished:
+        return json.loads(folder.file(StudyFolder.SUMMARY).read_text())
+    return {"study": str(folder.path), "finished": False,
+            "note": "no unit left for this worker; another worker is finishing the study"}
+
+
+@contextmanager
+def _quiet_optuna() -> Iterator[None]:
+    """Optuna's per-trial lines would repeat what the auto log says; back as it was after."""
+    import optuna
+
+    verbosity = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    try:
+        yield
+    finally:
+        optuna.logging.set_verbosity(verbosity)
+
+
+def _build_caches(data: Path, configs: dict, paths: list[str]) -> None:
+    """Every candidate's decode-once cache (train and eval images) before the plan is
+    timed: candidates with the same preprocessing share one."""
+    from maskclf.data.cache import build_cache, open_cache, settings_key
+
+    built = set()
+    for cfg in configs.values():
+        key = settings_key(cfg.data)
+        if key not in built and open_cache(data, cfg.data, len(paths)) is not None:
+            build_cache(data, cfg.data, paths)
+        built.add(key)
+
+
+def _log_plan(plan: StudyPlan) -> None:
+    rungs = ", ".join(f"rung {i}: {r.count} x {r.epochs} epochs"
+                      for i, r in enumerate(plan.rungs))
+    kfold = (f"then {plan.folds}-fold runs of the best {plan.survivors} for "
+             f"{plan.kfold_epochs} epochs" if plan.kfold_epochs
+             else "no k-fold stage (it does not fit): the last rung's runs are the members")
+    log.info("auto plan for %s: %d candidates (%s); screening on fold 0, %s; %s; %s kept "
+             "to choose the ensemble and predict", duration(plan.budget_s),
+             len(plan.candidates), ", ".join(plan.candidates), rungs, kfold,
+             duration(plan.reserve_s))
