@@ -24,9 +24,10 @@ from maskclf.auto.preset import Preset
 from maskclf.config import RunConfig
 from maskclf.errors import UsageError
 
-LOADER_FACTOR = 1.6
-"""An epoch's wall time over its probed compute, before any epoch has been timed (measured
-on faces-real, 2 cores: ~1.5 with the decode-once cache and the strong augmentation)."""
+LOADER_FACTOR = 1.15
+"""An epoch's wall time over its probed compute, before any epoch has been timed (faces-real,
+2 cores, the cpu recipe: 23.5 ms an image probed, about 75 s an epoch of 3,063 training and
+766 validation images with the decode-once cache)."""
 PROBE_STEPS = 2
 
 
@@ -52,10 +53,12 @@ def probe_speed(cfg: RunConfig) -> Speed:
     use_gpu = cfg.train.accelerator != "cpu" and torch.cuda.is_available()
     device = torch.device("cuda" if use_gpu else "cpu")
     batch = cfg.train.batch_size
-    images = torch.rand(batch, 3, *cfg.data.image_size, device=device)
+    layout = torch.channels_last if cfg.train.channels_last else torch.contiguous_format
+    images = torch.rand(batch, 3, *cfg.data.image_size, device=device).contiguous(
+        memory_format=layout)
     train_s = predict_s = 0.0
     for spec in resolve_specs(cfg):
-        net = build_net(spec).to(device)
+        net = build_net(spec).to(device, memory_format=layout)
         train_s += _timed(lambda net=net: net(images).float().logsumexp(1).mean().backward(),
                           device)
         with torch.no_grad():
@@ -94,12 +97,13 @@ class StudyPlan:
     candidates: list[str]
     rungs: list[Rung]
     kfold_epochs: int
-    """Epochs of the survivors' k-fold runs; 0: no k-fold stage."""
+    """Epochs the survivors' k-fold runs are expected to fit (they train up to the
+    preset's ``max_epochs`` as time allows); 0: no k-fold stage."""
     folds: int
     epoch_s: dict[str, float]
     """The probe's estimate of one fold-0 epoch per candidate."""
-    predict_s: float
-    """The estimate for predicting the eval set with the chosen members."""
+    network_predict_s: float
+    """The estimate for predicting the eval set with one network."""
     reserve_s: float
     """Kept for ``finish``: prediction, selection, the report."""
     stage_s: dict[str, float] = field(default_factory=dict)
@@ -142,45 +146,51 @@ def ladder_seconds(rungs: list[Rung], epoch_s: list[float]) -> float:
 
 
 def plan_study(budget_s: float, preset: Preset, names: list[str], epoch_s: dict[str, float],
-               predict_s: float) -> StudyPlan:
-    """The largest plan that fits ``budget_s`` less the reserve for prediction, selection
-    and the report: k-fold of the survivors when it fits for at least half of
-    ``max_epochs``; else successive halving alone, its last rung as long as fits."""
-    reserve = reserve_seconds(budget_s, preset, predict_s)
-    available = budget_s - reserve
-    for count in range(len(names), 0, -1):
-        chosen = names[:count]
-        costs = [epoch_s[n] for n in chosen]
-        survivors = min(preset.survivors, count)
-        screening = ladder(count, preset, None)
-        kfold_epoch = preset.folds * sum(sorted(costs, reverse=True)[:survivors])
-        left = available - ladder_seconds(screening, costs)
-        kfold_epochs = min(preset.max_epochs, int(left // kfold_epoch)) if left > 0 else 0
-        if kfold_epochs >= max(1, preset.max_epochs // 2):
-            return _plan(budget_s, chosen, screening, kfold_epochs, preset, epoch_s, predict_s,
-                         {"screening": ladder_seconds(screening, costs),
-                          "kfold": kfold_epochs * kfold_epoch})
-        for final in range(preset.max_epochs, preset.screen_epochs - 1, -1):
-            rungs = ladder(count, preset, final)
-            if ladder_seconds(rungs, costs) <= available:
-                return _plan(budget_s, chosen, rungs, 0, preset, epoch_s, predict_s,
-                             {"screening": ladder_seconds(rungs, costs), "kfold": 0.0})
+               network_predict_s: float) -> StudyPlan:
+    """The plan with the most candidates whose final stage (k-fold of the survivors, else
+    the last rung) still fits ``min_final_epochs`` in ``budget_s`` less the reserve for
+    prediction (``network_predict_s`` per network), selection and the report; with fewer
+    epochs only when nothing else fits. The study then trains the final stage up to
+    ``max_epochs``, as far as the time left allows."""
+    for minimum in dict.fromkeys((preset.min_final_epochs, 1)):
+        for count in range(len(names), 0, -1):
+            found = _plan_for(budget_s, preset, names[:count], epoch_s, network_predict_s,
+                              minimum)
+            if found is not None:
+                return found
     cheapest = min(epoch_s.values())
-    raise UsageError(f"a budget of {budget_s:.0f}s cannot train one candidate for "
-                     f"{preset.screen_epochs} epoch(s) here (about {cheapest:.0f}s an epoch, "
-                     f"plus {reserve:.0f}s to predict and choose): give at least "
-                     f"--budget {math.ceil((cheapest * preset.screen_epochs + reserve) * 1.2)}s")
+    reserve = reserve_seconds(budget_s, preset, network_predict_s)
+    raise UsageError(f"a budget of {budget_s:.0f}s cannot train one candidate for one epoch "
+                     f"here (about {cheapest:.0f}s an epoch, plus {reserve:.0f}s to predict "
+                     f"and choose): give at least --budget "
+                     f"{math.ceil((cheapest + reserve) * 1.3)}s")
+
+
+def _plan_for(budget_s: float, preset: Preset, chosen: list[str], epoch_s: dict[str, float],
+              network_predict_s: float, minimum: int) -> StudyPlan | None:
+    costs = [epoch_s[n] for n in chosen]
+    survivors = min(preset.survivors, len(chosen))
+    screening = ladder(len(chosen), preset, None)
+    reserve = reserve_seconds(budget_s, preset, network_predict_s * preset.folds * survivors)
+    kfold_epoch = preset.folds * sum(sorted(costs, reverse=True)[:survivors])
+    left = budget_s - reserve - ladder_seconds(screening, costs)
+    fits = min(preset.max_epochs, int(left // kfold_epoch)) if left > 0 else 0
+    if fits >= minimum:
+        return StudyPlan(budget_s, chosen, screening, fits, preset.folds,
+                         {n: epoch_s[n] for n in chosen}, network_predict_s, reserve,
+                         {"screening": round(ladder_seconds(screening, costs), 1),
+                          "kfold": round(fits * kfold_epoch, 1), "finish": round(reserve, 1)})
+    reserve = reserve_seconds(budget_s, preset, network_predict_s * survivors)
+    for final in range(preset.max_epochs, minimum - 1, -1):
+        rungs = ladder(len(chosen), preset, final)
+        if ladder_seconds(rungs, costs) <= budget_s - reserve:
+            return StudyPlan(budget_s, chosen, rungs, 0, preset.folds,
+                             {n: epoch_s[n] for n in chosen}, network_predict_s, reserve,
+                             {"screening": round(ladder_seconds(rungs, costs), 1),
+                              "kfold": 0.0, "finish": round(reserve, 1)})
+    return None
 
 
 def reserve_seconds(budget_s: float, preset: Preset, predict_s: float) -> float:
+    """What ``finish`` keeps: the preset's share, or 1.5 x the eval prediction's estimate."""
     return max(budget_s * preset.reserve, 1.5 * predict_s)
-
-
-def _plan(budget_s: float, names: list[str], rungs: list[Rung], kfold_epochs: int,
-          preset: Preset, epoch_s: dict[str, float], predict_s: float,
-          stage_s: dict[str, float]) -> StudyPlan:
-    return StudyPlan(budget_s, names, rungs, kfold_epochs, preset.folds,
-                     {n: epoch_s[n] for n in names}, predict_s,
-                     reserve_seconds(budget_s, preset, predict_s),
-                     {**{k: round(v, 1) for k, v in stage_s.items()},
-                      "finish": round(reserve_seconds(budget_s, preset, predict_s), 1)})

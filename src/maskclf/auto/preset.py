@@ -16,7 +16,14 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from maskclf.config import ConfigError, RunConfig, apply_overrides, build_config, load_raw_config
+from maskclf.config import (
+    ConfigError,
+    RunConfig,
+    apply_overrides,
+    build_config,
+    load_raw_config,
+    packaged_config,
+)
 from maskclf.tables import require_file
 
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,39}$")
@@ -54,6 +61,9 @@ class Preset(BaseModel):
     eta: int = Field(3, ge=2)
     """Each rung keeps the best 1/eta of the candidates (at least ``survivors``)."""
     max_epochs: int = Field(10, ge=1)
+    """The most epochs the final stage trains, when the time left allows."""
+    min_final_epochs: int = Field(7, ge=1)
+    """Fewer candidates are screened rather than the final stage fit fewer epochs."""
     survivors: int = Field(2, ge=1)
     """Candidates left after screening: trained k-fold when the budget allows."""
     average_checkpoints: int = Field(3, ge=0)
@@ -71,9 +81,10 @@ class Preset(BaseModel):
         twice = sorted({n for n in names if names.count(n) > 1})
         if twice:
             raise ValueError(f"candidate names repeat: {twice}")
-        if self.screen_epochs > self.max_epochs:
-            raise ValueError(f"screen_epochs {self.screen_epochs} exceeds max_epochs "
-                             f"{self.max_epochs}")
+        for key in ("screen_epochs", "min_final_epochs"):
+            if getattr(self, key) > self.max_epochs:
+                raise ValueError(f"{key} {getattr(self, key)} exceeds max_epochs "
+                                 f"{self.max_epochs}")
         return self
 
 
@@ -116,7 +127,9 @@ def load_preset(preset: str | Path) -> tuple[Preset, dict[str, RunConfig], Path]
 def candidate_configs(preset: Preset, source: Path) -> dict[str, RunConfig]:
     """Every candidate's config: the base recipe, the preset's split, the candidate's
     overrides. Screening settings (epochs, time limit) are the study's to set per stage."""
-    base = load_raw_config(preset.base)
+    shipped = packaged_config(preset.base)  # a recipe's name, read without a log line
+    base = load_raw_config(shipped if shipped.is_file() and not Path(preset.base).is_file()
+                           else preset.base)
     configs = {}
     for candidate in preset.candidates:
         where = f"preset {source}, candidate {candidate.name!r}"

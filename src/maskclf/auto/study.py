@@ -33,7 +33,7 @@ from pathlib import Path
 import optuna
 
 from maskclf.atomic import write_json
-from maskclf.auto.plan import StudyPlan, plan_study, probe_speed
+from maskclf.auto.plan import LOADER_FACTOR, StudyPlan, plan_study, probe_speed
 from maskclf.auto.preset import Preset
 from maskclf.config import RunConfig, apply_overrides, build_config, config_to_dict
 from maskclf.errors import MaskclfError, RunInterrupted, UsageError
@@ -152,7 +152,7 @@ def check_identity(folder: StudyFolder, identity: dict) -> None:
 
 
 def open_plan(folder: StudyFolder, identity: dict, preset: Preset,
-              configs: dict[str, RunConfig], n_train: int, n_val: int,
+              configs: dict[str, RunConfig], n_train: int, n_val: int, n_eval: int,
               clock: BudgetClock) -> StudyPlan:
     """The study's plan: read, or measured and written by the first worker (an exclusive
     create, so concurrent workers all follow the one written)."""
@@ -164,9 +164,8 @@ def open_plan(folder: StudyFolder, identity: dict, preset: Preset,
             log.info("speed probe: %s %.1f ms an image to train, %.1f to predict", name,
                      1e3 * speeds[name].train_s, 1e3 * speeds[name].predict_s)
         epoch_s = {name: s.epoch_s(n_train, n_val) for name, s in speeds.items()}
-        networks = preset.folds * preset.survivors
-        predict_s = max(s.predict_s for s in speeds.values()) * networks * n_val * 2
-        plan = plan_study(clock.left(), preset, list(configs), epoch_s, predict_s)
+        network_predict_s = LOADER_FACTOR * n_eval * max(s.predict_s for s in speeds.values())
+        plan = plan_study(clock.left(), preset, list(configs), epoch_s, network_predict_s)
         tmp = path.with_suffix(f".{os.getpid()}.tmp")
         tmp.write_text(json.dumps({**identity, "plan": plan.to_dict()}, indent=2))
         try:
@@ -340,11 +339,13 @@ class Work:
         average = self.preset.average_checkpoints if self._is_final(unit) else 0
         if unit.stage == "screening" and unit.rung:
             parent = self.folder.run(Unit("screening", unit.candidate, unit.rung - 1).id)
-            return continue_run(parent, self.plan.rungs[unit.rung].epochs, self.data,
+            epochs = (self.preset.max_epochs if self._is_final(unit)
+                      else self.plan.rungs[unit.rung].epochs)
+            return continue_run(parent, epochs, self.data,
                                 unit.id, interactive=False,
                                 train={"time_limit": limit, "average_checkpoints": average}
                                 ).summary
-        epochs = (self.plan.kfold_epochs if unit.stage == "kfold"
+        epochs = (self.preset.max_epochs if self._is_final(unit)
                   else self.plan.rungs[unit.rung].epochs)
         cfg = build_config(apply_overrides(config_to_dict(self.configs[unit.candidate]), [
             f"train.epochs={epochs}", f"train.time_limit={limit}",

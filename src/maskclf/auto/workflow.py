@@ -72,6 +72,8 @@ def run_auto(data: Path, budget: str, preset: str = "cpu", out: Path = Path("aut
 
     set_threads(threads)
     folder.path.mkdir(parents=True, exist_ok=True)
+    if not folder.file(StudyFolder.PLAN).is_file():  # nothing planned yet: a fresh budget
+        folder.file(StudyFolder.CLOCK).unlink(missing_ok=True)
     clock = BudgetClock(folder, budget_s, started)
     try:
         records, info = read_tables(data, eval=True)
@@ -79,7 +81,7 @@ def run_auto(data: Path, budget: str, preset: str = "cpu", out: Path = Path("aut
         n_val = math.ceil(len(records) / settings.folds)
         identity = plan_identity(data, budget_s, path.read_text())
         plan = open_plan(folder, identity, settings, configs, len(records) - n_val, n_val,
-                         clock)
+                         len(info), clock)
         _log_plan(plan)
         work = Work(open_study(folder, storage), plan, settings, configs, folder, data, clock)
         from maskclf.auto.finish import finish
@@ -87,12 +89,15 @@ def run_auto(data: Path, budget: str, preset: str = "cpu", out: Path = Path("aut
         with _quiet_optuna():
             work_loop(work, finish)
     except (KeyboardInterrupt, RunInterrupted) as exc:
-        clock.pause()
+        clock.pause()  # the budget does not run while no command works on it
         signum = exc.signum if isinstance(exc, RunInterrupted) else signal.SIGINT
         raise RunInterrupted(f"stopped by {signal.Signals(signum).name} with "
                              f"{duration(max(0.0, clock.left()))} of the budget left; the "
                              f"same command continues: {' '.join(sys.argv)}", signum
                              ) from None
+    except BaseException:
+        clock.pause()
+        raise
     if folder.finished:
         return json.loads(folder.file(StudyFolder.SUMMARY).read_text())
     return {"study": str(folder.path), "finished": False,

@@ -1,0 +1,140 @@
+"""``maskclf auto``'s pure parts: presets, the budget plan, ensemble selection."""
+
+import numpy as np
+import pytest
+
+from maskclf.auto.plan import ladder, ladder_seconds, plan_study
+from maskclf.auto.preset import Preset, load_preset
+from maskclf.auto.selection import held_out_check, select
+from maskclf.config import ConfigError
+from maskclf.errors import UsageError
+from maskclf.labels import encode_class
+from maskclf.metrics import macro_f1
+
+
+def _preset(**changes) -> Preset:
+    return Preset.model_validate({"base": "demo", "candidates": [{"name": f"c{i}"}
+                                                                for i in range(9)],
+                                  "folds": 5, "screen_epochs": 2, "eta": 3, "max_epochs": 10,
+                                  "survivors": 2, **changes})
+
+
+def test_successive_halving_keeps_a_third_and_triples_the_epochs():
+    rungs = ladder(9, _preset(), None)
+    assert [(r.count, r.epochs) for r in rungs] == [(9, 2), (3, 6), (2, 10)]
+    # without a k-fold stage the last rung trains the survivors to the epochs asked for
+    assert [(r.count, r.epochs) for r in ladder(5, _preset(), 8)] == [(5, 2), (2, 8)]
+    # screening's cost: rung 0 trains 2 epochs of all, rung 1 4 more of the survivors
+    assert ladder_seconds(ladder(5, _preset(), 6), [1.0, 2.0, 3.0, 4.0, 5.0]) == (
+        2 * 15 + 4 * (5 + 4))
+
+
+def test_a_large_budget_adds_kfold_and_a_small_one_drops_candidates_first():
+    names = [f"c{i}" for i in range(5)]
+    epoch_s = dict.fromkeys(names, 10.0)
+    preset = _preset(candidates=[{"name": n} for n in names])
+    large = plan_study(10_000, preset, names, epoch_s, 20)
+    assert large.kfold_epochs == 10 and large.candidates == names
+    assert sum(large.stage_s.values()) <= 10_000
+    # 5 x 2 + 2 x 8 epochs of 10 s fit 600 s less the reserve; k-fold (10 networks, their
+    # prediction reserved as well) does not fit its 7 epochs
+    medium = plan_study(600, preset, names, epoch_s, 20)
+    assert medium.kfold_epochs == 0 and medium.candidates == names
+    assert medium.stage_s["screening"] <= 600 - medium.reserve_s
+    assert medium.rungs[-1].epochs == 10
+    # 80 s: fewer candidates rather than a final stage under 7 epochs
+    small = plan_study(80, preset, names, epoch_s, 2)
+    assert small.candidates == ["c0"] and small.rungs[-1].epochs == 7
+    # 14 s: one epoch of one candidate is all that fits; 9 s not even that
+    assert plan_study(14, preset, names, epoch_s, 2).rungs[-1].epochs == 1
+    with pytest.raises(UsageError, match=r"give at least --budget \d+s"):
+        plan_study(9, preset, names, epoch_s, 2)
+
+
+def test_packaged_presets_build_every_candidate():
+    for name in ("cpu", "gpu", "demo"):
+        settings, configs, _ = load_preset(name)
+        assert list(configs) == [c.name for c in settings.candidates]
+        assert all(cfg.data.folds == settings.folds for cfg in configs.values())
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("base: demo\ncandidates: [{name: a, overrides: [optim.lrr=1]}]\n",
+     r"candidate 'a'.*optim\.lrr"),
+    ("base: demo\ncandidates: [{name: a}, {name: a}]\n", r"candidate names repeat"),
+    ("base: demo\ncandidates: [{name: A b}]\n", r"lower-case"),
+    ("base: demo\nsurvivor: 2\ncandidates: [{name: a}]\n", r"survivor: Extra inputs"),
+    ("base: demo\ncandidates: []\n", r"candidates"),
+    ("base: !!python/object:os.system x\n", r"not plain YAML"),
+])
+def test_a_bad_preset_is_named_with_the_file_and_the_candidate(tmp_path, text, message):
+    path = tmp_path / "preset.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=message) as caught:
+        load_preset(str(path))
+    assert str(path) in str(caught.value) and "\n" not in str(caught.value)
+
+
+def _members(rng: np.random.Generator, y: np.ndarray, knows: list[str], noise: float):
+    """Class probabilities as the product of attribute marginals: peaked at the truth (a
+    ``noise`` share of rows at a wrong value) for the attributes in ``knows``, flat for the
+    rest."""
+    from maskclf import labels
+
+    parts = dict(zip(labels.ATTRIBUTES, labels.decode_class(y), strict=True))
+    marginals = []
+    for name, size in labels.ATTRIBUTE_SIZES.items():
+        if name not in knows:
+            marginals.append(np.full((len(y), size), 1.0 / size))
+            continue
+        value = np.where(rng.random(len(y)) < noise, rng.integers(0, size, len(y)),
+                         parts[name])
+        marginal = np.full((len(y), size), 0.1 / size)
+        marginal[np.arange(len(y)), value] += 0.9
+        marginals.append(marginal)
+    mask, gender, age = marginals
+    classes = np.arange(18)
+    m, g, a = labels.decode_class(classes)
+    assert np.array_equal(encode_class(m, g, a), classes)
+    return mask[:, m] * gender[:, g] * age[:, a]
+
+
+def test_the_ensemble_never_scores_below_its_best_member_on_the_rows_it_was_fitted_on():
+    rng = np.random.default_rng(0)
+    for _ in range(5):
+        y = rng.integers(0, 18, 300)
+        probs = [rng.dirichlet(np.ones(18), 300) for _ in range(4)]
+        chosen = select(probs, y, np.arange(300) // 5, rounds=8)
+        assert chosen.ensemble_f1 >= max(macro_f1(y, p.argmax(1)) for p in probs) - 1e-12
+        assert chosen.weights.sum() == pytest.approx(1.0)
+
+
+def test_members_that_know_different_attributes_are_combined_and_hold_up_on_new_persons():
+    rng = np.random.default_rng(1)
+    y = rng.integers(0, 18, 900)
+    mask_expert = _members(rng, y, ["mask"], 0.1)
+    person_expert = _members(rng, y, ["gender", "age"], 0.1)
+    noise = _members(rng, y, [], 0.0)
+    chosen = select([noise, mask_expert, person_expert], y, np.arange(900) // 7)
+    assert chosen.used_ensemble
+    assert chosen.weights[1] > 0 and chosen.weights[2] > 0
+    assert chosen.check["ensemble_f1"] > chosen.check["best_member_f1"] + 0.05
+    assert chosen.ensemble_f1 > chosen.best_member_f1 + 0.05
+
+
+def test_a_selection_that_does_not_hold_up_on_held_out_persons_falls_back_to_one_member():
+    rng = np.random.default_rng(2)
+    fallbacks = 0
+    for _ in range(20):  # pure-noise members: any gain on the fitted rows is chance
+        y = rng.integers(0, 18, 120)
+        probs = [rng.dirichlet(np.ones(18), 120) for _ in range(5)]
+        persons = np.arange(120) // 4
+        chosen = select(probs, y, persons, rounds=10)
+        check = held_out_check(probs, y, persons, 10)
+        assert chosen.check == check
+        assert chosen.used_ensemble == (check["ensemble_f1"] >= check["best_member_f1"])
+        if not chosen.used_ensemble:
+            fallbacks += 1
+            assert np.array_equal(chosen.weights, np.eye(5)[chosen.best_member])
+            assert chosen.ensemble_f1 == pytest.approx(chosen.best_member_f1)
+    assert fallbacks >= 3
