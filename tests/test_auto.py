@@ -2,7 +2,7 @@
 the ensemble is at least its best member, the same command resumes, workers share a study."""
 
 import json
-import os
+import re
 import signal
 import subprocess
 import sys
@@ -23,9 +23,10 @@ from .test_tune import _postgres_or_skip
 PRESET = """
 base: demo
 folds: 3
-screen_epochs: 1
+screen_epochs: {screen_epochs}
 eta: 2
 max_epochs: {max_epochs}
+min_final_epochs: 2
 survivors: 2
 average_checkpoints: 2
 ensemble_rounds: 6
@@ -42,9 +43,9 @@ STARTUP_S = 4.0
 """Python and the command line's imports before the command starts its clock."""
 
 
-def _preset(tmp_path: Path, max_epochs: int) -> Path:
+def _preset(tmp_path: Path, max_epochs: int, screen_epochs: int = 1) -> Path:
     path = tmp_path / "preset.yaml"
-    path.write_text(PRESET.format(max_epochs=max_epochs))
+    path.write_text(PRESET.format(max_epochs=max_epochs, screen_epochs=screen_epochs))
     return path
 
 
@@ -104,7 +105,7 @@ def test_auto_ends_within_its_budget_with_a_valid_submission_and_then_resumes(
 
 @pytest.mark.slow
 def test_a_stopped_study_continues_where_it_stopped(synthetic_root, tmp_path):
-    out, preset = tmp_path / "auto", _preset(tmp_path, max_epochs=6)
+    out, preset = tmp_path / "auto", _preset(tmp_path, max_epochs=6, screen_epochs=3)
     command = _command(synthetic_root, out, preset, "120s")
     runs = out / "study" / "runs"
     worker = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -167,16 +168,14 @@ def test_two_workers_share_one_auto_study_through_postgresql(synthetic_root, tmp
     (["--budget", "5m", "--preset", "missing.yaml"], r"preset .*missing\.yaml"),
     (["--budget", "5m", "--name", "../x"], r"--name '\.\./x' must be a plain folder name"),
 ])
-def test_bad_auto_requests_get_one_line_before_any_work(synthetic_root, tmp_path, args,
-                                                        message):
-    os.chdir(tmp_path)
+def test_bad_auto_requests_get_one_line_before_any_work(synthetic_root, tmp_path,
+                                                        monkeypatch, args, message):
+    monkeypatch.chdir(tmp_path)
     result = CliRunner().invoke(app, ["auto", "--data", str(synthetic_root), "--out",
                                       str(tmp_path / "auto"), *args])
     assert result.exit_code == 2, result.output
     lines = [line for line in result.output.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("error:")
-    import re
-
     assert re.search(message, lines[0])
     assert not (tmp_path / "auto").exists()
 

@@ -42,11 +42,12 @@ def test_a_large_budget_adds_kfold_and_a_small_one_drops_candidates_first():
     assert medium.kfold_epochs == 0 and medium.candidates == names
     assert medium.stage_s["screening"] <= 600 - medium.reserve_s
     assert medium.rungs[-1].epochs == 10
-    # 80 s: fewer candidates rather than a final stage under 7 epochs
-    small = plan_study(80, preset, names, epoch_s, 2)
-    assert small.candidates == ["c0"] and small.rungs[-1].epochs == 7
-    # 14 s: one epoch of one candidate is all that fits; 9 s not even that
-    assert plan_study(14, preset, names, epoch_s, 2).rungs[-1].epochs == 1
+    # 100 s: fewer candidates rather than a final stage under 7 epochs
+    small = plan_study(100, preset, names, epoch_s, 2)
+    assert small.candidates == ["c0"] and small.rungs[-1].epochs == 8
+    # 25 s: one epoch of one candidate is all that fits (8 s + 1.5 x 2 s are kept to
+    # finish); 9 s not even that
+    assert plan_study(25, preset, names, epoch_s, 2).rungs[-1].epochs == 1
     with pytest.raises(UsageError, match=r"give at least --budget \d+s"):
         plan_study(9, preset, names, epoch_s, 2)
 
@@ -138,3 +139,66 @@ def test_a_selection_that_does_not_hold_up_on_held_out_persons_falls_back_to_one
             assert np.array_equal(chosen.weights, np.eye(5)[chosen.best_member])
             assert chosen.ensemble_f1 == pytest.approx(chosen.best_member_f1)
     assert fallbacks >= 3
+
+
+class _Clock:
+    budget_s = 1000.0
+
+    def left(self) -> float:
+        return 900.0
+
+    def elapsed(self) -> float:
+        return 100.0
+
+
+def _work(tmp_path, rungs, kfold_epochs=0):
+    import optuna
+
+    from maskclf.auto.plan import Rung, StudyPlan
+    from maskclf.auto.study import StudyFolder, Work
+
+    names = ["a", "b", "c"][:rungs[0][0]]
+    plan = StudyPlan(1000.0, names, [Rung(*r) for r in rungs], kfold_epochs, 3,
+                     dict.fromkeys(names, 10.0), 1.0, 50.0)
+    study = optuna.create_study(study_name="s", storage=f"sqlite:///{tmp_path / 's.db'}",
+                                direction="maximize")
+    preset = _preset(candidates=[{"name": n} for n in names], max_epochs=4,
+                     min_final_epochs=2, screen_epochs=1)
+    return Work(study, plan, preset, {}, StudyFolder(tmp_path), tmp_path, _Clock()), study
+
+
+def test_two_trials_that_claim_one_unit_leave_it_to_the_lower_number(tmp_path):
+    from maskclf.auto.study import Unit, _claim
+
+    work, study = _work(tmp_path, [(2, 1)])
+    first, second = study.ask(), study.ask()
+    for trial in (first, second):  # both tag the same unit at once
+        trial.set_user_attr("unit", "r0-a")
+    assert work.owner("r0-a") == first.number
+    assert _claim(second, work) == Unit("screening", "b", 0)  # the other takes the next
+    assert _claim(study.ask(), work) is None  # nothing open: finish waits for both
+    for trial, value in ((first, 0.5), (second, 0.4)):
+        study.tell(trial, value)
+    assert work.next_unit() == Unit("finish")
+
+
+def test_a_rung_waits_for_the_one_before_and_takes_its_best(tmp_path):
+    from maskclf.auto.study import WAIT, Unit
+
+    work, study = _work(tmp_path, [(3, 1), (2, 3)], kfold_epochs=4)
+    trials = {}
+    for name in ("a", "b", "c"):
+        trials[name] = study.ask()
+        trials[name].set_user_attr("unit", f"r0-{name}")
+    study.tell(trials["a"], 0.2)
+    study.tell(trials["b"], 0.6)
+    assert work.stages()[-1] == WAIT and work.next_unit() == WAIT
+    study.tell(trials["c"], 0.4)
+    assert [u.candidate for u in work.stages()[1]] == ["b", "c"]  # the best two, best first
+    assert work.next_unit() == Unit("screening", "b", 1)
+    # the plan's cost after a unit: the other rung-1 run, then two 3-fold runs of 4 epochs
+    assert work.open_after(Unit("screening", "b", 1)) == [(20.0, 1)] + [(120.0, 3)] * 2
+    assert work.allotment(Unit("screening", "b", 1)) == pytest.approx(850 * 20 / 280)
+    # on time, a unit whose share is under its need x headroom gets the headroom
+    work.plan.reserve_s = 900 - 285.0  # 285 s left: need 20, the rest 260
+    assert work.allotment(Unit("screening", "b", 1)) == pytest.approx(24.0)

@@ -185,9 +185,11 @@ def open_storage(url: str | None, out: Path, heartbeat_s: int | None = None
         url = f"sqlite:///{(out / 'study.db').resolve()}"
     engine = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}
     try:
-        return optuna.storages.RDBStorage(
-            url, engine_kwargs=engine, heartbeat_interval=heartbeat_s,
-            grace_period=None if heartbeat_s is None else 3 * heartbeat_s)
+        with warnings.catch_warnings():  # Optuna marks the heartbeat experimental
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return optuna.storages.RDBStorage(
+                url, engine_kwargs=engine, heartbeat_interval=heartbeat_s,
+                grace_period=None if heartbeat_s is None else 3 * heartbeat_s)
     except Exception as exc:  # a driver or server problem: say which storage
         raise UsageError(f"cannot open the study storage {url.split('@')[-1]}: "
                          f"{type(exc).__name__}: {exc}") from None

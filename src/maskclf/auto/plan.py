@@ -29,6 +29,11 @@ LOADER_FACTOR = 1.15
 2 cores, the cpu recipe: 23.5 ms an image probed, about 75 s an epoch of 3,063 training and
 766 validation images with the decode-once cache)."""
 PROBE_STEPS = 2
+FINISH_S = 8.0
+"""``finish`` besides predicting: reading the members' OOF rows, the selection and its
+held-out check, decision tuning, the report and its plot (a few seconds on 2 cores)."""
+NETWORK_LOAD_S = 1.0
+"""Loading one network's checkpoint and building its loader, per network predicted."""
 
 
 @dataclass
@@ -149,15 +154,17 @@ def plan_study(budget_s: float, preset: Preset, names: list[str], epoch_s: dict[
                network_predict_s: float) -> StudyPlan:
     """The plan with the most candidates whose final stage (k-fold of the survivors, else
     the last rung) still fits ``min_final_epochs`` in ``budget_s`` less the reserve for
-    prediction (``network_predict_s`` per network), selection and the report; with fewer
-    epochs only when nothing else fits. The study then trains the final stage up to
-    ``max_epochs``, as far as the time left allows."""
-    for minimum in dict.fromkeys((preset.min_final_epochs, 1)):
-        for count in range(len(names), 0, -1):
-            found = _plan_for(budget_s, preset, names[:count], epoch_s, network_predict_s,
-                              minimum)
-            if found is not None:
-                return found
+    prediction (``network_predict_s`` per network), selection and the report; when none
+    does, the first candidate alone for the epochs that fit. The study then trains the
+    final stage up to ``max_epochs``, as far as the time left allows."""
+    for count in range(len(names), 0, -1):
+        found = _plan_for(budget_s, preset, names[:count], epoch_s, network_predict_s,
+                          preset.min_final_epochs)
+        if found is not None:
+            return found
+    found = _plan_for(budget_s, preset, names[:1], epoch_s, network_predict_s, 1)
+    if found is not None:  # the first candidate alone, as many epochs as fit
+        return found
     cheapest = min(epoch_s.values())
     reserve = reserve_seconds(budget_s, preset, network_predict_s)
     raise UsageError(f"a budget of {budget_s:.0f}s cannot train one candidate for one epoch "
@@ -192,5 +199,6 @@ def _plan_for(budget_s: float, preset: Preset, chosen: list[str], epoch_s: dict[
 
 
 def reserve_seconds(budget_s: float, preset: Preset, predict_s: float) -> float:
-    """What ``finish`` keeps: the preset's share, or 1.5 x the eval prediction's estimate."""
-    return max(budget_s * preset.reserve, 1.5 * predict_s)
+    """What ``finish`` keeps: the preset's share, or its fixed work and 1.5 x the eval
+    prediction's estimate."""
+    return max(budget_s * preset.reserve, FINISH_S + 1.5 * predict_s)

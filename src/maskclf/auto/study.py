@@ -25,6 +25,7 @@ import json
 import logging
 import os
 import shutil
+import socket
 import time
 import warnings
 from dataclasses import dataclass
@@ -33,16 +34,24 @@ from pathlib import Path
 import optuna
 
 from maskclf.atomic import write_json
-from maskclf.auto.plan import LOADER_FACTOR, StudyPlan, plan_study, probe_speed
+from maskclf.auto.plan import (
+    LOADER_FACTOR,
+    NETWORK_LOAD_S,
+    StudyPlan,
+    plan_study,
+    probe_speed,
+)
 from maskclf.auto.preset import Preset
 from maskclf.config import RunConfig, apply_overrides, build_config, config_to_dict
-from maskclf.errors import MaskclfError, RunInterrupted, UsageError
+from maskclf.errors import MaskclfError, RunInterrupted, UsageError, first_line
 from maskclf.rundir import RunDir
 from maskclf.ticker import duration
 
 log = logging.getLogger(__name__)
 POLL_S = 2.0
 """How often a worker waiting on other workers' units looks at the study."""
+HEADROOM = 1.2
+"""A unit's time limit over its estimated need while the plan is on time."""
 HEARTBEAT_S = 20
 """Optuna heartbeat: a trial whose worker died is failed after ``3 x`` this, and redone."""
 
@@ -160,12 +169,21 @@ def open_plan(folder: StudyFolder, identity: dict, preset: Preset,
     if not path.is_file():
         speeds = {}
         for name, cfg in configs.items():
-            speeds[name] = probe_speed(cfg)
+            try:
+                speeds[name] = probe_speed(cfg)
+            except Exception as exc:  # no weights offline, no such device: the others go on
+                log.warning("auto: candidate %s cannot run on this machine and is left out: "
+                            "%s", name, first_line(exc))
+                continue
             log.info("speed probe: %s %.1f ms an image to train, %.1f to predict", name,
                      1e3 * speeds[name].train_s, 1e3 * speeds[name].predict_s)
+        if not speeds:
+            raise UsageError(f"no candidate of the preset can run on this machine "
+                             f"({', '.join(configs)}); see the warnings above")
         epoch_s = {name: s.epoch_s(n_train, n_val) for name, s in speeds.items()}
-        network_predict_s = LOADER_FACTOR * n_eval * max(s.predict_s for s in speeds.values())
-        plan = plan_study(clock.left(), preset, list(configs), epoch_s, network_predict_s)
+        network_predict_s = NETWORK_LOAD_S + LOADER_FACTOR * n_eval * max(
+            s.predict_s for s in speeds.values())
+        plan = plan_study(clock.left(), preset, list(speeds), epoch_s, network_predict_s)
         tmp = path.with_suffix(f".{os.getpid()}.tmp")
         tmp.write_text(json.dumps({**identity, "plan": plan.to_dict()}, indent=2))
         try:
@@ -233,8 +251,10 @@ class Work:
                                  in scores), key=lambda c: -scores[
                                      Unit("screening", c, rung_index - 1).id])
                 alive = ranked[:rung.count]
+            if not alive:  # every run of the rung before was skipped
+                break
             stages.append([Unit("screening", c, rung_index) for c in alive])
-        if self.plan.kfold_epochs:
+        if self.plan.kfold_epochs and alive:
             last = stages[-1]
             if any(u.id not in done for u in last):
                 return stages + [WAIT]
@@ -278,12 +298,12 @@ class Work:
         work = [(self.unit_cost(u), self._folds(u)) for stage in stages for u in stage
                 if u != unit and u.id not in done and self.owner(u.id) is None]
         costliest = max(self.plan.epoch_s.values())
-        named = sum(1 for stage in stages if stage[0].stage == "screening")
-        trained = self.plan.rungs[named - 1].epochs
+        named = sum(1 for stage in stages if stage and stage[0].stage == "screening")
+        trained = self.plan.rungs[named - 1].epochs if named else 0
         for rung in self.plan.rungs[named:]:
             work += [((rung.epochs - trained) * costliest, 1)] * rung.count
             trained = rung.epochs
-        if self.plan.kfold_epochs and not any(s[0].stage == "kfold" for s in stages):
+        if self.plan.kfold_epochs and not any(u.stage == "kfold" for s in stages for u in s):
             work += [(self.plan.folds * self.plan.kfold_epochs * costliest,
                       self.plan.folds)] * self.plan.survivors
         return work
@@ -292,10 +312,15 @@ class Work:
         return {"kfold": self.plan.folds, "finish": 0}.get(unit.stage, 1)
 
     def allotment(self, unit: Unit) -> float | None:
-        """Seconds for ``unit``: the time left less what the rest of the plan needs (at the
-        pace timed so far), so an early unit is never starved; when the plan is behind,
-        its share of the time left. None when one epoch (per fold) would not fit. The
-        run's epochs stay capped by the plan, so a generous limit is not spent."""
+        """Seconds for ``unit``: its share of the time left (less the reserve), in
+        proportion to its planned cost among the work still open at the pace timed so far.
+        A run's epochs stay capped by the plan, so what an early unit does not need goes
+        to the later ones, and the members of the final stage share what is left evenly;
+        while the plan is not behind, a unit gets ``HEADROOM`` x its need (when the rest
+        still fits), so a timing a few percent off does not cost it an epoch.
+        None (the unit is skipped) when one epoch (per fold) would not fit, or, for a
+        candidate's first run, when the plan is behind: then it and the candidates after it
+        are dropped, so the final stage keeps its epochs."""
         left = self.clock.left() - self.plan.reserve_s
         pace = self.pace()
         folds = self._folds(unit)
@@ -304,7 +329,21 @@ class Work:
             return None
         need = pace.seconds(self.unit_cost(unit), folds)
         rest = sum(pace.seconds(cost, runs) for cost, runs in self.open_after(unit))
-        return max(one_epoch, left - rest, left * need / max(need + rest, 1e-9))
+        if self._droppable(unit) and (need + rest > left or self._dropped()):
+            return None  # behind the plan: drop the lower-priority candidates, not epochs
+        share = left * need / max(need + rest, 1e-9)
+        return max(one_epoch, share, min(HEADROOM * need, left - rest))
+
+    def _droppable(self, unit: Unit) -> bool:
+        """A rung-0 run of a candidate after the first ``survivors`` (the preset's order is
+        its priority), when the plan screens more candidates than it keeps."""
+        return (unit.stage == "screening" and unit.rung == 0
+                and self.plan.candidates.index(unit.candidate) >= self.plan.survivors)
+
+    def _dropped(self) -> bool:
+        """A candidate was already dropped: every later one goes too."""
+        return any(t.user_attrs.get("skipped") == "budget" and t.user_attrs["unit"].startswith(
+            "r0-") for t in self.done().values())
 
     def pace(self) -> Pace:
         """This machine's pace from the finished units: timed epochs over the probe's
@@ -316,8 +355,8 @@ class Work:
             if attrs.get("epoch_s") and attrs.get("candidate") in self.plan.epoch_s:
                 ratios.append(attrs["epoch_s"] / self.plan.epoch_s[attrs["candidate"]])
                 runs = len(attrs.get("epochs") or [1])
-                fixed.append(max(0.0, attrs["seconds"] - attrs["epoch_s"] * attrs[
-                    "timed_epochs"]) / runs)
+                fixed.append(max(0.0, attrs["seconds"] - attrs["epoch_s"] * attrs.get(
+                    "timed_epochs", 0)) / runs)
         if not ratios:
             return Pace()
         return Pace(sum(ratios) / len(ratios), sum(fixed) / len(fixed))
@@ -392,11 +431,13 @@ def _do(trial: optuna.Trial, work: Work, finish) -> float:
         raise optuna.TrialPruned("idle")
     trial.set_user_attr("stage", unit.stage)
     trial.set_user_attr("candidate", unit.candidate)
+    trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
     if unit.stage == "finish":
         return finish(work)
     seconds = work.allotment(unit)
     if seconds is None:
-        log.info("auto: %s skipped: %s left, less than one epoch", unit.id,
+        log.info("auto: %s skipped: %s of the budget left does not fit it and the rest of "
+                 "the plan at this machine's pace", unit.id,
                  duration(max(0.0, work.clock.left())))
         trial.set_user_attr("skipped", "budget")
         raise optuna.TrialPruned("budget")
@@ -407,10 +448,12 @@ def _do(trial: optuna.Trial, work: Work, finish) -> float:
         summary = work.train(unit, seconds)
     except RunInterrupted:
         raise
-    except MaskclfError as exc:  # this candidate cannot run here: the others go on
-        trial.set_user_attr("error", str(exc))
-        log.warning("auto: %s failed: %s", unit.id, exc)
-        raise optuna.TrialPruned(str(exc)) from None
+    except Exception as exc:  # this candidate cannot train here (memory, a setting, a
+        # weights download): the study goes on without it, the reason in its trial
+        reason = str(exc) if isinstance(exc, MaskclfError) else first_line(exc)
+        trial.set_user_attr("error", reason)
+        log.warning("auto: %s failed and is left out: %s", unit.id, reason)
+        raise optuna.TrialPruned(reason) from None
     trial.set_user_attr("run", str(work.folder.run(unit.id)))
     trial.set_user_attr("seconds", round(time.monotonic() - started, 1))
     timing = summary.get("time_limit") or {}

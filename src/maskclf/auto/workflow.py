@@ -6,8 +6,8 @@ from __future__ import annotations
 import json
 import logging
 import math
+import shlex
 import signal
-import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -67,7 +67,6 @@ def run_auto(data: Path, budget: str, preset: str = "cpu", out: Path = Path("aut
                  folder.path)
         return {**json.loads(folder.file(StudyFolder.SUMMARY).read_text()),
                 "already_finished": True}
-    settings, configs, path = load_preset(preset)
     from maskclf.tune import set_threads
 
     set_threads(threads)
@@ -76,25 +75,17 @@ def run_auto(data: Path, budget: str, preset: str = "cpu", out: Path = Path("aut
         folder.file(StudyFolder.CLOCK).unlink(missing_ok=True)
     clock = BudgetClock(folder, budget_s, started)
     try:
-        records, info = read_tables(data, eval=True)
-        _build_caches(data, configs, [*records["path"], *info["path"]])
-        n_val = math.ceil(len(records) / settings.folds)
-        identity = plan_identity(data, budget_s, path.read_text())
-        plan = open_plan(folder, identity, settings, configs, len(records) - n_val, n_val,
-                         len(info), clock)
-        _log_plan(plan)
-        work = Work(open_study(folder, storage), plan, settings, configs, folder, data, clock)
-        from maskclf.auto.finish import finish
-
-        with _quiet_optuna():
-            work_loop(work, finish)
+        with _sigterm_stops(), _quiet_optuna():
+            _work(data, folder, preset, storage, clock)
     except (KeyboardInterrupt, RunInterrupted) as exc:
         clock.pause()  # the budget does not run while no command works on it
         signum = exc.signum if isinstance(exc, RunInterrupted) else signal.SIGINT
+        again = shlex.join(["maskclf", "auto", "--data", str(data), "--budget", budget,
+                            "--preset", str(preset), "--out", str(out), "--name",
+                            folder.path.name, *(["--storage", storage] if storage else [])])
         raise RunInterrupted(f"stopped by {signal.Signals(signum).name} with "
                              f"{duration(max(0.0, clock.left()))} of the budget left; the "
-                             f"same command continues: {' '.join(sys.argv)}", signum
-                             ) from None
+                             f"same command continues: {again}", signum) from None
     except BaseException:
         clock.pause()
         raise
@@ -102,6 +93,45 @@ def run_auto(data: Path, budget: str, preset: str = "cpu", out: Path = Path("aut
         return json.loads(folder.file(StudyFolder.SUMMARY).read_text())
     return {"study": str(folder.path), "finished": False,
             "note": "no unit left for this worker; another worker is finishing the study"}
+
+
+@contextmanager
+def _work(data: Path, folder: StudyFolder, preset: str, storage: str | None,
+          clock: BudgetClock) -> None:
+    """Check the data, build the caches, read or make the plan, then work the units."""
+    settings, configs, path = load_preset(preset)
+    records, info = read_tables(data, eval=True)
+    _build_caches(data, configs, [*records["path"], *info["path"]])
+    n_val = math.ceil(len(records) / settings.folds)
+    identity = plan_identity(data, clock.budget_s, path.read_text())
+    plan = open_plan(folder, identity, settings, configs, len(records) - n_val, n_val,
+                     len(info), clock)
+    _log_plan(plan)
+    work = Work(open_study(folder, storage), plan, settings, configs, folder, data, clock)
+    from maskclf.auto.finish import finish
+
+    work_loop(work, finish)
+
+
+@contextmanager
+def _sigterm_stops() -> Iterator[None]:
+    """SIGTERM between trainings (building caches, choosing, predicting) stops the study
+    as it does during training, where Lightning's own handler is installed (and this one
+    then leaves the signal to it), instead of killing the process with the budget running."""
+    import threading
+
+    def stop(signum, frame) -> None:
+        if signal.getsignal(signal.SIGTERM) is stop:
+            raise RunInterrupted("stopped by SIGTERM", signal.SIGTERM)
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 @contextmanager
