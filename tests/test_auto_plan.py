@@ -105,7 +105,7 @@ def test_the_ensemble_never_scores_below_its_best_member_on_the_rows_it_was_fitt
     for _ in range(5):
         y = rng.integers(0, 18, 300)
         probs = [rng.dirichlet(np.ones(18), 300) for _ in range(4)]
-        chosen = select(probs, y, np.arange(300) // 5, rounds=8)
+        chosen = select(probs, y, np.arange(300) // 5, rounds=8, finalists=[0, 1])
         assert chosen.ensemble_f1 >= max(macro_f1(y, p.argmax(1)) for p in probs) - 1e-12
         assert chosen.weights.sum() == pytest.approx(1.0)
 
@@ -115,30 +115,45 @@ def test_members_that_know_different_attributes_are_combined_and_hold_up_on_new_
     y = rng.integers(0, 18, 900)
     mask_expert = _members(rng, y, ["mask"], 0.1)
     person_expert = _members(rng, y, ["gender", "age"], 0.1)
-    noise = _members(rng, y, [], 0.0)
-    chosen = select([noise, mask_expert, person_expert], y, np.arange(900) // 7)
-    assert chosen.used_ensemble
-    assert chosen.weights[1] > 0 and chosen.weights[2] > 0
-    assert chosen.check["ensemble_f1"] > chosen.check["best_member_f1"] + 0.05
+    confidently_wrong = _members(rng, y, ["mask", "gender", "age"], 1.0)  # random, peaked
+    chosen = select([confidently_wrong, mask_expert, person_expert], y, np.arange(900) // 7,
+                    finalists=[0, 1, 2])
+    assert chosen.used_ensemble and chosen.way == "greedy"  # the wrong member is left out
+    assert chosen.weights[0] == 0 and chosen.weights[1] > 0 and chosen.weights[2] > 0
+    held = chosen.check["held_out"]
+    assert held["greedy"] > max(held["best member"], held["uniform"]) + 0.05
     assert chosen.ensemble_f1 > chosen.best_member_f1 + 0.05
 
 
-def test_a_selection_that_does_not_hold_up_on_held_out_persons_falls_back_to_one_member():
+def test_a_way_that_does_not_hold_up_on_held_out_persons_is_not_used():
     rng = np.random.default_rng(2)
     fallbacks = 0
     for _ in range(20):  # pure-noise members: any gain on the fitted rows is chance
         y = rng.integers(0, 18, 120)
         probs = [rng.dirichlet(np.ones(18), 120) for _ in range(5)]
         persons = np.arange(120) // 4
-        chosen = select(probs, y, persons, rounds=10)
-        check = held_out_check(probs, y, persons, 10)
-        assert chosen.check == check
-        assert chosen.used_ensemble == (check["ensemble_f1"] >= check["best_member_f1"])
-        if not chosen.used_ensemble:
+        chosen = select(probs, y, persons, rounds=10, finalists=[0, 1])
+        held = held_out_check(probs, y, persons, 10, [0, 1])
+        assert chosen.check["held_out"] == {k: v for k, v in held.items() if k != "splits"}
+        eligible = {w: held[w] for w, f1 in chosen.check["fitted"].items()
+                    if f1 >= chosen.best_member_f1 - 1e-12}
+        assert held[chosen.way] == max(eligible.values())  # the best that holds up
+        if chosen.way == "best member":
             fallbacks += 1
             assert np.array_equal(chosen.weights, np.eye(5)[chosen.best_member])
             assert chosen.ensemble_f1 == pytest.approx(chosen.best_member_f1)
     assert fallbacks >= 3
+
+
+def test_strong_finalists_that_disagree_by_chance_are_averaged_uniformly():
+    rng = np.random.default_rng(3)
+    y = rng.integers(0, 18, 700)
+    finalists = [_members(rng, y, ["mask", "gender", "age"], 0.45) for _ in range(3)]
+    weak = _members(rng, y, ["mask"], 0.3)
+    chosen = select([*finalists, weak], y, np.arange(700) // 7, finalists=[0, 1, 2])
+    held = chosen.check["held_out"]
+    assert held["uniform"] > held["best member"]  # independent errors average out
+    assert chosen.way in ("uniform", "greedy") and chosen.weights[3] <= 0.2
 
 
 class _Clock:

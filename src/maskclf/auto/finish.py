@@ -47,6 +47,14 @@ def member_trials(work: Work) -> list[optuna.trial.FrozenTrial]:
     return list(furthest.values())
 
 
+def finalists(trials: list[optuna.trial.FrozenTrial]) -> list[int]:
+    """The members of the final stage among ``trials``: all k-fold runs, or the runs of the
+    furthest rung reached."""
+    rungs = [t.user_attrs.get("rung", 0) if t.user_attrs["stage"] == "screening" else 1_000
+             for t in trials]
+    return [i for i, rung in enumerate(rungs) if rung == max(rungs)]
+
+
 def finish(work: Work) -> float:
     """Selection, decisions, submission, report; returns the ensemble's OOF macro F1."""
     started = time.monotonic()
@@ -60,11 +68,11 @@ def finish(work: Work) -> float:
                  [str(RunDir(r).file(RunDir.OOF)) for r in runs])
     y, persons = oofs[0]["class"].to_numpy(), oof_persons(oofs[0]).to_numpy()
     probs = [oof[CLASS_COLUMNS].to_numpy() for oof in oofs]
-    selection = select(probs, y, persons, work.preset.ensemble_rounds)
-    log.info("auto: ensemble %s, OOF macro F1 %.4f (best member %s %.4f; held-out persons "
-             "%.4f vs %.4f)", _weights_text(names, selection), selection.ensemble_f1,
+    selection = select(probs, y, persons, work.preset.ensemble_rounds, finalists(trials))
+    log.info("auto: %s: %s, OOF macro F1 %.4f (best member %s %.4f); on held-out persons %s",
+             selection.way, _weights_text(names, selection), selection.ensemble_f1,
              names[selection.best_member], selection.best_member_f1,
-             selection.check["ensemble_f1"], selection.check["best_member_f1"])
+             ", ".join(f"{w} {f1:.4f}" for w, f1 in selection.check["held_out"].items()))
     ensemble_oof = blend(probs, selection.weights)
     decisions = cross_validate(ensemble_oof, y, persons)
     decisions["applied"] = decisions["tuned_macro_f1"] > decisions["plain_macro_f1"]
@@ -78,10 +86,10 @@ def finish(work: Work) -> float:
         "ensemble_oof_f1": selection.ensemble_f1,
         "best_member_oof_f1": selection.best_member_f1,
         "members": members,
-        "selection": {"path": [{**step, "added": names[step["added"]]}
-                               for step in selection.path],
-                      "held_out_check": selection.check,
-                      "used_ensemble": selection.used_ensemble},
+        "selection": {"way": selection.way, "used_ensemble": selection.used_ensemble,
+                      "check": selection.check,
+                      "path": [{**step, "added": names[step["added"]]}
+                               for step in selection.path]},
         "decisions": {**decisions, "biases": [float(b) for b in biases]},
         **written,
         "finish_s": round(time.monotonic() - started, 1),

@@ -40,7 +40,8 @@ def write_report(work: Work, result: dict) -> dict:
     for row in rows:
         spent[row["stage"]] += row["seconds"] or 0.0
     spent["finish"] = result["finish_s"]
-    progress = _progress_figure(rows, result, work.clock.elapsed(), folder)
+    progress = _progress_figure(rows, result, work.clock.elapsed(), work.clock.budget_s,
+                                folder)
     summary = {"budget_s": work.clock.budget_s, "elapsed_s": None, "budget_held": None,
                "plan": plan.to_dict(), "candidates": rows, **result,
                "stages": {"planned_s": plan.stage_s,
@@ -56,10 +57,10 @@ def write_report(work: Work, result: dict) -> dict:
     return summary
 
 
-def _progress_figure(rows: list[dict], result: dict, elapsed: float,
+def _progress_figure(rows: list[dict], result: dict, elapsed: float, budget_s: float,
                      folder: StudyFolder):
     """Best validation macro F1 so far against the minutes of budget spent (each unit
-    when it finished), and the ensemble's OOF F1 at the end."""
+    when it finished), the ensemble's OOF F1 at the end, and the budget."""
     done = sorted((r for r in rows if r["val_macro_f1"] is not None and r["at_s"]),
                   key=lambda r: r["at_s"])
     times, best, high = [], [], 0.0
@@ -69,7 +70,10 @@ def _progress_figure(rows: list[dict], result: dict, elapsed: float,
         best.append(high)
     figure = Figure(figsize=(6, 3.5))
     ax = figure.subplots()
-    ax.step(times, best, where="post", label="best single run (validation)")
+    ax.step(times, best, where="post", marker="o", markersize=3,
+            label="best single run so far (validation)")
+    ax.axvline(budget_s / 60, color="0.5", linestyle="--", label="budget")
+    ax.set_xlim(0, budget_s / 60 * 1.03)
     ax.scatter([elapsed / 60], [result["ensemble_oof_f1"]], color="tab:red", zorder=3,
                label="chosen ensemble (OOF)")
     ax.set(xlabel="budget spent (minutes)", ylabel="macro F1",
@@ -100,7 +104,9 @@ def _markdown(folder: StudyFolder, summary: dict) -> str:
     members = [m for m in summary["members"] if m["weight"] > 0]
     stages = [{"stage": k, "planned_s": summary["stages"]["planned_s"].get(k),
                "spent_s": v} for k, v in summary["stages"]["spent_s"].items()]
-    check = summary["selection"]["held_out_check"]
+    selection = summary["selection"]
+    ways = [{"way": way, "all rows": f1, "held-out persons": selection["check"][
+        "held_out"].get(way)} for way, f1 in selection["check"]["fitted"].items()]
     decisions = summary["decisions"]
     lines = [
         f"# maskclf auto: {folder.path.name}", "",
@@ -116,12 +122,13 @@ def _markdown(folder: StudyFolder, summary: dict) -> str:
                                         "val_macro_f1", "state"]), "",
         "## Selection", "",
         "Greedy selection with replacement (Caruana et al., 2004) over the members' "
-        "out-of-fold predictions; the ensemble at the best step is kept.", "",
-        *_table(summary["selection"]["path"], ["size", "added", "macro_f1"]), "",
-        f"Held-out persons ({check['splits']} splits): the selection scored "
-        f"{check['ensemble_f1']:.4f}, the best single member {check['best_member_f1']:.4f}; "
-        + ("the ensemble is used." if summary["selection"]["used_ensemble"]
-           else "the best single member is used."), "",
+        "out-of-fold predictions (macro F1 against ensemble size; the best step is kept):",
+        "", *_table(selection["path"], ["size", "added", "macro_f1"]), "",
+        f"Macro F1 of each way to combine them, on all rows and on held-out persons "
+        f"({selection['check']['splits']} person-grouped splits; fitted on the others):", "",
+        *_table(ways, ["way", "all rows", "held-out persons"]), "",
+        f"Used: **{selection['way']}** (the best on held-out persons among the ways that "
+        "score at least as well as the best member on all rows).", "",
         *_table(members, ["unit", "weight", "oof_macro_f1", "run"]), "",
         f"Decision tuning (held-out persons): {decisions['plain_macro_f1']:.4f} plain, "
         f"{decisions['tuned_macro_f1']:.4f} tuned: "

@@ -431,6 +431,7 @@ def _do(trial: optuna.Trial, work: Work, finish) -> float:
         raise optuna.TrialPruned("idle")
     trial.set_user_attr("stage", unit.stage)
     trial.set_user_attr("candidate", unit.candidate)
+    trial.set_user_attr("rung", unit.rung)
     trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
     if unit.stage == "finish":
         return finish(work)

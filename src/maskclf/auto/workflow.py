@@ -106,7 +106,7 @@ def _work(data: Path, folder: StudyFolder, preset: str, storage: str | None,
     identity = plan_identity(data, clock.budget_s, path.read_text())
     plan = open_plan(folder, identity, settings, configs, len(records) - n_val, n_val,
                      len(info), clock)
-    _log_plan(plan)
+    _log_plan(plan, settings.max_epochs)
     work = Work(open_study(folder, storage), plan, settings, configs, folder, data, clock)
     from maskclf.auto.finish import finish
 
@@ -160,13 +160,18 @@ def _build_caches(data: Path, configs: dict, paths: list[str]) -> None:
         built.add(key)
 
 
-def _log_plan(plan: StudyPlan) -> None:
-    rungs = ", ".join(f"rung {i}: {r.count} x {r.epochs} epochs"
-                      for i, r in enumerate(plan.rungs))
-    kfold = (f"then {plan.folds}-fold runs of the best {plan.survivors} for "
-             f"{plan.kfold_epochs} epochs" if plan.kfold_epochs
-             else "no k-fold stage (it does not fit): the last rung's runs are the members")
-    log.info("auto plan for %s: %d candidates (%s); screening on fold 0, %s; %s; %s kept "
-             "to choose the ensemble and predict", duration(plan.budget_s),
-             len(plan.candidates), ", ".join(plan.candidates), rungs, kfold,
-             duration(plan.reserve_s))
+def _log_plan(plan: StudyPlan, max_epochs: int) -> None:
+    """The plan in one line: what is screened, what the members are, what is kept."""
+    if len(plan.rungs) > 1:
+        screening = "successive halving on fold 0: " + ", then ".join(
+            f"{r.count} x {r.epochs} epochs" for r in plan.rungs[:-1 if not plan.kfold_epochs
+                                                                 else None])
+    else:
+        screening = "no screening (the budget fits no more candidates than members)"
+    final = (f"{plan.survivors} x {plan.folds}-fold runs" if plan.kfold_epochs
+             else f"{plan.rungs[-1].count} x fold 0")
+    expected = plan.kfold_epochs or plan.rungs[-1].epochs
+    log.info("auto plan for %s: %d candidates (%s); %s; members: %s, up to %d epochs (%d "
+             "expected to fit); %s kept to choose the ensemble and predict",
+             duration(plan.budget_s), len(plan.candidates), ", ".join(plan.candidates),
+             screening, final, max_epochs, expected, duration(plan.reserve_s))
