@@ -31,6 +31,7 @@ survivors: 2
 average_checkpoints: 2
 ensemble_rounds: 6
 reserve: 0.1
+refit: {refit}
 candidates:
   - name: plain
     overrides: ["data.image_size=[64,48]", data.num_workers=0]
@@ -43,9 +44,11 @@ STARTUP_S = 4.0
 """Python and the command line's imports before the command starts its clock."""
 
 
-def _preset(tmp_path: Path, max_epochs: int, screen_epochs: int = 1) -> Path:
+def _preset(tmp_path: Path, max_epochs: int, screen_epochs: int = 1, refit: bool = False
+            ) -> Path:
     path = tmp_path / "preset.yaml"
-    path.write_text(PRESET.format(max_epochs=max_epochs, screen_epochs=screen_epochs))
+    path.write_text(PRESET.format(max_epochs=max_epochs, screen_epochs=screen_epochs,
+                                  refit=str(refit).lower()))
     return path
 
 
@@ -140,7 +143,7 @@ def test_a_stopped_study_continues_where_it_stopped(synthetic_root, tmp_path):
 @pytest.mark.slow
 def test_two_workers_share_one_auto_study_through_postgresql(synthetic_root, tmp_path):
     url = _postgres_or_skip()
-    out, preset = tmp_path / "auto", _preset(tmp_path, max_epochs=4)
+    out, preset = tmp_path / "auto", _preset(tmp_path, max_epochs=4, refit=True)
     name = f"auto-{uuid.uuid4().hex[:8]}"
     command = [sys.executable, "-m", "maskclf", "auto", "--data", str(synthetic_root),
                "--budget", "150s", "--preset", str(preset), "--out", str(out), "--name", name,
@@ -159,6 +162,14 @@ def test_two_workers_share_one_auto_study_through_postgresql(synthetic_root, tmp
     assert len({t.user_attrs["worker"] for t in complete}) == 2  # both took units
     summary = json.loads((out / name / "summary.json").read_text())
     assert summary["ensemble_oof_f1"] >= summary["best_member_oof_f1"]
+    # the budget left room to refit the chosen members on every person: they predicted
+    assert summary["refit"]["used"], summary["refit"]
+    chosen = [m["unit"] for m in summary["members"] if m["weight"] > 0]
+    assert [Path(r).name for r in summary["refit"]["runs"]] == [f"refit-{u}" for u in chosen]
+    for run in map(Path, summary["refit"]["runs"]):
+        record = json.loads((run / "run.json").read_text())
+        assert Path(record["refit_of"]["run"]).name in chosen
+        assert (run / "predictions.csv").is_file() and not (run / "oof.csv").exists()
     assert not [p for p in (out / name / "runs").iterdir() if p.name.endswith("-2")]
 
 

@@ -47,6 +47,11 @@ def test_a_soup_is_used_only_when_it_scores_at_least_as_well(mode, synthetic_roo
     assert fold["checkpoints"] == [str(folder.checkpoint())]
     record = json.loads((result.run / "fold0" / "result.json").read_text())
     assert record["soup"] == soup
+    if mode == "uniform":  # a refit has no validation to average by: it trains without
+        from maskclf.pipeline import refit_config
+
+        refit, _, _ = refit_config(result.run)
+        assert refit.train.average_checkpoints == 0 and refit.data.val_ratio == 0
 
 
 @pytest.mark.slow

@@ -335,10 +335,13 @@ def plan_continue(run_path: Path | str, epochs: int, data_root: Path | str | Non
                    carry_from=parent)
 
 
-def refit_config(run_path: Path | str) -> tuple[RunConfig, list[int], Path]:
-    """RUN's config for a final model on every person: no validation, for the median of the
-    epochs its folds' best checkpoints came from. Returns the config, those epochs and the
-    run's data folder."""
+def refit_config(run_path: Path | str, train: dict | None = None
+                 ) -> tuple[RunConfig, list[int], Path]:
+    """RUN's config for a final model on every person: no validation (so no early stopping
+    and no checkpoint averaging: nothing to pick epochs by), for the median of the epochs its
+    folds' best checkpoints came from; ``train`` replaces further train settings (``maskclf
+    auto`` gives the refit its time limit). Returns the config, those epochs and the run's
+    data folder."""
     run = RunDir.open(run_path).require_finished()
     cfg = run.read_config()
     best_epochs = [int(safe_torch_load(run.fold(spec, fold).best)["epoch"]) + 1
@@ -350,15 +353,15 @@ def refit_config(run_path: Path | str) -> tuple[RunConfig, list[int], Path]:
     raw = config_to_dict(cfg)
     raw["data"].update(folds=0, val_ratio=0.0)
     raw["train"].update(epochs=max(1, int(round(float(np.median(best_epochs))))),
-                        early_stopping_patience=None)  # nothing to stop on without validation
+                        early_stopping_patience=None, average_checkpoints=0, **(train or {}))
     return build_config(raw, f"refit of {run.path}"), best_epochs, run.data_root()
 
 
 def plan_refit(run_path: Path | str, data_root: Path | str | None = None,
-               name: str | None = None) -> RunPlan:
+               name: str | None = None, train: dict | None = None) -> RunPlan:
     """A finished run's config retrained on every person for its folds' median best epoch,
     as a new run beside it (``<name>-refit``) whose run.json records the parent."""
-    cfg, best_epochs, run_data = refit_config(run_path)
+    cfg, best_epochs, run_data = refit_config(run_path, train)
     parent = Path(run_path)
     log.info("refit: %d epochs on every person (best epochs of the folds: %s)",
              cfg.train.epochs, best_epochs)

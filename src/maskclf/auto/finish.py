@@ -78,7 +78,8 @@ def finish(work: Work) -> float:
     decisions["applied"] = decisions["tuned_macro_f1"] > decisions["plain_macro_f1"]
     biases = fit_biases(ensemble_oof, y) if decisions["applied"] else np.zeros(len(
         CLASS_COLUMNS))
-    written = predict_eval(work, runs, selection.weights, biases)
+    predicting, refit = refit_members(work, trials, runs, selection.weights)
+    written = predict_eval(work, predicting, selection.weights, biases)
     members = [{"unit": n, "run": str(r), "weight": float(w), "oof_macro_f1": float(f1)}
                for n, r, w, f1 in zip(names, runs, selection.weights,
                                       [t.value for t in trials], strict=True)]
@@ -91,11 +92,46 @@ def finish(work: Work) -> float:
                       "path": [{**step, "added": names[step["added"]]}
                                for step in selection.path]},
         "decisions": {**decisions, "biases": [float(b) for b in biases]},
+        "refit": refit,
         **written,
         "finish_s": round(time.monotonic() - started, 1),
     }
     write_report(work, summary)
     return selection.ensemble_f1
+
+
+def refit_members(work: Work, trials: list[optuna.trial.FrozenTrial], runs: list[Path],
+                  weights: np.ndarray) -> tuple[list[Path], dict]:
+    """With the preset's ``refit``: each chosen member retrained on every person
+    (``pipeline.plan_refit``, its folds' median best epoch) when the time left, less the
+    eval prediction's reserve, fits them all at their own pace (one fold's seconds, scaled
+    to every person); the runs to predict with, and a record of what was done or why not."""
+    if not work.preset.refit:
+        return runs, {"used": False, "reason": "the preset does not ask for a refit"}
+    chosen = [i for i, w in enumerate(weights) if w > 0]
+    folds = work.plan.folds
+    need = {i: trials[i].user_attrs["seconds"] / len(trials[i].user_attrs.get("epochs") or [1])
+            * folds / (folds - 1) for i in chosen}
+    left = work.clock.left() - work.plan.reserve_s
+    if sum(need.values()) > left:
+        return runs, {"used": False, "reason": f"the refits need about "
+                      f"{sum(need.values()):.0f}s; {max(0.0, left):.0f}s are left"}
+    from maskclf.pipeline import execute, plan_refit, resume_run
+
+    refits = list(runs)
+    for i in chosen:
+        path = work.folder.run(f"refit-{trials[i].user_attrs['unit']}")
+        if RunDir(path).finished:
+            pass
+        elif path.exists():
+            resume_run(path, work.data, interactive=False)
+        else:
+            share = max(1, int(left * need[i] / sum(need.values())))
+            execute(plan_refit(runs[i], work.data, path.name,
+                               train={"time_limit": f"{share}s"}), interactive=False)
+        refits[i] = path
+    return refits, {"used": True, "runs": [str(refits[i]) for i in chosen],
+                    "planned_s": round(sum(need.values()), 1)}
 
 
 def _weights_text(names: list[str], selection: Selection) -> str:

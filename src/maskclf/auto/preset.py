@@ -68,6 +68,9 @@ class Preset(BaseModel):
     """Candidates left after screening: trained k-fold when the budget allows."""
     average_checkpoints: int = Field(3, ge=0)
     """``train.average_checkpoints`` of the final stage (0: off)."""
+    refit: bool = False
+    """After the selection, retrain each chosen member on every person (``train --refit``)
+    when the time left fits it, and predict the eval set with the refits."""
     ensemble_rounds: int = Field(20, ge=1)
     """Greedy selection steps (with replacement)."""
     screen_share: float = Field(0.5, gt=0.0, lt=1.0)

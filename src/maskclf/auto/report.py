@@ -133,6 +133,10 @@ def _markdown(folder: StudyFolder, summary: dict) -> str:
         f"Decision tuning (held-out persons): {decisions['plain_macro_f1']:.4f} plain, "
         f"{decisions['tuned_macro_f1']:.4f} tuned: "
         + ("applied." if decisions["applied"] else "not applied."), "",
+        "Refit on every person: " + (", ".join(f"`{r}`" for r in summary["refit"]["runs"])
+                                     + " predicted the eval set instead of their members."
+                                     if summary["refit"]["used"]
+                                     else f"not done ({summary['refit']['reason']})."), "",
         "## Time per stage", "", *_table(stages, ["stage", "planned_s", "spent_s"]), "",
         f"![best macro F1 against wall time]({StudyFolder.PROGRESS})", "",
     ]
