@@ -110,7 +110,11 @@ def preset_path(preset: str | Path) -> Path:
     return require_file(path, "preset")
 
 
-def load_preset(preset: str | Path) -> tuple[Preset, dict[str, RunConfig], Path]:
+LoadedPreset = tuple[Preset, dict[str, RunConfig], Path]
+"""The preset, each candidate's checked config (by name) and the preset's file."""
+
+
+def load_preset(preset: str | Path) -> LoadedPreset:
     """The preset, each candidate's checked config (by name) and the preset's file."""
     path = preset_path(preset)
     try:

@@ -243,13 +243,12 @@ class Work:
         alive = list(self.plan.candidates)
         for rung_index, rung in enumerate(self.plan.rungs):
             if rung_index:  # the best of the previous rung go on
-                previous = [Unit("screening", c, rung_index - 1) for c in alive]
-                if any(u.id not in done for u in previous):
+                previous = {c: Unit("screening", c, rung_index - 1).id for c in alive}
+                if any(u not in done for u in previous.values()):
                     return stages + [WAIT]
-                scores = self.scores([u.id for u in previous])
-                ranked = sorted((c for c in alive if Unit("screening", c, rung_index - 1).id
-                                 in scores), key=lambda c: -scores[
-                                     Unit("screening", c, rung_index - 1).id])
+                scores = self.scores(list(previous.values()))
+                ranked = sorted((c for c in alive if previous[c] in scores),
+                                key=lambda c: -scores[previous[c]])
                 alive = ranked[:rung.count]
             if not alive:  # every run of the rung before was skipped
                 break
@@ -342,8 +341,9 @@ class Work:
 
     def _dropped(self) -> bool:
         """A candidate was already dropped: every later one goes too."""
-        return any(t.user_attrs.get("skipped") == "budget" and t.user_attrs["unit"].startswith(
-            "r0-") for t in self.done().values())
+        return any(t.user_attrs.get("skipped") == "budget"
+                   and t.user_attrs.get("stage") == "screening" and t.user_attrs["rung"] == 0
+                   for t in self.done().values())
 
     def pace(self) -> Pace:
         """This machine's pace from the finished units: timed epochs over the probe's
@@ -375,17 +375,14 @@ class Work:
         if path.exists():
             log.info("auto: resuming %s", path)
             return resume_run(path, self.data, interactive=False).summary
-        average = self.preset.average_checkpoints if self._is_final(unit) else 0
+        final = self._is_final(unit)  # the members train as long as the time allows
+        average = self.preset.average_checkpoints if final else 0
+        epochs = self.preset.max_epochs if final else self.plan.rungs[unit.rung].epochs
         if unit.stage == "screening" and unit.rung:
             parent = self.folder.run(Unit("screening", unit.candidate, unit.rung - 1).id)
-            epochs = (self.preset.max_epochs if self._is_final(unit)
-                      else self.plan.rungs[unit.rung].epochs)
-            return continue_run(parent, epochs, self.data,
-                                unit.id, interactive=False,
+            return continue_run(parent, epochs, self.data, unit.id, interactive=False,
                                 train={"time_limit": limit, "average_checkpoints": average}
                                 ).summary
-        epochs = (self.preset.max_epochs if self._is_final(unit)
-                  else self.plan.rungs[unit.rung].epochs)
         cfg = build_config(apply_overrides(config_to_dict(self.configs[unit.candidate]), [
             f"train.epochs={epochs}", f"train.time_limit={limit}",
             f"train.average_checkpoints={average}"]), f"auto unit {unit.id}")

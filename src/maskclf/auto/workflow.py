@@ -13,7 +13,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from maskclf.auto.plan import StudyPlan
-from maskclf.auto.preset import load_preset, preset_path
+from maskclf.auto.preset import LoadedPreset, load_preset
 from maskclf.auto.study import (
     BudgetClock,
     StudyFolder,
@@ -40,18 +40,18 @@ def auto_folder(data: Path, out: Path, name: str | None) -> StudyFolder:
 
 
 def check_request(data: Path, budget: str, preset: str, out: Path, name: str | None
-                  ) -> tuple[float, StudyFolder]:
+                  ) -> tuple[float, StudyFolder, LoadedPreset]:
     """The cheap checks, before torch is imported: budget, preset and its candidates, data
     folder, and that a continued study is given what it began with."""
     try:
         budget_s = duration_seconds(budget)
     except ValueError as exc:
         raise UsageError(f"--budget: {exc}") from None
-    load_preset(preset)
+    loaded = load_preset(preset)
     check_root(Path(data))
     folder = auto_folder(data, out, name)
-    check_identity(folder, plan_identity(Path(data), budget_s, preset_path(preset).read_text()))
-    return budget_s, folder
+    check_identity(folder, plan_identity(Path(data), budget_s, loaded[2].read_text()))
+    return budget_s, folder, loaded
 
 
 def run_auto(data: Path, budget: str, preset: str = "cpu", out: Path = Path("auto"),
@@ -61,7 +61,7 @@ def run_auto(data: Path, budget: str, preset: str = "cpu", out: Path = Path("aut
     that ends while another finishes the study returns its state). ``started``: when the
     command began (default: now), the budget's start."""
     data = Path(data)
-    budget_s, folder = check_request(data, budget, preset, out, name)
+    budget_s, folder, loaded = check_request(data, budget, preset, out, name)
     if folder.finished:
         log.info("auto: %s is finished; its summary follows (a new --name starts another)",
                  folder.path)
@@ -76,7 +76,7 @@ def run_auto(data: Path, budget: str, preset: str = "cpu", out: Path = Path("aut
     clock = BudgetClock(folder, budget_s, started)
     try:
         with _sigterm_stops(), _quiet_optuna():
-            _work(data, folder, preset, storage, clock)
+            _work(data, folder, loaded, storage, clock)
     except (KeyboardInterrupt, RunInterrupted) as exc:
         clock.pause()  # the budget does not run while no command works on it
         signum = exc.signum if isinstance(exc, RunInterrupted) else signal.SIGINT
@@ -96,10 +96,10 @@ def run_auto(data: Path, budget: str, preset: str = "cpu", out: Path = Path("aut
 
 
 @contextmanager
-def _work(data: Path, folder: StudyFolder, preset: str, storage: str | None,
+def _work(data: Path, folder: StudyFolder, loaded: LoadedPreset, storage: str | None,
           clock: BudgetClock) -> None:
     """Check the data, build the caches, read or make the plan, then work the units."""
-    settings, configs, path = load_preset(preset)
+    settings, configs, path = loaded
     records, info = read_tables(data, eval=True)
     _build_caches(data, configs, [*records["path"], *info["path"]])
     n_val = math.ceil(len(records) / settings.folds)

@@ -171,10 +171,7 @@ def auto(
     """Spend a time budget on the best submission: screen a portfolio, train the best,
     choose an ensemble, predict."""
     started = time.time()  # the budget counts from here, imports included
-    from maskclf.auto.workflow import check_request
-
-    check_request(data, budget, preset, out_dir, name)  # before torch is imported
-    from maskclf.auto.workflow import run_auto
+    from maskclf.auto.workflow import run_auto  # checks the request before torch loads
 
     summary = run_auto(data, budget, preset, out_dir, name, storage, threads, started)
     if summary.get("finished") is False:
