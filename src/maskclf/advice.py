@@ -37,6 +37,10 @@ class Finding:
         return f"- **{self.what}** → {self.remedy}"
 
 
+def _rate(lr: float | str) -> str:
+    return lr if isinstance(lr, str) else f"{lr:g}"
+
+
 def recipe_lines(cfg: RunConfig) -> list[str]:
     """The recipe in a few lines: backbone, size, epochs, loss, optimizer, schedule, tricks."""
     weights = (f"weights `{cfg.model.weights}`" if cfg.model.weights is not None
@@ -51,7 +55,7 @@ def recipe_lines(cfg: RunConfig) -> list[str]:
             f"- images: {cfg.data.image_size[0]}x{cfg.data.image_size[1]}, crop "
             f"{cfg.data.crop}; validation: {split} (seed {cfg.seed})",
             f"- training: {cfg.train.epochs} epochs, batch {cfg.train.batch_size}, "
-            f"{cfg.optim.name} lr {cfg.optim.lr:g} wd {cfg.optim.weight_decay:g}, "
+            f"{cfg.optim.name} lr {_rate(cfg.optim.lr)} wd {cfg.optim.weight_decay:g}, "
             f"{cfg.sched.name} schedule",
             f"- loss: {loss} (class weights {cfg.loss.class_weights}, label smoothing "
             f"{cfg.loss.label_smoothing:g}); augmentation: "

@@ -12,7 +12,7 @@ import re
 import typing
 from importlib.resources import files
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -155,7 +155,10 @@ class OptimConfig(_Section):
     name: str = "adamw"
     """Any optimizer timm's ``create_optimizer_v2`` knows (adamw, sgd, lamb, lion, adan...);
     checked by ``preflight``. ``sgd`` uses ``momentum`` and ``nesterov``."""
-    lr: float = Field(1e-3, gt=0.0)
+    lr: Annotated[float, Field(gt=0.0)] | Literal["auto"] = 1e-3
+    """A rate, or ``auto``: Lightning's learning-rate range test (``maskclf lr-find``) runs
+    on the first fold's training rows before training, and the rate it suggests replaces
+    ``auto`` in the run's config.yaml (run.json records the test, the report shows it)."""
     weight_decay: float = Field(0.01, ge=0.0)
     """Not applied to norms and biases (timm's optimizer factory)."""
     momentum: float = Field(0.9, ge=0.0, lt=1.0)
@@ -354,6 +357,11 @@ class RunConfig(_Section):
         if mixing and self.train.batch_size % 2:
             raise ValueError(f"aug.mixup_alpha / aug.cutmix_alpha need an even "
                              f"train.batch_size; got {self.train.batch_size}")
+        several = (isinstance(self.train.devices, int) and self.train.devices > 1
+                   or self.train.num_nodes > 1)
+        if self.optim.lr == "auto" and several:
+            raise ValueError("optim.lr: auto runs Lightning's learning-rate finder, which "
+                             "needs one device; run `maskclf lr-find` and set optim.lr")
         if self.model.age_regression_weight > 0:
             if self.model.head != "multihead":
                 raise ValueError("model.age_regression_weight adds a head to the multi-head "

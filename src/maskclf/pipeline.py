@@ -15,7 +15,7 @@ import sys
 import time
 from collections.abc import Sequence
 from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import lightning as L
@@ -33,6 +33,7 @@ from maskclf.data.splits import attach_folds, make_folds
 from maskclf.distributed import handed_down, is_rank_zero, shared_run_dir
 from maskclf.engine import Network
 from maskclf.errors import MissingFileError, RankLost, RunInterrupted, UsageError
+from maskclf.lrfind import MAX_LR, MIN_LR, STEPS, check_range, find_lr, lr_figure
 from maskclf.metrics import score, write_confusions
 from maskclf.models.factory import build_net
 from maskclf.models.spec import ModelSpec, resolve_specs
@@ -271,7 +272,7 @@ def plan_new(cfg: RunConfig, data_root: Path | str, runs_dir: Path | str = "runs
     cfg = absolute_paths(cfg)  # the saved config works from any folder
     records, report, specs = _checked(cfg, root)
     split = make_folds(records, cfg.data.folds, cfg.data.val_ratio, cfg.seed)
-    fold_ids = sorted(int(f) for f in split["fold"].unique() if f >= 0) or [0]
+    fold_ids = _fold_ids(split)
     if fold is not None and fold not in fold_ids:
         raise UsageError(f"--fold {fold} does not exist; this split has folds {fold_ids}")
     folds = fold_ids if fold is None else [fold]
@@ -279,6 +280,34 @@ def plan_new(cfg: RunConfig, data_root: Path | str, runs_dir: Path | str = "runs
               **(parent or {})}
     return RunPlan(cfg, specs, root, attach_folds(records, split), folds, split, record,
                    runs_dir=Path(runs_dir), name=name, corrections=report)
+
+
+def _fold_ids(split: pd.DataFrame) -> list[int]:
+    """The folds of a person split (``[0]`` when every person trains)."""
+    return sorted(int(f) for f in split["fold"].unique() if f >= 0) or [0]
+
+
+def find_learning_rate(cfg: RunConfig, data_root: Path | str, plot: Path,
+                       min_lr: float = MIN_LR, max_lr: float = MAX_LR,
+                       steps: int = STEPS) -> dict:
+    """``maskclf lr-find``: the range test of each network of ``cfg`` on the first fold's
+    training rows of ``data_root`` (the rows a new run's first fold trains on), with a
+    plot per network (``plot``, or ``<plot stem>-<attribute>.png``)."""
+    check_range(min_lr, max_lr, steps)
+    root = Path(data_root)
+    records, _, specs = _checked(cfg, root)
+    plot.parent.mkdir(parents=True, exist_ok=True)
+    split = make_folds(records, cfg.data.folds, cfg.data.val_ratio, cfg.seed)
+    fold = _fold_ids(split)[0]
+    records = attach_folds(records, split)
+    found = {}
+    for spec in specs:
+        finding = find_lr(spec, root, records, fold, min_lr, max_lr, steps)
+        path = plot if not spec.attribute else plot.with_name(
+            f"{plot.stem}-{spec.attribute}{plot.suffix}")
+        lr_figure(finding, path, f"{cfg.model.name}: {spec.task} network, fold {fold}")
+        found[spec.task] = finding.record(str(path))
+    return {"fold": fold, "networks": found}
 
 
 def plan_resume(run_path: Path | str, data_root: Path | str | None = None) -> RunPlan:
@@ -456,8 +485,41 @@ def execute(plan: RunPlan, interactive: bool | None = None,
         return _train_plan(plan, run, interactive, callbacks, started)
 
 
+def _with_found_rates(plan: RunPlan, run: RunDir) -> RunPlan:
+    """``optim.lr: auto`` replaced by the rate the range test suggests for each network
+    (``lrfind.find_lr`` on the first planned fold's training rows). The run's config.yaml
+    then holds the rates, so a resume or continuation trains with them and tests nothing;
+    run.json records each test (``lr_find``) and report/ holds its plot."""
+    auto = [spec for spec in plan.specs if spec.cfg.optim.lr == "auto"]
+    if not auto:
+        return plan
+    raw, found = config_to_dict(plan.cfg), {}
+    for spec in auto:
+        finding = find_lr(spec, plan.root, plan.records, plan.folds[0])
+        if finding.suggested_lr is None:
+            raise UsageError(f"optim.lr: auto: the learning-rate test of the {spec.task} "
+                             f"network found no rate where the loss falls "
+                             f"({len(finding.lrs)} steps); set optim.lr")
+        plot = lr_figure(finding, run.lr_find_plot(spec.subdir),
+                         f"{run.name}: {spec.task} network, fold {plan.folds[0]}")
+        found[spec.task] = finding.record(plot.name)
+        section = (raw["per_attribute"].setdefault(spec.attribute, {}) if spec.attribute
+                   else raw)
+        section.setdefault("optim", {})["lr"] = finding.suggested_lr
+        log.info("optim.lr: auto -> %.3g for the %s network (plot: %s)",
+                 finding.suggested_lr, spec.task, plot)
+    if raw["optim"]["lr"] == "auto":  # a per-attribute run: the first network's rate
+        raw["optim"]["lr"] = next(iter(found.values()))["suggested_lr"]
+    cfg = build_config(raw, f"{run.file(RunDir.CONFIG)} with the rates found")
+    run.write_config(cfg)
+    plan.record["lr_find"] = found
+    run.write_record(plan.record)
+    return replace(plan, cfg=cfg, specs=resolve_specs(cfg))
+
+
 def _train_plan(plan: RunPlan, run: RunDir, interactive: bool | None,
                 callbacks: Sequence[Callback], started: float) -> RunResult:
+    plan = _with_found_rates(plan, run)
     cfg, records = plan.cfg, plan.records
     excluded = excluded_from_training(records, cfg.data.exclude_ages)
     if excluded is not None:

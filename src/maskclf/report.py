@@ -83,6 +83,13 @@ def _mistakes(oof: pd.DataFrame, predicted: np.ndarray, data_root: Path, path: P
                       path), wrong
 
 
+def _found_rates(tests: dict) -> list[str]:
+    """Recipe lines for ``optim.lr: auto``: each network's rate and the plot behind it."""
+    return [f"- {task} network: lr {test['suggested_lr']:.3g} found by the range test "
+            f"({test['steps_run']} steps from {test['min_lr']:g} to {test['max_lr']:g}; "
+            f"![lr-find {task}]({test['plot']}))" for task, test in tests.items()]
+
+
 def _markdown(run: Path, summary: dict, figures: dict[str, Path | None],
               mistakes: pd.DataFrame, recipe: list[str], found: list[Finding]) -> str:
     lines = [f"# Run `{run.name}`", "", "## Recipe", "", *recipe, "", "## Findings", ""]
@@ -152,8 +159,9 @@ def write_report(run_path: Path | str, data_root: Path | str | None = None,
                                                run.report_file("mistakes"), mistakes)
     cfg = run.read_config()
     found = findings(curves, truth, predicted, str(run.path), cfg)
+    recipe = recipe_lines(cfg) + _found_rates(run.read_record().get("lr_find", {}))
     atomic_write_text(run.report_file("report"), _markdown(run.path, summary, figures, wrong,
-                                                   recipe_lines(cfg), found))
+                                                   recipe, found))
     return {"dir": str(out), "report": str(run.report_file("report")),
             "findings": [{"what": f.what, "remedy": f.remedy} for f in found],
             "figures": {k: str(v) for k, v in figures.items() if v is not None},

@@ -186,6 +186,12 @@ class RunDir:
         """``report/<file>`` of a role of ``REPORT_FILES`` (``curves`` -> curves.png)."""
         return self.file(self.REPORT) / self.REPORT_FILES[role]
 
+    def lr_find_plot(self, network: str = "") -> Path:
+        """``report/lr-find.png`` (``lr-find-<attribute>.png`` for an attribute network): the
+        range test behind ``optim.lr: auto``."""
+        self.file(self.REPORT).mkdir(exist_ok=True)
+        return self.file(self.REPORT) / f"lr-find{'-' + network if network else ''}.png"
+
     def resume_command(self) -> str:
         """The command that finishes this run when it was interrupted."""
         return f"maskclf train --resume {shlex.quote(str(self.path))}"

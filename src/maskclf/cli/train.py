@@ -10,7 +10,7 @@ import typer
 from rich.console import Console
 
 from maskclf import render
-from maskclf.cli.base import ConfigOption, OverrideOption, command
+from maskclf.cli.base import ConfigOption, DataOption, OverrideOption, command
 from maskclf.errors import UsageError
 
 
@@ -78,6 +78,42 @@ def train(
         show.print(render.score_table("out-of-fold predictions (best checkpoints)", validation))
     show.print(f"run directory: {result.run}")
     return result.summary
+
+
+@command(name="lr-find")
+def lr_find(
+    config: ConfigOption = None,
+    data: DataOption = Path("data"),
+    override: OverrideOption = None,
+    plot: Annotated[Path, typer.Option(
+        "--plot", help="Where the loss-against-rate plot goes (an attribute network's gets "
+                       "-mask, -gender, -age before .png).")] = Path("lr-find.png"),
+    min_lr: Annotated[float, typer.Option(help="Lowest rate tried.")] = 1e-6,
+    max_lr: Annotated[float, typer.Option(help="Highest rate tried.")] = 1.0,
+    steps: Annotated[int, typer.Option(help="Training batches, the rate growing "
+                                            "exponentially between the two.")] = 100,
+    *, show: Console,
+) -> dict:
+    """Find a learning rate: Lightning's range test of the config's model, data and
+    augmentation on the first fold's training rows; prints the suggested rate (where the
+    loss falls fastest) and writes the plot. `optim.lr: auto` runs it before training."""
+    from maskclf.atomic import check_target
+    from maskclf.config import load_config
+    from maskclf.data.layout import check_root
+
+    check_root(data)
+    check_target(plot)
+    cfg = load_config(config, list(override or []))
+    from maskclf.pipeline import find_learning_rate
+
+    found = find_learning_rate(cfg, data, plot, min_lr, max_lr, steps)
+    for task, result in found["networks"].items():
+        rate = result["suggested_lr"]
+        show.print(f"{task} network: suggested optim.lr "
+                   f"{'none (the loss never fell)' if rate is None else f'{rate:.3g}'} "
+                   f"({result['steps_run']} steps, {min_lr:g} to {max_lr:g}); plot "
+                   f"{result['plot']}", markup=False)
+    return found
 
 
 @command()

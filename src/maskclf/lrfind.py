@@ -1,0 +1,109 @@
+"""The learning-rate range test (Smith 2017; fastai's ``lr_find``) through Lightning's Tuner.
+
+The test trains the run's own module — its model, loss, mixing, optimizer and
+augmentation — on the first fold's training rows for ``steps`` batches while the rate
+grows exponentially from ``min_lr`` to ``max_lr``, and suggests the rate where the
+smoothed loss falls fastest. The weights are restored afterwards (Lightning's Tuner does
+it), so nothing of the test leaks into the training that follows.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import lightning as L
+import pandas as pd
+from lightning.pytorch.tuner import Tuner
+from matplotlib.figure import Figure
+
+from maskclf.data.datamodule import FoldDataModule
+from maskclf.errors import UsageError
+from maskclf.models.factory import build_net
+from maskclf.models.spec import ModelSpec
+from maskclf.plots import save
+from maskclf.progress import quiet_lightning
+from maskclf.training import build_module
+
+log = logging.getLogger(__name__)
+
+MIN_LR, MAX_LR, STEPS = 1e-6, 1.0, 100
+"""The default range and length of the test: six decades in 100 batches."""
+
+
+@dataclass(frozen=True)
+class LrFinding:
+    """What a range test found: the suggested rate (None when the loss never fell), the
+    range tried, and the (rate, smoothed loss) curve."""
+
+    suggested_lr: float | None
+    min_lr: float
+    max_lr: float
+    steps: int
+    lrs: list[float]
+    losses: list[float]
+
+    def record(self, plot: str | None = None) -> dict:
+        """For run.json and the CLI's JSON: the figures without the curve itself."""
+        found = asdict(self)
+        del found["lrs"], found["losses"]
+        return {**found, "steps_run": len(self.lrs), "plot": plot}
+
+
+def check_range(min_lr: float, max_lr: float, steps: int) -> None:
+    if not 0 < min_lr < max_lr:
+        raise UsageError(f"the learning-rate range needs 0 < --min-lr < --max-lr; got "
+                         f"{min_lr:g} to {max_lr:g}")
+    if steps < 12:  # the suggestion skips the first 10 points and the last one
+        raise UsageError(f"the learning-rate test needs --steps of at least 12; got {steps}")
+
+
+def find_lr(spec: ModelSpec, root: Path, records: pd.DataFrame, fold: int,
+            min_lr: float = MIN_LR, max_lr: float = MAX_LR, steps: int = STEPS) -> LrFinding:
+    """The range test of ``spec``'s network on fold ``fold``'s training rows of
+    ``records`` (a ``fold`` column), on the config's accelerator, one device."""
+    check_range(min_lr, max_lr, steps)
+    cfg = spec.cfg  # the test sets the rate itself; optim.lr may still be `auto`
+    spec = ModelSpec(spec.task, cfg.model_copy(update={
+        "optim": cfg.optim.model_copy(update={"lr": min_lr})}))
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+    data = FoldDataModule(cfg, root, records, fold, with_ages=spec.regresses_age)
+    data.prepare_data()
+    module = build_module(spec, build_net(spec), data.class_counts())
+    loader = data.train_dataloader()
+    epochs = math.ceil(steps / max(1, len(loader))) + 1  # the test stops at `steps` batches
+    with tempfile.TemporaryDirectory(prefix="maskclf-lr-find-") as scratch, quiet_lightning():
+        trainer = L.Trainer(accelerator=cfg.train.accelerator, devices=1,
+                            precision=cfg.train.precision, max_epochs=epochs, logger=False,
+                            enable_checkpointing=False, enable_model_summary=False,
+                            enable_progress_bar=False, default_root_dir=scratch,
+                            accumulate_grad_batches=cfg.train.accumulate,
+                            gradient_clip_val=cfg.train.grad_clip, num_sanity_val_steps=0,
+                            limit_val_batches=0)
+        finder = Tuner(trainer).lr_find(module, train_dataloaders=loader, min_lr=min_lr,
+                                        max_lr=max_lr, num_training=steps, update_attr=False)
+    suggested = finder.suggestion()
+    log.info("lr-find: %d steps from %g to %g; suggested %s", len(finder.results["lr"]),
+             min_lr, max_lr, "none" if suggested is None else f"{suggested:.3g}")
+    return LrFinding(None if suggested is None else float(suggested), min_lr, max_lr, steps,
+                     [float(v) for v in finder.results["lr"]],
+                     [float(v) for v in finder.results["loss"]])
+
+
+def lr_figure(found: LrFinding, path: Path, title: str) -> Path:
+    """Loss against rate (log scale) with the suggestion marked and labelled."""
+    figure = Figure(figsize=(6.5, 4))
+    ax = figure.add_subplot()
+    ax.plot(found.lrs, found.losses, color="C0")
+    ax.set(xscale="log", xlabel="learning rate", ylabel="training loss (smoothed)", title=title)
+    ax.grid(alpha=0.3, which="both")
+    if found.suggested_lr is not None:
+        index = min(range(len(found.lrs)), key=lambda i: abs(found.lrs[i] - found.suggested_lr))
+        ax.plot(found.lrs[index], found.losses[index], "o", color="C3", markersize=9,
+                label=f"suggested {found.suggested_lr:.2g} (steepest fall)")
+        ax.axvline(found.suggested_lr, color="C3", alpha=0.4)
+        ax.legend()
+    return save(figure, path)
