@@ -77,6 +77,22 @@ def test_the_answer_matches_the_export_run_directly(client, export_dir):
     np.testing.assert_allclose(got, expected, atol=1e-6)
 
 
+def test_cam_on_request_gives_each_attribute_a_map_over_the_crop(client, monkeypatch):
+    upload = {"files": ("a.jpg", photo_bytes())}
+    plain = client.post("/predict", files=upload).json()["results"][0]
+    assert "cam" not in plain
+    answer = client.post("/predict?cam=1", files=upload).json()["results"][0]
+    assert answer["probabilities"] == pytest.approx(plain["probabilities"], abs=1e-6)
+    assert set(answer["cam"]) == set(labels.ATTRIBUTES)
+    crop = np.asarray(Image.open(io.BytesIO(base64.b64decode(answer["crop"].split(",")[1]))))
+    for url in answer["cam"].values():
+        overlay = np.asarray(Image.open(io.BytesIO(base64.b64decode(url.split(",", 1)[1]))))
+        assert overlay.shape == crop.shape and np.abs(overlay.astype(int) - crop).mean() > 5
+    monkeypatch.setattr(ExportedModel, "cam_unavailable", "its head is not linear")
+    refused = client.post("/predict?cam=1", files=upload)
+    assert refused.status_code == 400 and "its head is not linear" in refused.json()["detail"]
+
+
 def test_a_png_named_jpg_is_read_by_its_content(client):
     response = client.post("/predict", files={"files": ("photo.jpg", photo_bytes("PNG"),
                                                         "image/jpeg")})
@@ -173,6 +189,10 @@ def test_a_photo_dropped_on_the_page_shows_mask_gender_and_age(export_dir, tmp_p
             page.wait_for_selector(".result", timeout=30_000)
             shown = {attribute: page.inner_text(f".result .{attribute} .label")
                      for attribute in labels.ATTRIBUTES}
+            crop = page.get_attribute(".result img.crop", "src")
+            page.click(".result .maps .map-gender")  # the switch shows the gender map
+            overlay = page.get_attribute(".result img.crop", "src")
+            pressed = page.get_attribute(".result .maps .map-gender", "aria-pressed")
             page.screenshot(path=str(tmp_path / "page.png"), full_page=True)
             browser.close()
     finally:
@@ -181,3 +201,5 @@ def test_a_photo_dropped_on_the_page_shows_mask_gender_and_age(export_dir, tmp_p
     for attribute, names in labels.ATTRIBUTES.items():
         assert shown[attribute] in names
     assert (tmp_path / "page.png").stat().st_size > 10_000
+    assert crop.startswith("data:image/png") and overlay.startswith("data:image/png")
+    assert overlay != crop and pressed == "true"

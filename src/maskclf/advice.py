@@ -123,13 +123,32 @@ def train_val_gap(curves: dict[str, pd.DataFrame], cfg: RunConfig) -> Finding | 
                    "regularise: " + ", ".join(text for text, useful in remedies if useful))
 
 
+ATTENTION_INSIDE = 0.5
+"""Below this median share of a map inside the face box, the report says the network reads
+something else."""
+
+
+def looks_outside_face(shares: dict[str, tuple[float, int]], cfg: RunConfig) -> list[Finding]:
+    """Attributes whose activation maps lie mostly outside the face found in the crop."""
+    remedy = ("check attention.png: crop to the face (data.crop: face) so background and "
+              "clothes leave the picture" if cfg.data.crop != "face" else
+              "check attention.png: a smaller data.face_margin keeps less around the face; "
+              "background-changing augmentation (aug.pipeline) stops it paying")
+    return [Finding(f"the {name} maps lie mostly outside the face: {share:.0%} of their mass "
+                    f"inside the face box (median of {count} out-of-fold crops)", remedy)
+            for name, (share, count) in shares.items() if share < ATTENTION_INSIDE]
+
+
 def findings(curves: dict[str, pd.DataFrame], truth: np.ndarray | None,
-             predicted: np.ndarray | None, run: str, cfg: RunConfig) -> list[Finding]:
+             predicted: np.ndarray | None, run: str, cfg: RunConfig,
+             face_shares: dict[str, tuple[float, int]] | None = None) -> list[Finding]:
     """Every finding for a run: ``curves`` are per-epoch metrics per fold (indexed by
     epoch), ``truth``/``predicted`` the out-of-fold classes (None without validation),
-    ``cfg`` the run's config (remedies it already uses are not offered)."""
+    ``cfg`` the run's config (remedies it already uses are not offered), ``face_shares``
+    each attribute's median share of its maps inside the face (``report.face_shares``)."""
     found = [still_improving(curves, run)]
     if truth is not None and predicted is not None:
         found += rarely_predicted(truth, predicted)
     found.append(train_val_gap(curves, cfg))
+    found += looks_outside_face(face_shares or {}, cfg)
     return [finding for finding in found if finding is not None]

@@ -16,11 +16,12 @@ import torch
 
 from maskclf import labels
 from maskclf.atomic import atomic_write, write_json
+from maskclf.cam import CamHead, cam_layer, exact_cam
 from maskclf.config import config_to_dict
 from maskclf.data.layout import read_eval, read_train
 from maskclf.data.transforms import evaluation_view
 from maskclf.errors import UsageError
-from maskclf.exported import ExportedModel, open_session, run_session
+from maskclf.exported import ExportedModel, open_session
 from maskclf.inference import InferenceModule
 from maskclf.manifest import MANIFEST, MANIFEST_FORMAT, Manifest, is_export
 from maskclf.models.factory import LoadedNet, load_net
@@ -35,16 +36,36 @@ TOLERANCE = 1e-4
 
 
 class PredictionGraph(torch.nn.Module):
-    """What ``maskclf predict`` computes for one network, as one traceable module."""
+    """What ``maskclf predict`` computes for one network, as one traceable module; with
+    ``cam``, also the class activation map of every attribute value (``cam.CamHead``, on
+    the plain view) as a second output."""
 
-    def __init__(self, model: LoadedNet, tta: list[str]):
+    def __init__(self, model: LoadedNet, tta: list[str], cam: bool = False):
         super().__init__()
-        self.inner = InferenceModule(model.net, build_task(model.spec), model.preprocessing,
-                                     tta=tta)
+        task = build_task(model.spec)
+        self.inner = InferenceModule(model.net, task, model.preprocessing, tta=tta)
+        self.cam = CamHead(model.net, task) if cam else None
         self.eval()
 
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.inner.predict_step((images,), 0).float()
+    @property
+    def output_names(self) -> list[str]:
+        return ["probabilities", *(["cam"] if self.cam is not None else [])]
+
+    def forward(self, images: torch.Tensor):
+        probs = self.inner.predict_step((images,), 0).float()
+        if self.cam is None:
+            return probs
+        return probs, self.cam(self.inner.normalize(images))
+
+
+def _cam_entry(found: dict[str, bool]) -> dict:
+    """The manifest's ``cam``: where the maps come from, or why the export has none (every
+    network must have them: the served maps average the folds)."""
+    if all(found.values()):
+        return {"layer": "; ".join(found), "method": "Grad-CAM of log P(attribute = value) "
+                "at the pooled layer, computed in the graph (exact for a linear head)",
+                "scale": "0-1 per map"}
+    return {"unavailable": "; ".join(why for why, fits in found.items() if not fits)}
 
 
 def _chosen_folds(run: RunDir, folds: str) -> list[int] | None:
@@ -84,11 +105,15 @@ def export_run(run_path: Path | str, out_dir: Path | str, folds: str = "all",
     out_dir.mkdir(parents=True, exist_ok=True)
     sample_paths = _sample_paths(data_root, check_images)
     sample = np.stack([evaluation_view(data_root / p, cfg.data) for p in sample_paths])
-    chosen, networks, worst = _chosen_folds(run, folds), [], 0.0
+    chosen, networks, worst, cams = _chosen_folds(run, folds), [], 0.0, {}
     for spec in specs:
         for fold in chosen or run.trained_folds(spec):
             name = f"{spec.subdir + '-' if spec.subdir else ''}fold{fold}.onnx"
-            graph = PredictionGraph(load_net(run.fold(spec, fold).checkpoint()), views)
+            model = load_net(run.fold(spec, fold).checkpoint())
+            why_not = exact_cam(model.net, tuple(spec.cfg.data.image_size))
+            cams.setdefault(why_not or cam_layer(model.net, tuple(spec.cfg.data.image_size)
+                                                 ).describe(), why_not is None)
+            graph = PredictionGraph(model, views, cam=why_not is None)
             _export(graph, sample, out_dir / name, opset)
             difference = _verify(graph, sample, out_dir / name)
             worst = max(worst, difference)
@@ -96,7 +121,8 @@ def export_run(run_path: Path | str, out_dir: Path | str, folds: str = "all",
                              "outputs": _output_names(spec.task),
                              "mean": graph.inner.mean.flatten().div(255).tolist(),
                              "std": graph.inner.std.flatten().div(255).tolist(),
-                             "max_abs_difference": difference})
+                             "max_abs_difference": difference,
+                             "cam": None if graph.cam is None else graph.cam.names()})
     manifest = {
         "format": MANIFEST_FORMAT, "source_run": str(run.path.resolve()),
         "head": cfg.model.head, "model": cfg.model.name, "tta": views,
@@ -110,6 +136,7 @@ def export_run(run_path: Path | str, out_dir: Path | str, folds: str = "all",
                     "mean over folds per attribute, then the product "
                     "p(class) = p(mask) p(gender) p(age)"),
         "networks": networks,
+        "cam": _cam_entry(cams),
         "verified": {"images": len(sample), "max_abs_difference": worst,
                      "tolerance": TOLERANCE},
     }
@@ -159,7 +186,7 @@ def _export(graph: PredictionGraph, sample: np.ndarray, path: Path, opset: int |
     def write(tmp: Path) -> None:
         with torch.no_grad():
             program = torch.onnx.export(graph, (example,), dynamo=True, input_names=["images"],
-                                        output_names=["probabilities"], opset_version=opset,
+                                        output_names=graph.output_names, opset_version=opset,
                                         dynamic_shapes={"images": {0: batch}}, verbose=False)
         program.save(str(tmp), external_data=False)
 
@@ -167,10 +194,14 @@ def _export(graph: PredictionGraph, sample: np.ndarray, path: Path, opset: int |
 
 
 def _verify(graph: PredictionGraph, sample: np.ndarray, path: Path) -> float:
-    """Largest probability difference between onnxruntime and torch on ``sample``."""
+    """Largest difference of a probability (or an activation map's value) between
+    onnxruntime and torch on ``sample``."""
     with torch.no_grad():
-        expected = graph(torch.from_numpy(sample)).numpy()
-    difference = float(np.abs(run_session(open_session(path), sample) - expected).max())
+        expected = graph(torch.from_numpy(sample))
+    expected = [t.numpy() for t in (expected if isinstance(expected, tuple) else (expected,))]
+    session = open_session(path, cam=graph.cam is not None)
+    got = session.run(None, {session.get_inputs()[0].name: sample})
+    difference = max(float(np.abs(g - e).max()) for g, e in zip(got, expected, strict=True))
     if not difference <= TOLERANCE:
         path.unlink(missing_ok=True)
         raise UsageError(f"the ONNX export of {path.name} differs from torch by {difference:.2e} "

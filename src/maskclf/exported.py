@@ -22,10 +22,12 @@ from maskclf.errors import InputFileError, MissingFileError, UsageError, first_l
 from maskclf.manifest import MANIFEST, Manifest, load_manifest
 
 
-def open_session(path: Path, threads: int | None = None, outputs: int | None = None):
+def open_session(path: Path, threads: int | None = None, outputs: int | None = None,
+                 cam: bool = False):
     """An onnxruntime CPU session for one ONNX file; a damaged file, or a graph that does
-    not take uint8 N x H x W x 3 images (and give ``outputs`` probabilities), is one
-    :class:`InputFileError` naming the file."""
+    not take uint8 N x H x W x 3 images (and give ``outputs`` probabilities, then with
+    ``cam`` the N x maps x h x w activation maps), is one :class:`InputFileError` naming
+    the file."""
     try:
         import onnxruntime as ort
     except ImportError:
@@ -42,19 +44,23 @@ def open_session(path: Path, threads: int | None = None, outputs: int | None = N
     inputs, results = session.get_inputs(), session.get_outputs()
     takes_images = (len(inputs) == 1 and inputs[0].type == "tensor(uint8)"
                     and len(inputs[0].shape) == 4 and inputs[0].shape[-1] == 3)
-    width = results[0].shape[-1] if len(results) == 1 and results[0].shape else None
-    gives_classes = len(results) == 1 and (outputs is None or not isinstance(width, int)
-                                           or width == outputs)
-    if not (takes_images and gives_classes):
+    width = results[0].shape[-1] if results and results[0].shape else None
+    gives_classes = len(results) == 1 + cam and (outputs is None or not isinstance(width, int)
+                                                 or width == outputs)
+    gives_maps = not cam or len(results[-1].shape or ()) == 4
+    if not (takes_images and gives_classes and gives_maps):
         raise InputFileError(f"{path} is not a maskclf network: it takes "
                              f"{[(i.name, i.type, i.shape) for i in inputs]} and gives "
                              f"{[(o.name, o.type, o.shape) for o in results]}; expected uint8 "
-                             "N x H x W x 3 images in and one N x classes output")
+                             "N x H x W x 3 images in and one N x classes output"
+                             + (", then N x maps x h x w activation maps" if cam else ""))
     return session
 
 
 def run_session(session, batch: np.ndarray) -> np.ndarray:
-    return session.run(None, {session.get_inputs()[0].name: batch})[0]
+    """A network's probabilities (its activation maps, when it has them, are not computed)."""
+    return session.run([session.get_outputs()[0].name],
+                       {session.get_inputs()[0].name: batch})[0]
 
 
 class ExportedModel(Predictor):
@@ -69,7 +75,7 @@ class ExportedModel(Predictor):
         self.manifest = manifest
         self.sessions = sessions
         self.networks = list(sessions)
-        checked = checked or Manifest.model_validate(manifest)
+        checked = self.checked = checked or Manifest.model_validate(manifest)
         self.data_cfg = checked.data
         self.views = list(checked.tta)
 
@@ -85,8 +91,35 @@ class ExportedModel(Predictor):
                 raise MissingFileError(f"{path} (listed in {folder / MANIFEST}) is missing "
                                        "or not a plain file")
             sessions[Network(network.task, network.fold, path)] = open_session(
-                path, threads, len(network.outputs))
+                path, threads, len(network.outputs), cam=network.cam is not None)
         return cls(folder, manifest, sessions, checked)
+
+    @property
+    def cam_unavailable(self) -> str | None:
+        """Why this export gives no activation maps (None when it does)."""
+        if all(network.cam for network in self.checked.networks):
+            return None
+        return (self.manifest.get("cam") or {}).get("unavailable") or (
+            "it was exported without activation maps (export the run again)")
+
+    def probs_and_maps(self, batch: np.ndarray) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """N x 18 probabilities of preprocessed images, and per attribute its activation
+        maps (N x h x w, 0-1) at the value the ensemble gives it, averaged over folds."""
+        outputs = {network: session.run(None, {session.get_inputs()[0].name: batch})
+                   for network, session in self.sessions.items()}
+        probs = self.ensemble(None, lambda network: outputs[network][0])
+        said = {name: values.argmax(axis=1)
+                for name, values in labels.attribute_marginals(probs).items()}
+        sums: dict[str, list[np.ndarray]] = {}
+        for checked, (_, maps) in zip(self.checked.networks, outputs.values(), strict=True):
+            for name, values in labels.ATTRIBUTES.items():
+                if f"{name}/{values[0]}" not in checked.cam:
+                    continue  # an attribute network of another attribute
+                rows = np.array([checked.cam.index(f"{name}/{value}") for value in values])
+                sums.setdefault(name, []).append(maps[np.arange(len(batch)), rows[said[name]]])
+        means = {name: np.mean(parts, axis=0) for name, parts in sums.items()}
+        return probs, {name: (m - m.min(axis=(1, 2), keepdims=True)) / np.maximum(
+            np.ptp(m, axis=(1, 2), keepdims=True), 1e-7) for name, m in means.items()}
 
     run_one = staticmethod(run_session)
     """One network on one batch (a subclass may run other backends through the same API)."""

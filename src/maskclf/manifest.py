@@ -20,7 +20,9 @@ from maskclf.config import DataConfig
 from maskclf.errors import InputFileError, MissingFileError
 
 MANIFEST = "manifest.json"
-MANIFEST_FORMAT = 1
+MANIFEST_FORMAT = 2
+"""2 adds each network's activation maps (``cam``); format 1 exports still load."""
+READ_FORMATS = (1, 2)
 WHOLE_TASKS = ("single", "multihead")
 """Tasks whose network predicts all 18 classes; the others are the attributes."""
 
@@ -41,6 +43,8 @@ class ManifestNetwork(BaseModel):
     mean: list[float] = Field(min_length=3, max_length=3)
     std: list[float] = Field(min_length=3, max_length=3)
     max_abs_difference: float = Field(ge=0)
+    cam: list[str] | None = None
+    """The maps of the graph's second output, ``attribute/value`` in order (None: none)."""
 
     @field_validator("file")
     @classmethod
@@ -60,6 +64,11 @@ class ManifestNetwork(BaseModel):
         if self.outputs != expected:
             raise ValueError(f"{self.file}: outputs {self.outputs} do not fit task "
                              f"{self.task!r} (expected {expected})")
+        attributes = list(labels.ATTRIBUTES) if self.task in WHOLE_TASKS else [self.task]
+        maps = [f"{name}/{value}" for name in attributes for value in labels.ATTRIBUTES[name]]
+        if self.cam is not None and self.cam != maps:
+            raise ValueError(f"{self.file}: cam {self.cam} does not fit task {self.task!r} "
+                             f"(expected {maps})")
         return self
 
 
@@ -69,7 +78,7 @@ class Manifest(BaseModel):
 
     model_config = ConfigDict(extra="allow")
 
-    format: Literal[1]
+    format: Literal[1, 2]
     source_run: str
     head: str
     model: str
@@ -120,9 +129,10 @@ def load_manifest(folder: Path | str) -> tuple[dict[str, Any], Manifest]:
         raise InputFileError(f"{path} is not valid JSON: {exc}") from None
     if not isinstance(raw, dict):
         raise InputFileError(f"{path} must hold a JSON object, not {type(raw).__name__}")
-    if raw.get("format") != MANIFEST_FORMAT:
+    if raw.get("format") not in READ_FORMATS:
         raise InputFileError(f"{path} has format {raw.get('format')!r}; this maskclf "
-                             f"reads format {MANIFEST_FORMAT}: export the run again")
+                             f"reads formats {', '.join(map(str, READ_FORMATS))}: export the "
+                             "run again")
     try:
         return raw, Manifest.model_validate(raw)
     except ValidationError as exc:

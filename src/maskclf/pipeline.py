@@ -33,6 +33,7 @@ from maskclf.data.splits import attach_folds, make_folds
 from maskclf.distributed import handed_down, is_rank_zero, shared_run_dir
 from maskclf.engine import Network
 from maskclf.errors import MissingFileError, RankLost, RunInterrupted, UsageError
+from maskclf.explain import write_report_maps
 from maskclf.lrfind import MAX_LR, MIN_LR, STEPS, check_range, find_lr, lr_figure
 from maskclf.metrics import score, write_confusions
 from maskclf.models.factory import build_net
@@ -554,6 +555,7 @@ def _train_plan(plan: RunPlan, run: RunDir, interactive: bool | None,
                                + run.read_record().get("interrupted_seconds", 0.0), 1)
     run.write_summary(summary)
     if cfg.train.report:
+        write_report_maps(run.path, plan.root)
         written = write_report(run.path, plan.root)
         log.info("report: %s", written["report"])
         for finding in written["findings"]:

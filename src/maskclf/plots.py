@@ -89,3 +89,47 @@ def _shrink(image: np.ndarray, side: int) -> np.ndarray:
         return image
     size = (max(1, round(image.shape[1] * scale)), max(1, round(image.shape[0] * scale)))
     return cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+
+
+def heat_overlay(crop: np.ndarray, heat: np.ndarray, weight: float = 0.5) -> np.ndarray:
+    """An activation map (0-1, any size) in the jet colours over an RGB uint8 crop: red
+    where the network looked most, blue where least (grad-cam's own rendering)."""
+    heat = cv2.resize(np.clip(heat, 0, 1).astype(np.float32), (crop.shape[1], crop.shape[0]))
+    colours = cv2.cvtColor(cv2.applyColorMap(np.uint8(255 * heat), cv2.COLORMAP_JET),
+                           cv2.COLOR_BGR2RGB)
+    return cv2.addWeighted(colours, weight, crop, 1 - weight, 0)
+
+
+def map_sheet(rows: Sequence[Sequence[np.ndarray]], titles: Sequence[Sequence[str]],
+              row_labels: Sequence[str], title: str, path: Path, side: float = 1.9) -> Path:
+    """A table of pictures (a row per image or group; the same number in every row), a
+    title over each picture and a label left of each row."""
+    columns = max(len(row) for row in rows)
+    height = side * 1.35 * len(rows) + 0.8
+    figure = Figure(figsize=(side * columns + 1.2, height))
+    axes = figure.subplots(len(rows), columns, squeeze=False,
+                           gridspec_kw={"left": 1.2 / (side * columns + 1.2), "right": 0.99,
+                                        "bottom": 0.01, "top": 1 - 0.8 / height,
+                                        "hspace": 0.5, "wspace": 0.08})
+    for r, (row, names) in enumerate(zip(rows, titles, strict=True)):
+        for c, ax in enumerate(axes[r]):
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if c >= len(row):
+                ax.axis("off")
+                continue
+            ax.imshow(row[c])
+            ax.set_title(names[c], fontsize=7)
+        axes[r][0].set_ylabel(row_labels[r], fontsize=7, rotation=0, ha="right", va="center")
+    figure.suptitle(title, y=1 - 0.3 / height)
+    return save(figure, path, tight=False)
+
+
+def side_by_side(left: np.ndarray, right: np.ndarray) -> np.ndarray:
+    """Two RGB images at the height of the shorter, a white gap between them."""
+    height = min(left.shape[0], right.shape[0])
+    parts = [cv2.resize(image, (max(1, round(image.shape[1] * height / image.shape[0])),
+                                height), interpolation=cv2.INTER_AREA)
+             for image in (left, right)]
+    gap = np.full((height, max(2, height // 20), 3), 255, np.uint8)
+    return np.concatenate([parts[0], gap, parts[1]], axis=1)

@@ -1,4 +1,4 @@
-"""Named extension points: losses, TTA views, heads, face detectors.
+"""Named extension points: losses, TTA views, heads, face detectors, activation-map methods.
 
 One :class:`Registry` type for all of them, so adding an entry is one decorator and every
 unknown name gets the same answer: what was asked for, what exists, and the closest match.
@@ -97,3 +97,5 @@ TASKS: Registry[Any] = Registry("head", "model.head", ("maskclf.models.heads",))
 FACE_DETECTORS: Registry[Any] = Registry("face detector", "data.face_detector",
                                          ("maskclf.data.faces",))
 """name -> ``faces.Detector`` (boxes of an RGB image, the package it needs)."""
+CAM_METHODS: Registry[Any] = Registry("activation-map method", "--method", ("maskclf.cam",))
+"""name -> a grad-cam method class (``GradCAM``, ``LayerCAM``, ...)."""

@@ -17,9 +17,19 @@ from matplotlib.ticker import MaxNLocator
 from maskclf import labels
 from maskclf.advice import Finding, findings, recipe_lines
 from maskclf.atomic import atomic_write_text
+from maskclf.config import DataConfig
 from maskclf.data.io import read_rgb
+from maskclf.data.transforms import evaluation_view
 from maskclf.metrics import TRAIN_LOSS, VAL_F1, VAL_LOSS, attribute_confusions, confusion, score
-from maskclf.plots import bar_figure, confusion_figure, image_grid, save
+from maskclf.plots import (
+    bar_figure,
+    confusion_figure,
+    heat_overlay,
+    image_grid,
+    map_sheet,
+    save,
+    side_by_side,
+)
 from maskclf.rundir import RunDir
 from maskclf.submission import CLASS_COLUMNS
 
@@ -64,23 +74,104 @@ def _confusions(truth: np.ndarray, predicted: np.ndarray, path: Path) -> tuple[P
     return save(figure, path), matrix
 
 
-def _mistakes(oof: pd.DataFrame, predicted: np.ndarray, data_root: Path, path: Path,
-              count: int) -> tuple[Path | None, pd.DataFrame]:
-    """The wrong predictions made with the highest confidence, as a captioned grid."""
+def confident_mistakes(oof: pd.DataFrame, predicted: np.ndarray, count: int = 24
+                       ) -> pd.DataFrame:
+    """The ``count`` wrong OOF predictions made with the highest confidence (index kept),
+    with ``predicted`` and ``confidence`` columns."""
     probs = oof[CLASS_COLUMNS].to_numpy()
     wrong = oof.assign(predicted=predicted, confidence=probs.max(axis=1))
-    wrong = wrong[wrong["predicted"] != wrong["class"]].nlargest(count, "confidence")
+    return wrong[wrong["predicted"] != wrong["class"]].nlargest(count, "confidence")
+
+
+def read_maps(run: RunDir) -> dict | None:
+    """``report/maps.npz`` (see ``explain.write_report_maps``) by image, or None."""
+    path = run.file(RunDir.REPORT) / RunDir.REPORT_MAPS
+    if not path.is_file():
+        return None
+    with np.load(path, allow_pickle=False) as stored:
+        maps = {key: stored[key] for key in stored.files}
+    maps["row"] = {image: i for i, image in enumerate(maps["image"])}
+    return maps
+
+
+def _first_wrong(true: int, predicted: int) -> str:
+    """The first attribute a wrong prediction got wrong (mask, then gender, then age)."""
+    truth, said = labels.decode_class(int(true)), labels.decode_class(int(predicted))
+    return next(name for name, t, p in zip(labels.ATTRIBUTES, truth, said, strict=True)
+                if t != p)
+
+
+def _mistakes(wrong: pd.DataFrame, data_root: Path, path: Path, maps: dict | None,
+              data: DataConfig) -> Path | None:
+    """The confident mistakes as a captioned grid: each photo, and beside it the crop the
+    network saw with the map of the attribute it got wrong (when the run has maps)."""
     names = labels.class_names()
-    if wrong.empty:
-        return None, wrong
     paths = [data_root / p for p in wrong["ImageID"]]
-    if not all(p.is_file() for p in paths):
-        return None, wrong
-    captions = [f"true {names[t]}\npred {names[p]} ({c:.2f})"
-                for t, p, c in zip(wrong["class"], wrong["predicted"], wrong["confidence"],
-                                   strict=True)]
-    return image_grid([read_rgb(p) for p in paths], captions, "most confident mistakes",
-                      path), wrong
+    if wrong.empty or not all(p.is_file() for p in paths):
+        return None
+    images, captions = [], []
+    for file, image_id, true, said, confidence in zip(
+            paths, wrong["ImageID"], wrong["class"], wrong["predicted"], wrong["confidence"],
+            strict=True):
+        photo = read_rgb(file)
+        caption = f"true {names[true]}\npred {names[said]} ({confidence:.2f})"
+        row = None if maps is None else maps["row"].get(image_id)
+        if row is not None:
+            attribute = _first_wrong(true, said)
+            crop = evaluation_view(file, data)
+            heat = maps["maps"][row, list(labels.ATTRIBUTES).index(attribute)].astype(np.float32)
+            photo = side_by_side(photo, heat_overlay(crop, heat))
+            caption += f"\nmap: {attribute}"
+        images.append(photo)
+        captions.append(caption)
+    return image_grid(images, captions, "most confident mistakes" + (
+        "" if maps is None else " (right: where the network looked for the attribute it got "
+        "wrong)"), path, columns=4 if maps is not None else 6,
+        thumbnail=240 if maps is not None else 160)
+
+
+def face_shares(maps: dict) -> dict[str, tuple[float, int]]:
+    """Per attribute: the median share of a map's mass inside the face box found in the
+    crop, and over how many crops (those where a face was found)."""
+    shares: dict[str, list[float]] = {name: [] for name in labels.ATTRIBUTES}
+    for heat, (x, y, w, h) in zip(maps["maps"].astype(np.float32), maps["face"], strict=True):
+        if w <= 0:
+            continue
+        for index, name in enumerate(labels.ATTRIBUTES):
+            total = float(heat[index].sum())
+            if total > 0:
+                shares[name].append(float(heat[index, y:y + h, x:x + w].sum()) / total)
+    return {name: (float(np.median(values)), len(values))
+            for name, values in shares.items() if values}
+
+
+def _attention(maps: dict, data_root: Path, data: DataConfig, path: Path) -> Path:
+    """Mean maps over the mean crop: a row per attribute's map, a column per true mask
+    status, then that attribute right and wrong."""
+    crops = np.stack([evaluation_view(data_root / image, data) for image in maps["image"]])
+    heat = maps["maps"].astype(np.float32)
+    truth, said = (np.stack(labels.decode_class(maps[key].astype(int)), axis=1)
+                   for key in ("true", "predicted"))
+    rows, titles, row_labels = [], [], []
+    for index, name in enumerate(labels.ATTRIBUTES):
+        groups = [(f"{mask}", truth[:, 0] == value)
+                  for value, mask in enumerate(labels.MASK_NAMES)]
+        groups += [(f"{name} right", truth[:, index] == said[:, index]),
+                   (f"{name} wrong", truth[:, index] != said[:, index])]
+        pictures, names = [], []
+        for title, chosen in groups:
+            if not chosen.any():
+                pictures.append(np.full_like(crops[0], 255))
+                names.append(f"{title} (none)")
+                continue
+            mean = crops[chosen].mean(axis=0).astype(np.uint8)
+            pictures.append(heat_overlay(mean, heat[chosen, index].mean(axis=0)))
+            names.append(f"{title} (n={int(chosen.sum())})")
+        rows.append(pictures)
+        titles.append(names)
+        row_labels.append(f"{name} map")
+    return map_sheet(rows, titles, row_labels, f"mean {maps['method']} maps over the mean "
+                     "crop, by true mask status and by whether the attribute was right", path)
 
 
 def _found_rates(tests: dict) -> list[str]:
@@ -91,7 +182,8 @@ def _found_rates(tests: dict) -> list[str]:
 
 
 def _markdown(run: Path, summary: dict, figures: dict[str, Path | None],
-              mistakes: pd.DataFrame, recipe: list[str], found: list[Finding]) -> str:
+              mistakes: pd.DataFrame, recipe: list[str], found: list[Finding],
+              maps: dict | None, shares: dict[str, tuple[float, int]]) -> str:
     lines = [f"# Run `{run.name}`", "", "## Recipe", "", *recipe, "", "## Findings", ""]
     lines += ([finding.markdown() for finding in found] if found
               else ["Nothing flagged: no fold still improving at its last epoch, every class "
@@ -118,10 +210,18 @@ def _markdown(run: Path, summary: dict, figures: dict[str, Path | None],
     captions = {"curves": "Loss and validation macro F1 per epoch",
                 "confusion": "Confusion matrices (rows true, columns predicted)",
                 "class_f1": "Per-class F1 (support in brackets)",
-                "mistakes": "Most confident mistakes"}
+                "mistakes": "Most confident mistakes",
+                "attention": "Where the networks looked (mean activation maps)"}
     for key, path in figures.items():
         if path is not None:
             lines += [f"## {captions[key]}", "", f"![{key}]({path.name})", ""]
+        if key == "attention" and path is not None:
+            lines += [f"{str(maps['method'])} at {str(maps['layer'])}, on {len(maps['image'])} "
+                      f"out-of-fold images, each by its own fold's network. Share of each "
+                      f"map inside the face box ({str(maps['detector'])} on the crop): "
+                      + (", ".join(f"{name} {share:.0%} (median of {n})"
+                                   for name, (share, n) in shares.items())
+                         or "no face found in the crops") + ".", ""]
     if not mistakes.empty:
         names = labels.class_names()
         lines += ["| image | true | predicted | confidence |", "|---|---|---|---|"]
@@ -143,6 +243,7 @@ def write_report(run_path: Path | str, data_root: Path | str | None = None,
     out = run.file(RunDir.REPORT)
     out.mkdir(exist_ok=True)
     curves = fold_curves(run.path)
+    cfg, maps = run.read_config(), read_maps(run)
     figures: dict[str, Path | None] = {"curves": _curves(curves, run.report_file("curves"))}
     wrong, matrix, truth, predicted = pd.DataFrame(), None, None, None
     if run.file(RunDir.OOF).is_file():
@@ -155,13 +256,17 @@ def write_report(run_path: Path | str, data_root: Path | str | None = None,
                                                strict=True)]
         figures["class_f1"] = bar_figure(scores["class_f1"], names, "per-class F1 (OOF)",
                                          run.report_file("class_f1"), "F1")
-        figures["mistakes"], wrong = _mistakes(oof, predicted, data_root,
-                                               run.report_file("mistakes"), mistakes)
-    cfg = run.read_config()
-    found = findings(curves, truth, predicted, str(run.path), cfg)
+        wrong = confident_mistakes(oof, predicted, mistakes)
+        figures["mistakes"] = _mistakes(wrong, data_root, run.report_file("mistakes"), maps,
+                                        cfg.data)
+        if maps is not None:
+            figures["attention"] = _attention(maps, data_root, cfg.data,
+                                              run.report_file("attention"))
+    shares = {} if maps is None else face_shares(maps)
+    found = findings(curves, truth, predicted, str(run.path), cfg, shares)
     recipe = recipe_lines(cfg) + _found_rates(run.read_record().get("lr_find", {}))
     atomic_write_text(run.report_file("report"), _markdown(run.path, summary, figures, wrong,
-                                                   recipe, found))
+                                                   recipe, found, maps, shares))
     return {"dir": str(out), "report": str(run.report_file("report")),
             "findings": [{"what": f.what, "remedy": f.remedy} for f in found],
             "figures": {k: str(v) for k, v in figures.items() if v is not None},

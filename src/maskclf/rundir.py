@@ -134,8 +134,12 @@ class RunDir:
     BIASES = "decision_biases.json"
     REPORT = "report"
     REPORT_FILES = {"report": "report.md", "curves": "curves.png", "confusion": "confusion.png",
-                    "class_f1": "class_f1.png", "mistakes": "mistakes.png"}
+                    "class_f1": "class_f1.png", "mistakes": "mistakes.png",
+                    "attention": "attention.png"}
     """The files of ``report/`` by role."""
+    REPORT_MAPS = "maps.npz"
+    """``report/maps.npz``: activation maps of sampled OOF rows (``explain.write_report_maps``),
+    which mistakes.png and attention.png draw."""
     SUSPECTS = "suspects"
     """``maskclf suspects``' default folder (suspects.csv, suspects.png, corrections.yaml)."""
     LOCK = LOCK

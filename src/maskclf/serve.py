@@ -1,7 +1,8 @@
 """``maskclf serve``: a web page and a JSON API that answer a photo, on onnxruntime.
 
 ``GET /`` is one static HTML page (no build step, no external assets); ``POST /predict``
-takes a multipart upload of one or more images; ``GET /health``; ``GET /model`` (the
+takes a multipart upload of one or more images (``?cam=1``: with each attribute's
+activation map over the crop); ``GET /health``; ``GET /model`` (the
 export's manifest). Uploads are read into memory up to ``max_bytes`` (413 beyond), parsed in
 memory (nothing is written to disk, unlike a spooled upload), recognised by their content
 (415 for what is not an image, whatever its name), and refused above ``io.MAX_PIXELS`` (413).
@@ -36,6 +37,7 @@ from starlette.requests import ClientDisconnect
 from maskclf import labels
 from maskclf.data.io import ImageTooLarge, decode_rgb
 from maskclf.exported import ExportedModel
+from maskclf.plots import heat_overlay
 
 MAX_UPLOAD_BYTES = 10 * 2**20
 """Largest request body (all images of one request together)."""
@@ -127,8 +129,9 @@ def _png_data_url(image: np.ndarray) -> str:
     return "data:image/png;base64," + base64.b64encode(encoded.tobytes()).decode()
 
 
-def answer(model: ExportedModel, name: str, data: bytes) -> dict:
-    """The model's answer for one uploaded image, or an HTTPException saying why not."""
+def answer(model: ExportedModel, name: str, data: bytes, cam: bool = False) -> dict:
+    """The model's answer for one uploaded image, or an HTTPException saying why not; with
+    ``cam``, each attribute's activation map over the crop as a PNG data URL."""
     if not data:
         raise HTTPException(400, f"{name}: the file is empty")
     try:
@@ -144,7 +147,11 @@ def answer(model: ExportedModel, name: str, data: bytes) -> dict:
         raise HTTPException(422, f"{name}: the image cannot be cropped and resized for the "
                                  f"model ({image.shape[1]} x {image.shape[0]} pixels): "
                                  f"{type(exc).__name__}") from None
-    probs = model.probs(crop[None])[0]
+    if cam:
+        batch_probs, maps = model.probs_and_maps(crop[None])
+        probs = batch_probs[0]
+    else:
+        probs, maps = model.probs(crop[None])[0], None
     marginals = {name: values[0] for name, values in
                  labels.attribute_marginals(probs[None]).items()}
     label = int(probs.argmax())
@@ -157,6 +164,8 @@ def answer(model: ExportedModel, name: str, data: bytes) -> dict:
                        for attribute, names in labels.ATTRIBUTES.items()},
         "probabilities": dict(zip(labels.class_names(), map(float, probs), strict=True)),
         "crop": _png_data_url(crop),
+        **({"cam": {attribute: _png_data_url(heat_overlay(crop, found[0]))
+                    for attribute, found in maps.items()}} if maps is not None else {}),
     }
 
 
@@ -191,7 +200,11 @@ def create_app(model: ExportedModel, max_bytes: int = MAX_UPLOAD_BYTES,
         return model.manifest
 
     @app.post("/predict")
-    async def predict(request: Request) -> dict:
+    async def predict(request: Request, cam: bool = False) -> dict:
+        """``?cam=1`` adds each attribute's activation map (``cam``: PNG data URLs)."""
+        if cam and model.cam_unavailable:
+            raise HTTPException(400, f"?cam=1: this export has no activation maps: "
+                                     f"{model.cam_unavailable}")
         async with turns:  # a burst waits here instead of reading every body at once
             body = await _read_body(request, max_bytes, read_timeout_s)
             if not body:
@@ -201,7 +214,7 @@ def create_app(model: ExportedModel, max_bytes: int = MAX_UPLOAD_BYTES,
                 raise HTTPException(400, "no file in the form: attach one or more photos")
             # onnxruntime and decoding off the event loop: other requests keep being answered
             return {"results": await run_in_threadpool(
-                lambda: [answer(model, name, data) for name, data in files])}
+                lambda: [answer(model, name, data, cam) for name, data in files])}
 
     return app
 

@@ -1,4 +1,4 @@
-"""Commands that predict with a run or an export: predict, oof, export, serve, decision
+"""Commands that predict with a run or an export: predict, explain, oof, export, serve, decision
 tuning, pseudo-labels."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from rich.console import Console
 
 from maskclf import render
 from maskclf.cli.base import DataOption, RunDataOption, TtaOption, command, stderr, views
-from maskclf.errors import UsageError
+from maskclf.errors import MissingFileError, UsageError
 
 
 @command()
@@ -73,6 +73,43 @@ def predict(
     return {"predictions": result.predictions, "submission": result.submission,
             "n_images": result.n_images, "person_vote": result.person_vote,
             "checkpoints": [str(c) for c in result.checkpoints]}
+
+
+@command()
+def explain(
+    run: Annotated[Path, typer.Argument(help="Run directory made by `maskclf train`.")],
+    images: Annotated[list[Path], typer.Argument(help="Image files to explain.")],
+    out_dir: Annotated[Path, typer.Option("--out", help="Folder for the PNGs.")] = Path(
+        "explain"),
+    method: Annotated[str, typer.Option(
+        help="grad-cam method: gradcam, gradcam++, hirescam, xgradcam, layercam, eigencam, "
+             "eigengradcam, scorecam.")] = "gradcam",
+    target: Annotated[str, typer.Option(
+        help="What each map explains: predicted (the labels given), true (from the "
+             "image's place in the competition layout), or a class id 0-17 or name "
+             "(wear/female/<30).")] = "predicted",
+    fold: Annotated[int | None, typer.Option(help="Only this fold's networks.")] = None,
+    *, show: Console,
+) -> dict:
+    """Where the model looked: for each image, the crop it saw with the activation map of
+    each attribute (mask, gender, age), the labels and probabilities, as PNGs and one
+    contact sheet (explain.png)."""
+    from maskclf.atomic import check_target
+    from maskclf.rundir import RunDir
+
+    RunDir.open(run)
+    check_target(out_dir / "explain.png")
+    missing = [path for path in images if not path.is_file()]
+    if missing:
+        raise MissingFileError(f"{missing[0]}: no such image file")
+    from maskclf.explain import explain_images
+
+    result = explain_images(run, images, out_dir, method, target, fold)
+    show.print(f"{method} maps at {result['layer']}", markup=False)
+    for item in result["images"]:
+        show.print(f"{item['image']}: {item['class']} -> {item['png']}", markup=False)
+    show.print(f"contact sheet: {result['sheet']}", markup=False)
+    return result
 
 
 @command()

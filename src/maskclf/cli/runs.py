@@ -187,12 +187,20 @@ def report(
     run: Annotated[Path, typer.Argument(help="Run directory made by `maskclf train`.")],
     data: Annotated[Path | None, typer.Option(
         "--data", help="Dataset root for the mistake images (default: the run's own).")] = None,
+    maps: Annotated[bool, typer.Option(
+        help="Compute the activation maps again (Grad-CAM of sampled out-of-fold images; "
+             "--no-maps draws the maps the run has).")] = True,
     *, show: Console,
 ) -> dict:
     """(Re)draw a run's report: the recipe, findings with remedies, curves, confusion
-    matrices, per-class F1, confident mistakes."""
+    matrices, per-class F1, confident mistakes with where the network looked, and the mean
+    activation maps (attention.png)."""
     from maskclf.report import write_report
 
+    if maps:
+        from maskclf.explain import write_report_maps
+
+        write_report_maps(run, data)
     written = write_report(run, data)
     show.print(f"report: {written['report']} ({render.plural(len(written['figures']), 'figure')})")
     for finding in written["findings"]:

@@ -81,10 +81,13 @@ def make_person(rng: np.random.Generator, person_id: str, gender: int, age_group
 
 
 class _Canvas:
-    """Draws shapes given in face coordinates (origin at the face centre) onto an image."""
+    """Draws shapes given in face coordinates (origin at the face centre) onto an image,
+    and, when given ``regions``, marks their pixels (1) in ``regions[self.region]``."""
 
-    def __init__(self, image: np.ndarray, centre, scale: float, angle_deg: float):
+    def __init__(self, image: np.ndarray, centre, scale: float, angle_deg: float,
+                 regions: dict[str, np.ndarray] | None = None):
         self.image = image
+        self.regions, self.region = regions, "person"
         theta = np.deg2rad(angle_deg)
         rotation = np.array([[np.cos(theta), -np.sin(theta)], [np.sin(theta), np.cos(theta)]])
         self._matrix = rotation * scale
@@ -94,8 +97,14 @@ class _Canvas:
         points = np.asarray(points, dtype=float) @ self._matrix.T + self._centre
         return np.round(points).astype(np.int32)
 
+    def _marks(self) -> list[np.ndarray]:
+        if self.regions is None:
+            return []
+        return [self.regions.setdefault(self.region, np.zeros(self.image.shape[:2], np.uint8))]
+
     def polygon(self, points, colour) -> None:
-        cv2.fillPoly(self.image, [self._map(points)], colour, lineType=cv2.LINE_AA)
+        for target, value in [(self.image, colour), *((m, 1) for m in self._marks())]:
+            cv2.fillPoly(target, [self._map(points)], value, lineType=cv2.LINE_AA)
 
     def ellipse(self, centre, axes, colour, start=0, end=360) -> None:
         outline = cv2.ellipse2Poly((0, 0), (1000, 1000), 0, start, end, 5) / 1000.0
@@ -104,7 +113,8 @@ class _Canvas:
     def line(self, start, end, colour, thickness: float) -> None:
         (x0, y0), (x1, y1) = self._map([start, end])
         width = max(1, round(thickness * abs(np.linalg.det(self._matrix)) ** 0.5))
-        cv2.line(self.image, (x0, y0), (x1, y1), colour, width, lineType=cv2.LINE_AA)
+        for target, value in [(self.image, colour), *((m, 1) for m in self._marks())]:
+            cv2.line(target, (x0, y0), (x1, y1), value, width, lineType=cv2.LINE_AA)
 
 
 def _background(rng: np.random.Generator) -> np.ndarray:
@@ -154,13 +164,16 @@ def draw_setting(rng: np.random.Generator) -> Setting:
 
 
 def draw_photo(rng: np.random.Generator, person: Person, mask: int,
-               setting: Setting | None = None) -> np.ndarray:
+               setting: Setting | None = None,
+               regions: dict[str, np.ndarray] | None = None) -> np.ndarray:
     """One RGB photo of ``person`` wearing the mask state ``mask`` (0 wear, 1 incorrect, 2 none),
     in its own random setting, or in ``setting`` (a background and shirt the person's other
-    photos share)."""
+    photos share). ``regions`` (a dict) receives 0/1 images of where the ``person`` and the
+    ``mask`` were drawn — the class evidence activation maps should find."""
     image = _background(rng) if setting is None else setting[0].copy()
     centre = (WIDTH / 2 + rng.normal(0, 14), HEIGHT * 0.42 + rng.normal(0, 14))
-    canvas = _Canvas(image, centre, scale=rng.uniform(0.85, 1.15), angle_deg=rng.normal(0, 7))
+    canvas = _Canvas(image, centre, scale=rng.uniform(0.85, 1.15), angle_deg=rng.normal(0, 7),
+                     regions=regions)
     w, h = person.face_w, person.face_h
     age_group = labels.age_bucket(person.age)
     shirt = _shirt(rng) if setting is None else setting[1]
@@ -184,6 +197,7 @@ def draw_photo(rng: np.random.Generator, person: Person, mask: int,
     canvas.polygon([(0, -0.05 * h), (-0.17 * w, 0.3 * h), (0.17 * w, 0.3 * h)],
                    tuple(c * 0.6 for c in person.skin))
     canvas.ellipse((0, 0.55 * h), (0.3 * w, 0.08 * h), (150, 60, 60))
+    canvas.region = "mask"
     _draw_mask(canvas, rng, person, mask)
     gain, offset = rng.uniform(0.7, 1.25), rng.uniform(-25, 25)
     lit = image.astype(np.float32) * np.float32(gain) + np.float32(offset)

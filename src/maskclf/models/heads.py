@@ -73,6 +73,16 @@ class SingleTask(torch.nn.Module):
     def metric_targets(self, classes: torch.Tensor) -> torch.Tensor:
         return classes
 
+    def attribute_groups(self) -> dict[str, tuple[slice, np.ndarray]]:
+        """Per attribute: the outputs its softmax runs over and which of them make each value
+        (values x outputs, 0/1), so P(attribute = v) = softmax(outputs[span]) @ members[v]:
+        here the six classes of the 18 that have the value."""
+        decoded = dict(zip(ATTRIBUTE_SIZES, labels.decode_class(np.arange(labels.NUM_CLASSES)),
+                           strict=True))
+        return {name: (slice(0, labels.NUM_CLASSES),
+                       (decoded[name][None, :] == np.arange(size)[:, None]).astype(np.float32))
+                for name, size in ATTRIBUTE_SIZES.items()}
+
 
 class MultiHeadTask(SingleTask):
     """Three heads on one backbone: outputs are mask (3), gender (2), age (3) logits, and with
@@ -108,6 +118,14 @@ class MultiHeadTask(SingleTask):
         parts = {name: F.softmax(x.float(), dim=1) for name, x in self.split(outputs).items()}
         return labels.combine_attributes(parts["mask"], parts["gender"], parts["age"])
 
+    def attribute_groups(self) -> dict[str, tuple[slice, np.ndarray]]:
+        """Each attribute's own head (the age-in-years output takes part in none)."""
+        groups, start = {}, 0
+        for name, size in ATTRIBUTE_SIZES.items():
+            groups[name] = (slice(start, start + size), np.eye(size, dtype=np.float32))
+            start += size
+        return groups
+
 
 class AttributeTask(SingleTask):
     """One attribute's head (a per-attribute model); probabilities are over that attribute."""
@@ -124,6 +142,10 @@ class AttributeTask(SingleTask):
 
     def metric_targets(self, classes: torch.Tensor) -> torch.Tensor:
         return attribute_ids(classes)[self.attribute]
+
+    def attribute_groups(self) -> dict[str, tuple[slice, np.ndarray]]:
+        size = ATTRIBUTE_SIZES[self.attribute]
+        return {self.attribute: (slice(0, size), np.eye(size, dtype=np.float32))}
 
 
 Weights = Callable[[str | None], "np.ndarray | None"]

@@ -1,0 +1,196 @@
+"""Activation maps: the in-graph CAM equals grad-cam's Grad-CAM, a trained network's mask map
+lies on the drawn mask, and ``maskclf explain`` and the report show them."""
+
+import json
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from typer.testing import CliRunner
+
+from maskclf import labels
+from maskclf.cli import app
+from maskclf.config import load_config
+from maskclf.data.synthetic import draw_photo, make_person, make_synthetic
+from maskclf.data.transforms import centre_crop, preprocess
+
+from .conftest import TINY_OVERRIDES
+from .helpers.cli_result import assert_clear_error_or_works
+
+runner = CliRunner()
+SIZE = (128, 96)  # a 4 x 3 map at 1/32: enough to tell the mask from the background
+
+
+def _random_images(count: int, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, (count, *SIZE, 3), dtype=np.uint8)
+
+
+@pytest.mark.parametrize(("head", "model"), [("single", "test_efficientnet"),
+                                             ("multihead", "test_resnet"),
+                                             ("per_attribute", "test_byobnet")])
+def test_the_in_graph_cam_is_grad_cams_gradcam(head, model):
+    from maskclf.cam import CamHead, exact_cam, network_maps, normalised
+    from maskclf.models.factory import build_net
+    from maskclf.models.heads import build_task
+    from maskclf.models.spec import Preprocessing, resolve_specs
+
+    torch.manual_seed(0)
+    spec = resolve_specs(load_config(None, [f"model.name={model}", f"model.head={head}"]))[0]
+    net, task = build_net(spec).eval(), build_task(spec)
+    preprocessing = Preprocessing.of(spec, net)
+    assert exact_cam(net, SIZE) is None
+    images = _random_images(3)
+    graph = CamHead(net, task).eval()
+    with torch.no_grad():
+        cams = graph(normalised(images, preprocessing)).numpy()
+    values = {name: np.array([0, 1, 1]) for name in task.attribute_groups()}
+    maps = network_maps(net, task, preprocessing, images, values, "gradcam")
+    assert set(maps) == set(values) and cams.shape[1] == len(graph.names())
+    for name, found in maps.items():
+        for i in range(len(images)):
+            value = labels.ATTRIBUTES[name][values[name][i]]
+            low = cams[i, graph.names().index(f"{name}/{value}")]
+            up = cv2.resize(low, (SIZE[1], SIZE[0]))  # as grad-cam brings maps to the input
+            up = (up - up.min()) / (1e-7 + up.max() - up.min())
+            assert np.abs(up - found[i]).max() < 1e-4
+
+
+def test_a_head_that_is_not_pooling_then_linear_is_named():
+    import timm
+
+    from maskclf.cam import exact_cam
+
+    why = exact_cam(timm.create_model("test_convnext", num_classes=18).eval(), SIZE)
+    assert why is not None and "not mean pooling then linear" in why
+
+
+@pytest.fixture(scope="module")
+def mask_run(tmp_path_factory):
+    """A tiny network that has learnt mask status on 48 synthetic persons."""
+    from maskclf.pipeline import train_run
+
+    root = tmp_path_factory.mktemp("explain")
+    data = make_synthetic(root / "data", persons=48, eval_persons=2, seed=3)
+    cfg = load_config(None, [*TINY_OVERRIDES, "model.name=test_efficientnet",
+                             "data.image_size=[128,96]", "train.epochs=14", "optim.lr=0.005",
+                             "sched.warmup_epochs=1", "model.head=multihead",
+                             "train.report=true"])
+    result = train_run(cfg, data, root / "runs", "mask", interactive=False)
+    assert result.summary["validation"]["attribute_f1"]["mask"] > 0.6  # it learnt masks
+    return result.run, data
+
+
+@pytest.mark.slow
+def test_the_mask_map_of_a_trained_network_lies_on_the_drawn_mask(mask_run):
+    from maskclf.cam import network_maps
+    from maskclf.models.factory import load_net
+    from maskclf.models.heads import build_task
+
+    run, _ = mask_run
+    model = load_net(next(run.glob("fold*/checkpoints/best*.ckpt")))
+    cfg = model.spec.cfg.data
+    crops, mask_areas, background = [], [], []
+    for index in range(16):  # masks worn (0) and worn wrong (1), on new persons
+        rng = np.random.default_rng([77, index])
+        person = make_person(rng, f"p{index}", gender=index % 2, age_group=index % 3)
+        regions: dict[str, np.ndarray] = {}
+        photo = draw_photo(rng, person, index % 2, regions=regions)
+        seen = [centre_crop(preprocess(np.repeat(regions[k][..., None] * 255, 3, axis=2)
+                                       .astype(np.uint8), cfg), SIZE)[..., 0] > 127
+                for k in ("mask", "person")]
+        crops.append(centre_crop(preprocess(photo, cfg), SIZE))
+        mask_areas.append(seen[0])
+        background.append(~seen[0] & ~seen[1])
+    maps = network_maps(model.net, build_task(model.spec), model.preprocessing,
+                        np.stack(crops), {"mask": np.arange(len(crops)) % 2})["mask"]
+    on_mask = np.mean([m[a].mean() for m, a in zip(maps, mask_areas, strict=True)])
+    on_background = np.mean([m[b].mean() for m, b in zip(maps, background, strict=True)])
+    assert on_mask > 1.5 * on_background, (on_mask, on_background)
+
+
+@pytest.mark.slow
+def test_explain_writes_a_map_per_attribute_for_each_image_and_a_sheet(mask_run, tmp_path):
+    run, data = mask_run
+    images = sorted((data / "train" / "images").glob("*/*"))[:3]
+    out = tmp_path / "maps"
+    result = runner.invoke(app, ["explain", str(run), *map(str, images), "--out", str(out),
+                                 "--method", "gradcam++", "--target", "true", "--json"])
+    assert result.exit_code == 0, result.output
+    payload = json.loads(result.stdout)
+    assert payload["layer"].startswith("bn2") and "blocks" in payload["layer"]
+    assert len(payload["images"]) == 3
+    for item, image in zip(payload["images"], images, strict=True):
+        assert item["target"] == labels.class_names()[_true_class(image)]
+        with Image.open(item["png"]) as png:
+            assert png.format == "PNG"
+    with Image.open(out / "explain.png") as sheet:
+        assert sheet.height > sheet.width / 3  # one row per image
+
+
+def _true_class(path) -> int:
+    from maskclf.explain import true_class
+
+    return true_class(path)
+
+
+@pytest.mark.slow
+def test_explain_refuses_bad_requests_with_one_line(mask_run, tmp_path):
+    run, data = mask_run
+    image = str(next((data / "train" / "images").glob("*/*")))
+    cases = [(["--method", "gradcan"], "Did you mean 'gradcam'"),
+             (["--target", "wear/purple/<30"], "--target"),
+             ([str(tmp_path / "missing.jpg")], "missing.jpg")]
+    for extra, fragment in cases:
+        result = runner.invoke(app, ["explain", str(run), image, "--out", str(tmp_path / "x"),
+                                     *extra])
+        assert_clear_error_or_works(result, 2, fragment)
+    eval_image = str(next((data / "eval" / "images").glob("*")))
+    result = runner.invoke(app, ["explain", str(run), eval_image, "--target", "true",
+                                 "--out", str(tmp_path / "x")])
+    assert_clear_error_or_works(result, 2, "--target true")
+
+
+@pytest.mark.slow
+def test_the_report_shows_maps_beside_mistakes_and_mean_maps(mask_run):
+    from maskclf.report import read_maps
+    from maskclf.rundir import RunDir
+
+    run, _ = mask_run
+    rundir = RunDir(run)
+    maps = read_maps(rundir)
+    assert maps is not None and maps["maps"].shape[1:] == (3, *SIZE)
+    assert maps["maps"].min() >= 0.0 and maps["maps"].max() <= 1.0
+    with Image.open(rundir.report_file("attention")) as attention:
+        assert attention.width > 600
+    text = rundir.report_file("report").read_text()
+    assert "attention.png" in text and "inside the face box" in text
+
+
+@pytest.mark.slow
+def test_the_exported_cam_is_the_torch_gradcam(mask_run, tmp_path):
+    pytest.importorskip("onnxruntime")
+    from maskclf.cam import network_maps
+    from maskclf.export import export_run
+    from maskclf.exported import ExportedModel
+    from maskclf.models.factory import load_net
+    from maskclf.models.heads import build_task
+
+    run, data = mask_run
+    manifest = export_run(run, tmp_path / "export", data_root=data)
+    assert manifest["cam"]["layer"].startswith("bn2")
+    exported = ExportedModel.load(tmp_path / "export")
+    crops = np.stack([exported.preprocess(np.asarray(Image.open(p).convert("RGB")))
+                      for p in sorted((data / "eval" / "images").glob("*"))[:4]])
+    probs, maps = exported.probs_and_maps(crops)
+    np.testing.assert_allclose(probs, exported.probs(crops), atol=1e-6)
+    model = load_net(next(run.glob("fold*/checkpoints/best*.ckpt")))
+    said = {name: values.argmax(axis=1)
+            for name, values in labels.attribute_marginals(probs).items()}
+    expected = network_maps(model.net, build_task(model.spec), model.preprocessing, crops, said)
+    for name, found in maps.items():
+        for low, torch_map in zip(found, expected[name], strict=True):
+            up = cv2.resize(low.astype(np.float32), (SIZE[1], SIZE[0]))
+            up = (up - up.min()) / (1e-7 + up.max() - up.min())
+            assert np.abs(up - torch_map).max() < 1e-4
