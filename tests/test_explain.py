@@ -160,7 +160,7 @@ def test_the_report_shows_maps_beside_mistakes_and_mean_maps(mask_run):
     run, _ = mask_run
     rundir = RunDir(run)
     maps = read_maps(rundir)
-    assert maps is not None and maps["maps"].shape[1:] == (3, *SIZE)
+    assert maps is not None and maps["maps"].shape[1:] == (3, SIZE[0] // 4, SIZE[1] // 4)
     assert maps["maps"].min() >= 0.0 and maps["maps"].max() <= 1.0
     with Image.open(rundir.report_file("attention")) as attention:
         assert attention.width > 600
@@ -194,3 +194,22 @@ def test_the_exported_cam_is_the_torch_gradcam(mask_run, tmp_path):
             up = cv2.resize(low.astype(np.float32), (SIZE[1], SIZE[0]))
             up = (up - up.min()) / (1e-7 + up.max() - up.min())
             assert np.abs(up - torch_map).max() < 1e-4
+
+
+def test_maps_outside_the_face_box_are_a_finding_and_maps_on_it_are_not():
+    from maskclf.advice import looks_outside_face
+    from maskclf.report import face_shares
+
+    heat = np.zeros((4, 3, 32, 24), np.float32)
+    heat[:2, :, 24:, 18:] = 1.0  # two crops: everything in the bottom-right corner
+    heat[2:, :, 8:20, 6:18] = 1.0  # two crops: everything on the face
+    faces = np.array([[24, 32, 48, 48]] * 4)  # x, y, w, h in the 128 x 96 crop
+    corner = face_shares({"maps": heat[:2], "face": faces[:2]}, SIZE)
+    assert corner["mask"][0] == 0.0 and corner["mask"][1] == 2
+    assert corner["mask"][2] == pytest.approx(48 * 48 / (128 * 96), abs=0.01)
+    config = load_config(None, [])
+    found = looks_outside_face(corner, config)
+    assert len(found) == 3 and "mask maps lie mostly outside the face" in found[0].what
+    assert face_shares({"maps": heat[2:], "face": faces[2:]}, SIZE)["age"][0] == 1.0
+    assert looks_outside_face(face_shares({"maps": heat[2:], "face": faces[2:]}, SIZE),
+                              config) == []

@@ -67,3 +67,23 @@ def test_auto_rate_is_found_before_training_and_kept_in_the_run(synthetic_root, 
     rates = pd.read_csv(result.run / "fold0" / "metrics.csv").filter(like="lr-").dropna()
     assert rates.iloc[0, 0] == pytest.approx(rate)  # training used the found rate
     assert "found by the range test" in run.report_file("report").read_text()
+
+
+def test_the_suggestion_lies_inside_the_fall_of_the_loss_despite_noise():
+    import numpy as np
+
+    from maskclf.lrfind import LIGHTNING_BETA, unbiased, valley
+
+    lrs = np.logspace(-6, 0, 100)
+    decades = np.log10(lrs)
+    falls = 4.5 - 1.3 / (1 + np.exp(-(decades + 2.5) * 2.5))  # falls from 1e-4 to 1e-1
+    diverges = np.where(decades > -1, (decades + 1) ** 2 * 3, 0)
+    for seed in range(5):
+        raw = falls + diverges + np.random.default_rng(seed).normal(0, 0.3, len(lrs))
+        mean, smoothed = 0.0, []
+        for step, loss in enumerate(raw, start=1):  # what Lightning's callback records
+            mean = LIGHTNING_BETA * mean + (1 - LIGHTNING_BETA) * loss
+            smoothed.append(mean / (1 - LIGHTNING_BETA ** (step + 1)))
+        assert unbiased(smoothed)[0] == pytest.approx(raw[0])
+        assert 1e-4 < valley(lrs, unbiased(smoothed)) < 1e-1
+    assert valley(lrs, np.linspace(1, 2, len(lrs))) is None  # the loss never falls

@@ -128,20 +128,23 @@ ATTENTION_INSIDE = 0.5
 something else."""
 
 
-def looks_outside_face(shares: dict[str, tuple[float, int]], cfg: RunConfig) -> list[Finding]:
+def looks_outside_face(shares: dict[str, tuple[float, int, float]], cfg: RunConfig
+                       ) -> list[Finding]:
     """Attributes whose activation maps lie mostly outside the face found in the crop."""
     remedy = ("check attention.png: crop to the face (data.crop: face) so background and "
               "clothes leave the picture" if cfg.data.crop != "face" else
               "check attention.png: a smaller data.face_margin keeps less around the face; "
               "background-changing augmentation (aug.pipeline) stops it paying")
     return [Finding(f"the {name} maps lie mostly outside the face: {share:.0%} of their mass "
-                    f"inside the face box (median of {count} out-of-fold crops)", remedy)
-            for name, (share, count) in shares.items() if share < ATTENTION_INSIDE]
+                    f"inside the face box, which covers {area:.0%} of the crop (medians of "
+                    f"{count} out-of-fold crops)", remedy)
+            for name, (share, count, area) in shares.items() if share < ATTENTION_INSIDE]
 
 
 def findings(curves: dict[str, pd.DataFrame], truth: np.ndarray | None,
              predicted: np.ndarray | None, run: str, cfg: RunConfig,
-             face_shares: dict[str, tuple[float, int]] | None = None) -> list[Finding]:
+             face_shares: dict[str, tuple[float, int, float]] | None = None
+             ) -> list[Finding]:
     """Every finding for a run: ``curves`` are per-epoch metrics per fold (indexed by
     epoch), ``truth``/``predicted`` the out-of-fold classes (None without validation),
     ``cfg`` the run's config (remedies it already uses are not offered), ``face_shares``

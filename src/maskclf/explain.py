@@ -34,6 +34,9 @@ ATTRIBUTES = list(labels.ATTRIBUTES)
 REPORT_SAMPLE = 40
 """Out-of-fold images per group (each mask status; each attribute's mistakes) whose maps the
 report averages."""
+STORED_SHRINK = 4
+"""report/maps.npz keeps maps at 1/4 of the crop's sides, as 0-255 (the maps themselves are
+1/32-resolution grids brought to the crop's size: nothing is lost that a figure shows)."""
 
 
 def _rescaled(maps: np.ndarray) -> np.ndarray:
@@ -196,8 +199,9 @@ def _report_rows(oof: pd.DataFrame, predicted: np.ndarray, seed: int = 0) -> pd.
 def write_report_maps(run_path: Path | str, data_root: Path | str | None = None,
                       method: str = "gradcam") -> Path | None:
     """``report/maps.npz`` for the report's figures: Grad-CAM maps of a sample of OOF rows
-    by their own fold's networks, at the predicted values, with the face box found in each
-    crop (-1 when none); None for a run without OOF rows or images."""
+    by their own fold's networks, at the predicted values (0-255, at 1/``STORED_SHRINK`` of
+    the crop), with the face box found in each crop (crop pixels, -1 when none); None for a
+    run without OOF rows or images."""
     run = RunDir.open(run_path)
     if not run.file(RunDir.OOF).is_file():
         return None
@@ -219,8 +223,10 @@ def write_report_maps(run_path: Path | str, data_root: Path | str | None = None,
         faces.append(box if box is not None else (-1, -1, -1, -1))
     path = run.file(RunDir.REPORT) / RunDir.REPORT_MAPS
     path.parent.mkdir(exist_ok=True)
+    small = [max(1, side // STORED_SHRINK) for side in predictor.data_cfg.image_size]
+    stored = np.stack([_resized(maps[name], tuple(small)) for name in ATTRIBUTES], axis=1)
     arrays = {"image": np.array(paths), "true": rows["class"].to_numpy(), "predicted": said,
-              "maps": np.stack([maps[name] for name in ATTRIBUTES], axis=1).astype(np.float16),
+              "maps": np.round(255 * np.clip(stored, 0, 1)).astype(np.uint8),
               "face": np.array(faces, dtype=np.int32), "method": method, "layer": layer,
               "detector": detector}
 

@@ -91,6 +91,7 @@ def read_maps(run: RunDir) -> dict | None:
     with np.load(path, allow_pickle=False) as stored:
         maps = {key: stored[key] for key in stored.files}
     maps["row"] = {image: i for i, image in enumerate(maps["image"])}
+    maps["maps"] = maps["maps"].astype(np.float32) / 255  # 0-1 again
     return maps
 
 
@@ -119,7 +120,7 @@ def _mistakes(wrong: pd.DataFrame, data_root: Path, path: Path, maps: dict | Non
         if row is not None:
             attribute = _first_wrong(true, said)
             crop = evaluation_view(file, data)
-            heat = maps["maps"][row, list(labels.ATTRIBUTES).index(attribute)].astype(np.float32)
+            heat = maps["maps"][row, list(labels.ATTRIBUTES).index(attribute)]
             photo = side_by_side(photo, heat_overlay(crop, heat))
             caption += f"\nmap: {attribute}"
         images.append(photo)
@@ -130,18 +131,23 @@ def _mistakes(wrong: pd.DataFrame, data_root: Path, path: Path, maps: dict | Non
         thumbnail=240 if maps is not None else 160)
 
 
-def face_shares(maps: dict) -> dict[str, tuple[float, int]]:
+def face_shares(maps: dict, crop_size: tuple[int, int]) -> dict[str, tuple[float, int, float]]:
     """Per attribute: the median share of a map's mass inside the face box found in the
-    crop, and over how many crops (those where a face was found)."""
+    crop, over how many crops (those where a face was found), and the median share of the
+    crop's area the box covers (what a map that looks everywhere alike would score)."""
     shares: dict[str, list[float]] = {name: [] for name in labels.ATTRIBUTES}
-    for heat, (x, y, w, h) in zip(maps["maps"].astype(np.float32), maps["face"], strict=True):
-        if w <= 0:
+    areas = []
+    for heat, box in zip(maps["maps"], maps["face"], strict=True):
+        if box[2] <= 0:
             continue
+        scale = np.array([heat.shape[2] / crop_size[1], heat.shape[1] / crop_size[0]] * 2)
+        x, y, w, h = np.round(np.asarray(box) * scale).astype(int)
+        areas.append(w * h / (heat.shape[1] * heat.shape[2]))
         for index, name in enumerate(labels.ATTRIBUTES):
             total = float(heat[index].sum())
             if total > 0:
                 shares[name].append(float(heat[index, y:y + h, x:x + w].sum()) / total)
-    return {name: (float(np.median(values)), len(values))
+    return {name: (float(np.median(values)), len(values), float(np.median(areas)))
             for name, values in shares.items() if values}
 
 
@@ -183,7 +189,7 @@ def _found_rates(tests: dict) -> list[str]:
 
 def _markdown(run: Path, summary: dict, figures: dict[str, Path | None],
               mistakes: pd.DataFrame, recipe: list[str], found: list[Finding],
-              maps: dict | None, shares: dict[str, tuple[float, int]]) -> str:
+              maps: dict | None, shares: dict[str, tuple[float, int, float]]) -> str:
     lines = [f"# Run `{run.name}`", "", "## Recipe", "", *recipe, "", "## Findings", ""]
     lines += ([finding.markdown() for finding in found] if found
               else ["Nothing flagged: no fold still improving at its last epoch, every class "
@@ -219,9 +225,11 @@ def _markdown(run: Path, summary: dict, figures: dict[str, Path | None],
             lines += [f"{str(maps['method'])} at {str(maps['layer'])}, on {len(maps['image'])} "
                       f"out-of-fold images, each by its own fold's network. Share of each "
                       f"map inside the face box ({str(maps['detector'])} on the crop): "
-                      + (", ".join(f"{name} {share:.0%} (median of {n})"
-                                   for name, (share, n) in shares.items())
-                         or "no face found in the crops") + ".", ""]
+                      + (", ".join(f"{name} {share:.0%}" for name, (share, _, _) in
+                                   shares.items()) + " (medians over the {} crops with a face; "
+                         "the box covers {:.0%} of a crop)".format(
+                             *next(iter(shares.values()))[1:]) if shares
+                         else "no face found in the crops") + ".", ""]
     if not mistakes.empty:
         names = labels.class_names()
         lines += ["| image | true | predicted | confidence |", "|---|---|---|---|"]
@@ -262,7 +270,7 @@ def write_report(run_path: Path | str, data_root: Path | str | None = None,
         if maps is not None:
             figures["attention"] = _attention(maps, data_root, cfg.data,
                                               run.report_file("attention"))
-    shares = {} if maps is None else face_shares(maps)
+    shares = {} if maps is None else face_shares(maps, tuple(cfg.data.image_size))
     found = findings(curves, truth, predicted, str(run.path), cfg, shares)
     recipe = recipe_lines(cfg) + _found_rates(run.read_record().get("lr_find", {}))
     atomic_write_text(run.report_file("report"), _markdown(run.path, summary, figures, wrong,

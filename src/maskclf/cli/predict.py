@@ -11,7 +11,7 @@ from rich.console import Console
 
 from maskclf import render
 from maskclf.cli.base import DataOption, RunDataOption, TtaOption, command, stderr, views
-from maskclf.errors import MissingFileError, UsageError
+from maskclf.errors import UsageError
 
 
 @command()
@@ -78,7 +78,8 @@ def predict(
 @command()
 def explain(
     run: Annotated[Path, typer.Argument(help="Run directory made by `maskclf train`.")],
-    images: Annotated[list[Path], typer.Argument(help="Image files to explain.")],
+    images: Annotated[list[str], typer.Argument(
+        help="Image files, folders (searched recursively) or quoted glob patterns.")],
     out_dir: Annotated[Path, typer.Option("--out", help="Folder for the PNGs.")] = Path(
         "explain"),
     method: Annotated[str, typer.Option(
@@ -95,16 +96,15 @@ def explain(
     each attribute (mask, gender, age), the labels and probabilities, as PNGs and one
     contact sheet (explain.png)."""
     from maskclf.atomic import check_target
+    from maskclf.data.io import collect_images
     from maskclf.rundir import RunDir
 
     RunDir.open(run)
     check_target(out_dir / "explain.png")
-    missing = [path for path in images if not path.is_file()]
-    if missing:
-        raise MissingFileError(f"{missing[0]}: no such image file")
+    files = collect_images(images)
     from maskclf.explain import explain_images
 
-    result = explain_images(run, images, out_dir, method, target, fold)
+    result = explain_images(run, files, out_dir, method, target, fold)
     show.print(f"{method} maps at {result['layer']}", markup=False)
     for item in result["images"]:
         show.print(f"{item['image']}: {item['class']} -> {item['png']}", markup=False)

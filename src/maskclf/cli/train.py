@@ -95,8 +95,9 @@ def lr_find(
     *, show: Console,
 ) -> dict:
     """Find a learning rate: Lightning's range test of the config's model, data and
-    augmentation on the first fold's training rows; prints the suggested rate (where the
-    loss falls fastest) and writes the plot. `optim.lr: auto` runs it before training."""
+    augmentation on the first fold's training rows; prints the suggested rate (fastai's
+    valley rule: inside the longest fall of the loss) and writes the plot.
+    `optim.lr: auto` runs it before training."""
     from maskclf.atomic import check_target
     from maskclf.config import load_config
     from maskclf.data.layout import check_root
