@@ -106,9 +106,9 @@ def map_sheet(rows: Sequence[Sequence[np.ndarray]], titles: Sequence[Sequence[st
     title over each picture and a label left of each row."""
     columns = max(len(row) for row in rows)
     height = side * 1.35 * len(rows) + 0.8
-    figure = Figure(figsize=(side * columns + 1.2, height))
+    figure = Figure(figsize=(side * columns + 1.8, height))
     axes = figure.subplots(len(rows), columns, squeeze=False,
-                           gridspec_kw={"left": 1.2 / (side * columns + 1.2), "right": 0.99,
+                           gridspec_kw={"left": 1.8 / (side * columns + 1.8), "right": 0.99,
                                         "bottom": 0.01, "top": 1 - 0.8 / height,
                                         "hspace": 0.5, "wspace": 0.08})
     for r, (row, names) in enumerate(zip(rows, titles, strict=True)):
@@ -121,7 +121,7 @@ def map_sheet(rows: Sequence[Sequence[np.ndarray]], titles: Sequence[Sequence[st
             ax.imshow(row[c])
             ax.set_title(names[c], fontsize=7)
         axes[r][0].set_ylabel(row_labels[r], fontsize=7, rotation=0, ha="right", va="center")
-    figure.suptitle(title, y=1 - 0.3 / height)
+    figure.suptitle(title, y=1 - 0.3 / height, fontsize=9)
     return save(figure, path, tight=False)
 
 
