@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 from maskclf import labels
 from maskclf.cli import app
 from maskclf.config import load_config
+from maskclf.data.layout import image_class
 from maskclf.data.synthetic import draw_photo, make_person, make_synthetic
 from maskclf.data.transforms import centre_crop, preprocess
 
@@ -122,17 +123,12 @@ def test_explain_writes_a_map_per_attribute_for_each_image_and_a_sheet(mask_run,
     assert payload["layer"].startswith("bn2") and "blocks" in payload["layer"]
     assert len(payload["images"]) == 3
     for item, image in zip(payload["images"], images, strict=True):
-        assert item["target"] == labels.class_names()[_true_class(image)]
+        assert item["target"] == labels.class_names()[image_class(image)]
         with Image.open(item["png"]) as png:
             assert png.format == "PNG"
     with Image.open(out / "explain.png") as sheet:
         assert sheet.height > sheet.width / 3  # one row per image
 
-
-def _true_class(path) -> int:
-    from maskclf.explain import true_class
-
-    return true_class(path)
 
 
 @pytest.mark.slow

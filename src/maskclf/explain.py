@@ -8,9 +8,11 @@ fold for new images, each image's own fold for out-of-fold rows — then scaled 
 
 from __future__ import annotations
 
+import importlib.util
 import re
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pandas as pd
 
@@ -18,12 +20,12 @@ from maskclf import labels
 from maskclf.atomic import atomic_write
 from maskclf.cam import cam_layer, network_maps
 from maskclf.data.faces import detect_face
-from maskclf.data.layout import parse_person_folder
+from maskclf.data.layout import image_class
 from maskclf.data.transforms import evaluation_view
 from maskclf.errors import UsageError
 from maskclf.models.factory import load_net
 from maskclf.models.heads import build_task
-from maskclf.plots import heat_overlay, map_sheet
+from maskclf.plots import heat_overlay, map_sheet, unit_scaled
 from maskclf.predictor import RunPredictor
 from maskclf.registry import CAM_METHODS, FACE_DETECTORS
 from maskclf.report import confident_mistakes
@@ -39,15 +41,7 @@ STORED_SHRINK = 4
 1/32-resolution grids brought to the crop's size: nothing is lost that a figure shows)."""
 
 
-def _rescaled(maps: np.ndarray) -> np.ndarray:
-    low = maps.min(axis=(1, 2), keepdims=True)
-    high = maps.max(axis=(1, 2), keepdims=True)
-    return ((maps - low) / np.maximum(high - low, 1e-7)).astype(np.float32)
-
-
 def _resized(maps: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    import cv2
-
     if maps.shape[1:] == tuple(size):
         return maps
     return np.stack([cv2.resize(m, (size[1], size[0])) for m in maps])
@@ -77,7 +71,7 @@ def ensemble_maps(predictor: RunPredictor, root: Path, paths: list[str],
         for name, found in maps.items():
             sums[name][chosen] += _resized(found, size)
             counts[name][chosen] += 1
-    return ({name: _rescaled(sums[name] / np.maximum(counts[name], 1)[:, None, None])
+    return ({name: unit_scaled(sums[name] / np.maximum(counts[name], 1)[:, None, None])
              for name in values}, "; ".join(sorted(layers)))
 
 
@@ -87,19 +81,6 @@ def attribute_values(classes: np.ndarray) -> dict[str, np.ndarray]:
                     strict=True))
 
 
-def true_class(path: Path) -> int | None:
-    """The class a training image's place says (``<person folder>/<mask stem>.*``), or None."""
-    stem = path.stem.lower()
-    if stem not in labels.MASK_STEMS:
-        return None
-    try:
-        person = parse_person_folder(path.parent.name)
-    except ValueError:
-        return None
-    return int(labels.encode_class(labels.MASK_STEMS[stem], person.gender,
-                                   labels.age_bucket(person.age)))
-
-
 def target_classes(target: str, paths: list[Path]) -> np.ndarray | None:
     """The class whose attribute values each map explains: None for ``predicted`` (the
     prediction decides), ``true`` (from the image's place in the competition layout) or
@@ -107,7 +88,7 @@ def target_classes(target: str, paths: list[Path]) -> np.ndarray | None:
     if target == "predicted":
         return None
     if target == "true":
-        found = [true_class(path) for path in paths]
+        found = [image_class(path) for path in paths]
         unknown = [str(path) for path, cls in zip(paths, found, strict=True) if cls is None]
         if unknown:
             raise UsageError(f"--target true: {unknown[0]} is not a training image whose "
@@ -139,6 +120,7 @@ def explain_images(run_path: Path | str, images: list[Path], out_dir: Path | str
     wanted = target_classes(target, paths)
     predictor = RunPredictor.open(run_path)
     if fold is not None:
+        predictor.files(fold)  # a fold the run does not have is refused, naming its folds
         predictor = RunPredictor(predictor.run, folds=[fold])
     crops = [evaluation_view(p, predictor.data_cfg) for p in paths]  # a bad file fails here
     out = Path(out_dir)
@@ -146,39 +128,41 @@ def explain_images(run_path: Path | str, images: list[Path], out_dir: Path | str
     probs = predictor.predict(Path(), [str(p) for p in paths], cache=False)
     marginals = labels.attribute_marginals(probs)
     wanted = probs.argmax(axis=1) if wanted is None else wanted
-    maps, layer = ensemble_maps(predictor, Path(), [str(p) for p in paths],
-                                attribute_values(wanted), method)
-    rows, titles, labels_left, results = [], [], [], []
+    targets = attribute_values(wanted)
+    maps, layer = ensemble_maps(predictor, Path(), [str(p) for p in paths], targets, method)
+    rows, titles, names, results = [], [], [], []
     for i, (path, crop) in enumerate(zip(paths, crops, strict=True)):
-        said = {name: int(marginals[name][i].argmax()) for name in ATTRIBUTES}
-        row_titles = ["crop"] + [
-            f"{name}: {labels.ATTRIBUTES[name][said[name]]} {marginals[name][i].max():.2f}"
-            f"\nmap of {labels.ATTRIBUTES[name][attribute_values(wanted[i:i + 1])[name][0]]}"
-            for name in ATTRIBUTES]
-        row = [crop] + [heat_overlay(crop, maps[name][i]) for name in ATTRIBUTES]
-        file = out / _file_name(path, i)
-        map_sheet([row], [row_titles], [path.name[:24]], f"{path.name} ({method})", file)
-        rows.append(row)
-        titles.append(row_titles)
-        labels_left.append(path.name[:24])
-        results.append({"image": str(path), "png": str(file),
-                        "class": labels.class_names()[int(probs[i].argmax())],
-                        "target": labels.class_names()[int(wanted[i])],
-                        "attributes": {name: {
-                            "label": labels.ATTRIBUTES[name][said[name]],
-                            "probabilities": dict(zip(labels.ATTRIBUTES[name],
-                                                      map(float, marginals[name][i]),
-                                                      strict=True))} for name in ATTRIBUTES}})
-    sheet = map_sheet(rows, titles, labels_left,
-                      f"{RunDir(run_path).name}: {method} at {layer}", out / "explain.png")
+        said = {name: marginals[name][i] for name in ATTRIBUTES}
+        titles.append(["crop"] + [
+            f"{name}: {labels.ATTRIBUTES[name][said[name].argmax()]} {said[name].max():.2f}"
+            f"\nmap of {labels.ATTRIBUTES[name][targets[name][i]]}" for name in ATTRIBUTES])
+        rows.append([crop] + [heat_overlay(crop, maps[name][i]) for name in ATTRIBUTES])
+        names.append(path.name[:24])
+        file = map_sheet(rows[-1:], titles[-1:], names[-1:], f"{path.name} ({method})",
+                         out / _file_name(path, i))
+        results.append(_described(path, file, probs[i], said, int(wanted[i])))
+    sheet = map_sheet(rows, titles, names, f"{RunDir(run_path).name}: {method} at {layer}",
+                      out / "explain.png")
     return {"run": str(run_path), "method": method, "target": target, "layer": layer,
             "sheet": str(sheet), "images": results}
 
 
+def _described(path: Path, png: Path, probs: np.ndarray, said: dict[str, np.ndarray],
+               target: int) -> dict:
+    """One explained image for the JSON output: its class, the class its maps explain,
+    each attribute's label and probabilities."""
+    return {"image": str(path), "png": str(png),
+            "class": labels.class_names()[int(probs.argmax())],
+            "target": labels.class_names()[target],
+            "attributes": {name: {"label": labels.ATTRIBUTES[name][int(said[name].argmax())],
+                                  "probabilities": dict(zip(labels.ATTRIBUTES[name],
+                                                            map(float, said[name]),
+                                                            strict=True))}
+                           for name in ATTRIBUTES}}
+
+
 def _detector(name: str) -> str:
     """The run's face detector when installed, else OpenCV's Haar cascade."""
-    import importlib.util
-
     package = FACE_DETECTORS.get(name).package
     return name if package is None or importlib.util.find_spec(package) else "haar"
 
@@ -187,6 +171,7 @@ def _report_rows(oof: pd.DataFrame, predicted: np.ndarray, seed: int = 0) -> pd.
     """The OOF rows the report maps: its confident mistakes, up to ``REPORT_SAMPLE`` of each
     true mask status and of each attribute's mistakes."""
     rng = np.random.default_rng(seed)
+    oof = oof.reset_index(drop=True)  # positions and labels agree
     truth, said = attribute_values(oof["class"]), attribute_values(predicted)
     groups = [confident_mistakes(oof, predicted).index.to_numpy()]
     groups += [np.flatnonzero(truth["mask"] == value) for value in range(3)]

@@ -20,6 +20,7 @@ from maskclf.data.transforms import centre_crop, evaluation_view, preprocess
 from maskclf.engine import Network, Predictor
 from maskclf.errors import InputFileError, MissingFileError, UsageError, first_line
 from maskclf.manifest import MANIFEST, Manifest, load_manifest
+from maskclf.plots import unit_scaled
 
 
 def open_session(path: Path, threads: int | None = None, outputs: int | None = None,
@@ -117,9 +118,8 @@ class ExportedModel(Predictor):
                     continue  # an attribute network of another attribute
                 rows = np.array([checked.cam.index(f"{name}/{value}") for value in values])
                 sums.setdefault(name, []).append(maps[np.arange(len(batch)), rows[said[name]]])
-        means = {name: np.mean(parts, axis=0) for name, parts in sums.items()}
-        return probs, {name: (m - m.min(axis=(1, 2), keepdims=True)) / np.maximum(
-            np.ptp(m, axis=(1, 2), keepdims=True), 1e-7) for name, m in means.items()}
+        return probs, {name: unit_scaled(np.mean(parts, axis=0))
+                       for name, parts in sums.items()}
 
     run_one = staticmethod(run_session)
     """One network on one batch (a subclass may run other backends through the same API)."""

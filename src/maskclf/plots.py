@@ -91,6 +91,13 @@ def _shrink(image: np.ndarray, side: int) -> np.ndarray:
     return cv2.resize(image, size, interpolation=cv2.INTER_AREA)
 
 
+def unit_scaled(maps: np.ndarray) -> np.ndarray:
+    """Activation maps (N x h x w) scaled to 0-1 each, as grad-cam scales its own."""
+    low = maps.min(axis=(1, 2), keepdims=True)
+    span = maps.max(axis=(1, 2), keepdims=True) - low
+    return ((maps - low) / np.maximum(span, 1e-7)).astype(np.float32)
+
+
 def heat_overlay(crop: np.ndarray, heat: np.ndarray, weight: float = 0.5) -> np.ndarray:
     """An activation map (0-1, any size) in the jet colours over an RGB uint8 crop: red
     where the network looked most, blue where least (grad-cam's own rendering)."""

@@ -52,6 +52,20 @@ def parse_person_folder(name: str) -> PersonFolder:
     return PersonFolder(parts[0], labels.GENDERS[gender_text], "_".join(parts[2:-1]), int(age_text))
 
 
+def image_class(path: Path) -> int | None:
+    """The class a training image's place gives (``<id>_<gender>_<race>_<age>/<mask stem>``),
+    or None when its folder or name is not of that form."""
+    stem = path.stem.lower()
+    if stem not in labels.MASK_STEMS:
+        return None
+    try:
+        person = parse_person_folder(path.parent.name)
+    except ValueError:
+        return None
+    return int(labels.encode_class(labels.MASK_STEMS[stem], person.gender,
+                                   labels.age_bucket(person.age)))
+
+
 def _read_csv(path: Path, columns: tuple[str, ...], problems: list) -> pd.DataFrame | None:
     try:
         return read_table(path, columns, dtype=str, keep_default_na=False)
