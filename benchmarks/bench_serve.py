@@ -8,7 +8,9 @@ against PyTorch eager for the same networks, through the same FastAPI app; or, w
 Exports RUN to a temporary folder, then posts ``--requests`` photos of DATA (eval images;
 the run's data by default) one request at a time to the app over FastAPI's TestClient, once
 with the ONNX sessions and once with the torch modules the export was made from. Prints
-images/s, p50 and p95 latency of each and ``ratio_onnx`` (torch p50 / onnxruntime p50).
+images/s, p50 and p95 latency of each and ``ratio_onnx`` (torch p50 / onnxruntime p50); for
+an export with activation maps also onnxruntime with ``?cam=1`` and ``ratio_cam`` (its p50 /
+the plain p50).
 
 Load mode starts ``maskclf serve EXPORT`` as its own process and sends ``--requests``
 requests (one photo each) from ``--clients`` concurrent clients; it prints requests/s,
@@ -59,13 +61,14 @@ class EagerModel(ExportedModel):
             return graph(torch.from_numpy(batch)).numpy()
 
 
-def timed_requests(model: ExportedModel, photos: list[bytes]) -> np.ndarray:
+def timed_requests(model: ExportedModel, photos: list[bytes], route: str = "/predict"
+                   ) -> np.ndarray:
     client = TestClient(create_app(model))
-    client.post("/predict", files={"files": ("warm.jpg", photos[0])})  # first-call setup
+    client.post(route, files={"files": ("warm.jpg", photos[0])})  # first-call setup
     seconds = []
     for i, photo in enumerate(photos):
         started = time.perf_counter()
-        response = client.post("/predict", files={"files": (f"{i}.jpg", photo)})
+        response = client.post(route, files={"files": (f"{i}.jpg", photo)})
         seconds.append(time.perf_counter() - started)
         response.raise_for_status()
     return np.array(seconds)
@@ -167,6 +170,8 @@ def main() -> None:
         eager = EagerModel(onnx, run)
         results = {"torch eager": timed_requests(eager, photos),
                    "onnxruntime": timed_requests(onnx, photos)}
+        if onnx.cam_unavailable is None:
+            results["onnx ?cam=1"] = timed_requests(onnx, photos, "/predict?cam=1")
     for name, seconds in results.items():
         print(f"{name:12s} {len(seconds) / seconds.sum():6.1f} images/s   "
               f"p50 {1000 * np.median(seconds):7.1f} ms   "
@@ -174,6 +179,9 @@ def main() -> None:
     ratio = np.median(results["torch eager"]) / np.median(results["onnxruntime"])
     print(f"ratio_onnx={ratio:.2f}  (torch eager p50 / onnxruntime p50, {args.threads} "
           f"threads, {args.requests} requests of one photo, model {run.read_config().model.name})")
+    if "onnx ?cam=1" in results:
+        cam = np.median(results["onnx ?cam=1"]) / np.median(results["onnxruntime"])
+        print(f"ratio_cam={cam:.2f}  (p50 with the activation maps / without)")
 
 
 if __name__ == "__main__":
