@@ -209,3 +209,27 @@ def test_maps_outside_the_face_box_are_a_finding_and_maps_on_it_are_not():
     assert face_shares({"maps": heat[2:], "face": faces[2:]}, SIZE)["age"][0] == 1.0
     assert looks_outside_face(face_shares({"maps": heat[2:], "face": faces[2:]}, SIZE),
                               config) == []
+
+
+def test_the_maps_of_a_confident_network_survive_export(tmp_path):
+    """P(value) ~ 1 makes d log P / d logits nearly vanish; written as a difference of
+    near-equal numbers it was float32 noise, and onnxruntime and torch disagreed by 1e-2 on
+    a faces-real network."""
+    pytest.importorskip("onnxruntime")
+    from maskclf.export import PredictionGraph, _export, _verify
+    from maskclf.models.factory import LoadedNet, build_net
+    from maskclf.models.spec import Preprocessing, resolve_specs
+
+    torch.manual_seed(0)
+    spec = resolve_specs(load_config(None, ["model.name=test_efficientnet",
+                                            "data.image_size=[128,96]"]))[0]
+    net = build_net(spec).eval()
+    with torch.no_grad():
+        net.get_classifier().bias[0] += 13  # class 0 (wear/male/<30) at P ~ 1 - 4e-5
+    model = LoadedNet(net, spec, Preprocessing.of(spec, net), tmp_path / "none.ckpt")
+    graph = PredictionGraph(model, [], cam=True)
+    images = _random_images(6, seed=1)
+    with torch.no_grad():
+        assert graph(torch.from_numpy(images))[0].max() > 0.999  # confident
+    _export(graph, images, tmp_path / "net.onnx", None)
+    assert _verify(graph, images, tmp_path / "net.onnx") < 1e-4

@@ -116,8 +116,11 @@ class AttributeTarget:
         self.span, self.members = span, torch.as_tensor(members[value])
 
     def __call__(self, output: torch.Tensor) -> torch.Tensor:
-        probs = F.softmax(output[..., self.span].float(), dim=-1)
-        return torch.log((probs * self.members.to(probs.device)).sum(-1) + 1e-12)
+        """log of the softmax mass on the value's outputs, as two log-sum-exps (stable when
+        the value is unlikely)."""
+        logits = output[..., self.span].float()
+        outside = 1e4 * (1 - self.members.to(logits.device))
+        return torch.logsumexp(logits - outside, dim=-1) - torch.logsumexp(logits, dim=-1)
 
 
 def normalised(images: np.ndarray, preprocessing: Preprocessing) -> torch.Tensor:
@@ -194,10 +197,16 @@ class CamHead(torch.nn.Module):
         maps = []
         for index, (start, stop) in enumerate(self.spans):
             members = getattr(self, f"members{index}")  # values x outputs
-            probs = F.softmax(logits[:, start:stop].float(), dim=1)  # N x S
-            mass = probs @ members.T  # N x V
-            # d log P(v) / d logit_c = p_c [c in v] / P(v) - p_c
-            grads = probs[:, None, :] * members[None] / mass[..., None] - probs[:, None, :]
+            span = logits[:, start:stop].float()  # N x S
+            probs = F.softmax(span, dim=1)
+            # d log P(v) / d logit_c = p_c [c in v] / P(v) - p_c, written without a
+            # difference of near-equal numbers: for c in v, p(c | v) P(not v) (p(c | v) is
+            # the softmax over v's outputs alone); for c outside v, -p_c. A confident value
+            # (P(v) ~ 1) then keeps its map's shape instead of float32 rounding noise.
+            others = 1 - members[None]  # 1 x V x S
+            within = F.softmax(span[:, None, :] - 1e4 * others, dim=2)
+            not_value = (probs[:, None, :] * others).sum(dim=2, keepdim=True)  # N x V x 1
+            grads = within * members[None] * not_value - probs[:, None, :] * others
             channel = grads @ weight[start:stop].float()  # N x V x C
             maps.append(torch.einsum("nvc,nchw->nvhw", channel, features.float()))
         cam = F.relu(torch.cat(maps, dim=1))
