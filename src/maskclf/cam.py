@@ -1,16 +1,17 @@
 """Class activation maps: where a network looked when it gave an attribute its value.
 
-One meaning everywhere: the map of attribute A at value v explains ``log P(A = v)`` under
-the network's task (for an 18-class network, the softmax mass of the six classes with that
-value; for a multi-head or attribute network, that head's softmax), at the layer whose
-output the classifier pools (:func:`cam_layer`).
+One meaning everywhere: the map of attribute A at value v explains ``P(A = v)`` under the
+network's task (for an 18-class network, the softmax mass of the six classes with that
+value; for a multi-head or attribute network, that head's softmax) — its log-odds, whose
+gradient points where that of ``log P(A = v)`` does — at the layer whose output the
+classifier pools (:func:`cam_layer`).
 
 - :func:`network_maps` computes it with the ``grad-cam`` package (pytorch-grad-cam), by any
   of its methods (:data:`CAM_METHODS`: Grad-CAM, Grad-CAM++, LayerCAM, EigenCAM, ...), for
   any timm backbone: ``maskclf explain`` and the report's maps.
 - :class:`CamHead` computes Grad-CAM itself without autograd for timm's
-  pooled-features-then-linear heads: there ``d log P / d pooled = (d log P / d logits) W``
-  exactly, so the map is ``relu(sum_k a_k F_k)`` with ``a`` from the probabilities — a few
+  pooled-features-then-linear heads: there ``d target / d pooled = (d target / d logits) W``
+  exactly, so the map is ``relu(sum_k a_k F_k)`` with ``a`` from the logits — a few
   tensor operations that live inside the exported ONNX graph (``maskclf export``), equal to
   the package's ``GradCAM`` (tested to 1e-4).
 
@@ -109,18 +110,23 @@ def _reshape_for(net: torch.nn.Module, features: torch.Tensor, image_size: tuple
 
 
 class AttributeTarget:
-    """A grad-cam target: ``log P(attribute = value)`` of one image's outputs."""
+    """A grad-cam target: the log-odds of ``attribute = value`` for one image's outputs,
+    log P(v) - log P(not v), as two log-sum-exps.
+
+    Its gradient is that of log P(v) divided by P(not v) (the same direction, so the same
+    map once scaled), and each part is a softmax over its own outputs: for a confident
+    value, the gradient of log P(v) itself is a difference of near-equal numbers, float32
+    noise rather than a map."""
 
     def __init__(self, task: SingleTask, attribute: str, value: int):
         span, members = task.attribute_groups()[attribute]
         self.span, self.members = span, torch.as_tensor(members[value])
 
     def __call__(self, output: torch.Tensor) -> torch.Tensor:
-        """log of the softmax mass on the value's outputs, as two log-sum-exps (stable when
-        the value is unlikely)."""
         logits = output[..., self.span].float()
-        outside = 1e4 * (1 - self.members.to(logits.device))
-        return torch.logsumexp(logits - outside, dim=-1) - torch.logsumexp(logits, dim=-1)
+        inside = self.members.to(logits.device)
+        return (torch.logsumexp(logits - 1e4 * (1 - inside), dim=-1)
+                - torch.logsumexp(logits - 1e4 * inside, dim=-1))
 
 
 def normalised(images: np.ndarray, preprocessing: Preprocessing) -> torch.Tensor:
@@ -170,8 +176,8 @@ def exact_cam(net: torch.nn.Module, image_size: tuple[int, int]) -> str | None:
 
 
 class CamHead(torch.nn.Module):
-    """Grad-CAM of ``log P(attribute = value)`` at the pooled layer, for every value of
-    every attribute ``task`` predicts, without autograd (see the module docstring): N x V x
+    """Grad-CAM of the log-odds of ``attribute = value`` at the pooled layer, for every value
+    of every attribute ``task`` predicts, without autograd (see the module docstring): N x V x
     h x w maps, 0-1 per map, V in :meth:`names` order."""
 
     def __init__(self, net: torch.nn.Module, task: SingleTask):
@@ -197,16 +203,12 @@ class CamHead(torch.nn.Module):
         maps = []
         for index, (start, stop) in enumerate(self.spans):
             members = getattr(self, f"members{index}")  # values x outputs
-            span = logits[:, start:stop].float()  # N x S
-            probs = F.softmax(span, dim=1)
-            # d log P(v) / d logit_c = p_c [c in v] / P(v) - p_c, written without a
-            # difference of near-equal numbers: for c in v, p(c | v) P(not v) (p(c | v) is
-            # the softmax over v's outputs alone); for c outside v, -p_c. A confident value
-            # (P(v) ~ 1) then keeps its map's shape instead of float32 rounding noise.
-            others = 1 - members[None]  # 1 x V x S
-            within = F.softmax(span[:, None, :] - 1e4 * others, dim=2)
-            not_value = (probs[:, None, :] * others).sum(dim=2, keepdim=True)  # N x V x 1
-            grads = within * members[None] * not_value - probs[:, None, :] * others
+            span = logits[:, start:stop].float()[:, None, :]  # N x 1 x S
+            # the gradient of AttributeTarget's log-odds: p(c | v) inside the value,
+            # -p(c | not v) outside it, each a softmax over its own outputs
+            inside = members[None]
+            grads = (F.softmax(span - 1e4 * (1 - inside), dim=2) * inside
+                     - F.softmax(span - 1e4 * inside, dim=2) * (1 - inside))
             channel = grads @ weight[start:stop].float()  # N x V x C
             maps.append(torch.einsum("nvc,nchw->nvhw", channel, features.float()))
         cam = F.relu(torch.cat(maps, dim=1))

@@ -62,8 +62,8 @@ def _cam_entry(found: dict[str, bool]) -> dict:
     """The manifest's ``cam``: where the maps come from, or why the export has none (every
     network must have them: the served maps average the folds)."""
     if all(found.values()):
-        return {"layer": "; ".join(found), "method": "Grad-CAM of log P(attribute = value) "
-                "at the pooled layer, computed in the graph (exact for a linear head)",
+        return {"layer": "; ".join(found), "method": "Grad-CAM of the log-odds of attribute = "
+                "value at the pooled layer, computed in the graph (exact for a linear head)",
                 "scale": "0-1 per map"}
     return {"unavailable": "; ".join(why for why, fits in found.items() if not fits)}
 
