@@ -135,7 +135,9 @@ def test_explain_writes_a_map_per_attribute_for_each_image_and_a_sheet(mask_run,
 def test_explain_refuses_bad_requests_with_one_line(mask_run, tmp_path):
     run, data = mask_run
     image = str(next((data / "train" / "images").glob("*/*")))
+    (tmp_path / "a-file").write_text("x")
     cases = [(["--method", "gradcan"], "Did you mean 'gradcam'"),
+             (["--out", str(tmp_path / "a-file")], "is a file"),
              (["--target", "wear/purple/<30"], "--target"),
              ([str(tmp_path / "missing.jpg")], "missing.jpg")]
     for extra, fragment in cases:

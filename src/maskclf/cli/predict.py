@@ -100,6 +100,8 @@ def explain(
     from maskclf.rundir import RunDir
 
     RunDir.open(run)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise UsageError(f"--out {out_dir} is a file; give a folder for the PNGs")
     check_target(out_dir / "explain.png")
     files = collect_images(images)
     from maskclf.explain import explain_images
