@@ -23,6 +23,7 @@ from maskclf.data.transforms import evaluation_view
 from maskclf.errors import UsageError
 from maskclf.exported import ExportedModel, open_session
 from maskclf.inference import InferenceModule
+from maskclf.int8 import MAX_F1_DROP, check_request, quantize_export
 from maskclf.manifest import MANIFEST, MANIFEST_FORMAT, Manifest, is_export
 from maskclf.models.factory import LoadedNet, load_net
 from maskclf.models.heads import build_task
@@ -91,10 +92,16 @@ def _sample_paths(data_root: Path, count: int) -> list[str]:
 
 def export_run(run_path: Path | str, out_dir: Path | str, folds: str = "all",
                opset: int | None = None, tta: list[str] | None = None,
-               data_root: Path | str | None = None, check_images: int = 16) -> dict:
+               data_root: Path | str | None = None, check_images: int = 16,
+               int8: bool = False, max_f1_drop: float = MAX_F1_DROP,
+               force: bool = False) -> dict:
     """Export every network the run predicts with, verify each on ``check_images`` of the
-    run's images, and write ``manifest.json``; returns the manifest."""
+    run's images, and write ``manifest.json``; returns the manifest. ``int8`` then
+    replaces the networks by quantized ones when they keep the validation F1 within
+    ``max_f1_drop`` (or ``force``; see ``maskclf.int8``)."""
     run = RunDir.open(run_path).require_finished()
+    if int8:
+        check_request(run, max_f1_drop)
     cfg = run.read_config()
     specs, views = resolve_specs(cfg), check_views(cfg.predict.tta if tta is None else tta)
     data_root = run.data_root(data_root)
@@ -145,6 +152,8 @@ def export_run(run_path: Path | str, out_dir: Path | str, folds: str = "all",
     manifest["verified"]["ensemble_max_abs_difference"] = _verify_ensemble(
         run, out_dir, views, chosen, data_root, sample_paths)
     write_json(out_dir / MANIFEST, manifest)
+    if int8:
+        manifest = quantize_export(out_dir, run, data_root, max_f1_drop, force)
     return manifest
 
 

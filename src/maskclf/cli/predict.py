@@ -141,17 +141,35 @@ def export(
     tta: TtaOption = None,
     data: Annotated[Path | None, typer.Option(
         "--data", help="Images to verify the export on (default: the run's data).")] = None,
+    int8: Annotated[bool, typer.Option(
+        "--int8", help="Quantize the networks (onnxruntime static int8, calibrated on the "
+                       "run's training images) and keep them when the validation macro F1 "
+                       "stays within --max-f1-drop.")] = False,
+    max_f1_drop: Annotated[float, typer.Option(
+        help="With --int8: the largest loss of validation macro F1 allowed.")] = 0.01,
+    force: Annotated[bool, typer.Option(
+        "--force", help="With --int8: keep the int8 networks even past --max-f1-drop "
+                        "(with a warning).")] = False,
     *, show: Console,
 ) -> dict:
-    """Export a run's networks to ONNX (normalisation and TTA inside), verified on its images."""
+    """Export a run's networks to ONNX (normalisation and TTA inside), verified on its
+    images; --int8 quantizes them, checked on the run's validation rows."""
     from maskclf.export import export_run
 
-    manifest = export_run(run, out_dir, folds, opset, views(tta), data)
+    manifest = export_run(run, out_dir, folds, opset, views(tta), data, int8=int8,
+                          max_f1_drop=max_f1_drop, force=force)
     verified = manifest["verified"]
     show.print(
         f"exported {render.plural(len(manifest['networks']), 'network')} to {out_dir}; "
         "onnxruntime vs torch "
         f"on {verified['images']} images: max |difference| {verified['max_abs_difference']:.2e}")
+    if int8:
+        q = manifest["int8"]
+        show.print(f"int8: validation macro F1 {q['fp32_macro_f1']:.4f} (fp32) -> "
+                   f"{q['int8_macro_f1']:.4f} (int8) on {q['validation_images']} images, "
+                   f"agreement {q['agreement']:.1%}, calibrated on "
+                   f"{q['calibration_images']} training images"
+                   + (" (kept by --force)" if q["forced"] else ""))
     return manifest
 
 
