@@ -1,10 +1,10 @@
 """``maskclf export --int8``: an export's networks quantized by onnxruntime, and kept only
 when the run's own validation rows say they still work.
 
-Static quantization (QDQ, per-channel int8 weights, uint8 activations) after onnxruntime's
-pre-processing (BatchNorm folded into the convolutions), calibrated on the run's training
-images as the networks see them. Each fold's validation rows — the OOF rows of ``oof.csv``
-— are predicted by that fold's fp32 and int8 networks; the export records both macro F1
+Static quantization of the convolutions (QDQ, per-channel int8 weights, uint8 activations)
+after onnxruntime's pre-processing (BatchNorm folded into the convolutions), calibrated on
+the run's training images as the networks see them. Each fold's validation rows (the OOF
+rows of ``oof.csv``) are predicted by that fold's fp32 and int8 networks; the export records both macro F1
 and their agreement, and refuses the int8 networks (the fp32 export stays) when F1 falls
 by more than ``max_f1_drop`` unless forced.
 """
@@ -32,6 +32,10 @@ log = logging.getLogger(__name__)
 MAX_F1_DROP = 0.01
 """Largest loss of 18-class macro F1 on the validation rows an int8 export may show."""
 CALIBRATION_IMAGES = 128
+QUANTIZED_OPS = ["Conv"]
+"""Only convolutions (nearly all of a CNN's arithmetic): the classifier's weight is also read
+by the activation-map head along its other axis, and per-channel quantization of that shared
+weight fails in onnxruntime (IndexError on EfficientNet-Lite0's 18 x 1280 classifier)."""
 
 
 def calibration_crops(data_root: Path, data_cfg, count: int, seed: int = 0) -> np.ndarray:
@@ -66,7 +70,8 @@ def _quantized(source: Path, target: Path, crops: np.ndarray) -> None:
         quant_pre_process(str(source), str(prepared), skip_symbolic_shape=True)
         atomic_write(target, lambda tmp: quantize_static(
             str(prepared), str(tmp), Crops(), quant_format=QuantFormat.QDQ, per_channel=True,
-            activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8))
+            activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+            op_types_to_quantize=QUANTIZED_OPS))
     finally:
         root.setLevel(level)
         prepared.unlink(missing_ok=True)
