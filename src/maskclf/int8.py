@@ -4,9 +4,9 @@ when the run's own validation rows say they still work.
 Static quantization of the convolutions (QDQ, per-channel int8 weights, uint8 activations)
 after onnxruntime's pre-processing (BatchNorm folded into the convolutions), calibrated on
 the run's training images as the networks see them. Each fold's validation rows (the OOF
-rows of ``oof.csv``) are predicted by that fold's fp32 and int8 networks; the export records both macro F1
-and their agreement, and refuses the int8 networks (the fp32 export stays) when F1 falls
-by more than ``max_f1_drop`` unless forced.
+rows of ``oof.csv``) are predicted by that fold's fp32 and int8 networks; the export
+records both macro F1 and their agreement, and refuses the int8 networks (the fp32 export
+stays) when F1 falls by more than ``max_f1_drop`` unless forced.
 """
 
 from __future__ import annotations
