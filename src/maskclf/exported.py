@@ -84,7 +84,13 @@ class ExportedModel(Predictor):
     def load(cls, folder: Path | str, threads: int | None = None) -> ExportedModel:
         """An export folder's networks, every file checked (see ``maskclf.manifest``)."""
         folder = Path(folder)
-        manifest, checked = load_manifest(folder)
+        return cls.of_manifest(folder, *load_manifest(folder), threads)
+
+    @classmethod
+    def of_manifest(cls, folder: Path, manifest: dict, checked: Manifest,
+                    threads: int | None = None) -> ExportedModel:
+        """The networks ``manifest`` lists in ``folder`` (``maskclf.int8`` opens its
+        quantized files this way before their manifest is written)."""
         sessions = {}
         for network in checked.networks:
             path = folder / network.file

@@ -20,10 +20,9 @@ import pandas as pd
 from maskclf.atomic import atomic_write, write_json
 from maskclf.data.layout import read_train
 from maskclf.data.transforms import evaluation_view
-from maskclf.engine import Network
 from maskclf.errors import UsageError
-from maskclf.exported import ExportedModel, open_session
-from maskclf.manifest import MANIFEST
+from maskclf.exported import ExportedModel
+from maskclf.manifest import MANIFEST, Manifest
 from maskclf.metrics import macro_f1
 from maskclf.rundir import RunDir
 
@@ -77,7 +76,7 @@ def _quantized(source: Path, target: Path, crops: np.ndarray) -> None:
         prepared.unlink(missing_ok=True)
 
 
-def _validation_f1(model: ExportedModel, oof: pd.DataFrame, root: Path) -> np.ndarray:
+def _oof_predictions(model: ExportedModel, oof: pd.DataFrame, root: Path) -> np.ndarray:
     """Each OOF row's 18-class prediction by its own fold's networks."""
     predicted = np.zeros(len(oof), dtype=int)
     for fold in model.folds:
@@ -115,10 +114,10 @@ def quantize_export(out_dir: Path, run: RunDir, data_root: Path,
         name = network["file"].removesuffix(".onnx") + "-int8.onnx"
         _quantized(out_dir / network["file"], out_dir / name, crops)
         int8_networks.append({**network, "file": name})
-    int8 = ExportedModel(out_dir, {**manifest, "networks": int8_networks},
-                         _sessions(out_dir, int8_networks))
+    proposed = {**manifest, "networks": int8_networks}
+    int8 = ExportedModel.of_manifest(out_dir, proposed, Manifest.model_validate(proposed))
     truth = oof["class"].to_numpy()
-    before, after = _validation_f1(fp32, oof, data_root), _validation_f1(int8, oof, data_root)
+    before, after = _oof_predictions(fp32, oof, data_root), _oof_predictions(int8, oof, data_root)
     entry = {"calibration_images": len(crops), "validation_images": len(oof),
              "fp32_macro_f1": macro_f1(truth, before), "int8_macro_f1": macro_f1(truth, after),
              "agreement": float((before == after).mean()), "max_f1_drop": max_f1_drop,
@@ -142,9 +141,3 @@ def quantize_export(out_dir: Path, run: RunDir, data_root: Path,
         (out_dir / network["file"]).unlink(missing_ok=True)
     return written
 
-
-def _sessions(out_dir: Path, networks: list[dict]) -> dict:
-    """The sessions of the int8 files, one per network."""
-    return {Network(n["task"], n["fold"], out_dir / n["file"]): open_session(
-        out_dir / n["file"], outputs=len(n["outputs"]), cam=n.get("cam") is not None)
-        for n in networks}
