@@ -313,6 +313,20 @@ class PredictConfig(_Section):
         return value
 
 
+class DistillConfig(_Section):
+    """Knowledge distillation: train on a teacher's soft targets mixed with the true labels
+    (Hinton et al., 2015); ``maskclf distill`` writes the teacher file and this section."""
+
+    teacher: Path | None = None
+    """A prediction file (``ImageID`` = the training image's path, as in a run's oof.csv)
+    holding the teacher's probabilities of every image this run trains on; None: off."""
+    alpha: float = Field(0.7, ge=0.0, le=1.0)
+    """Weight of the teacher's soft targets; ``1 - alpha`` goes to the true-label loss."""
+    temperature: float = Field(2.0, gt=0.0)
+    """Softens teacher and student alike; the soft term is scaled by temperature squared so
+    its gradients keep their size."""
+
+
 ATTRIBUTE_SECTIONS = ("data", "model", "loss", "optim", "sched", "aug", "train")
 
 
@@ -326,6 +340,7 @@ class RunConfig(_Section):
     aug: AugConfig = AugConfig()
     train: TrainConfig = TrainConfig()
     predict: PredictConfig = PredictConfig()
+    distill: DistillConfig = DistillConfig()
     per_attribute: dict[Literal["mask", "gender", "age"], dict[str, dict[str, Any]]] = {}
     """For ``model.head: per_attribute``: overrides of any section per attribute, e.g.
     ``{age: {model: {name: resnet34}, train: {epochs: 20}}}``."""
@@ -357,6 +372,11 @@ class RunConfig(_Section):
         if mixing and self.train.batch_size % 2:
             raise ValueError(f"aug.mixup_alpha / aug.cutmix_alpha need an even "
                              f"train.batch_size; got {self.train.batch_size}")
+        if self.distill.teacher is not None and (mixing or self.aug.cutmix_mode != "box"):
+            raise ValueError("distill.teacher gives each image its own soft targets; mixup and "
+                             "cutmix blend images the teacher never saw: set "
+                             "aug.mixup_alpha and aug.cutmix_alpha to 0 and aug.cutmix_mode "
+                             "to box")
         several = (isinstance(self.train.devices, int) and self.train.devices > 1
                    or self.train.num_nodes > 1)
         if self.optim.lr == "auto" and several:
@@ -587,7 +607,7 @@ def load_config(path: Path | str | None, overrides: list[str] | None = None) -> 
 
 
 PATH_SETTINGS = (("data", "corrections"), ("data", "extra"), ("data", "cache_dir"),
-                 ("model", "weights"), ("aug", "pipeline"))
+                 ("model", "weights"), ("aug", "pipeline"), ("distill", "teacher"))
 """Settings that may name files or folders relative to the working folder."""
 
 

@@ -29,6 +29,16 @@ def soft_targets(targets: torch.Tensor, num_classes: int) -> torch.Tensor:
     return F.one_hot(targets.long(), num_classes).float()
 
 
+def distillation_loss(logits: torch.Tensor, teacher: torch.Tensor,
+                      temperature: float) -> torch.Tensor:
+    """Hinton's soft-target term: T^2 KL(teacher_T || student_T), where _T is the softmax at
+    temperature T. The teacher gives probabilities, so its logits are their logs (a shift
+    per row does not change a softmax); T^2 keeps the gradients' size as T changes."""
+    teacher_t = F.softmax(torch.log(teacher.float().clamp_min(1e-8)) / temperature, dim=1)
+    student_t = F.log_softmax(logits.float() / temperature, dim=1)
+    return F.kl_div(student_t, teacher_t, reduction="batchmean") * temperature ** 2
+
+
 def age_ordinal_smoothing(eps: float) -> torch.Tensor:
     """18 x 18 matrix taking ``eps`` of each class's mass to the classes with the same mask
     and gender and the adjacent age group (split evenly between two neighbours), nothing

@@ -28,6 +28,7 @@ from maskclf.models.factory import build_net
 from maskclf.models.spec import ModelSpec
 from maskclf.plots import save
 from maskclf.progress import quiet_lightning
+from maskclf.teacher import teacher_of
 from maskclf.training import build_module
 
 log = logging.getLogger(__name__)
@@ -72,7 +73,8 @@ def find_lr(spec: ModelSpec, root: Path, records: pd.DataFrame, fold: int,
     spec = ModelSpec(spec.task, cfg.model_copy(update={
         "optim": cfg.optim.model_copy(update={"lr": min_lr})}))
     L.seed_everything(cfg.seed, workers=True, verbose=False)
-    data = FoldDataModule(cfg, root, records, fold, with_ages=spec.regresses_age)
+    data = FoldDataModule(cfg, root, records, fold, with_ages=spec.regresses_age,
+                          teacher=teacher_of(cfg))
     data.prepare_data()
     module = build_module(spec, build_net(spec), data.class_counts())
     loader = data.train_dataloader()

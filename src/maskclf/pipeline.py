@@ -27,7 +27,7 @@ from lightning.pytorch.callbacks import Callback
 from maskclf import labels
 from maskclf.config import RunConfig, absolute_paths, build_config, config_to_dict
 from maskclf.data.corrections import CorrectionReport, apply_corrections, load_corrections
-from maskclf.data.datamodule import FoldDataModule, excluded_from_training
+from maskclf.data.datamodule import FoldDataModule, excluded_from_training, teacher_probs
 from maskclf.data.layout import read_tables
 from maskclf.data.splits import attach_folds, make_folds
 from maskclf.distributed import handed_down, is_rank_zero, shared_run_dir
@@ -51,6 +51,7 @@ from maskclf.rundir import RunDir
 from maskclf.runlock import require_idle, training_lock
 from maskclf.soup import average_fold
 from maskclf.submission import CLASS_COLUMNS, oof_table
+from maskclf.teacher import compare, teacher_of
 from maskclf.training import FitOptions, TimeBudget, TopEpochs, build_module, build_trainer
 
 log = logging.getLogger(__name__)
@@ -104,7 +105,8 @@ def fit_fold(spec: ModelSpec, root: Path, records: pd.DataFrame, fold: int, run:
         return FoldResult(fold, finished[0], records[records["fold"] == fold], finished[1],
                           out.read_soup())
     L.seed_everything(cfg.seed, workers=True, verbose=False)
-    data = FoldDataModule(cfg, root, records, fold, extra, with_ages=spec.regresses_age)
+    data = FoldDataModule(cfg, root, records, fold, extra, with_ages=spec.regresses_age,
+                          teacher=teacher_of(cfg))
     module = build_module(spec, build_net(spec), data.class_counts())
     resume_from = last_checkpoint(out)
     writer = is_rank_zero()
@@ -225,6 +227,9 @@ def _summarise(run: RunDir, records: pd.DataFrame, results: list[FoldResult], st
         f1s = np.array([f["macro_f1"] for f in folds if "macro_f1" in f])
         summary["cv"] = {"macro_f1_mean": float(f1s.mean()), "macro_f1_std": float(f1s.std()),
                          "oof_macro_f1": summary["validation"]["macro_f1"]}
+        teacher = teacher_of(run.read_config())
+        if teacher is not None:
+            summary["distillation"] = compare(teacher, oof)
     summary["seconds"] = round(time.monotonic() - started, 1)
     return summary
 
@@ -261,6 +266,11 @@ def _checked(cfg: RunConfig, root: Path) -> tuple[pd.DataFrame, CorrectionReport
     """The dataset read and checked (corrections applied) and the config checked on this
     machine: the checks every planner runs before a plan exists."""
     records, report = prepare_records(cfg, root)
+    teacher = teacher_of(cfg)
+    if teacher is not None:  # every image a fold may train on has its soft targets
+        extra = read_extra(cfg.data.extra)
+        teacher_probs(teacher, [*records["path"], *([] if extra is None else extra["path"])],
+                      cfg.distill.teacher)
     return records, report, preflight(cfg)
 
 

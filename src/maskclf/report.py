@@ -17,7 +17,7 @@ from matplotlib.ticker import MaxNLocator
 from maskclf import labels
 from maskclf.advice import Finding, findings, recipe_lines
 from maskclf.atomic import atomic_write_text
-from maskclf.config import DataConfig
+from maskclf.config import DataConfig, DistillConfig
 from maskclf.data.io import read_rgb
 from maskclf.data.transforms import evaluation_view
 from maskclf.metrics import TRAIN_LOSS, VAL_F1, VAL_LOSS, attribute_confusions, confusion, score
@@ -187,6 +187,23 @@ def _found_rates(tests: dict) -> list[str]:
             f"![lr-find {task}]({test['plot']}))" for task, test in tests.items()]
 
 
+def _distilled(cfg: DistillConfig, compared: dict | None) -> list[str]:
+    """Recipe lines of a student: its teacher and both OOF F1 on the same rows."""
+    if cfg.teacher is None:
+        return []
+    lines = [f"- distilled from `{cfg.teacher}` (alpha {cfg.alpha:g}, temperature "
+             f"{cfg.temperature:g})"]
+    if compared is not None:
+        attributes = "; ".join(
+            f"{who} " + ", ".join(f"{name} {f1:.4f}"
+                                  for name, f1 in compared[f"{who}_attribute_f1"].items())
+            for who in ("teacher", "student"))
+        lines.append(f"- on the same {compared['n']} validation images: teacher OOF macro F1 "
+                     f"{compared['teacher_macro_f1']:.4f}, student "
+                     f"{compared['student_macro_f1']:.4f} ({attributes})")
+    return lines
+
+
 def _markdown(run: Path, summary: dict, figures: dict[str, Path | None],
               mistakes: pd.DataFrame, recipe: list[str], found: list[Finding],
               maps: dict | None, shares: dict[str, tuple[float, int, float]]) -> str:
@@ -272,7 +289,8 @@ def write_report(run_path: Path | str, data_root: Path | str | None = None,
                                               run.report_file("attention"))
     shares = {} if maps is None else face_shares(maps, tuple(cfg.data.image_size))
     found = findings(curves, truth, predicted, str(run.path), cfg, shares)
-    recipe = recipe_lines(cfg) + _found_rates(run.read_record().get("lr_find", {}))
+    recipe = (recipe_lines(cfg) + _found_rates(run.read_record().get("lr_find", {}))
+              + _distilled(cfg.distill, summary.get("distillation")))
     atomic_write_text(run.report_file("report"), _markdown(run.path, summary, figures, wrong,
                                                    recipe, found, maps, shares))
     return {"dir": str(out), "report": str(run.report_file("report")),

@@ -69,10 +69,13 @@ def build_mixup(aug: AugConfig) -> Mixup | HalfFaceMix | None:
                  switch_prob=aug.switch_prob, label_smoothing=0.0, num_classes=NUM_CLASSES)
 
 
-def _unpack(batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-    """(images, targets, ages or None): datasets add ages for an age-regression head."""
-    images, targets, *ages = batch
-    return images, targets, ages[0] if ages else None
+def _unpack(batch, teacher: bool = False
+            ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+    """(images, targets, ages or None, teacher soft targets or None): datasets add ages for
+    an age-regression head, then a distilling student's teacher row (training batches)."""
+    images, targets, *rest = batch
+    soft = rest.pop() if teacher else None
+    return images, targets, rest[0] if rest else None, soft
 
 
 class ClassifierModule(InferenceModule):
@@ -91,6 +94,7 @@ class ClassifierModule(InferenceModule):
         self.save_hyperparameters(checkpoint_hparams(spec, preprocessing), logger=False)
         self.optim_cfg, self.sched_cfg = cfg.optim, cfg.sched
         self.mixup, self.mix_off_epoch = mixup, cfg.aug.mix_off_epoch
+        self.distill = cfg.distill if cfg.distill.teacher is not None else None
         self.ema = ModelEmaV3(self.net, decay=cfg.train.ema_decay) if cfg.train.ema else None
         # kept out of the module tree so checkpoints hold plain ``net.*`` keys
         object.__setattr__(self, "_train_forward", torch.compile(self.net)
@@ -114,8 +118,17 @@ class ClassifierModule(InferenceModule):
             return self.mixup.mix(images, targets, ages)
         return (*self.mixup(images, targets), ages)
 
+    def _distilled(self, loss: torch.Tensor, outputs: torch.Tensor,
+                   teacher: torch.Tensor | None) -> torch.Tensor:
+        """The true-label loss mixed with the teacher's soft targets (``distill``)."""
+        if teacher is None:
+            return loss
+        alpha = self.distill.alpha
+        soft = self.task.distill_loss(outputs, teacher, self.distill.temperature)
+        return soft if alpha == 1 else (1 - alpha) * loss + alpha * soft
+
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
-        images, targets, ages = _unpack(batch)
+        images, targets, ages, teacher = _unpack(batch, self.distill is not None)
         images = self.normalize(images)
         if self._mixing():
             images, soft, ages = self._mix(images, targets, ages)
@@ -123,7 +136,7 @@ class ClassifierModule(InferenceModule):
             loss = self.task.loss(outputs, soft, ages)
         else:
             outputs = self._train_forward(images)
-            loss = self.task.loss(outputs, targets, ages)
+            loss = self._distilled(self.task.loss(outputs, targets, ages), outputs, teacher)
             self.train_acc(self.task.probs(outputs).argmax(dim=1),
                            self.task.metric_targets(targets))
             self.log(metrics.TRAIN_ACC, self.train_acc, on_step=False, on_epoch=True)
@@ -141,7 +154,7 @@ class ClassifierModule(InferenceModule):
             self.ema.update(self.net)
 
     def validation_step(self, batch, batch_idx: int) -> None:
-        images, targets, ages = _unpack(batch)
+        images, targets, ages, _ = _unpack(batch)
         outputs = self(images)
         preds = self.task.probs(outputs).argmax(dim=1)
         truth = self.task.metric_targets(targets)

@@ -118,6 +118,45 @@ def lr_find(
 
 
 @command()
+def distill(
+    sources: Annotated[list[Path], typer.Argument(
+        help="The teacher: a finished run, an export of one, or several (averaged).")],
+    student: Annotated[str, typer.Option(help="The student's timm model name (packaged "
+                                               "weights used when they exist).")],
+    config: Annotated[Path | None, typer.Option(
+        "--config", help="The student's config (default: the teacher's, as one network "
+                         "validated on data.val_ratio of the persons).")] = None,
+    data: Annotated[Path | None, typer.Option(
+        "--data", help="Dataset root (default: the teacher run's own).")] = None,
+    runs: Annotated[Path, typer.Option("--out", help="Folder of run directories.")] = Path("runs"),
+    name: Annotated[str | None, typer.Option(
+        help="Run name (default: STUDENT-distilled).")] = None,
+    unlabelled: Annotated[bool, typer.Option(
+        help="Also train on the eval images, with the teacher's soft targets (their "
+             "argmax as the hard label).")] = False,
+    override: OverrideOption = None,
+    *, show: Console,
+) -> dict:
+    """Distil a teacher into one student network: its out-of-fold probabilities as soft
+    targets (distill.alpha, distill.temperature), mixed with the true labels."""
+    from maskclf import distill as distillation
+
+    request = distillation.DistillRequest(tuple(sources), student, config,
+                                          tuple(override or ()), data, runs, name, unlabelled)
+    result = distillation.distill(request)
+    summary = result.summary
+    if summary.get("validation") is not None:
+        show.print(render.score_table("student, out-of-fold predictions", summary["validation"]))
+    compared = summary.get("distillation")
+    if compared is not None:
+        show.print(f"on {compared['n']} validation images: teacher OOF macro F1 "
+                   f"{compared['teacher_macro_f1']:.4f}, student "
+                   f"{compared['student_macro_f1']:.4f}")
+    show.print(f"run directory: {result.run}")
+    return summary
+
+
+@command()
 def recipes(*, show: Console) -> dict:
     """The training recipes shipped with maskclf, for `maskclf train --config NAME`."""
     from maskclf.config import packaged_recipes

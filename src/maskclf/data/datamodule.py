@@ -2,7 +2,8 @@
 
 It owns what a fold trains and validates on: the training rows (every other fold's, less
 ``data.exclude_ages``, oversampled, with the pseudo-labelled extra rows), their training
-targets (``data.age_old_threshold``), the decode-once cache (``prepare_data``, which
+targets (``data.age_old_threshold``; a teacher's soft targets with ``distill.teacher``),
+the decode-once cache (``prepare_data``, which
 Lightning runs once per node before ``fit``), and the loaders of every stage.
 """
 
@@ -24,6 +25,7 @@ from maskclf.data.dataset import ImageDataset
 from maskclf.data.loaders import make_dataset, make_loader, train_loader
 from maskclf.data.sampling import oversample
 from maskclf.data.splits import PSEUDO
+from maskclf.errors import InputFileError
 
 log = logging.getLogger(__name__)
 
@@ -59,12 +61,28 @@ def excluded_from_training(records: pd.DataFrame, ranges: list) -> dict | None:
             "images": len(hit)}
 
 
+def teacher_probs(teacher: pd.DataFrame, paths, source) -> np.ndarray:
+    """N x 18 float32 soft targets of ``paths`` in order, from a teacher table indexed by
+    image path; an image without a row fails, naming how many and the first."""
+    paths = [str(p) for p in paths]
+    missing = [p for p in dict.fromkeys(paths) if p not in teacher.index]
+    if missing:
+        raise InputFileError(f"distill.teacher {source}: no soft targets for {len(missing)} of "
+                             f"{len(set(paths))} training image(s), first {missing[0]!r}; the "
+                             "teacher must predict every image the run trains on (a k-fold "
+                             "run's oof.csv, or `maskclf distill` from one)")
+    return teacher.loc[paths].to_numpy(dtype=np.float32)
+
+
 class FoldDataModule(L.LightningDataModule):
     """Fold ``fold`` of ``records`` (with a ``fold`` column) for a network trained with
-    ``cfg``: persons of ``fold`` validate, the others (and ``extra``) train."""
+    ``cfg``: persons of ``fold`` validate, the others (and ``extra``) train; ``teacher``
+    (``teacher.read_teacher`` of ``distill.teacher``) gives each training row its soft
+    targets."""
 
     def __init__(self, cfg: RunConfig, root: Path, records: pd.DataFrame, fold: int,
-                 extra: pd.DataFrame | None = None, with_ages: bool = False):
+                 extra: pd.DataFrame | None = None, with_ages: bool = False,
+                 teacher: pd.DataFrame | None = None):
         super().__init__()
         self.cfg, self.root, self.fold, self.with_ages = cfg, Path(root), fold, with_ages
         self.records = records
@@ -73,6 +91,10 @@ class FoldDataModule(L.LightningDataModule):
         labelled = pd.concat([records, self.extra.assign(fold=PSEUDO)], ignore_index=True)
         self.train_rows = training_rows(labelled.assign(target=training_classes(
             labelled, cfg.data.age_old_threshold)), fold, cfg)
+        if (teacher is None) != (cfg.distill.teacher is None):
+            raise ValueError("distill.teacher and the teacher table come together")
+        self.teacher = (None if teacher is None else
+                        teacher_probs(teacher, self.train_rows["path"], cfg.distill.teacher))
 
     @property
     def validates(self) -> bool:
@@ -94,13 +116,14 @@ class FoldDataModule(L.LightningDataModule):
             log.info("decode-once cache: %d images, %.1f MB in %s (%.1fs)", report["images"],
                      report["bytes"] / 1e6, report["dir"], time.monotonic() - started)
 
-    def dataset(self, rows: pd.DataFrame, train: bool, targets: str = "class") -> ImageDataset:
+    def dataset(self, rows: pd.DataFrame, train: bool, targets: str = "class",
+                teacher: np.ndarray | None = None) -> ImageDataset:
         return make_dataset(self.cfg, self.root, rows["path"], rows[targets], train,
-                            rows["age"] if self.with_ages else None)
+                            rows["age"] if self.with_ages else None, teacher)
 
     def train_dataloader(self) -> DataLoader:
-        return train_loader(self.dataset(self.train_rows, True, "target"), self.train_rows,
-                            self.cfg)
+        return train_loader(self.dataset(self.train_rows, True, "target", self.teacher),
+                            self.train_rows, self.cfg)
 
     def val_dataloader(self) -> DataLoader:
         return make_loader(self.dataset(self.val_rows, False), self.cfg)

@@ -18,7 +18,8 @@ from maskclf.data.transforms import centre_crop, decode_preprocessed
 
 class ImageDataset(Dataset):
     """Yields ``(uint8 H x W x C array, target)``; target is -1 for unlabelled images. Given
-    ``ages`` (years, for an age-regression head), it yields ``(image, target, age)``.
+    ``ages`` (years, for an age-regression head), it yields ``(image, target, age)``; given
+    ``teacher`` (N x 18 soft targets, for distillation), the image's row comes last.
 
     A key may be an index or ``(index, epoch)`` (from ``EpochSampler``): the latter seeds the
     image's augmentation from (transform seed, epoch, index), so an epoch's augmented pixels
@@ -27,17 +28,21 @@ class ImageDataset(Dataset):
 
     def __init__(self, root: Path | str, paths: Sequence[str], targets: Sequence[int] | None,
                  data_cfg: DataConfig, transform: A.Compose | None,
-                 disk: DecodeCache | None = None, ages: Sequence[float] | None = None):
+                 disk: DecodeCache | None = None, ages: Sequence[float] | None = None,
+                 teacher: np.ndarray | None = None):
         if targets is not None and len(targets) != len(paths):
             raise ValueError(f"{len(paths)} paths but {len(targets)} targets")
         if ages is not None and len(ages) != len(paths):
             raise ValueError(f"{len(paths)} paths but {len(ages)} ages")
+        if teacher is not None and len(teacher) != len(paths):
+            raise ValueError(f"{len(paths)} paths but {len(teacher)} teacher rows")
         if data_cfg.crop == "face":
             require_detector(data_cfg.face_detector)
         self.root = Path(root)
         self.paths = list(paths)
         self.targets = None if targets is None else [int(t) for t in targets]
         self.ages = None if ages is None else np.asarray(ages, dtype=np.float32)
+        self.teacher = None if teacher is None else np.asarray(teacher, dtype=np.float32)
         self.data_cfg = data_cfg
         self.transform = transform
         self._aug_seed = 0 if transform is None or transform.seed is None else transform.seed
@@ -82,5 +87,9 @@ class ImageDataset(Dataset):
             image = self.transform(image=image)["image"]
         else:  # evaluation: the centre of an image stored with a crop margin
             image = centre_crop(image, self.data_cfg.image_size)
-        target = -1 if self.targets is None else self.targets[index]
-        return (image, target) if self.ages is None else (image, target, self.ages[index])
+        item = (image, -1 if self.targets is None else self.targets[index])
+        if self.ages is not None:
+            item += (self.ages[index],)
+        if self.teacher is not None:
+            item += (self.teacher[index],)
+        return item

@@ -20,13 +20,15 @@ from maskclf.data.transforms import build_transforms
 
 
 def make_dataset(cfg: RunConfig, root: Path, paths, targets, train: bool,
-                 ages=None) -> ImageDataset:
+                 ages=None, teacher=None) -> ImageDataset:
     """Images of ``paths`` with the run's transforms, read through the decode-once cache
-    (with ``ages`` in years when an age-regression head trains)."""
+    (with ``ages`` in years when an age-regression head trains, ``teacher`` soft targets
+    when a student distils)."""
     crop_to = tuple(cfg.data.image_size) if cfg.data.crop_margin else None
     transform = build_transforms(cfg.aug, train=train, seed=cfg.seed, crop_to=crop_to)
     return ImageDataset(root, paths, targets, cfg.data, transform,
-                        disk=open_cache(root, cfg.data, len(paths)), ages=ages)
+                        disk=open_cache(root, cfg.data, len(paths)), ages=ages,
+                        teacher=teacher)
 
 
 def loader_workers(setting: int | str) -> int:

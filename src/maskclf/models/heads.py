@@ -17,7 +17,13 @@ import torch
 import torch.nn.functional as F
 
 from maskclf import labels
-from maskclf.losses import age_ordinal_smoothing, class_weights, create_loss, soft_targets
+from maskclf.losses import (
+    age_ordinal_smoothing,
+    class_weights,
+    create_loss,
+    distillation_loss,
+    soft_targets,
+)
 from maskclf.models.spec import ModelSpec
 from maskclf.registry import TASKS
 
@@ -70,6 +76,19 @@ class SingleTask(torch.nn.Module):
     def probs(self, outputs: torch.Tensor) -> torch.Tensor:
         return F.softmax(outputs.float(), dim=1)
 
+    def teacher_targets(self, teacher: torch.Tensor
+                        ) -> list[tuple[slice, torch.Tensor, float]]:
+        """A teacher's N x 18 probabilities as targets of this task's softmaxes: (the outputs
+        a softmax runs over, the teacher's distribution over them, the term's weight)."""
+        return [(slice(0, labels.NUM_CLASSES), teacher, 1.0)]
+
+    def distill_loss(self, outputs: torch.Tensor, teacher: torch.Tensor,
+                     temperature: float) -> torch.Tensor:
+        """The soft-target loss against a teacher's 18-class probabilities, summed over
+        this task's softmaxes."""
+        return sum(weight * distillation_loss(outputs[:, span], target, temperature)
+                   for span, target, weight in self.teacher_targets(teacher))
+
     def metric_targets(self, classes: torch.Tensor) -> torch.Tensor:
         return classes
 
@@ -118,6 +137,13 @@ class MultiHeadTask(SingleTask):
         parts = {name: F.softmax(x.float(), dim=1) for name, x in self.split(outputs).items()}
         return labels.combine_attributes(parts["mask"], parts["gender"], parts["age"])
 
+    def teacher_targets(self, teacher: torch.Tensor
+                        ) -> list[tuple[slice, torch.Tensor, float]]:
+        """Each head learns the teacher's marginal of its attribute, weighted as its loss."""
+        marginals = labels.attribute_marginals(teacher.float())
+        return [(span, marginals[name], self.weights[name])
+                for name, (span, _) in self.attribute_groups().items()]
+
     def attribute_groups(self) -> dict[str, tuple[slice, np.ndarray]]:
         """Each attribute's own head (the age-in-years output takes part in none)."""
         groups, start = {}, 0
@@ -142,6 +168,12 @@ class AttributeTask(SingleTask):
 
     def metric_targets(self, classes: torch.Tensor) -> torch.Tensor:
         return attribute_ids(classes)[self.attribute]
+
+    def teacher_targets(self, teacher: torch.Tensor
+                        ) -> list[tuple[slice, torch.Tensor, float]]:
+        size = ATTRIBUTE_SIZES[self.attribute]
+        return [(slice(0, size), labels.attribute_marginals(teacher.float())[self.attribute],
+                 1.0)]
 
     def attribute_groups(self) -> dict[str, tuple[slice, np.ndarray]]:
         size = ATTRIBUTE_SIZES[self.attribute]
