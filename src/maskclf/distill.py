@@ -30,7 +30,7 @@ from maskclf.config import (
 )
 from maskclf.data.datamodule import teacher_probs
 from maskclf.data.layout import read_eval
-from maskclf.ensemble import align
+from maskclf.ensemble import mean_table
 from maskclf.errors import UsageError
 from maskclf.manifest import is_export, load_manifest
 from maskclf.models.weights import PACKAGED
@@ -93,13 +93,6 @@ def teacher_predictions(source: Path, data_root: Path) -> pd.DataFrame:
     return pd.concat(parts, ignore_index=True)
 
 
-def averaged(tables: list[pd.DataFrame], sources: list[str]) -> pd.DataFrame:
-    """The mean of prediction tables over the same images, as ``maskclf ensemble`` means."""
-    aligned = align(tables, sources)
-    probs = sum(table[CLASS_COLUMNS].to_numpy() for table in aligned) / len(aligned)
-    return prediction_table(aligned[0]["ImageID"], probs)
-
-
 def student_config(request: DistillRequest, teacher_run: RunDir) -> RunConfig:
     """``--config`` (default: the teacher's own config, as one network validated on
     ``data.val_ratio`` of the persons, mixing off) with the student's model, then ``-o``."""
@@ -134,7 +127,7 @@ def _unlabelled_rows(sources: list[Path], data_root: Path, folder: Path
     tables = [prediction_table(info["ImageID"], open_predictor(s).predict(data_root,
                                                                           info["path"]))
               for s in sources]
-    table = averaged(tables, [str(s) for s in sources])
+    table = mean_table(tables, [str(s) for s in sources])
     predictions = folder / EVAL_PREDICTIONS
     write_csv(table, predictions)
     extra = pseudo_label(predictions, data_root, 1.0 / labels.NUM_CLASSES, folder)
@@ -150,7 +143,7 @@ def distill(request: DistillRequest, interactive: bool | None = None) -> RunResu
     cfg = student_config(request, runs[0])
     preflight(cfg)  # the student can be built here before the teacher predicts
     tables = [teacher_predictions(Path(s), data_root) for s in request.sources]
-    teacher = averaged(tables, [str(s) for s in request.sources])
+    teacher = mean_table(tables, [str(s) for s in request.sources])
     records, _ = prepare_records(cfg, data_root)  # every image the student trains on
     teacher_probs(teacher.set_index("ImageID"), records["path"], ", ".join(
         str(s) for s in request.sources))

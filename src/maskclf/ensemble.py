@@ -67,7 +67,15 @@ def soft_vote(paths: list[Path], weights: list[float] | None = None) -> pd.DataF
     weights = list(weights or [1.0] * len(paths))
     if len(weights) != len(paths):
         raise UsageError(f"{len(paths)} prediction files but {len(weights)} weights")
-    tables = align([read_prediction_file(p) for p in paths], [str(p) for p in paths])
+    return mean_table([read_prediction_file(p) for p in paths], [str(p) for p in paths],
+                      weights)
+
+
+def mean_table(tables: list[pd.DataFrame], sources: list[str],
+               weights: list[float] | None = None) -> pd.DataFrame:
+    """Weighted mean of prediction tables over the same ImageIDs (the first one's order)."""
+    weights = list(weights or [1.0] * len(tables))
+    tables = align(tables, sources)
     probs = sum(w * t[CLASS_COLUMNS].to_numpy() for w, t in zip(weights, tables, strict=True))
     return prediction_table(tables[0]["ImageID"], probs / sum(weights))
 
