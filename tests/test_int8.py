@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 from maskclf.cli import app
 from maskclf.config import load_config
 from maskclf.data.synthetic import make_synthetic
+from maskclf.int8 import FLOAT_CONVS
 
 from .conftest import TINY_OVERRIDES
 from .helpers.cli_result import assert_clear_error_or_works
@@ -49,8 +50,16 @@ def test_an_int8_export_round_trips_and_records_both_f1(trained, tmp_path):
     entry = manifest["int8"]
     files = sorted(p.name for p in out.glob("*.onnx"))
     assert files == ["fold0-int8.onnx", "fold1-int8.onnx"]  # the fp32 files are gone
-    ops = {node.op_type for node in onnx.load(out / files[0]).graph.node}
-    assert {"QuantizeLinear", "DequantizeLinear"} <= ops
+    graph = onnx.load(out / files[0]).graph
+    assert {"QuantizeLinear", "DequantizeLinear"} <= {node.op_type for node in graph.node}
+    dequantized = {o for node in graph.node if node.op_type == "DequantizeLinear"
+                   for o in node.output}
+    convs = [node for node in graph.node if node.op_type == "Conv"]
+    int8_weights = [conv.input[1] in dequantized for conv in convs]
+    assert int8_weights == [False] * FLOAT_CONVS + [True] * (len(convs) - FLOAT_CONVS)
+    activations = [node for node in graph.node if node.op_type == "Sigmoid"]  # SiLU's
+    assert activations and all(node.input[0] in dequantized for node in activations)
+    assert entry["calibration"] == "percentile 99.999"
     oof = pd.read_csv(run / "oof.csv")
     model = ExportedModel.load(out)
     predicted = np.zeros(len(oof), dtype=int)
