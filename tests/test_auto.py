@@ -152,7 +152,9 @@ def test_two_workers_share_one_auto_study_through_postgresql(synthetic_root, tmp
     workers = [subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                 text=True) for _ in range(2)]
     outputs = [w.communicate(timeout=400) for w in workers]
-    assert [w.returncode for w in workers] == [0, 0], [e[-2000:] for _, e in outputs]
+    assert [w.returncode for w in workers] == [0, 0], "\n\n".join(  # a str: shown whole
+        f"worker {i} (exit {w.returncode}) stdout: {o[-500:]}\nstderr: {e[-3000:]}"
+        for i, (w, (o, e)) in enumerate(zip(workers, outputs, strict=True)))
 
     trials = [t for t in optuna.load_study(study_name=name, storage=url).trials
               if t.user_attrs.get("unit")]
