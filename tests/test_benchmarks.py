@@ -1,10 +1,15 @@
-"""The GPU benchmark keeps working where no GPU is: a tiny run of two variants on CPU."""
+"""The benchmarks keep working on a tiny scale: the GPU one where no GPU is (two variants
+on CPU), the inference one on a tiny trained network (every backend, its F1, the ratios)."""
 
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from maskclf.config import load_config
+
+from .conftest import TINY_OVERRIDES
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -24,3 +29,28 @@ def test_bench_gpu_times_each_variant_and_prints_the_ratios(tmp_path):
     assert 0 <= share < 100
     assert lines[-1].startswith("ratio_channels_last=")
     assert float(lines[-1].split("=")[1]) > 0
+
+
+@pytest.mark.slow
+def test_bench_infer_times_every_backend_on_the_same_rows(synthetic_root, tmp_path):
+    pytest.importorskip("onnxruntime")
+    from maskclf.pipeline import train_run
+
+    cfg = load_config(None, [*TINY_OVERRIDES, "data.folds=0", "data.val_ratio=0.3"])
+    run = train_run(cfg, synthetic_root, tmp_path / "runs", "one", interactive=False).run
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "bench_infer.py"), str(run),
+         "--threads", "1", "--latency-images", "4"],
+        capture_output=True, text=True, cwd=tmp_path, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    lines = result.stdout.splitlines()
+    timed = {line.split()[0]: line for line in lines if "macro F1" in line}
+    assert {"eager", "onnx", "int8"} <= set(timed), result.stdout
+    assert "compile" in timed or any(line.startswith("compile  unavailable") for line in lines)
+    ratios = dict(part.split("=") for part in lines[-2].split() if "=" in part)
+    assert float(ratios["ratio_onnx_b1"]) > 0 and float(ratios["ratio_int8_b32"]) > 0
+    checks = dict(part.split("=") for part in lines[-1].split())
+    assert abs(float(checks["onnx_vs_eager_f1"])) < 0.02  # the same network, two runtimes
+    assert float(checks["int8_f1_drop"]) == pytest.approx(
+        float(timed["onnx"].split("macro F1")[1].split()[0])
+        - float(timed["int8"].split("macro F1")[1].split()[0]), abs=1e-3)

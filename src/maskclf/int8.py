@@ -68,8 +68,8 @@ def _quantized(source: Path, target: Path, crops: np.ndarray) -> None:
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     class Crops(CalibrationDataReader):
-        def __init__(self) -> None:
-            self.batches = iter(crops[i:i + 16] for i in range(0, len(crops), 16))
+        def __init__(self) -> None:  # one image a batch: the percentile calibrator stacks
+            self.batches = iter(crops[i:i + 1] for i in range(len(crops)))  # equal batches
 
         def get_next(self) -> dict | None:
             batch = next(self.batches, None)
