@@ -56,8 +56,9 @@ def measure(backend: Backend, images: np.ndarray, latency_images: int) -> dict:
         backend(images[:1])
         backend(images[:32])
     singles = []
-    for i in range(min(latency_images, len(images))):  # sliced as in the warm-up: a[None]
-        started = time.perf_counter()                   # has other strides (a recompile)
+    # sliced as in the warm-up: image[None] has other strides, which recompiles torch.compile
+    for i in range(min(latency_images, len(images))):
+        started = time.perf_counter()
         backend(images[i:i + 1])
         singles.append(time.perf_counter() - started)
     started = time.perf_counter()
