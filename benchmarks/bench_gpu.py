@@ -28,7 +28,7 @@ from lightning.pytorch.callbacks import Callback
 
 from maskclf.config import load_config
 from maskclf.data.synthetic import make_synthetic
-from maskclf.pipeline import train_run
+from maskclf.train.execute import train_run
 
 VARIANTS = {
     "fp32": [],

@@ -27,12 +27,12 @@ import pandas as pd
 import torch
 
 from maskclf.data.transforms import evaluation_view
-from maskclf.export import PredictionGraph, export_run
-from maskclf.exported import ExportedModel, run_session
+from maskclf.deploy.export import PredictionGraph, export_run
 from maskclf.metrics import macro_f1
 from maskclf.models.factory import load_net
 from maskclf.models.spec import resolve_specs
-from maskclf.rundir import RunDir
+from maskclf.predict.onnx_backend import ExportedModel, run_session
+from maskclf.runs.directory import RunDir
 
 Backend = Callable[[np.ndarray], np.ndarray]
 

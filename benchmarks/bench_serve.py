@@ -37,12 +37,12 @@ import torch
 from fastapi.testclient import TestClient
 
 from maskclf.data.layout import read_eval
-from maskclf.export import PredictionGraph, export_run
-from maskclf.exported import ExportedModel
+from maskclf.deploy.export import PredictionGraph, export_run
+from maskclf.deploy.serve import create_app
 from maskclf.models.factory import load_net
 from maskclf.models.spec import resolve_specs
-from maskclf.rundir import RunDir
-from maskclf.serve import create_app
+from maskclf.predict.onnx_backend import ExportedModel
+from maskclf.runs.directory import RunDir
 
 
 class EagerModel(ExportedModel):

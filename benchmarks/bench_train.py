@@ -24,9 +24,10 @@ from maskclf.config import load_config
 from maskclf.data.cache import build_cache
 from maskclf.data.layout import read_train
 from maskclf.data.loaders import make_dataset
-from maskclf.models import build_net, resolve_specs
-from maskclf.progress import quiet_lightning
-from maskclf.training import build_module
+from maskclf.models.factory import build_net
+from maskclf.models.spec import resolve_specs
+from maskclf.train.module import build_module
+from maskclf.train.progress import quiet_lightning
 
 
 class StepTimer(Callback):

@@ -6,9 +6,9 @@ import numpy as np
 import pandas as pd
 
 from maskclf import labels
-from maskclf.advice import findings, rarely_predicted, still_improving, train_val_gap
 from maskclf.config import dump_config
-from maskclf.report import write_report
+from maskclf.reports.advice import findings, rarely_predicted, still_improving, train_val_gap
+from maskclf.reports.run_report import write_report
 from tests.conftest import tiny_config
 
 
@@ -86,7 +86,7 @@ def test_the_report_starts_with_the_recipe_and_flags_an_under_trained_run(tmp_pa
 def test_every_confusion_cell_is_labelled_readably_and_every_bar_has_its_value():
     from matplotlib.figure import Figure
 
-    from maskclf.plots import confusion_figure, draw_bars
+    from maskclf.reports.plots import confusion_figure, draw_bars
 
     matrix = np.array([[50, 1, 0], [3, 40, 25], [0, 0, 49]])
     ax = Figure().subplots()

@@ -16,7 +16,7 @@ import pytest
 from typer.testing import CliRunner
 
 from maskclf.cli import app
-from maskclf.submission import validate_submission
+from maskclf.results.submission import validate_submission
 
 from .test_tune import _postgres_or_skip
 

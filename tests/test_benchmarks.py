@@ -34,7 +34,7 @@ def test_bench_gpu_times_each_variant_and_prints_the_ratios(tmp_path):
 @pytest.mark.slow
 def test_bench_infer_times_every_backend_on_the_same_rows(synthetic_root, tmp_path):
     pytest.importorskip("onnxruntime")
-    from maskclf.pipeline import train_run
+    from maskclf.train.execute import train_run
 
     cfg = load_config(None, [*TINY_OVERRIDES, "data.folds=0", "data.val_ratio=0.3"])
     run = train_run(cfg, synthetic_root, tmp_path / "runs", "one", interactive=False).run

@@ -106,7 +106,7 @@ def test_json_commands_keep_stdout_for_one_document(synthetic_root, tmp_path):
 
 
 def test_only_maskclf_errors_become_one_line_messages(monkeypatch, tmp_path):
-    from maskclf import ensemble
+    from maskclf.results import ensemble
 
     def broken(*args, **kwargs):
         raise KeyError("a bug, not a user error")

@@ -8,8 +8,8 @@ import pytest
 import yaml
 
 from maskclf.config import absolute_paths, load_config, packaged_recipes
-from maskclf.pipeline import resume_run, train_run
-from maskclf.predict import predict_run
+from maskclf.predict.workflows import predict_run
+from maskclf.train.execute import resume_run, train_run
 from tests.conftest import tiny_config
 
 
@@ -86,7 +86,7 @@ def test_progress_lines_name_the_fold_and_the_time_left(synthetic_root, tmp_path
 def test_the_bar_counts_epochs_from_one_and_shows_the_time_left():
     from types import SimpleNamespace
 
-    from maskclf.progress import RunClock, RunProgressBar
+    from maskclf.train.progress import RunClock, RunProgressBar
 
     clock = RunClock(total_epochs=4)
     clock.label = "age fold 1/2"
@@ -119,8 +119,8 @@ def test_a_finished_run_trains_longer_as_a_new_run_that_keeps_its_history(synthe
     import pandas as pd
 
     from maskclf.models.weights import safe_torch_load
-    from maskclf.pipeline import continue_run
-    from maskclf.training import lr_multiplier
+    from maskclf.train.execute import continue_run
+    from maskclf.train.module import lr_multiplier
 
     parent = train_run(tiny_config("train.epochs=2"), synthetic_root, tmp_path, "short",
                        interactive=False).run

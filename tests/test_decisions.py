@@ -1,8 +1,8 @@
 import numpy as np
 from sklearn.metrics import f1_score
 
-from maskclf.decisions import apply_biases, cross_validate, fit_biases
 from maskclf.metrics import macro_f1
+from maskclf.results.decisions import apply_biases, cross_validate, fit_biases
 
 
 def _imbalanced_case(n: int = 600, seed: int = 0):
@@ -52,7 +52,7 @@ def test_fast_macro_f1_equals_scikit_learn():
 
 def test_attribute_biases_are_sums_of_mask_gender_and_age_values():
     from maskclf import labels
-    from maskclf.decisions import bias_design
+    from maskclf.results.decisions import bias_design
 
     design = bias_design("attribute")
     assert design.shape == (18, 8) and (design.sum(axis=1) == 3).all()
@@ -67,9 +67,9 @@ def test_tuning_that_does_not_help_held_out_persons_keeps_argmax(tmp_path):
     import json
 
     from maskclf.atomic import write_csv
-    from maskclf.decisions import load_biases, tune_run
-    from maskclf.rundir import RunDir
-    from maskclf.submission import prediction_table
+    from maskclf.results.decisions import load_biases, tune_run
+    from maskclf.results.submission import prediction_table
+    from maskclf.runs.directory import RunDir
 
     from .conftest import tiny_config
 

@@ -14,8 +14,8 @@ from maskclf import labels
 from maskclf.cli import app
 from maskclf.config import load_config
 from maskclf.data.synthetic import make_synthetic
-from maskclf.losses import distillation_loss
-from maskclf.submission import CLASS_COLUMNS, prediction_table
+from maskclf.models.losses import distillation_loss
+from maskclf.results.submission import CLASS_COLUMNS, prediction_table
 
 from .conftest import TINY_OVERRIDES
 from .helpers.cli_result import assert_clear_error_or_works
@@ -76,7 +76,7 @@ def _lying_teacher(data, path):
 def test_a_teacher_wrong_on_one_class_moves_the_student_there(data, tmp_path):
     """Unmasked faces called masked by the teacher: the student (soft targets only) calls
     the unmasked validation faces masked far more often than one trained on the labels."""
-    from maskclf.pipeline import train_run
+    from maskclf.train.execute import train_run
 
     teacher = _lying_teacher(data, tmp_path / "teacher.csv")
     common = [*TINY_OVERRIDES, "model.name=test_efficientnet", "train.epochs=8",
@@ -96,7 +96,7 @@ def test_a_teacher_wrong_on_one_class_moves_the_student_there(data, tmp_path):
 
 @pytest.fixture(scope="module")
 def teacher_run(data, tmp_path_factory):
-    from maskclf.pipeline import train_run
+    from maskclf.train.execute import train_run
 
     cfg = load_config(None, [*TINY_OVERRIDES, "data.folds=2"])
     return train_run(cfg, data, tmp_path_factory.mktemp("teacher") / "runs", "teacher",
@@ -137,7 +137,7 @@ def test_distill_trains_an_ordinary_run_that_reports_teacher_and_student(data, t
 @pytest.mark.slow
 def test_distill_refuses_a_teacher_without_every_training_image(data, teacher_run,
                                                                  tmp_path):
-    from maskclf.pipeline import train_run
+    from maskclf.train.execute import train_run
 
     holdout = train_run(load_config(None, TINY_OVERRIDES), data, tmp_path / "t", "holdout",
                         interactive=False).run

@@ -5,7 +5,7 @@ import pandas as pd
 from PIL import Image
 
 from maskclf import labels
-from maskclf.eda import channel_stats, run_eda
+from maskclf.reports.eda import channel_stats, run_eda
 
 STEM_MASK = {"incorrect_mask": "incorrect", "normal": "not_wear"}
 
@@ -50,7 +50,7 @@ def test_eda_counts_equal_hand_counts_and_lists_odd_files(dataset_copy, tmp_path
 
 
 def test_a_long_odd_file_list_says_it_is_cut():
-    from maskclf.eda import ODD_LISTED, _markdown
+    from maskclf.reports.eda import ODD_LISTED, _markdown
 
     result = {"class_counts": {}, "attribute_counts": {}, "images": 1, "persons": 1,
               "images_per_person": {}, "sizes": {}, "formats": {}, "channel_mean": [],

@@ -32,7 +32,7 @@ def _random_images(count: int, seed: int = 0) -> np.ndarray:
                                              ("multihead", "test_resnet"),
                                              ("per_attribute", "test_byobnet")])
 def test_the_in_graph_cam_is_grad_cams_gradcam(head, model):
-    from maskclf.cam import CamHead, exact_cam, network_maps, normalised
+    from maskclf.explain.cam import CamHead, exact_cam, network_maps, normalised
     from maskclf.models.factory import build_net
     from maskclf.models.heads import build_task
     from maskclf.models.spec import Preprocessing, resolve_specs
@@ -61,7 +61,7 @@ def test_the_in_graph_cam_is_grad_cams_gradcam(head, model):
 def test_a_head_that_is_not_pooling_then_linear_is_named():
     import timm
 
-    from maskclf.cam import exact_cam
+    from maskclf.explain.cam import exact_cam
 
     why = exact_cam(timm.create_model("test_convnext", num_classes=18).eval(), SIZE)
     assert why is not None and "not mean pooling then linear" in why
@@ -70,7 +70,7 @@ def test_a_head_that_is_not_pooling_then_linear_is_named():
 @pytest.fixture(scope="module")
 def mask_run(tmp_path_factory):
     """A tiny network that has learnt mask status on 48 synthetic persons."""
-    from maskclf.pipeline import train_run
+    from maskclf.train.execute import train_run
 
     root = tmp_path_factory.mktemp("explain")
     data = make_synthetic(root / "data", persons=48, eval_persons=2, seed=3)
@@ -85,7 +85,7 @@ def mask_run(tmp_path_factory):
 
 @pytest.mark.slow
 def test_the_mask_map_of_a_trained_network_lies_on_the_drawn_mask(mask_run):
-    from maskclf.cam import network_maps
+    from maskclf.explain.cam import network_maps
     from maskclf.models.factory import load_net
     from maskclf.models.heads import build_task
 
@@ -152,8 +152,8 @@ def test_explain_refuses_bad_requests_with_one_line(mask_run, tmp_path):
 
 @pytest.mark.slow
 def test_the_report_shows_maps_beside_mistakes_and_mean_maps(mask_run):
-    from maskclf.report import read_maps
-    from maskclf.rundir import RunDir
+    from maskclf.reports.run_report import read_maps
+    from maskclf.runs.directory import RunDir
 
     run, _ = mask_run
     rundir = RunDir(run)
@@ -169,11 +169,11 @@ def test_the_report_shows_maps_beside_mistakes_and_mean_maps(mask_run):
 @pytest.mark.slow
 def test_the_exported_cam_is_the_torch_gradcam(mask_run, tmp_path):
     pytest.importorskip("onnxruntime")
-    from maskclf.cam import network_maps
-    from maskclf.export import export_run
-    from maskclf.exported import ExportedModel
+    from maskclf.deploy.export import export_run
+    from maskclf.explain.cam import network_maps
     from maskclf.models.factory import load_net
     from maskclf.models.heads import build_task
+    from maskclf.predict.onnx_backend import ExportedModel
 
     run, data = mask_run
     manifest = export_run(run, tmp_path / "export", data_root=data)
@@ -195,8 +195,8 @@ def test_the_exported_cam_is_the_torch_gradcam(mask_run, tmp_path):
 
 
 def test_maps_outside_the_face_box_are_a_finding_and_maps_on_it_are_not():
-    from maskclf.advice import looks_outside_face
-    from maskclf.report import face_shares
+    from maskclf.reports.advice import looks_outside_face
+    from maskclf.reports.run_report import face_shares
 
     heat = np.zeros((4, 3, 32, 24), np.float32)
     heat[:2, :, 24:, 18:] = 1.0  # two crops: everything in the bottom-right corner
@@ -218,7 +218,7 @@ def test_the_maps_of_a_confident_network_survive_export(tmp_path):
     near-equal numbers it was float32 noise, and onnxruntime and torch disagreed by 1e-2 on
     a faces-real network."""
     pytest.importorskip("onnxruntime")
-    from maskclf.export import PredictionGraph, _export, _verify
+    from maskclf.deploy.export import PredictionGraph, _export, _verify
     from maskclf.models.factory import LoadedNet, build_net
     from maskclf.models.spec import Preprocessing, resolve_specs
 

@@ -6,13 +6,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from maskclf.ensemble import diff
+from maskclf.deploy.export import export_run
+from maskclf.deploy.manifest import read_manifest
 from maskclf.errors import UsageError
-from maskclf.export import export_run
-from maskclf.exported import ExportedModel
-from maskclf.manifest import read_manifest
-from maskclf.pipeline import train_run
-from maskclf.predict import predict_run
+from maskclf.predict.onnx_backend import ExportedModel
+from maskclf.predict.workflows import predict_run
+from maskclf.results.ensemble import diff
+from maskclf.train.execute import train_run
 from tests.conftest import tiny_config
 
 pytest.importorskip("onnxruntime")
@@ -52,7 +52,7 @@ def test_best_fold_export_and_unfinished_runs(synthetic_root, tmp_path):
 
 
 def test_an_export_predicts_images_as_its_run_does(synthetic_root, tmp_path):
-    from maskclf.predict import predict_images
+    from maskclf.predict.workflows import predict_images
 
     run = train_run(tiny_config("data.folds=2"), synthetic_root, tmp_path, "r",
                     interactive=False).run

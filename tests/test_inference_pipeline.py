@@ -8,12 +8,12 @@ import pytest
 
 from maskclf import labels
 from maskclf.atomic import write_csv
-from maskclf.pipeline import train_run
-from maskclf.predict import predict_oof, predict_run
-from maskclf.predictor import RunPredictor, open_predictor
-from maskclf.pseudo import pseudo_label
-from maskclf.rundir import RunDir
-from maskclf.submission import CLASS_COLUMNS, prediction_table
+from maskclf.predict.run_backend import RunPredictor, open_predictor
+from maskclf.predict.workflows import predict_oof, predict_run
+from maskclf.results.pseudo_labels import pseudo_label
+from maskclf.results.submission import CLASS_COLUMNS, prediction_table
+from maskclf.runs.directory import RunDir
+from maskclf.train.execute import train_run
 
 from .conftest import tiny_config
 
@@ -112,7 +112,7 @@ def test_tuned_decisions_are_saved_and_applied(two_fold_run, synthetic_root):
 
 def test_biases_fitted_on_other_views_warn_at_predict_time(two_fold_run, synthetic_root,
                                                            caplog):
-    from maskclf.decisions import tune_run
+    from maskclf.results.decisions import tune_run
 
     tune_run(two_fold_run.run)  # on oof.csv: no TTA
     with caplog.at_level("WARNING", logger="maskclf"):
@@ -143,7 +143,7 @@ def test_tuning_without_biases_fails_before_any_prediction(two_fold_run, synthet
 
 def test_a_folder_of_images_gets_the_probabilities_eval_gets(two_fold_run, synthetic_root,
                                                              tmp_path):
-    from maskclf.predict import predict_images
+    from maskclf.predict.workflows import predict_images
 
     evaluated = pd.read_csv(predict_run(two_fold_run.run, synthetic_root).predictions)
     folder = synthetic_root / "eval" / "images"
@@ -169,8 +169,8 @@ def test_a_folder_of_images_gets_the_probabilities_eval_gets(two_fold_run, synth
 
 def test_the_person_vote_is_checked_on_oof_rows_and_applied_only_when_it_passes(
         two_fold_run, synthetic_root, monkeypatch):
-    from maskclf import predict
-    from maskclf.persons import VoteCheck, verdict
+    from maskclf.predict import workflows as predict
+    from maskclf.results.person_vote import VoteCheck, verdict
 
     plain = pd.read_csv(predict_run(two_fold_run.run, synthetic_root).predictions)
     checked = predict_run(two_fold_run.run, synthetic_root, vote=True).person_vote

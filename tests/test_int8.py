@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 from maskclf.cli import app
 from maskclf.config import load_config
 from maskclf.data.synthetic import make_synthetic
-from maskclf.int8 import FLOAT_CONVS
+from maskclf.deploy.int8 import FLOAT_CONVS
 
 from .conftest import TINY_OVERRIDES
 from .helpers.cli_result import assert_clear_error_or_works
@@ -26,7 +26,7 @@ runner = CliRunner()
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     """A tiny network that has learnt something (so quantization has F1 to lose)."""
-    from maskclf.pipeline import train_run
+    from maskclf.train.execute import train_run
 
     root = tmp_path_factory.mktemp("int8")
     data = make_synthetic(root / "data", persons=30, eval_persons=2, seed=5)
@@ -38,8 +38,8 @@ def trained(tmp_path_factory):
 
 
 def test_an_int8_export_round_trips_and_records_both_f1(trained, tmp_path):
-    from maskclf.exported import ExportedModel
     from maskclf.metrics import macro_f1
+    from maskclf.predict.onnx_backend import ExportedModel
 
     run, data = trained
     out = tmp_path / "int8"
@@ -78,11 +78,11 @@ def test_an_int8_export_round_trips_and_records_both_f1(trained, tmp_path):
 
 def test_an_int8_export_that_loses_f1_is_refused_unless_forced(trained, tmp_path,
                                                                monkeypatch):
-    import maskclf.int8
+    from maskclf.deploy import int8
 
     run, data = trained
-    blank = maskclf.int8.calibration_crops(data, load_config(None, TINY_OVERRIDES).data, 4) * 0
-    monkeypatch.setattr(maskclf.int8, "calibration_crops", lambda *args: blank)  # black
+    blank = int8.calibration_crops(data, load_config(None, TINY_OVERRIDES).data, 4) * 0
+    monkeypatch.setattr(int8, "calibration_crops", lambda *args: blank)  # black
     out = tmp_path / "refused"
     result = runner.invoke(app, ["export", str(run), "--out", str(out), "--int8"])
     assert_clear_error_or_works(result, 2, "int8 loses")

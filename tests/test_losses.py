@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from maskclf.config import LossConfig
-from maskclf.losses import class_weights, create_loss, list_losses
+from maskclf.models.losses import class_weights, create_loss, list_losses
 
 LOGITS = torch.tensor([[2.0, 0.5, -1.0], [0.1, 0.2, 0.3], [-0.5, 1.5, 0.0]])
 TARGETS = torch.tensor([0, 2, 1])

@@ -53,8 +53,8 @@ def test_auto_rate_needs_one_device():
 
 @pytest.mark.slow
 def test_auto_rate_is_found_before_training_and_kept_in_the_run(synthetic_root, tmp_path):
-    from maskclf.pipeline import train_run
-    from maskclf.rundir import RunDir
+    from maskclf.runs.directory import RunDir
+    from maskclf.train.execute import train_run
 
     cfg = tiny_config("optim.lr=auto", "sched.name=none", "train.report=true")
     result = train_run(cfg, synthetic_root, tmp_path, "auto-lr", interactive=False)
@@ -72,7 +72,7 @@ def test_auto_rate_is_found_before_training_and_kept_in_the_run(synthetic_root, 
 def test_the_suggestion_lies_inside_the_fall_of_the_loss_despite_noise():
     import numpy as np
 
-    from maskclf.lrfind import LIGHTNING_BETA, unbiased, valley
+    from maskclf.train.lr_find import LIGHTNING_BETA, unbiased, valley
 
     lrs = np.logspace(-6, 0, 100)
     decades = np.log10(lrs)

@@ -11,8 +11,8 @@ import pytest
 from maskclf.config import ConfigError, load_config
 from maskclf.errors import UsageError
 from maskclf.registry import FACE_DETECTORS, LOSSES, TASKS, VIEWS, Registry
-from maskclf.rundir import RunDir
-from maskclf.submission import oof_persons, oof_table
+from maskclf.results.submission import oof_persons, oof_table
+from maskclf.runs.directory import RunDir
 
 
 def test_a_registry_lists_gets_and_suggests():
@@ -118,8 +118,9 @@ def test_the_oof_table_has_a_person_and_old_files_still_name_one():
 def test_a_refit_is_planned_like_any_run_and_records_its_parent(synthetic_root, tmp_path):
     import json
 
-    from maskclf.pipeline import plan, train
-    from maskclf.plans import TrainRequest
+    from maskclf.train.execute import train
+    from maskclf.train.plan import plan
+    from maskclf.train.request import TrainRequest
 
     from .conftest import TINY_OVERRIDES
 
@@ -142,7 +143,7 @@ def test_a_refit_is_planned_like_any_run_and_records_its_parent(synthetic_root, 
 
 
 def test_a_search_space_value_is_checked_against_the_registries(tmp_path):
-    from maskclf.tune import load_space
+    from maskclf.train.tune import load_space
 
     space = tmp_path / "space.yaml"
     space.write_text("loss.name: {choice: [focl, cross_entropy]}\n")

@@ -3,7 +3,7 @@
 import numpy as np
 
 from maskclf import labels
-from maskclf.persons import check_vote, group_persons, person_vote, purity, verdict
+from maskclf.results.person_vote import check_vote, group_persons, person_vote, purity, verdict
 
 
 def _faces(persons: int, size: int = 7, noise: float = 0.05, seed: int = 0):

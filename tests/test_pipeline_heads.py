@@ -6,10 +6,11 @@ import pandas as pd
 import pytest
 import torch
 
-from maskclf.models import build_net, load_net, resolve_specs
-from maskclf.pipeline import train_run
-from maskclf.predict import predict_run
-from maskclf.submission import CLASS_COLUMNS
+from maskclf.models.factory import build_net, load_net
+from maskclf.models.spec import resolve_specs
+from maskclf.predict.workflows import predict_run
+from maskclf.results.submission import CLASS_COLUMNS
+from maskclf.train.execute import train_run
 
 from .conftest import tiny_config
 

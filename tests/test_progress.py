@@ -5,8 +5,8 @@ import logging
 import time
 from types import SimpleNamespace
 
-from maskclf.progress import RunClock
 from maskclf.ticker import Ticker, duration
+from maskclf.train.progress import RunClock
 
 
 def test_a_ticker_logs_at_most_every_interval_with_the_time_left(caplog):

@@ -67,8 +67,8 @@ def test_every_readme_command_runs_as_shown(tmp_path, monkeypatch):
     for command in readme_commands():
         args = as_run_here(command)
         if args[0] == "serve":  # runs until stopped: check the app it would serve instead
-            from maskclf.exported import ExportedModel
-            from maskclf.serve import create_app
+            from maskclf.deploy.serve import create_app
+            from maskclf.predict.onnx_backend import ExportedModel
 
             assert create_app(ExportedModel.load(args[1])).title == "maskclf"
             continue

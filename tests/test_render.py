@@ -6,7 +6,7 @@ import io
 import pandas as pd
 from rich.console import Console
 
-from maskclf.render import frame_table, plural
+from maskclf.cli.render import frame_table, plural
 
 FRAME = pd.DataFrame({"name": ["baseline", "per_attribute"],
                       "model": ["efficientnet_b0", "efficientnet_lite0"],

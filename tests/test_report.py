@@ -3,9 +3,9 @@ import pytest
 from typer.testing import CliRunner
 
 from maskclf.cli import app
-from maskclf.pipeline import train_run
-from maskclf.report import write_report
-from maskclf.rundir import RunDir
+from maskclf.reports.run_report import write_report
+from maskclf.runs.directory import RunDir
+from maskclf.train.execute import train_run
 from tests.conftest import tiny_config
 
 pytestmark = pytest.mark.slow  # trains real (tiny) models end to end

@@ -11,10 +11,10 @@ import pandas as pd
 import pytest
 from lightning.pytorch.callbacks import Callback
 
-from maskclf import pipeline
 from maskclf.errors import MaskclfError, RunInterrupted
-from maskclf.pipeline import resume_run, train_run
-from maskclf.predict import predict_run
+from maskclf.predict.workflows import predict_run
+from maskclf.train import fold as fold_fitting
+from maskclf.train.execute import resume_run, train_run
 from tests.conftest import tiny_config
 
 pytestmark = pytest.mark.slow  # trains real (tiny) models end to end
@@ -50,7 +50,7 @@ def test_sigterm_then_resume_matches_an_uninterrupted_run(synthetic_root, tmp_pa
     cfg = tiny_config(*OVERRIDES)
     straight = train_run(cfg, synthetic_root, tmp_path, "straight", interactive=False)
 
-    monkeypatch.setattr(pipeline, "build_trainer", _interrupting(pipeline.build_trainer))
+    monkeypatch.setattr(fold_fitting, "build_trainer", _interrupting(fold_fitting.build_trainer))
     with pytest.raises(RunInterrupted) as stopped:
         train_run(cfg, synthetic_root, tmp_path, "cut", interactive=False)
     assert stopped.value.signum == signal.SIGTERM  # the CLI exits 143
@@ -98,10 +98,9 @@ def test_ctrl_c_while_predicting_stays_an_interrupt(synthetic_root, monkeypatch)
     """Lightning turns a KeyboardInterrupt inside ``trainer.predict`` into ``exit(1)``; the
     validation predictions after a fold's training must still end as an interrupt (130)."""
     from maskclf.data.loaders import make_dataset
-    from maskclf.inference import InferenceModule, predict_probs
-    from maskclf.models import build_net, resolve_specs
-    from maskclf.models.factory import LoadedNet
-    from maskclf.models.spec import Preprocessing
+    from maskclf.models.factory import LoadedNet, build_net
+    from maskclf.models.spec import Preprocessing, resolve_specs
+    from maskclf.predict.module import InferenceModule, predict_probs
 
     cfg = tiny_config()
     spec = resolve_specs(cfg)[0]

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 
 from maskclf.errors import MissingFileError, UsageError
-from maskclf.models import resolve_specs
-from maskclf.rundir import RunDir
+from maskclf.models.spec import resolve_specs
+from maskclf.runs.directory import RunDir
 
 from .conftest import tiny_config
 

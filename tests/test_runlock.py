@@ -12,8 +12,8 @@ import sys
 import pytest
 
 from maskclf.errors import UsageError
-from maskclf.rundir import RunDir
-from maskclf.runlock import LOCK, live_holder, training_lock
+from maskclf.runs.directory import RunDir
+from maskclf.runs.lock import LOCK, live_holder, training_lock
 
 from .conftest import tiny_config
 
@@ -55,7 +55,7 @@ def test_a_dead_process_lock_is_taken_over_with_a_warning(tmp_path, caplog):
 
 
 def test_a_live_run_is_still_training_for_predict_and_running_for_runs(tmp_path):
-    from maskclf.runs import leaderboard
+    from maskclf.runs.leaderboard import leaderboard
 
     run = RunDir.create(tmp_path, "live")
     run.write_config(tiny_config())
@@ -70,7 +70,7 @@ def test_a_live_run_is_still_training_for_predict_and_running_for_runs(tmp_path)
 
 @pytest.mark.slow
 def test_a_second_resume_of_a_live_run_is_refused_before_it_writes(synthetic_root, tmp_path):
-    from maskclf.pipeline import resume_run, train_run
+    from maskclf.train.execute import resume_run, train_run
 
     result = train_run(tiny_config(), synthetic_root, tmp_path, "r", interactive=False)
     run = RunDir(result.run)

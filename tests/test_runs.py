@@ -5,7 +5,7 @@ from typer.testing import CliRunner
 
 from maskclf.cli import app
 from maskclf.config import dump_config
-from maskclf.runs import config_diff, leaderboard
+from maskclf.runs.leaderboard import config_diff, leaderboard
 from tests.conftest import tiny_config
 
 
@@ -58,7 +58,7 @@ def test_runs_command_prints_the_board_and_the_diff(tmp_path):
 
 
 def test_a_note_round_trips_and_the_board_shows_the_latest_score_and_text(tmp_path):
-    from maskclf.runs import add_note
+    from maskclf.runs.leaderboard import add_note
 
     run = _fake_run(tmp_path, "a", 0.5, tiny_config())
     result = CliRunner().invoke(app, ["note", str(run), "--lb", "0.771", "first submission"])
@@ -74,7 +74,7 @@ def test_a_note_round_trips_and_the_board_shows_the_latest_score_and_text(tmp_pa
 
 
 def test_the_board_tracks_data_epochs_and_how_cv_predicts_the_public_score(tmp_path):
-    from maskclf.runs import add_note, lb_correlation
+    from maskclf.runs.leaderboard import add_note, lb_correlation
 
     for name, oof, lb in (("a", 0.5, 0.52), ("b", 0.6, 0.58), ("c", 0.7, 0.71), ("d", 0.8, None)):
         run = _fake_run(tmp_path, name, oof, tiny_config("train.epochs=7"))

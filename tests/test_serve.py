@@ -22,10 +22,10 @@ pytest.importorskip("fastapi")
 from fastapi.testclient import TestClient  # noqa: E402
 
 from maskclf import labels  # noqa: E402
-from maskclf.export import export_run  # noqa: E402
-from maskclf.exported import ExportedModel  # noqa: E402
-from maskclf.pipeline import train_run  # noqa: E402
-from maskclf.serve import create_app  # noqa: E402
+from maskclf.deploy.export import export_run  # noqa: E402
+from maskclf.deploy.serve import create_app  # noqa: E402
+from maskclf.predict.onnx_backend import ExportedModel  # noqa: E402
+from maskclf.train.execute import train_run  # noqa: E402
 from tests.conftest import tiny_config  # noqa: E402
 
 pytestmark = pytest.mark.slow  # trains a (tiny) model to serve

@@ -23,8 +23,8 @@ from PIL import Image
 pytest.importorskip("onnxruntime")
 pytest.importorskip("fastapi")
 
-from maskclf.export import export_run  # noqa: E402
-from maskclf.pipeline import train_run  # noqa: E402
+from maskclf.deploy.export import export_run  # noqa: E402
+from maskclf.train.execute import train_run  # noqa: E402
 from tests.conftest import tiny_config  # noqa: E402
 
 pytestmark = pytest.mark.slow  # trains a (tiny) model to serve

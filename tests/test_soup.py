@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from maskclf.config import ConfigError, load_config
-from maskclf.soup import _average
+from maskclf.train.soup import _average
 
 from .conftest import tiny_config
 
@@ -27,9 +27,9 @@ def test_averaging_needs_validation():
 @pytest.mark.slow
 @pytest.mark.parametrize("mode", ["uniform", "greedy"])
 def test_a_soup_is_used_only_when_it_scores_at_least_as_well(mode, synthetic_root, tmp_path):
-    from maskclf.models import resolve_specs
-    from maskclf.pipeline import train_run
-    from maskclf.rundir import RunDir
+    from maskclf.models.spec import resolve_specs
+    from maskclf.runs.directory import RunDir
+    from maskclf.train.execute import train_run
 
     cfg = tiny_config("train.epochs=4", "train.average_checkpoints=3",
                       f"train.average_mode={mode}")
@@ -48,7 +48,7 @@ def test_a_soup_is_used_only_when_it_scores_at_least_as_well(mode, synthetic_roo
     record = json.loads((result.run / "fold0" / "result.json").read_text())
     assert record["soup"] == soup
     if mode == "uniform":  # a refit has no validation to average by: it trains without
-        from maskclf.pipeline import refit_config
+        from maskclf.train.plan import refit_config
 
         refit, _, _ = refit_config(result.run)
         assert refit.train.average_checkpoints == 0 and refit.data.val_ratio == 0
@@ -58,10 +58,11 @@ def test_a_soup_is_used_only_when_it_scores_at_least_as_well(mode, synthetic_roo
 @pytest.mark.parametrize("soup_better", [True, False])
 def test_the_soup_is_the_mean_of_its_epochs_and_kept_only_when_it_scores_higher(
         soup_better, synthetic_root, tmp_path, monkeypatch):
-    from maskclf import soup
-    from maskclf.models import load_net, resolve_specs
-    from maskclf.pipeline import train_run
-    from maskclf.rundir import RunDir
+    from maskclf.models.factory import load_net
+    from maskclf.models.spec import resolve_specs
+    from maskclf.runs.directory import RunDir
+    from maskclf.train import soup
+    from maskclf.train.execute import train_run
 
     scores = iter([0.5, 0.6 if soup_better else 0.4])  # the best epoch, then the soup
     monkeypatch.setattr(soup._Scorer, "__call__", lambda self, state: next(scores))

@@ -2,7 +2,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from maskclf.submission import (
+from maskclf.results.submission import (
     CLASS_COLUMNS,
     SubmissionError,
     checked_submission,

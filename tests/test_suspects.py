@@ -10,8 +10,8 @@ from maskclf import labels
 from maskclf.cli import app
 from maskclf.data.corrections import load_corrections
 from maskclf.data.layout import read_train
-from maskclf.submission import prediction_table
-from maskclf.suspects import corrections, find_suspects
+from maskclf.reports.suspects import corrections, find_suspects
+from maskclf.results.submission import prediction_table
 
 
 def flipped_oof(root) -> tuple[pd.DataFrame, dict]:
@@ -54,7 +54,7 @@ def test_flipped_labels_rank_at_the_top_and_become_corrections(synthetic_root):
 @pytest.mark.slow
 def test_the_command_writes_a_table_a_grid_and_a_corrections_file_that_loads(
         synthetic_root, tmp_path):
-    from maskclf.pipeline import train_run
+    from maskclf.train.execute import train_run
     from tests.conftest import tiny_config
 
     run = train_run(tiny_config(), synthetic_root, tmp_path, "r", interactive=False).run

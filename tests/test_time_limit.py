@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 
 from maskclf.config import ConfigError, duration_seconds, load_config
-from maskclf.training import lr_multiplier
+from maskclf.train.module import lr_multiplier
 
 from .conftest import tiny_config
 
@@ -21,7 +21,7 @@ def test_durations_read_as_seconds_minutes_or_hours():
 @pytest.mark.slow
 def test_a_time_limited_run_trains_the_epochs_that_fit_and_finishes(synthetic_root, tmp_path,
                                                                     capfd):
-    from maskclf.pipeline import train_run
+    from maskclf.train.execute import train_run
 
     cfg = tiny_config("train.epochs=60", "train.time_limit=3s", "sched.warmup_epochs=0")
     result = train_run(cfg, synthetic_root, tmp_path, "limited", interactive=False)

@@ -1,7 +1,7 @@
 import pytest
 
 from maskclf.config import SchedConfig
-from maskclf.training import lr_multiplier
+from maskclf.train.module import lr_multiplier
 
 
 def test_cosine_with_warmup():
@@ -29,7 +29,7 @@ def test_mixup_yields_soft_targets():
     import torch
 
     from maskclf.config import AugConfig
-    from maskclf.training import build_mixup
+    from maskclf.train.module import build_mixup
 
     assert build_mixup(AugConfig()) is None
     mixup = build_mixup(AugConfig(mixup_alpha=0.4, mix_prob=1.0))
@@ -44,8 +44,9 @@ def test_mixup_yields_soft_targets():
 
 @pytest.mark.parametrize("name", ["lamb", "lion", "adan"])
 def test_any_timm_optimizer_with_layer_decay(name):
-    from maskclf.models import build_net, resolve_specs
-    from maskclf.training import build_module
+    from maskclf.models.factory import build_net
+    from maskclf.models.spec import resolve_specs
+    from maskclf.train.module import build_module
 
     from .conftest import tiny_config
 
@@ -63,8 +64,9 @@ def test_ema_updates_once_per_optimizer_step_with_accumulation():
     import torch
     from torch.utils.data import DataLoader, TensorDataset
 
-    from maskclf.models import build_net, resolve_specs
-    from maskclf.training import build_module
+    from maskclf.models.factory import build_net
+    from maskclf.models.spec import resolve_specs
+    from maskclf.train.module import build_module
 
     from .conftest import tiny_config
 

@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 
 from maskclf.cli import app
 from maskclf.config import ConfigError
-from maskclf.tune import load_space, run_study, sample
+from maskclf.train.tune import load_space, run_study, sample
 
 from .conftest import TINY_OVERRIDES
 

@@ -9,8 +9,8 @@ from maskclf import labels
 from maskclf.config import ConfigError
 from maskclf.data.datamodule import excluded_from_training, training_rows
 from maskclf.data.layout import read_train
-from maskclf.pipeline import train_run
-from maskclf.submission import CLASS_COLUMNS
+from maskclf.results.submission import CLASS_COLUMNS
+from maskclf.train.execute import train_run
 from tests.conftest import tiny_config
 
 
@@ -60,8 +60,8 @@ def test_the_run_summary_says_who_was_left_out(synthetic_root, tmp_path):
 def test_frozen_stages_get_no_gradient_and_keep_their_batchnorm_statistics():
     import torch
 
-    from maskclf.models import build_net, resolve_specs
-    from maskclf.models.factory import stage_modules
+    from maskclf.models.factory import build_net, stage_modules
+    from maskclf.models.spec import resolve_specs
 
     spec = resolve_specs(tiny_config("model.freeze_stages=2"))[0]
     net = build_net(spec).train()
@@ -82,7 +82,8 @@ def test_frozen_stages_get_no_gradient_and_keep_their_batchnorm_statistics():
 
 
 def test_too_many_stages_is_a_config_error_naming_them():
-    from maskclf.models import build_net, resolve_specs
+    from maskclf.models.factory import build_net
+    from maskclf.models.spec import resolve_specs
 
     with pytest.raises(ConfigError, match=r"freeze_stages=9.*5 feature stages \(\['stem'"):
         build_net(resolve_specs(tiny_config("model.freeze_stages=9"))[0])
@@ -110,7 +111,7 @@ def test_frozen_stages_stay_frozen_after_freeze_epochs_and_reload(synthetic_root
 def test_age_smoothing_moves_mass_only_to_the_adjacent_age_group():
     import torch
 
-    from maskclf.losses import age_ordinal_smoothing
+    from maskclf.models.losses import age_ordinal_smoothing
 
     matrix = age_ordinal_smoothing(0.2)
     torch.testing.assert_close(matrix.sum(dim=1), torch.ones(18))
@@ -130,8 +131,8 @@ def test_age_smoothing_moves_mass_only_to_the_adjacent_age_group():
 def test_age_smoothing_changes_the_age_targets_of_every_head_and_nothing_else(head):
     import torch
 
-    from maskclf.models import resolve_specs
     from maskclf.models.heads import attribute_targets, build_task
+    from maskclf.models.spec import resolve_specs
 
     targets = torch.tensor([0, 4, 11, 17])
     for plain, smoothed in zip(resolve_specs(tiny_config(f"model.head={head}")),
@@ -155,8 +156,8 @@ def test_refit_trains_everyone_for_the_folds_best_epochs(synthetic_root, tmp_pat
     import torch
 
     from maskclf.models.weights import safe_torch_load
-    from maskclf.pipeline import refit_config
-    from maskclf.predict import predict_run
+    from maskclf.predict.workflows import predict_run
+    from maskclf.train.plan import refit_config
 
     run = train_run(tiny_config("data.folds=2", "train.epochs=3"), synthetic_root, tmp_path,
                     "cv", interactive=False).run
@@ -185,8 +186,8 @@ def _batch():
 def test_half_face_mix_joins_a_left_and_a_right_part_with_matching_targets():
     import torch
 
-    from maskclf.mixing import HalfFaceMix
     from maskclf.models.heads import attribute_targets
+    from maskclf.train.mixing import HalfFaceMix
 
     torch.manual_seed(0)
     images, targets = _batch()
@@ -206,7 +207,7 @@ def test_half_face_mix_joins_a_left_and_a_right_part_with_matching_targets():
 def test_within_class_partners_share_the_class_so_targets_stay_hard():
     import torch
 
-    from maskclf.mixing import HalfFaceMix
+    from maskclf.train.mixing import HalfFaceMix
 
     torch.manual_seed(1)
     images, targets = _batch()
@@ -218,8 +219,8 @@ def test_within_class_partners_share_the_class_so_targets_stay_hard():
 
 
 def test_half_face_mix_is_built_from_the_config_and_default_mixing_is_unchanged():
-    from maskclf.mixing import HalfFaceMix
-    from maskclf.training import build_mixup
+    from maskclf.train.mixing import HalfFaceMix
+    from maskclf.train.module import build_mixup
 
     cfg = tiny_config("aug.cutmix_mode=vertical_half", "aug.mix_prob=0.3",
                       "aug.cutmix_within_class=true")
@@ -244,8 +245,9 @@ def test_a_multihead_run_trains_with_half_face_mixing_and_repeats(synthetic_root
 def test_age_regression_adds_one_output_whose_l1_loss_is_weighted_and_the_rest_unchanged():
     import torch
 
-    from maskclf.models import build_net, resolve_specs
+    from maskclf.models.factory import build_net
     from maskclf.models.heads import AGE_SCALE, build_task
+    from maskclf.models.spec import resolve_specs
 
     plain = resolve_specs(tiny_config("model.head=multihead"))[0]
     spec = resolve_specs(tiny_config("model.head=multihead",
@@ -279,7 +281,7 @@ def test_age_regression_needs_the_multihead_model_and_mixing_it_can_follow(overr
 def test_half_face_mix_mixes_ages_with_the_targets_shares():
     import torch
 
-    from maskclf.mixing import HalfFaceMix
+    from maskclf.train.mixing import HalfFaceMix
 
     torch.manual_seed(0)
     images, targets = _batch()
@@ -292,7 +294,7 @@ def test_half_face_mix_mixes_ages_with_the_targets_shares():
 @pytest.mark.slow
 def test_a_run_with_age_regression_trains_reads_ages_and_predicts(synthetic_root, tmp_path):
     from maskclf.models.factory import load_net
-    from maskclf.predict import predict_run
+    from maskclf.predict.workflows import predict_run
 
     cfg = tiny_config("model.head=multihead", "model.age_regression_weight=1.0",
                       "aug.cutmix_mode=vertical_half", "aug.mix_prob=0.5", "train.epochs=2")

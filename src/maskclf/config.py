@@ -298,7 +298,7 @@ class PredictConfig(_Section):
     """Apply the run's per-class decision biases (``maskclf tune-decisions``) at predict time."""
     person_vote: bool = False
     """Group eval images into persons and replace gender and age by each person's vote, when
-    the same vote on the out-of-fold rows proves itself (``maskclf.persons``)."""
+    the same vote on the out-of-fold rows proves itself (``maskclf.results.person_vote``)."""
     person_size: int = Field(7, ge=2)
     """Images per person in the eval set (7 in the competition)."""
     person_min_purity: float = Field(0.8, gt=0.0, le=1.0)

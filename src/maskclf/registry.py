@@ -87,7 +87,7 @@ class Registry(Generic[T]):
         return self._load()[self.check(name).lower()]
 
 
-LOSSES: Registry[Any] = Registry("loss", "loss.name", ("maskclf.losses",))
+LOSSES: Registry[Any] = Registry("loss", "loss.name", ("maskclf.models.losses",))
 """name -> builder(LossConfig, class weights tensor or None) -> loss module."""
 VIEWS: Registry[Any] = Registry("TTA view", "predict.tta", ("maskclf.tta",))
 """name -> pure function of an N x C x H x W image batch."""
@@ -97,5 +97,5 @@ TASKS: Registry[Any] = Registry("head", "model.head", ("maskclf.models.heads",))
 FACE_DETECTORS: Registry[Any] = Registry("face detector", "data.face_detector",
                                          ("maskclf.data.faces",))
 """name -> ``faces.Detector`` (boxes of an RGB image, the package it needs)."""
-CAM_METHODS: Registry[Any] = Registry("activation-map method", "--method", ("maskclf.cam",))
+CAM_METHODS: Registry[Any] = Registry("activation-map method", "--method", ("maskclf.explain.cam",))
 """name -> a grad-cam method class (``GradCAM``, ``LayerCAM``, ...)."""

@@ -8,7 +8,7 @@ import pytest
 from maskclf.config import AugConfig, ConfigError, DataConfig
 from maskclf.data.dataset import ImageDataset
 from maskclf.data.transforms import PRESETS, build_transforms, load_pipeline
-from maskclf.preflight import preflight
+from maskclf.train.preflight import preflight
 
 from ..conftest import tiny_config
 

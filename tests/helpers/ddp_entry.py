@@ -13,9 +13,9 @@ from pathlib import Path
 
 from lightning.pytorch.callbacks import Callback
 
-from maskclf import pipeline
 from maskclf.cli import app
 from maskclf.data.dataset import ImageDataset
+from maskclf.train import fold as fold_fitting
 
 
 def _rank() -> str:
@@ -52,14 +52,14 @@ class _HangOnRankOne(Callback):
 
 
 def _with(callback_factory):
-    build = pipeline.build_trainer
+    build = fold_fitting.build_trainer
 
     def dressed(*args, **kwargs):
         trainer, checkpoint = build(*args, **kwargs)
         trainer.callbacks.append(callback_factory())
         return trainer, checkpoint
 
-    pipeline.build_trainer = dressed
+    fold_fitting.build_trainer = dressed
 
 
 if os.environ.get("MASKCLF_TEST_HANG"):

@@ -4,9 +4,8 @@ import pytest
 import torch
 
 from maskclf.errors import InputFileError
-from maskclf.models import build_net, load_net, resolve_specs
-from maskclf.models.factory import CHECKPOINT_FORMAT, checkpoint_hparams
-from maskclf.models.spec import Preprocessing
+from maskclf.models.factory import CHECKPOINT_FORMAT, build_net, checkpoint_hparams, load_net
+from maskclf.models.spec import Preprocessing, resolve_specs
 from tests.conftest import tiny_config
 
 

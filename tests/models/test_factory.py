@@ -3,7 +3,8 @@ import timm
 import torch
 
 from maskclf.config import ModelConfig
-from maskclf.models import ModelWeightsError, create_model
+from maskclf.errors import ModelWeightsError
+from maskclf.models.factory import create_model
 
 
 def test_head_is_18_way_and_width_comes_from_backbone():

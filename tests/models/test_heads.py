@@ -3,12 +3,12 @@ import torch
 
 from maskclf import labels
 from maskclf.config import MultiLossConfig
-from maskclf.losses import create_loss
 from maskclf.models.heads import (
     AttributeTask,
     MultiHeadTask,
     attribute_targets,
 )
+from maskclf.models.losses import create_loss
 
 
 def test_per_attribute_combination_picks_expected_class():

@@ -8,10 +8,10 @@ import pytest
 from timm.data import resolve_model_data_config
 
 from maskclf.data.loaders import make_dataset
-from maskclf.inference import predict_probs
-from maskclf.models import build_net, load_net, resolve_specs
-from maskclf.models.spec import ModelSpec
-from maskclf.pipeline import train_run
+from maskclf.models.factory import build_net, load_net
+from maskclf.models.spec import ModelSpec, resolve_specs
+from maskclf.predict.module import predict_probs
+from maskclf.train.execute import train_run
 from tests.conftest import tiny_config
 
 

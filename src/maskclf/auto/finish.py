@@ -18,17 +18,17 @@ from maskclf.auto.report import write_report
 from maskclf.auto.selection import Selection, blend, select
 from maskclf.auto.study import StudyFolder, Work
 from maskclf.data.layout import read_eval
-from maskclf.decisions import apply_biases, cross_validate, fit_biases
-from maskclf.ensemble import align
 from maskclf.errors import UsageError
-from maskclf.rundir import RunDir
-from maskclf.submission import (
+from maskclf.results.decisions import apply_biases, cross_validate, fit_biases
+from maskclf.results.ensemble import align
+from maskclf.results.submission import (
     CLASS_COLUMNS,
     checked_submission,
     oof_persons,
     prediction_table,
     read_prediction_file,
 )
+from maskclf.runs.directory import RunDir
 
 log = logging.getLogger(__name__)
 
@@ -116,7 +116,8 @@ def refit_members(work: Work, trials: list[optuna.trial.FrozenTrial], runs: list
     if sum(need.values()) > left:
         return runs, {"used": False, "reason": f"the refits need about "
                       f"{sum(need.values()):.0f}s; {max(0.0, left):.0f}s are left"}
-    from maskclf.pipeline import execute, plan_refit, resume_run
+    from maskclf.train.execute import execute, resume_run
+    from maskclf.train.plan import plan_refit
 
     refits = list(runs)
     for i in chosen:
@@ -144,7 +145,7 @@ def predict_eval(work: Work, runs: list[Path], weights: np.ndarray, biases: np.n
     """The eval set predicted by every member with a weight, averaged with the weights,
     decided with the biases; the submission is validated against info.csv before any
     file is written."""
-    from maskclf.predict import predict_run
+    from maskclf.predict.workflows import predict_run
 
     info = read_eval(work.data)
     probs = np.zeros((len(info), len(CLASS_COLUMNS)))

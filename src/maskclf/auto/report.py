@@ -11,7 +11,7 @@ from matplotlib.figure import Figure
 
 from maskclf.atomic import atomic_write_text, write_json
 from maskclf.auto.study import StudyFolder, Work
-from maskclf.plots import save
+from maskclf.reports.plots import save
 from maskclf.ticker import duration
 
 

@@ -44,7 +44,7 @@ from maskclf.auto.plan import (
 from maskclf.auto.preset import Preset
 from maskclf.config import RunConfig, apply_overrides, build_config, config_to_dict
 from maskclf.errors import MaskclfError, RunInterrupted, UsageError, first_line
-from maskclf.rundir import RunDir
+from maskclf.runs.directory import RunDir
 from maskclf.ticker import duration
 
 log = logging.getLogger(__name__)
@@ -196,7 +196,7 @@ def open_plan(folder: StudyFolder, identity: dict, preset: Preset,
 
 
 def open_study(folder: StudyFolder, storage: str | None) -> optuna.Study:
-    from maskclf.tune import open_storage
+    from maskclf.train.tune import open_storage
 
     return optuna.create_study(study_name=folder.path.name, direction="maximize",
                                storage=open_storage(storage, folder.path, HEARTBEAT_S),
@@ -364,7 +364,7 @@ class Work:
     # training a unit
     def train(self, unit: Unit, seconds: float) -> dict:
         """Train (or resume) the unit's run within ``seconds``; its summary."""
-        from maskclf.pipeline import continue_run, resume_run, train_run
+        from maskclf.train.execute import continue_run, resume_run, train_run
 
         path = self.folder.run(unit.id)
         limit = f"{max(1, int(seconds))}s"

@@ -67,7 +67,7 @@ def run_auto(data: Path, budget: str, preset: str = "cpu", out: Path = Path("aut
                  folder.path)
         return {**json.loads(folder.file(StudyFolder.SUMMARY).read_text()),
                 "already_finished": True}
-    from maskclf.tune import set_threads
+    from maskclf.train.tune import set_threads
 
     set_threads(threads)
     folder.path.mkdir(parents=True, exist_ok=True)

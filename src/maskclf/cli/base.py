@@ -63,7 +63,7 @@ def views(tta: str | None) -> list[str] | None:
 def _logs_on_stderr() -> Iterator[None]:
     """During a command, maskclf's log lines (cache built, corrections, resume hints) go
     to stderr as plain lines; the logger is left as it was afterwards."""
-    from maskclf.distributed import is_rank_zero
+    from maskclf.train.distributed import is_rank_zero
 
     logger = logging.getLogger("maskclf")
     handler = logging.StreamHandler(sys.stderr)

@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from maskclf import render
+from maskclf.cli import render
 from maskclf.cli.base import ConfigOption, OverrideOption, command, weights_app
 
 DataArgument = Annotated[Path, typer.Argument(help="Dataset root (train/ and eval/).")]
@@ -80,7 +80,7 @@ def eda(
     *, show: Console,
 ) -> dict:
     """Explore a dataset: counts per class/attribute/person, ages, sizes, mean/std, odd files."""
-    from maskclf.eda import run_eda
+    from maskclf.reports.eda import run_eda
 
     result = run_eda(data, out_dir, per_class, stats_sample or None)
     for item in render.eda_tables(result):

@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from maskclf import render
+from maskclf.cli import render
 from maskclf.cli.base import DataOption, RunDataOption, TtaOption, command, stderr, views
 from maskclf.errors import UsageError
 
@@ -52,7 +52,7 @@ def predict(
         if not (images and sources):
             raise UsageError("give image files, folders or globs after --images: maskclf "
                              "predict RUN --images photo.jpg folder/ 'shots/*.png'")
-        from maskclf.predict import predict_images
+        from maskclf.predict.workflows import predict_images
 
         written = predict_images(run, sources, out, views(tta), grid, strict)
         show.print(f"predicted {render.plural(written['n_images'], 'image')} with "
@@ -62,7 +62,7 @@ def predict(
                       if written["skipped"] else "")
                    + (f"; grid: {written['grid']}" if "grid" in written else ""))
         return written
-    from maskclf.predict import predict_run
+    from maskclf.predict.workflows import predict_run
 
     result = predict_run(run, data, views(tta), tune_decisions, allow_unfinished, person_vote)
     show.print(f"predicted {render.plural(result.n_images, 'image')} with "
@@ -97,14 +97,14 @@ def explain(
     contact sheet (explain.png)."""
     from maskclf.atomic import check_target
     from maskclf.data.io import collect_images
-    from maskclf.rundir import RunDir
+    from maskclf.runs.directory import RunDir
 
     RunDir.open(run)
     if out_dir.exists() and not out_dir.is_dir():
         raise UsageError(f"--out {out_dir} is a file; give a folder for the PNGs")
     check_target(out_dir / "explain.png")
     files = collect_images(images)
-    from maskclf.explain import explain_images
+    from maskclf.explain.workflow import explain_images
 
     result = explain_images(run, files, out_dir, method, target, fold)
     show.print(f"{method} maps at {result['layer']}", markup=False)
@@ -122,7 +122,7 @@ def oof(
     *, show: Console,
 ) -> dict:
     """Recompute out-of-fold predictions with each fold's model (e.g. to measure TTA)."""
-    from maskclf.predict import predict_oof
+    from maskclf.predict.workflows import predict_oof
 
     path, scores = predict_oof(run, data, views(tta))
     show.print(render.score_table(f"out-of-fold ({path.name})", scores))
@@ -154,7 +154,7 @@ def export(
 ) -> dict:
     """Export a run's networks to ONNX (normalisation and TTA inside), verified on its
     images; --int8 quantizes them, checked on the run's validation rows."""
-    from maskclf.export import export_run
+    from maskclf.deploy.export import export_run
 
     manifest = export_run(run, out_dir, folds, opset, views(tta), data, int8=int8,
                           max_f1_drop=max_f1_drop, force=force)
@@ -188,8 +188,8 @@ def serve(
     *, show: Console,
 ) -> None:
     """Serve a web page and a JSON API (POST /predict) that answer photos, on onnxruntime."""
-    from maskclf.serve import MAX_CONCURRENT, READ_TIMEOUT_S
-    from maskclf.serve import serve as serve_model
+    from maskclf.deploy.serve import MAX_CONCURRENT, READ_TIMEOUT_S
+    from maskclf.deploy.serve import serve as serve_model
 
     concurrent = max_concurrent or MAX_CONCURRENT
     timeout = read_timeout or READ_TIMEOUT_S
@@ -210,7 +210,7 @@ def tune_decisions(
 ) -> dict:
     """Fit decision biases for macro F1 on OOF rows; kept only if they help on held-out
     persons (cross-validated), else argmax stays."""
-    from maskclf.decisions import tune_run
+    from maskclf.results.decisions import tune_run
 
     report = (tune_run(run, per=per) if oof_file is None
               else tune_run(run, oof_file, per=per))
@@ -236,8 +236,8 @@ def pseudo_label(
     *, show: Console,
 ) -> dict:
     """Write confident eval predictions as an extra training table (use with data.extra)."""
-    from maskclf.pseudo import EXTRA_FILE
-    from maskclf.pseudo import pseudo_label as make
+    from maskclf.results.pseudo_labels import EXTRA_FILE
+    from maskclf.results.pseudo_labels import pseudo_label as make
 
     extra = make(predictions, data, threshold, out_dir)
     show.print(f"{render.plural(len(extra), 'image')} at >= {threshold} written to "

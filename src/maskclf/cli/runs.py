@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from maskclf import render
+from maskclf.cli import render
 from maskclf.cli.base import command
 from maskclf.errors import UsageError
 
@@ -38,7 +38,7 @@ def validate(
     *, show: Console,
 ) -> dict:
     """Check a submission: same ImageIDs in info.csv's order, labels 0-17."""
-    from maskclf.submission import read_submission, validate_submission
+    from maskclf.results.submission import read_submission, validate_submission
     from maskclf.tables import read_table
 
     table = read_submission(submission)
@@ -60,8 +60,8 @@ def suspects(
     *, show: Console,
 ) -> dict:
     """Labels the out-of-fold predictions disagree with most (cleanlab), to review and fix."""
-    from maskclf.rundir import RunDir
-    from maskclf.suspects import write_suspects
+    from maskclf.reports.suspects import write_suspects
+    from maskclf.runs.directory import RunDir
 
     result = write_suspects(run, out_dir or RunDir(run).file(RunDir.SUSPECTS), top, data)
     show.print(
@@ -103,7 +103,7 @@ def ensemble(
     *, show: Console,
 ) -> dict:
     """Soft voting over prediction files, or hard voting (--hard) over submissions."""
-    from maskclf.ensemble import write_ensemble
+    from maskclf.results.ensemble import write_ensemble
 
     files, all_weights = _numbers_among(inputs, weights or [])
     written = write_ensemble(out_dir, files, hard, all_weights or None, per_attribute, info)
@@ -124,7 +124,7 @@ def diff(
     *, show: Console,
 ) -> dict:
     """How many labels differ between A and B, by attribute, and the top transitions."""
-    from maskclf.ensemble import diff as diff_files
+    from maskclf.results.ensemble import diff as diff_files
 
     result = diff_files(first, second)
     for line in render.diff_lines(result):
@@ -147,7 +147,7 @@ def runs(
 ) -> dict:
     """Leaderboard of runs (data, backbone, epochs, CV/OOF F1, public score, note), or
     --diff A B."""
-    from maskclf.runs import choose_columns, config_diff, lb_correlation, leaderboard
+    from maskclf.runs.leaderboard import choose_columns, config_diff, lb_correlation, leaderboard
 
     if diff is not None:
         table = config_diff(*diff)
@@ -175,7 +175,7 @@ def note(
     *, show: Console,
 ) -> dict:
     """Record a public score and/or a note for a run; `maskclf runs` shows them beside CV."""
-    from maskclf.runs import add_note
+    from maskclf.runs.leaderboard import add_note
 
     notes = add_note(run, lb, text)
     show.print(render.note_line(run, notes), markup=False)
@@ -195,10 +195,10 @@ def report(
     """(Re)draw a run's report: the recipe, findings with remedies, curves, confusion
     matrices, per-class F1, confident mistakes with where the network looked, and the mean
     activation maps (attention.png)."""
-    from maskclf.report import write_report
+    from maskclf.reports.run_report import write_report
 
     if maps:
-        from maskclf.explain import write_report_maps
+        from maskclf.explain.workflow import write_report_maps
 
         write_report_maps(run, data)
     written = write_report(run, data)

@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from maskclf import render
+from maskclf.cli import render
 from maskclf.cli.base import ConfigOption, DataOption, OverrideOption, command
 from maskclf.errors import UsageError
 
@@ -25,7 +25,7 @@ def demo(
     """Run the main job on built-in synthetic data: generate, train, predict, score."""
     show.print(f"maskclf demo: making {persons} synthetic persons in {out_dir}/data, then "
                "training, predicting and scoring (about 2 minutes on 2 CPU cores)")
-    from maskclf.demo import run_demo
+    from maskclf.cli.demo import run_demo
 
     result = run_demo(out_dir, persons=persons, eval_persons=eval_persons,
                       overrides=override or [])
@@ -59,12 +59,12 @@ def train(
     *, show: Console,
 ) -> dict | None:
     """Check the dataset, split by person, train, and write a new run directory."""
-    from maskclf.plans import TrainRequest
+    from maskclf.train.request import TrainRequest
 
     request = TrainRequest(config, tuple(override or ()), data, runs, name, fold, resume, refit)
     request.check()  # a bad flag, key, override or path is answered before torch loads
-    from maskclf.distributed import is_rank_zero
-    from maskclf.pipeline import train as run_training
+    from maskclf.train.distributed import is_rank_zero
+    from maskclf.train.execute import train as run_training
 
     result = run_training(request)
     if not is_rank_zero():  # one rank of a multi-process run: rank 0 reports
@@ -105,7 +105,7 @@ def lr_find(
     check_root(data)
     check_target(plot)
     cfg = load_config(config, list(override or []))
-    from maskclf.pipeline import find_learning_rate
+    from maskclf.train.lr_find import find_learning_rate
 
     found = find_learning_rate(cfg, data, plot, min_lr, max_lr, steps)
     for task, result in found["networks"].items():
@@ -139,7 +139,7 @@ def distill(
 ) -> dict:
     """Distil a teacher into one student network: its out-of-fold probabilities as soft
     targets (distill.alpha, distill.temperature), mixed with the true labels."""
-    from maskclf import distill as distillation
+    from maskclf.train import distill as distillation
 
     request = distillation.DistillRequest(tuple(sources), student, config,
                                           tuple(override or ()), data, runs, name, unlabelled)
@@ -202,7 +202,7 @@ def tune(
     """Tune a config with Optuna: each trial is a run; many workers can share a study."""
     folder = out_dir or Path("studies") / study
     if report is not None:
-        from maskclf.tune import study_report
+        from maskclf.train.tune import study_report
 
         result = study_report(study, folder, storage, report)
         show.print(f"best trial {result['best']['number']}: validation macro F1 "
@@ -213,7 +213,7 @@ def tune(
     if space is None:
         raise UsageError("--space SPACE.yaml is needed to run trials (or --report DIR to "
                          "report a study)")
-    from maskclf.tune import tune_study
+    from maskclf.train.tune import tune_study
 
     result = tune_study(config, override or [], data, space, trials, study, folder, storage,
                         timeout, sampler_seed, startup_trials, warmup_epochs, threads)

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from maskclf import labels
-from maskclf.losses import (
+from maskclf.models.losses import (
     age_ordinal_smoothing,
     class_weights,
     create_loss,

@@ -1,0 +1,219 @@
+"""``maskclf export``: a run's networks as ONNX files and a manifest, checked against torch.
+
+Each ONNX graph is the prediction step itself (``InferenceModule.predict_step``): uint8
+N x H x W x 3 in, normalisation, the run's TTA views, probabilities out; a dynamic batch
+axis, weights embedded. ``exported.ExportedModel`` runs them on onnxruntime; the finished
+export is checked against the run through the prediction engine (the same images, decoded
+and combined by each).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from maskclf import labels
+from maskclf.atomic import atomic_write, write_json
+from maskclf.config import config_to_dict
+from maskclf.data.layout import read_eval, read_train
+from maskclf.data.transforms import evaluation_view
+from maskclf.deploy.int8 import MAX_F1_DROP, check_request, quantize_export
+from maskclf.deploy.manifest import MANIFEST, MANIFEST_FORMAT, Manifest, is_export
+from maskclf.errors import UsageError
+from maskclf.explain.cam import CamHead, cam_layer, exact_cam
+from maskclf.models.factory import LoadedNet, load_net
+from maskclf.models.heads import build_task
+from maskclf.models.spec import resolve_specs
+from maskclf.predict.module import InferenceModule
+from maskclf.predict.onnx_backend import ExportedModel, open_session
+from maskclf.predict.run_backend import RunPredictor
+from maskclf.runs.directory import RunDir
+from maskclf.tta import check_views
+
+TOLERANCE = 1e-4
+"""Largest difference of a probability between onnxruntime and torch an export may show."""
+
+
+class PredictionGraph(torch.nn.Module):
+    """What ``maskclf predict`` computes for one network, as one traceable module; with
+    ``cam``, also the class activation map of every attribute value (``cam.CamHead``, on
+    the plain view) as a second output."""
+
+    def __init__(self, model: LoadedNet, tta: list[str], cam: bool = False):
+        super().__init__()
+        task = build_task(model.spec)
+        self.inner = InferenceModule(model.net, task, model.preprocessing, tta=tta)
+        self.cam = CamHead(model.net, task) if cam else None
+        self.eval()
+
+    @property
+    def output_names(self) -> list[str]:
+        return ["probabilities", *(["cam"] if self.cam is not None else [])]
+
+    def forward(self, images: torch.Tensor):
+        probs = self.inner.predict_step((images,), 0).float()
+        if self.cam is None:
+            return probs
+        return probs, self.cam(self.inner.normalize(images))
+
+
+def _cam_entry(found: dict[str, bool]) -> dict:
+    """The manifest's ``cam``: where the maps come from, or why the export has none (every
+    network must have them: the served maps average the folds)."""
+    if all(found.values()):
+        return {"layer": "; ".join(found), "method": "Grad-CAM of the log-odds of attribute = "
+                "value at the pooled layer, computed in the graph (exact for a linear head)",
+                "scale": "0-1 per map"}
+    return {"unavailable": "; ".join(why for why, fits in found.items() if not fits)}
+
+
+def _chosen_folds(run: RunDir, folds: str) -> list[int] | None:
+    """None for every trained fold; for ``best`` the fold with the highest validation F1."""
+    if folds == "all":
+        return None
+    if folds != "best":
+        raise UsageError(f"--folds must be 'all' or 'best'; got {folds!r}")
+    scored = [f for f in run.read_summary().get("folds", []) if f.get("macro_f1") is not None]
+    if not scored:
+        raise UsageError(f"{run.path} has no fold with a validation score; use --folds all")
+    return [max(scored, key=lambda f: f["macro_f1"])["fold"]]
+
+
+def _sample_paths(data_root: Path, count: int) -> list[str]:
+    """A few of the run's own images (eval, else training), relative to ``data_root``."""
+    try:
+        paths = read_eval(data_root, check_images=False)["path"].tolist()
+    except Exception:  # noqa: BLE001 - no usable eval set: the training images will do
+        paths = read_train(data_root, check_images=False)["path"].tolist()
+    return paths[:count]
+
+
+def export_run(run_path: Path | str, out_dir: Path | str, folds: str = "all",
+               opset: int | None = None, tta: list[str] | None = None,
+               data_root: Path | str | None = None, check_images: int = 16,
+               int8: bool = False, max_f1_drop: float = MAX_F1_DROP,
+               force: bool = False) -> dict:
+    """Export every network the run predicts with, verify each on ``check_images`` of the
+    run's images, and write ``manifest.json``; returns the manifest. ``int8`` then
+    replaces the networks by quantized ones when they keep the validation F1 within
+    ``max_f1_drop`` (or ``force``; see ``maskclf.deploy.int8``)."""
+    run = RunDir.open(run_path).require_finished()
+    if int8:
+        check_request(run, max_f1_drop)
+    cfg = run.read_config()
+    specs, views = resolve_specs(cfg), check_views(cfg.predict.tta if tta is None else tta)
+    data_root = run.data_root(data_root)
+    if not data_root.is_dir():
+        raise UsageError(f"the run's data folder ({data_root}) is not here; pass --data DATA "
+                         "(images to verify the export with)")
+    out_dir = _checked_out(Path(out_dir))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    sample_paths = _sample_paths(data_root, check_images)
+    sample = np.stack([evaluation_view(data_root / p, cfg.data) for p in sample_paths])
+    chosen, networks, worst, cams = _chosen_folds(run, folds), [], 0.0, {}
+    for spec in specs:
+        for fold in chosen or run.trained_folds(spec):
+            name = f"{spec.subdir + '-' if spec.subdir else ''}fold{fold}.onnx"
+            model = load_net(run.fold(spec, fold).checkpoint())
+            why_not = exact_cam(model.net, tuple(spec.cfg.data.image_size))
+            cams.setdefault(why_not or cam_layer(model.net, tuple(spec.cfg.data.image_size)
+                                                 ).describe(), why_not is None)
+            graph = PredictionGraph(model, views, cam=why_not is None)
+            _export(graph, sample, out_dir / name, opset)
+            difference = _verify(graph, sample, out_dir / name)
+            worst = max(worst, difference)
+            networks.append({"file": name, "task": spec.task, "fold": fold,
+                             "outputs": _output_names(spec.task),
+                             "mean": graph.inner.mean.flatten().div(255).tolist(),
+                             "std": graph.inner.std.flatten().div(255).tolist(),
+                             "max_abs_difference": difference,
+                             "cam": None if graph.cam is None else graph.cam.names()})
+    manifest = {
+        "format": MANIFEST_FORMAT, "source_run": str(run.path.resolve()),
+        "head": cfg.model.head, "model": cfg.model.name, "tta": views,
+        "input": {"layout": "N x H x W x 3 uint8 RGB", "size": list(cfg.data.image_size),
+                  "resize": "area when shrinking 2x or more, else bilinear",
+                  "crop": cfg.data.crop},
+        "data": config_to_dict(cfg)["data"],
+        "classes": labels.class_names(),
+        "attributes": {name: list(values) for name, values in labels.ATTRIBUTES.items()},
+        "combine": ("mean over folds" if len(specs) == 1 else
+                    "mean over folds per attribute, then the product "
+                    "p(class) = p(mask) p(gender) p(age)"),
+        "networks": networks,
+        "cam": _cam_entry(cams),
+        "verified": {"images": len(sample), "max_abs_difference": worst,
+                     "tolerance": TOLERANCE},
+    }
+    Manifest.model_validate(manifest)  # what is written reads back
+    write_json(out_dir / MANIFEST, manifest)
+    manifest["verified"]["ensemble_max_abs_difference"] = _verify_ensemble(
+        run, out_dir, views, chosen, data_root, sample_paths)
+    write_json(out_dir / MANIFEST, manifest)
+    if int8:
+        manifest = quantize_export(out_dir, run, data_root, max_f1_drop, force)
+    return manifest
+
+
+def _verify_ensemble(run: RunDir, out_dir: Path, views: list[str], folds: list[int] | None,
+                     data_root: Path, paths: list[str]) -> float:
+    """The whole export against the whole run through the prediction engine — files
+    decoded, networks combined — on the same images; the export is removed above
+    ``TOLERANCE``."""
+    expected = RunPredictor(run, views, folds).predict(data_root, paths, cache=False)
+    got = ExportedModel.load(out_dir).predict(data_root, paths)
+    difference = float(np.abs(got - expected).max())
+    if not difference <= TOLERANCE:
+        (out_dir / MANIFEST).unlink(missing_ok=True)
+        raise UsageError(f"the export in {out_dir} predicts the run's images differently from "
+                         f"the run by {difference:.2e} (more than {TOLERANCE:g}); not exported")
+    return difference
+
+
+def _checked_out(out_dir: Path) -> Path:
+    """``--out``: a new or empty folder, or an export to replace — never a file, and never
+    a folder of other things (the export would mix with them)."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise UsageError(f"--out {out_dir} is a file; give a folder for the export")
+    if out_dir.is_dir() and any(out_dir.iterdir()) and not is_export(out_dir):
+        raise UsageError(f"--out {out_dir} is a folder that holds other files and no "
+                         f"{MANIFEST}; give a new or empty folder (or an export to replace)")
+    return out_dir
+
+
+def _output_names(task: str) -> list[str]:
+    return list(labels.class_names()) if task in ("single", "multihead") else list(
+        labels.ATTRIBUTES[task])
+
+
+def _export(graph: PredictionGraph, sample: np.ndarray, path: Path, opset: int | None) -> None:
+    example = torch.from_numpy(sample[:2])
+    batch = torch.export.Dim("batch", min=1)
+
+    def write(tmp: Path) -> None:
+        with torch.no_grad():
+            program = torch.onnx.export(graph, (example,), dynamo=True, input_names=["images"],
+                                        output_names=graph.output_names, opset_version=opset,
+                                        dynamic_shapes={"images": {0: batch}}, verbose=False)
+        program.save(str(tmp), external_data=False)
+
+    atomic_write(path, write)
+
+
+def _verify(graph: PredictionGraph, sample: np.ndarray, path: Path) -> float:
+    """Largest difference of a probability (or an activation map's value) between
+    onnxruntime and torch on ``sample``."""
+    with torch.no_grad():
+        expected = graph(torch.from_numpy(sample))
+    expected = [t.numpy() for t in (expected if isinstance(expected, tuple) else (expected,))]
+    session = open_session(path, cam=graph.cam is not None)
+    got = session.run(None, {session.get_inputs()[0].name: sample})
+    difference = max(float(np.abs(g - e).max()) for g, e in zip(got, expected, strict=True))
+    if not difference <= TOLERANCE:
+        path.unlink(missing_ok=True)
+        raise UsageError(f"the ONNX export of {path.name} differs from torch by {difference:.2e} "
+                         f"(more than {TOLERANCE:g}) on the run's images; not exported")
+    return difference
+

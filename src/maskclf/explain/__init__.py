@@ -1,0 +1,1 @@
+"""Activation maps: the maths of a map (cam) and the maps of a run (explain, reports)."""

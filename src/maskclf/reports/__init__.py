@@ -1,0 +1,1 @@
+"""Reports: a run's report and its advice, figures, EDA, label suspects."""

@@ -1,0 +1,124 @@
+"""``maskclf suspects``: labels the run's out-of-fold predictions disagree with most.
+
+Mask status is judged per image; gender and age are constant per person, so their
+out-of-fold probabilities are averaged over each person's images and judged per person.
+cleanlab's label-quality score (self-confidence: the probability the model gives the given
+label) ranks them; cleanlab's ``find_label_issues`` marks the ones it counts as issues.
+The output is a table to review, a captioned grid of the top suspects, and a
+``corrections.yaml`` in the format ``data.corrections`` reads, to edit and train with.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import yaml
+from cleanlab.filter import find_label_issues
+from cleanlab.rank import get_label_quality_scores
+from matplotlib.figure import Figure
+
+from maskclf import labels
+from maskclf.atomic import atomic_write, atomic_write_text, write_csv
+from maskclf.data.io import read_rgb
+from maskclf.results.submission import CLASS_COLUMNS, oof_persons, read_prediction_file
+from maskclf.runs.directory import RunDir
+
+AGE_CORRECTIONS = {0: "age_under_30", 2: "age_60_or_over"}
+"""Age fixes the corrections format can express (there is no "30-59" list)."""
+
+
+def _scores(given: np.ndarray, probs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """cleanlab's quality score per row, and whether it flags the row as a label issue."""
+    probs = probs / probs.sum(axis=1, keepdims=True)
+    quality = get_label_quality_scores(given, probs)
+    with warnings.catch_warnings():  # "too few examples in class": small data, still ranked
+        warnings.simplefilter("ignore", UserWarning)
+        issues = (find_label_issues(given, probs) if len(np.unique(given)) > 1
+                  else np.zeros(len(given), dtype=bool))
+    return quality, issues
+
+
+def find_suspects(oof: pd.DataFrame) -> pd.DataFrame:
+    """One row per suspect label: ``kind`` (mask: an image; gender, age: a person),
+    ``item``, ``person``, ``given`` and ``suggested`` labels, ``quality`` (lower is more
+    suspicious), ``issue`` (cleanlab's verdict); most suspicious first."""
+    oof = oof.assign(person=oof_persons(oof))
+    marginals = labels.attribute_marginals(oof[CLASS_COLUMNS].to_numpy())
+    mask, gender, age = labels.decode_class(oof["class"].to_numpy())
+    rows = []
+    quality, issues = _scores(mask, marginals["mask"])
+    for i, path in enumerate(oof["ImageID"]):
+        rows.append(("mask", path, oof["person"].iloc[i], labels.MASK_NAMES[mask[i]],
+                     labels.MASK_NAMES[int(marginals["mask"][i].argmax())], quality[i],
+                     issues[i]))
+    for name, given in (("gender", gender), ("age", age)):
+        per_person = pd.DataFrame(marginals[name]).groupby(oof["person"].to_numpy()).mean()
+        first = pd.Series(given).groupby(oof["person"].to_numpy()).first()
+        quality, issues = _scores(first.loc[per_person.index].to_numpy(), per_person.to_numpy())
+        values = labels.ATTRIBUTES[name]
+        for j, person in enumerate(per_person.index):
+            rows.append((name, person, person, values[int(first.loc[person])],
+                         values[int(per_person.iloc[j].to_numpy().argmax())], quality[j],
+                         issues[j]))
+    table = pd.DataFrame(rows, columns=["kind", "item", "person", "given", "suggested",
+                                        "quality", "issue"])
+    return table.sort_values(["quality", "kind", "item"], kind="stable").reset_index(drop=True)
+
+
+def corrections(suspects: pd.DataFrame) -> dict:
+    """A ``data.corrections`` file proposing what the flagged suspects suggest."""
+    flagged = suspects[suspects["issue"] & (suspects["given"] != suspects["suggested"])]
+    person_id = flagged["person"].map(lambda folder: folder.split("_")[0])
+    gender = sorted(set(person_id[flagged["kind"] == "gender"]))
+    proposal: dict = {"version": 1, "gender_wrong": gender}
+    for group, key in AGE_CORRECTIONS.items():
+        proposal[key] = sorted(set(person_id[(flagged["kind"] == "age")
+                                             & (flagged["suggested"] == labels.AGE_NAMES[group])]))
+    moves: dict[str, set] = {}
+    for person, row in zip(person_id, flagged.itertuples(index=False), strict=True):
+        if row.kind == "mask":
+            moves.setdefault(person, set()).add((row.given, row.suggested))
+    swap = {("incorrect", "not_wear"), ("not_wear", "incorrect")}
+    proposal["mask_swapped"] = sorted(p for p, seen in moves.items() if swap <= seen)
+    return proposal
+
+
+def _grid(suspects: pd.DataFrame, data_root: Path, path: Path, columns: int = 6) -> None:
+    """The top suspects with their given and suggested labels, to review by eye."""
+    rows = max(1, -(-len(suspects) // columns))
+    figure = Figure(figsize=(2.2 * columns, 2.6 * rows))
+    for k, row in enumerate(suspects.itertuples(index=False)):
+        axis = figure.add_subplot(rows, columns, k + 1)
+        image_path = data_root / row.item if row.kind == "mask" else next(
+            (data_root / "train" / "images" / row.person).glob("normal.*"), None)
+        if image_path is not None and image_path.is_file():
+            axis.imshow(read_rgb(image_path, min_size=(128, 96)))
+        axis.set_title(f"{row.kind}: {row.given} -> {row.suggested}\n{row.person[:22]}",
+                       fontsize=7)
+        axis.axis("off")
+    figure.tight_layout()
+    atomic_write(path, lambda tmp: figure.savefig(tmp, format="png", dpi=80))
+
+
+def write_suspects(run_path: Path | str, out_dir: Path | str, top: int = 30,
+                   data_root: Path | str | None = None) -> dict:
+    """Rank the run's suspect labels; write ``suspects.csv``, ``suspects.png`` (the top
+    ``top``) and ``corrections.yaml`` into out_dir; returns counts and paths."""
+    run, out_dir = RunDir.open(run_path), Path(out_dir)
+    oof = read_prediction_file(run.file(RunDir.OOF))
+    suspects = find_suspects(oof)
+    data_root = run.data_root(data_root)
+    write_csv(suspects, out_dir / "suspects.csv")
+    _grid(suspects.head(top), data_root, out_dir / "suspects.png")
+    proposal = corrections(suspects)
+    atomic_write_text(out_dir / "corrections.yaml",
+                      "# proposed by `maskclf suspects`: review, edit, then train with "
+                      "-o data.corrections=THIS_FILE\n" + yaml.safe_dump(proposal, sort_keys=False))
+    return {"suspects": str(out_dir / "suspects.csv"), "grid": str(out_dir / "suspects.png"),
+            "corrections": str(out_dir / "corrections.yaml"),
+            "issues": {kind: int(suspects[(suspects["kind"] == kind) & suspects["issue"]].shape[0])
+                       for kind in labels.ATTRIBUTES},
+            "proposed": {key: len(value) for key, value in proposal.items() if key != "version"}}

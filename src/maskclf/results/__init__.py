@@ -1,0 +1,2 @@
+"""Pure functions over prediction files: submissions, ensembles, decision biases, pseudo-labels,
+the person vote."""

@@ -1,0 +1,171 @@
+"""``maskclf distill``: one student network trained on a teacher's soft targets.
+
+The teacher is a finished run (its ``oof.csv``), an export whose source run is at hand
+(each training image predicted by the export's networks of the fold that validated on it),
+or several of either, averaged as ``maskclf ensemble`` averages: every training image's
+soft targets come from networks that never trained on it. ``OUT/<name>-teacher/`` keeps
+them (``teacher.csv``; with ``unlabelled``, the teacher's eval predictions and their
+``extra.csv``), and the student is an ordinary run whose config has the ``distill`` section:
+``predict``, ``export``, ``serve`` and ``report`` work on it, and its summary puts the
+teacher's and the student's OOF F1 on the same rows side by side.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from maskclf import labels
+from maskclf.atomic import write_csv, write_json
+from maskclf.config import (
+    RunConfig,
+    absolute_paths,
+    apply_overrides,
+    build_config,
+    config_to_dict,
+    load_raw_config,
+)
+from maskclf.data.datamodule import teacher_probs
+from maskclf.data.layout import read_eval
+from maskclf.deploy.manifest import is_export, load_manifest
+from maskclf.errors import UsageError
+from maskclf.models.weights import PACKAGED
+from maskclf.predict.run_backend import open_predictor
+from maskclf.results.ensemble import mean_table
+from maskclf.results.pseudo_labels import pseudo_label
+from maskclf.results.submission import CLASS_COLUMNS, prediction_table, read_prediction_file
+from maskclf.runs.directory import RunDir
+from maskclf.train.execute import RunResult, execute
+from maskclf.train.plan import plan_new, prepare_records
+from maskclf.train.preflight import preflight
+
+log = logging.getLogger(__name__)
+
+TEACHER_FILE = "teacher.csv"
+EVAL_PREDICTIONS = "eval_predictions.csv"
+SOURCES_FILE = "sources.json"
+
+
+@dataclass(frozen=True)
+class DistillRequest:
+    """The flags of ``maskclf distill``."""
+
+    sources: tuple[Path, ...]
+    student: str
+    config: Path | None = None
+    overrides: tuple[str, ...] = ()
+    data: Path | None = None
+    runs_dir: Path = Path("runs")
+    name: str | None = None
+    unlabelled: bool = False
+
+
+def source_run(source: Path) -> RunDir:
+    """The finished run behind a source: the run itself, or an export's ``source_run``."""
+    if is_export(source):
+        _, manifest = load_manifest(source)
+        run = Path(manifest.source_run)
+        if not (run / RunDir.CONFIG).is_file():
+            raise UsageError(f"{source}: its source run {run} is not here, so which fold "
+                             "validated on each training image is unknown; distill from the "
+                             "run, or copy it back")
+        source = run
+    run = RunDir.open(source).require_finished()
+    if not run.file(RunDir.OOF).is_file():
+        raise UsageError(f"{run.path} was trained without validation: it has no out-of-fold "
+                         "predictions to teach with")
+    return run
+
+
+def teacher_predictions(source: Path, data_root: Path) -> pd.DataFrame:
+    """Out-of-fold probabilities of every training image of ``source`` (a prediction table
+    keyed by image path): a run's own oof.csv, or an export's networks fold by fold."""
+    run = source_run(source)
+    oof = read_prediction_file(run.file(RunDir.OOF))
+    if not is_export(source):
+        return oof
+    predictor = open_predictor(source)
+    parts = [prediction_table(rows["ImageID"],
+                              predictor.predict(data_root, rows["ImageID"], int(fold)))
+             for fold, rows in oof.groupby("fold", sort=True)]
+    return pd.concat(parts, ignore_index=True)
+
+
+def student_config(request: DistillRequest, teacher_run: RunDir) -> RunConfig:
+    """``--config`` (default: the teacher's own config, as one network validated on
+    ``data.val_ratio`` of the persons, mixing off) with the student's model, then ``-o``."""
+    if request.config is not None:
+        raw = load_raw_config(request.config)
+        raw.setdefault("model", {})
+    else:
+        raw = config_to_dict(teacher_run.read_config())
+        raw["data"].update(folds=0, val_ratio=raw["data"]["val_ratio"] or 0.2, extra=[])
+        raw["aug"].update(mixup_alpha=0.0, cutmix_alpha=0.0, cutmix_mode="box")
+        raw["model"].update(head="single" if raw["model"]["head"] == "per_attribute"
+                            else raw["model"]["head"])
+        raw["train"].update(average_checkpoints=0)
+    weights = raw["model"].get("weights")
+    if weights in PACKAGED and weights != request.student:  # weights of the teacher's model
+        raw["model"]["weights"] = request.student if request.student in PACKAGED else None
+        if raw["model"]["weights"] is None:
+            log.warning("no packaged weights for %s: the student starts from scratch (set "
+                        "-o model.weights=FILE or model.pretrained=true)", request.student)
+    raw["model"]["name"] = request.student
+    overrides = list(request.overrides)
+    return absolute_paths(build_config(apply_overrides(raw, overrides),
+                                       f"student config ({request.config or teacher_run.path})",
+                                       overrides))
+
+
+def _unlabelled_rows(sources: list[Path], data_root: Path, folder: Path
+                     ) -> pd.DataFrame:
+    """The teacher's probabilities of every eval image, written as ``extra.csv`` rows (their
+    argmax the hard label, as pseudo-labels are) and returned keyed by their path."""
+    info = read_eval(data_root)
+    tables = [prediction_table(info["ImageID"], open_predictor(s).predict(data_root,
+                                                                          info["path"]))
+              for s in sources]
+    table = mean_table(tables, [str(s) for s in sources])
+    predictions = folder / EVAL_PREDICTIONS
+    write_csv(table, predictions)
+    extra = pseudo_label(predictions, data_root, 1.0 / labels.NUM_CLASSES, folder)
+    return prediction_table(extra["path"], table[CLASS_COLUMNS].to_numpy())
+
+
+def distill(request: DistillRequest, interactive: bool | None = None) -> RunResult:
+    """Write the teacher's soft targets, then train the student as a new run."""
+    if not request.sources:
+        raise UsageError("name at least one SOURCE: a finished run or an export")
+    runs = [source_run(Path(s)) for s in request.sources]
+    data_root = Path(request.data) if request.data is not None else runs[0].data_root()
+    cfg = student_config(request, runs[0])
+    preflight(cfg)  # the student can be built here before the teacher predicts
+    tables = [teacher_predictions(Path(s), data_root) for s in request.sources]
+    teacher = mean_table(tables, [str(s) for s in request.sources])
+    records, _ = prepare_records(cfg, data_root)  # every image the student trains on
+    teacher_probs(teacher.set_index("ImageID"), records["path"], ", ".join(
+        str(s) for s in request.sources))
+    name = request.name or f"{request.student}-distilled"
+    folder = RunDir.create(request.runs_dir, f"{name}-teacher").path
+    raw = config_to_dict(cfg)
+    if request.unlabelled:
+        teacher = pd.concat([teacher, _unlabelled_rows(list(request.sources), data_root,
+                                                       folder)], ignore_index=True)
+        raw["data"]["extra"] = [*raw["data"]["extra"], str(folder.resolve())]
+    write_csv(teacher, folder / TEACHER_FILE)
+    write_json(folder / SOURCES_FILE, {"sources": [str(Path(s).resolve())
+                                                   for s in request.sources],
+                                       "images": len(teacher),
+                                       "unlabelled": request.unlabelled})
+    raw["distill"]["teacher"] = str((folder / TEACHER_FILE).resolve())
+    cfg = build_config(raw, f"student of {', '.join(map(str, request.sources))}")
+    log.info("teacher: %d images' soft targets in %s; student %s, alpha %.2f, "
+             "temperature %.2f", len(teacher), folder, request.student, cfg.distill.alpha,
+             cfg.distill.temperature)
+    parent = {"distilled_from": {"sources": [str(Path(s).resolve()) for s in request.sources],
+                                 "teacher": str(folder.resolve())}}
+    return execute(plan_new(cfg, data_root, request.runs_dir, name, parent=parent),
+                   interactive)
