@@ -14,8 +14,9 @@ from maskclf import labels
 from maskclf.cli import app
 from maskclf.config import load_config
 from maskclf.data.synthetic import make_synthetic
+from maskclf.labels import CLASS_COLUMNS
 from maskclf.models.losses import distillation_loss
-from maskclf.results.submission import CLASS_COLUMNS, prediction_table
+from maskclf.results.submission import prediction_table
 
 from .conftest import TINY_OVERRIDES
 from .helpers.cli_result import assert_clear_error_or_works

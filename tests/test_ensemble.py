@@ -4,8 +4,9 @@ import pytest
 
 from maskclf import labels
 from maskclf.atomic import write_csv
+from maskclf.labels import CLASS_COLUMNS
 from maskclf.results.ensemble import diff, hard_vote, majority, soft_vote, soft_vote_per_attribute
-from maskclf.results.submission import CLASS_COLUMNS, prediction_table
+from maskclf.results.submission import prediction_table
 
 
 def _predictions(tmp_path, name, ids, probs):

@@ -8,10 +8,11 @@ import pytest
 
 from maskclf import labels
 from maskclf.atomic import write_csv
+from maskclf.labels import CLASS_COLUMNS
 from maskclf.predict.run_backend import RunPredictor, open_predictor
 from maskclf.predict.workflows import predict_oof, predict_run
 from maskclf.results.pseudo_labels import pseudo_label
-from maskclf.results.submission import CLASS_COLUMNS, prediction_table
+from maskclf.results.submission import prediction_table
 from maskclf.runs.directory import RunDir
 from maskclf.train.execute import train_run
 

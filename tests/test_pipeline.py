@@ -10,8 +10,8 @@ import yaml
 
 from maskclf.data.layout import DataError
 from maskclf.data.synthetic import make_synthetic
+from maskclf.labels import CLASS_COLUMNS
 from maskclf.predict.workflows import predict_run
-from maskclf.results.submission import CLASS_COLUMNS
 from maskclf.train.execute import train_run
 
 from .conftest import tiny_config

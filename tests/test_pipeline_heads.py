@@ -6,10 +6,10 @@ import pandas as pd
 import pytest
 import torch
 
+from maskclf.labels import CLASS_COLUMNS
 from maskclf.models.factory import build_net, load_net
 from maskclf.models.spec import resolve_specs
 from maskclf.predict.workflows import predict_run
-from maskclf.results.submission import CLASS_COLUMNS
 from maskclf.train.execute import train_run
 
 from .conftest import tiny_config

@@ -2,8 +2,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from maskclf.labels import CLASS_COLUMNS
 from maskclf.results.submission import (
-    CLASS_COLUMNS,
     SubmissionError,
     checked_submission,
     prediction_table,

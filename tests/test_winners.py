@@ -9,7 +9,7 @@ from maskclf import labels
 from maskclf.config import ConfigError
 from maskclf.data.datamodule import excluded_from_training, training_rows
 from maskclf.data.layout import read_train
-from maskclf.results.submission import CLASS_COLUMNS
+from maskclf.labels import CLASS_COLUMNS
 from maskclf.train.execute import train_run
 from tests.conftest import tiny_config
 

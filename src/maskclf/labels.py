@@ -24,6 +24,8 @@ ATTRIBUTES: dict[str, tuple[str, ...]] = {
 }
 ATTRIBUTE_SIZES = {name: len(values) for name, values in ATTRIBUTES.items()}
 NUM_CLASSES = len(MASK_NAMES) * len(GENDER_NAMES) * len(AGE_NAMES)
+CLASS_COLUMNS = [f"class_{i}" for i in range(NUM_CLASSES)]
+"""The probability columns of every prediction file, one per class id."""
 
 AGE_YOUNG_BELOW = 30
 AGE_OLD_FROM = 60

@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from maskclf.errors import InputFileError, MissingFileError, TableError
+from maskclf.labels import CLASS_COLUMNS
 
 RESAVE = "save it as 'CSV UTF-8 (comma delimited)'"
 
@@ -88,3 +89,11 @@ def check_probabilities(table: pd.DataFrame, columns: Sequence[str], path: Path 
         raise InputFileError(f"{path}: {int(bad.any(axis=1).sum())} row(s) hold probabilities "
                              f"that are not numbers from 0 to 1, first row {row + 1} "
                              f"{columns[col]}={table[columns[col]].iloc[row]}")
+
+
+def read_prediction_file(path: Path | str) -> pd.DataFrame:
+    """A predictions/OOF file, checked to hold ImageID and 18 class probabilities per row."""
+    table = check_rows(read_table(path, ["ImageID", *CLASS_COLUMNS], "prediction file",
+                                  dtype={"ImageID": str}), path, "prediction file")
+    check_probabilities(table, CLASS_COLUMNS, path)
+    return table

@@ -22,8 +22,9 @@ import torch
 from maskclf.atomic import atomic_write, write_csv_set
 from maskclf.config import DataConfig
 from maskclf.data.cache import DecodeCache
+from maskclf.labels import CLASS_COLUMNS
 from maskclf.models.weights import safe_torch_load
-from maskclf.results.submission import CLASS_COLUMNS, prediction_table
+from maskclf.results.submission import prediction_table
 
 IDS = [f"{i:04d}.jpg" for i in range(2000)]  # big enough that a write takes a while
 SHAPE = (32, 24, 3)

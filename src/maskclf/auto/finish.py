@@ -11,23 +11,16 @@ from pathlib import Path
 
 import numpy as np
 import optuna
-import pandas as pd
 
-from maskclf.atomic import write_csv_set
 from maskclf.auto.report import write_report
 from maskclf.auto.selection import Selection, blend, select
 from maskclf.auto.study import StudyFolder, Work
 from maskclf.data.layout import read_eval
 from maskclf.errors import UsageError
+from maskclf.labels import CLASS_COLUMNS
 from maskclf.results.decisions import apply_biases, cross_validate, fit_biases
-from maskclf.results.ensemble import align
-from maskclf.results.submission import (
-    CLASS_COLUMNS,
-    checked_submission,
-    oof_persons,
-    prediction_table,
-    read_prediction_file,
-)
+from maskclf.results.ensemble import align, soft_vote
+from maskclf.results.submission import oof_persons, write_predictions_and_submission
 from maskclf.runs.directory import RunDir
 
 log = logging.getLogger(__name__)
@@ -64,7 +57,7 @@ def finish(work: Work) -> float:
                          "; give a larger --budget (a new --name starts afresh)")
     runs = [Path(t.user_attrs["run"]) for t in trials]
     names = [t.user_attrs["unit"] for t in trials]
-    oofs = align([read_prediction_file(RunDir(r).file(RunDir.OOF)) for r in runs],
+    oofs = align([RunDir(r).require_oof("the ensemble") for r in runs],
                  [str(RunDir(r).file(RunDir.OOF)) for r in runs])
     y, persons = oofs[0]["class"].to_numpy(), oof_persons(oofs[0]).to_numpy()
     probs = [oof[CLASS_COLUMNS].to_numpy() for oof in oofs]
@@ -148,19 +141,15 @@ def predict_eval(work: Work, runs: list[Path], weights: np.ndarray, biases: np.n
     from maskclf.predict.workflows import predict_run
 
     info = read_eval(work.data)
-    probs = np.zeros((len(info), len(CLASS_COLUMNS)))
-    for run, weight in zip(runs, weights, strict=True):
-        if weight > 0:
-            result = predict_run(run, work.data, tune_decisions=False, vote=False)
-            table = read_prediction_file(result.predictions).set_index("ImageID")
-            probs += weight * table.loc[info["ImageID"], CLASS_COLUMNS].to_numpy()
-    decided = apply_biases(probs, biases)
+    voters = [(predict_run(run, work.data, tune_decisions=False, vote=False).predictions,
+               weight) for run, weight in zip(runs, weights, strict=True) if weight > 0]
+    mean = soft_vote([path for path, _ in voters], [weight for _, weight in voters])
+    probs = mean.set_index("ImageID").loc[info["ImageID"], CLASS_COLUMNS].to_numpy()
     folder = work.folder
     predictions, submission = (folder.file(StudyFolder.PREDICTIONS),
                                folder.file(StudyFolder.SUBMISSION))
-    table: pd.DataFrame = prediction_table(info["ImageID"], probs).assign(submitted=decided)
-    write_csv_set({predictions: table,
-                   submission: checked_submission(info["ImageID"], decided, info, submission)})
+    write_predictions_and_submission(predictions, submission, info, probs,
+                                     apply_biases(probs, biases))
     return {"submission": str(submission), "predictions": str(predictions),
             "n_eval": len(info)}
 

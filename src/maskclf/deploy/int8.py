@@ -101,25 +101,12 @@ def _quantized(source: Path, target: Path, crops: np.ndarray) -> None:
         prepared.unlink(missing_ok=True)
 
 
-def _oof_predictions(model: ExportedModel, oof: pd.DataFrame, root: Path) -> np.ndarray:
-    """Each OOF row's 18-class prediction by its own fold's networks."""
-    predicted = np.zeros(len(oof), dtype=int)
-    for fold in model.folds:
-        rows = np.flatnonzero(oof["fold"].to_numpy() == fold)
-        if len(rows):
-            paths = oof["ImageID"].iloc[rows].tolist()
-            predicted[rows] = model.predict(root, paths, fold=fold).argmax(axis=1)
-    return predicted
-
-
-def check_request(run: RunDir, max_f1_drop: float) -> None:
+def check_request(run: RunDir, max_f1_drop: float) -> pd.DataFrame:
     """What ``--int8`` needs, checked before any export work: a threshold in 0-1 and
-    validation rows to check the quantized networks on."""
+    validation rows to check the quantized networks on (returned)."""
     if not 0 <= max_f1_drop <= 1:
         raise UsageError(f"--max-f1-drop must be in 0-1; got {max_f1_drop:g}")
-    if not run.file(RunDir.OOF).is_file():
-        raise UsageError(f"--int8 checks the quantized networks on {run.path}'s validation "
-                         f"rows, and it has none ({RunDir.OOF}): export a run with validation")
+    return run.require_oof("--int8 (it checks the quantized networks on them)")
 
 
 def quantize_export(out_dir: Path, run: RunDir, data_root: Path,
@@ -128,9 +115,8 @@ def quantize_export(out_dir: Path, run: RunDir, data_root: Path,
     """Replace the fp32 networks of the export in ``out_dir`` by int8 ones when they keep
     the run's validation macro F1 (or ``force``); returns the new manifest, whose ``int8``
     entry holds both F1, their agreement and the calibration."""
-    check_request(run, max_f1_drop)
+    oof = check_request(run, max_f1_drop)
     fp32 = ExportedModel.load(out_dir)
-    oof = pd.read_csv(run.file(RunDir.OOF))
     oof = oof[oof["fold"].isin(fp32.folds)].reset_index(drop=True)
     crops = calibration_crops(data_root, fp32.data_cfg, calibration_images)
     manifest = dict(fp32.manifest)
@@ -142,7 +128,8 @@ def quantize_export(out_dir: Path, run: RunDir, data_root: Path,
     proposed = {**manifest, "networks": int8_networks}
     int8 = ExportedModel.of_manifest(out_dir, proposed, Manifest.model_validate(proposed))
     truth = oof["class"].to_numpy()
-    before, after = _oof_predictions(fp32, oof, data_root), _oof_predictions(int8, oof, data_root)
+    before, after = (model.predict_oof(data_root, oof["ImageID"], oof["fold"]).argmax(axis=1)
+                     for model in (fp32, int8))
     entry = {"calibration_images": len(crops), "validation_images": len(oof),
              "fp32_macro_f1": macro_f1(truth, before), "int8_macro_f1": macro_f1(truth, after),
              "agreement": float((before == after).mean()), "max_f1_drop": max_f1_drop,

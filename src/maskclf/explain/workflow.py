@@ -23,13 +23,13 @@ from maskclf.data.layout import image_class
 from maskclf.data.transforms import evaluation_view
 from maskclf.errors import UsageError
 from maskclf.explain.cam import cam_layer, network_maps
+from maskclf.labels import CLASS_COLUMNS
 from maskclf.models.factory import load_net
 from maskclf.models.heads import build_task
 from maskclf.predict.run_backend import RunPredictor
 from maskclf.registry import CAM_METHODS, FACE_DETECTORS
 from maskclf.reports.plots import heat_overlay, map_sheet, unit_scaled
 from maskclf.reports.run_report import confident_mistakes
-from maskclf.results.submission import CLASS_COLUMNS
 from maskclf.runs.directory import RunDir
 
 ATTRIBUTES = list(labels.ATTRIBUTES)
@@ -188,10 +188,10 @@ def write_report_maps(run_path: Path | str, data_root: Path | str | None = None,
     the crop), with the face box found in each crop (crop pixels, -1 when none); None for a
     run without OOF rows or images."""
     run = RunDir.open(run_path)
-    if not run.file(RunDir.OOF).is_file():
+    oof = run.read_oof()
+    if oof is None:
         return None
     root = run.data_root(data_root)
-    oof = pd.read_csv(run.file(RunDir.OOF))
     if oof.empty or not all((root / p).is_file() for p in oof["ImageID"].head(3)):
         return None
     predicted = oof[CLASS_COLUMNS].to_numpy().argmax(axis=1)

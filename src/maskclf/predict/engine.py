@@ -90,6 +90,31 @@ class Predictor(ABC):
                       cache: bool = True) -> np.ndarray:
         """One network's probabilities over its task (N x 18, or N x one attribute)."""
 
+    def predict_oof(self, root: Path, paths: Sequence[str], folds: Sequence[int]
+                    ) -> np.ndarray:
+        """N x 18 probabilities of out-of-fold images, each by the networks of its own fold
+        (the fold that validated on it, never saw it in training), in the given order."""
+        return self._by_own_fold(paths, folds,
+                                 lambda chosen, fold: self.predict(root, chosen, fold))
+
+    def embed_oof(self, root: Path, paths: Sequence[str], folds: Sequence[int]) -> np.ndarray:
+        """Features of out-of-fold images, each from its own fold's network, in order."""
+        return self._by_own_fold(paths, folds,
+                                 lambda chosen, fold: self.embed(root, chosen, fold))
+
+    @staticmethod
+    def _by_own_fold(paths: Sequence[str], folds: Sequence[int],
+                     compute: Callable[[list[str], int], np.ndarray]) -> np.ndarray:
+        paths, folds = list(paths), np.asarray(folds, dtype=int)
+        result = np.empty((0, 0))
+        for fold in np.unique(folds):
+            rows = np.flatnonzero(folds == fold)
+            values = compute([paths[i] for i in rows], int(fold))
+            if not result.size:
+                result = np.empty((len(paths), values.shape[1]), values.dtype)
+            result[rows] = values
+        return result
+
     def embed(self, root: Path, paths: Sequence[str], fold: int) -> np.ndarray:
         """Features that group images into persons (N x features), from ``fold``'s network."""
         raise UsageError(f"{self.source} is a {self.kind}, which gives probabilities only; "

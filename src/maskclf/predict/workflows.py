@@ -12,10 +12,11 @@ import numpy as np
 import pandas as pd
 
 from maskclf import labels
-from maskclf.atomic import write_csv, write_csv_set
+from maskclf.atomic import write_csv
 from maskclf.data.io import collect_images, read_rgb, unreadable_images
 from maskclf.data.layout import read_eval
 from maskclf.errors import InputFileError, UsageError
+from maskclf.labels import CLASS_COLUMNS
 from maskclf.metrics import score
 from maskclf.predict.engine import Predictor
 from maskclf.predict.run_backend import RunPredictor, open_predictor
@@ -23,13 +24,11 @@ from maskclf.reports.plots import image_grid
 from maskclf.results.decisions import apply_biases, load_biases
 from maskclf.results.person_vote import check_vote, group_persons, person_vote, verdict
 from maskclf.results.submission import (
-    CLASS_COLUMNS,
     PredictResult,
-    checked_submission,
     oof_persons,
     oof_table,
     prediction_table,
-    read_prediction_file,
+    write_predictions_and_submission,
 )
 from maskclf.runs.directory import RunDir
 
@@ -42,13 +41,11 @@ def vote_on_persons(predictor: RunPredictor, root: Path, paths,
     (each fold's rows embedded by that fold's network), else ``probs`` unchanged; and a
     record of the check, whether the vote was applied and why not."""
     run, settings = predictor.run, predictor.settings
-    if not run.file(RunDir.OOF).exists():
+    oof = run.read_oof()
+    if oof is None:
         return probs, {"applied": False, "reason": f"{run.path} has no {RunDir.OOF} (a refit "
                        "run): the vote cannot be checked against known persons"}
-    oof = read_prediction_file(run.file(RunDir.OOF))
-    embeddings = np.concatenate([predictor.embed(root, rows["ImageID"], int(fold))
-                                 for fold, rows in oof.groupby("fold", sort=True)])
-    oof = oof.sort_values("fold", kind="stable")
+    embeddings = predictor.embed_oof(root, oof["ImageID"], oof["fold"])
     check = check_vote(embeddings, oof[CLASS_COLUMNS].to_numpy(), oof["class"].to_numpy(),
                        oof_persons(oof).to_numpy(),
                        oof["fold"].to_numpy(), settings.person_size)
@@ -102,10 +99,9 @@ def predict_run(run_path: Path | str, data_root: Path | str | None = None,
     decided = probs.argmax(axis=1) if biases is None else apply_biases(probs, biases)
     folder = RunDir(predictor.source)
     predictions, submission = folder.file(RunDir.PREDICTIONS), folder.file(RunDir.SUBMISSION)
-    table = prediction_table(info["ImageID"], probs).assign(
-        submitted=decided, decided_by="argmax" if biases is None else "decision_biases")
-    write_csv_set({predictions: table,
-                   submission: checked_submission(info["ImageID"], decided, info, submission)})
+    write_predictions_and_submission(
+        predictions, submission, info, probs, decided,
+        decided_by="argmax" if biases is None else "decision_biases")
     return PredictResult(predictions, submission, predictor.files(), len(info), voted)
 
 
@@ -118,12 +114,9 @@ def predict_oof(run_path: Path | str, data_root: Path | str | None = None,
     """
     predictor = _run_only(open_predictor(run_path, tta), "maskclf oof")
     run = predictor.run
-    oof = read_prediction_file(run.file(RunDir.OOF))
-    root = run.data_root(data_root)
-    tables = [oof_table(rows["ImageID"], predictor.predict(root, rows["ImageID"], int(fold)),
-                        fold, rows["class"], oof_persons(rows))
-              for fold, rows in oof.groupby("fold", sort=True)]
-    table = pd.concat(tables, ignore_index=True)
+    oof = run.require_oof("maskclf oof")
+    probs = predictor.predict_oof(run.data_root(data_root), oof["ImageID"], oof["fold"])
+    table = oof_table(oof["ImageID"], probs, oof["fold"], oof["class"], oof_persons(oof))
     path = run.write_table(RunDir.oof_name(predictor.views), table)
     return path, score(table["class"], table[CLASS_COLUMNS].to_numpy().argmax(axis=1))
 

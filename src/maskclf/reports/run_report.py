@@ -19,6 +19,7 @@ from maskclf.atomic import atomic_write_text
 from maskclf.config import DataConfig, DistillConfig
 from maskclf.data.io import read_rgb
 from maskclf.data.transforms import evaluation_view
+from maskclf.labels import CLASS_COLUMNS
 from maskclf.metrics import TRAIN_LOSS, VAL_F1, VAL_LOSS, attribute_confusions, confusion, score
 from maskclf.reports.advice import Finding, findings, recipe_lines
 from maskclf.reports.plots import (
@@ -30,7 +31,6 @@ from maskclf.reports.plots import (
     save,
     side_by_side,
 )
-from maskclf.results.submission import CLASS_COLUMNS
 from maskclf.runs.directory import RunDir
 
 
@@ -271,8 +271,8 @@ def write_report(run_path: Path | str, data_root: Path | str | None = None,
     cfg, maps = run.read_config(), read_maps(run)
     figures: dict[str, Path | None] = {"curves": _curves(curves, run.report_file("curves"))}
     wrong, matrix, truth, predicted = pd.DataFrame(), None, None, None
-    if run.file(RunDir.OOF).is_file():
-        oof = pd.read_csv(run.file(RunDir.OOF))
+    oof = run.read_oof()
+    if oof is not None:
         truth = oof["class"].to_numpy()
         predicted = oof[CLASS_COLUMNS].to_numpy().argmax(axis=1)
         figures["confusion"], matrix = _confusions(truth, predicted, run.report_file("confusion"))

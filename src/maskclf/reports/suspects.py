@@ -23,7 +23,8 @@ from matplotlib.figure import Figure
 from maskclf import labels
 from maskclf.atomic import atomic_write, atomic_write_text, write_csv
 from maskclf.data.io import read_rgb
-from maskclf.results.submission import CLASS_COLUMNS, oof_persons, read_prediction_file
+from maskclf.labels import CLASS_COLUMNS
+from maskclf.results.submission import oof_persons
 from maskclf.runs.directory import RunDir
 
 AGE_CORRECTIONS = {0: "age_under_30", 2: "age_60_or_over"}
@@ -108,7 +109,7 @@ def write_suspects(run_path: Path | str, out_dir: Path | str, top: int = 30,
     """Rank the run's suspect labels; write ``suspects.csv``, ``suspects.png`` (the top
     ``top``) and ``corrections.yaml`` into out_dir; returns counts and paths."""
     run, out_dir = RunDir.open(run_path), Path(out_dir)
-    oof = read_prediction_file(run.file(RunDir.OOF))
+    oof = run.require_oof("maskclf suspects")
     suspects = find_suspects(oof)
     data_root = run.data_root(data_root)
     write_csv(suspects, out_dir / "suspects.csv")

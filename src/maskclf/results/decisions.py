@@ -19,10 +19,11 @@ from sklearn.model_selection import GroupKFold
 from maskclf import labels
 from maskclf.atomic import write_json
 from maskclf.errors import InputFileError, MissingFileError, UsageError
-from maskclf.labels import NUM_CLASSES
+from maskclf.labels import CLASS_COLUMNS, NUM_CLASSES
 from maskclf.metrics import macro_f1
-from maskclf.results.submission import CLASS_COLUMNS, oof_persons, read_prediction_file
+from maskclf.results.submission import oof_persons
 from maskclf.runs.directory import RunDir
+from maskclf.tables import read_prediction_file
 
 log = logging.getLogger(__name__)
 

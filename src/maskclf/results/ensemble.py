@@ -18,15 +18,10 @@ import pandas as pd
 from maskclf import labels
 from maskclf.atomic import write_csv_set
 from maskclf.errors import InputFileError, UsageError
-from maskclf.results.submission import (
-    CLASS_COLUMNS,
-    prediction_table,
-    read_prediction_file,
-    read_submission,
-    validate_submission,
-)
+from maskclf.labels import CLASS_COLUMNS
+from maskclf.results.submission import prediction_table, read_submission, validate_submission
 from maskclf.runs.directory import RunDir
-from maskclf.tables import read_table
+from maskclf.tables import read_prediction_file, read_table
 
 ATTRIBUTE_COLUMNS = {name: [f"{name}_{i}" for i in range(len(values))]
                      for name, values in labels.ATTRIBUTES.items()}

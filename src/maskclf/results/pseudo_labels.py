@@ -18,8 +18,8 @@ from maskclf.atomic import write_csv
 from maskclf.data.io import is_image_file
 from maskclf.data.layout import read_eval
 from maskclf.errors import InputFileError, MissingFileError, UsageError
-from maskclf.results.submission import CLASS_COLUMNS, read_prediction_file
-from maskclf.tables import read_table
+from maskclf.labels import CLASS_COLUMNS
+from maskclf.tables import read_prediction_file, read_table
 
 log = logging.getLogger(__name__)
 

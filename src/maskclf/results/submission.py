@@ -14,10 +14,10 @@ import numpy as np
 import pandas as pd
 
 from maskclf import labels
+from maskclf.atomic import write_csv_set
 from maskclf.errors import SubmissionError
-from maskclf.tables import check_probabilities, check_rows, read_table
-
-CLASS_COLUMNS = [f"class_{i}" for i in range(labels.NUM_CLASSES)]
+from maskclf.labels import CLASS_COLUMNS
+from maskclf.tables import check_rows, read_table
 
 
 @dataclass
@@ -74,12 +74,15 @@ def checked_submission(ids, classes, info: pd.DataFrame, path: Path | str) -> pd
     return submission
 
 
-def read_prediction_file(path: Path | str) -> pd.DataFrame:
-    """A predictions/OOF file, checked to hold ImageID and 18 class probabilities per row."""
-    table = check_rows(read_table(path, ["ImageID", *CLASS_COLUMNS], "prediction file",
-                                  dtype={"ImageID": str}), path, "prediction file")
-    check_probabilities(table, CLASS_COLUMNS, path)
-    return table
+def write_predictions_and_submission(predictions: Path, submission: Path, info: pd.DataFrame,
+                                     probs: np.ndarray, decided: np.ndarray,
+                                     **columns) -> None:
+    """``predictions.csv`` (the probabilities of ``info``'s images, ``submitted`` = the
+    decided class, plus ``columns``) and ``submission.csv`` (validated against ``info``
+    before anything is written) as one set: never a new one beside an old one."""
+    table = prediction_table(info["ImageID"], probs).assign(submitted=decided, **columns)
+    write_csv_set({predictions: table,
+                   submission: checked_submission(info["ImageID"], decided, info, submission)})
 
 
 def oof_table(ids, probs: np.ndarray, folds, classes, persons) -> pd.DataFrame:

@@ -14,8 +14,9 @@ import pandas as pd
 
 from maskclf.config import RunConfig
 from maskclf.errors import InputFileError
+from maskclf.labels import CLASS_COLUMNS
 from maskclf.metrics import score
-from maskclf.results.submission import CLASS_COLUMNS, read_prediction_file
+from maskclf.tables import read_prediction_file
 
 
 def read_teacher(path: Path | str) -> pd.DataFrame:

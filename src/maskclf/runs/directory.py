@@ -28,7 +28,7 @@ from maskclf.atomic import atomic_write_text, save_array, write_csv, write_json
 from maskclf.config import RunConfig, dump_config, load_config
 from maskclf.errors import MissingFileError, UsageError
 from maskclf.runs.lock import LOCK, describe, live_holder
-from maskclf.tables import read_table
+from maskclf.tables import read_prediction_file, read_table
 
 if TYPE_CHECKING:  # specs pull in torch and timm; the run directory itself needs neither
     from maskclf.models.spec import ModelSpec
@@ -237,6 +237,21 @@ class RunDir:
         """``run.json``, or {} for a run made before maskclf wrote one."""
         path = self.file(self.RECORD)
         return json.loads(path.read_text()) if path.is_file() else {}
+
+    def read_oof(self) -> pd.DataFrame | None:
+        """The run's out-of-fold rows (``oof.csv``, checked as a prediction file), or None
+        for a run that has none (trained without validation, or a refit)."""
+        path = self.file(self.OOF)
+        return read_prediction_file(path) if path.exists() else None
+
+    def require_oof(self, needed_for: str) -> pd.DataFrame:
+        """The run's out-of-fold rows, or a :class:`UsageError` saying what needed them."""
+        oof = self.read_oof()
+        if oof is None:
+            raise UsageError(f"{self.path} has no out-of-fold predictions ({self.OOF}: it was "
+                             f"trained without validation, or is a refit); {needed_for} "
+                             "needs them")
+        return oof
 
     @staticmethod
     def oof_name(views: list[str]) -> str:

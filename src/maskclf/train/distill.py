@@ -32,11 +32,12 @@ from maskclf.data.datamodule import teacher_probs
 from maskclf.data.layout import read_eval
 from maskclf.deploy.manifest import is_export, load_manifest
 from maskclf.errors import UsageError
+from maskclf.labels import CLASS_COLUMNS
 from maskclf.models.weights import PACKAGED
 from maskclf.predict.run_backend import open_predictor
 from maskclf.results.ensemble import mean_table
 from maskclf.results.pseudo_labels import pseudo_label
-from maskclf.results.submission import CLASS_COLUMNS, prediction_table, read_prediction_file
+from maskclf.results.submission import prediction_table
 from maskclf.runs.directory import RunDir
 from maskclf.train.execute import RunResult, execute
 from maskclf.train.plan import plan_new, prepare_records
@@ -74,24 +75,18 @@ def source_run(source: Path) -> RunDir:
                              "run, or copy it back")
         source = run
     run = RunDir.open(source).require_finished()
-    if not run.file(RunDir.OOF).is_file():
-        raise UsageError(f"{run.path} was trained without validation: it has no out-of-fold "
-                         "predictions to teach with")
+    run.require_oof("a teacher")
     return run
 
 
 def teacher_predictions(source: Path, data_root: Path) -> pd.DataFrame:
     """Out-of-fold probabilities of every training image of ``source`` (a prediction table
     keyed by image path): a run's own oof.csv, or an export's networks fold by fold."""
-    run = source_run(source)
-    oof = read_prediction_file(run.file(RunDir.OOF))
+    oof = source_run(source).require_oof("a teacher")
     if not is_export(source):
         return oof
-    predictor = open_predictor(source)
-    parts = [prediction_table(rows["ImageID"],
-                              predictor.predict(data_root, rows["ImageID"], int(fold)))
-             for fold, rows in oof.groupby("fold", sort=True)]
-    return pd.concat(parts, ignore_index=True)
+    probs = open_predictor(source).predict_oof(data_root, oof["ImageID"], oof["fold"])
+    return prediction_table(oof["ImageID"], probs)
 
 
 def student_config(request: DistillRequest, teacher_run: RunDir) -> RunConfig:

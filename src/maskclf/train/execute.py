@@ -20,11 +20,12 @@ from maskclf.config import RunConfig
 from maskclf.data.corrections import CorrectionReport
 from maskclf.data.datamodule import excluded_from_training
 from maskclf.explain.workflow import write_report_maps
+from maskclf.labels import CLASS_COLUMNS
 from maskclf.metrics import score, write_confusions
 from maskclf.models.spec import ModelSpec
 from maskclf.reports.run_report import write_report
 from maskclf.results.pseudo_labels import read_extra
-from maskclf.results.submission import CLASS_COLUMNS, oof_table
+from maskclf.results.submission import oof_table
 from maskclf.results.teacher import compare, teacher_of
 from maskclf.runs.directory import RunDir
 from maskclf.runs.lock import training_lock
