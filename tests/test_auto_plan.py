@@ -169,8 +169,9 @@ class _Clock:
 def _work(tmp_path, rungs, kfold_epochs=0):
     import optuna
 
+    from maskclf.auto.folder import StudyFolder
     from maskclf.auto.plan import Rung, StudyPlan
-    from maskclf.auto.study import StudyFolder, Work
+    from maskclf.auto.schedule import Work
 
     names = ["a", "b", "c"][:rungs[0][0]]
     plan = StudyPlan(1000.0, names, [Rung(*r) for r in rungs], kfold_epochs, 3,
@@ -183,22 +184,23 @@ def _work(tmp_path, rungs, kfold_epochs=0):
 
 
 def test_two_trials_that_claim_one_unit_leave_it_to_the_lower_number(tmp_path):
-    from maskclf.auto.study import Unit, _claim
+    from maskclf.auto.schedule import Unit
+    from maskclf.auto.worker import claim
 
     work, study = _work(tmp_path, [(2, 1)])
     first, second = study.ask(), study.ask()
     for trial in (first, second):  # both tag the same unit at once
         trial.set_user_attr("unit", "r0-a")
     assert work.owner("r0-a") == first.number
-    assert _claim(second, work) == Unit("screening", "b", 0)  # the other takes the next
-    assert _claim(study.ask(), work) is None  # nothing open: finish waits for both
+    assert claim(second, work) == Unit("screening", "b", 0)  # the other takes the next
+    assert claim(study.ask(), work) is None  # nothing open: finish waits for both
     for trial, value in ((first, 0.5), (second, 0.4)):
         study.tell(trial, value)
     assert work.next_unit() == Unit("finish")
 
 
 def test_a_rung_waits_for_the_one_before_and_takes_its_best(tmp_path):
-    from maskclf.auto.study import WAIT, Unit
+    from maskclf.auto.schedule import WAIT, Unit
 
     work, study = _work(tmp_path, [(3, 1), (2, 3)], kfold_epochs=4)
     trials = {}

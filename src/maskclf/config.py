@@ -106,6 +106,12 @@ class DataConfig(_Section):
             raise ValueError(f"data.oversample maps class ids 0-17 to factors >= 1; got {bad}")
         return value
 
+    @property
+    def validates(self) -> bool:
+        """Whether runs of this config hold persons out to validate on (k folds, or a
+        held-out share): what early stopping, plateau schedules, soups and studies need."""
+        return self.val_ratio > 0 or self.folds >= 2
+
 
 class ModelConfig(_Section):
     name: str = "efficientnet_b0"
@@ -290,6 +296,11 @@ class TrainConfig(_Section):
     def _precision_as_text(cls, value: Any) -> Any:
         return str(value) if isinstance(value, int) else value
 
+    @property
+    def several_devices(self) -> bool:
+        """Whether a run spans several processes (devices or nodes): DDP, one rank each."""
+        return (isinstance(self.devices, int) and self.devices > 1) or self.num_nodes > 1
+
 
 class PredictConfig(_Section):
     tta: list[str] = []
@@ -358,7 +369,7 @@ class RunConfig(_Section):
     @model_validator(mode="after")
     def _settings_agree(self) -> RunConfig:
         """Rules that combine two settings, so a bad pair fails before anything is written."""
-        validated = self.data.val_ratio > 0 or self.data.folds >= 2
+        validated = self.data.validates
         if self.sched.name == "plateau" and not validated:
             raise ValueError("sched.name: plateau follows validation macro F1; it needs "
                              "data.val_ratio > 0 or data.folds >= 2")
@@ -377,9 +388,7 @@ class RunConfig(_Section):
                              "cutmix blend images the teacher never saw: set "
                              "aug.mixup_alpha and aug.cutmix_alpha to 0 and aug.cutmix_mode "
                              "to box")
-        several = (isinstance(self.train.devices, int) and self.train.devices > 1
-                   or self.train.num_nodes > 1)
-        if self.optim.lr == "auto" and several:
+        if self.optim.lr == "auto" and self.train.several_devices:
             raise ValueError("optim.lr: auto runs Lightning's learning-rate finder, which "
                              "needs one device; run `maskclf lr-find` and set optim.lr")
         if self.model.age_regression_weight > 0:

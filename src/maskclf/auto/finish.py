@@ -12,9 +12,10 @@ from pathlib import Path
 import numpy as np
 import optuna
 
+from maskclf.auto.folder import StudyFolder
 from maskclf.auto.report import write_report
+from maskclf.auto.schedule import Work, fold_runs
 from maskclf.auto.selection import Selection, blend, select
-from maskclf.auto.study import StudyFolder, Work
 from maskclf.data.layout import read_eval
 from maskclf.errors import UsageError
 from maskclf.labels import CLASS_COLUMNS
@@ -103,7 +104,7 @@ def refit_members(work: Work, trials: list[optuna.trial.FrozenTrial], runs: list
         return runs, {"used": False, "reason": "the preset does not ask for a refit"}
     chosen = [i for i, w in enumerate(weights) if w > 0]
     folds = work.plan.folds
-    need = {i: trials[i].user_attrs["seconds"] / len(trials[i].user_attrs.get("epochs") or [1])
+    need = {i: trials[i].user_attrs["seconds"] / fold_runs(trials[i].user_attrs)
             * folds / (folds - 1) for i in chosen}
     left = work.clock.left() - work.plan.reserve_s
     if sum(need.values()) > left:

@@ -140,14 +140,25 @@ def ladder(count: int, preset: Preset, final_epochs: int | None) -> list[Rung]:
     return rungs
 
 
+def rung_seconds(rungs: list[Rung], index: int, epoch_s: float) -> float:
+    """One candidate's cost at rung ``index``: the epochs beyond the previous rung's (a
+    continuation) at ``epoch_s``. The one cost model of a rung, for the plan and the
+    schedule."""
+    before = rungs[index - 1].epochs if index else 0
+    return (rungs[index].epochs - before) * epoch_s
+
+
+def kfold_seconds(folds: int, epochs: int, epoch_s: float) -> float:
+    """One candidate's k-fold run: ``folds`` runs of ``epochs`` epochs at ``epoch_s``."""
+    return folds * epochs * epoch_s
+
+
 def ladder_seconds(rungs: list[Rung], epoch_s: list[float]) -> float:
-    """Screening's cost: each rung trains its candidates from the previous rung's epochs
-    (a continuation); ``epoch_s`` in the candidates' order, the costliest assumed to stay."""
-    total, trained = 0.0, 0
-    for rung in rungs:
-        total += sum(sorted(epoch_s, reverse=True)[:rung.count]) * (rung.epochs - trained)
-        trained = rung.epochs
-    return total
+    """Screening's cost: each rung trains its candidates from the previous rung's epochs;
+    ``epoch_s`` in the candidates' order, the costliest assumed to stay."""
+    costliest = sorted(epoch_s, reverse=True)
+    return sum(rung_seconds(rungs, i, cost) for i, rung in enumerate(rungs)
+               for cost in costliest[:rung.count])
 
 
 def plan_study(budget_s: float, preset: Preset, names: list[str], epoch_s: dict[str, float],
@@ -179,7 +190,8 @@ def _plan_for(budget_s: float, preset: Preset, chosen: list[str], epoch_s: dict[
     survivors = min(preset.survivors, len(chosen))
     screening = ladder(len(chosen), preset, None)
     reserve = reserve_seconds(budget_s, preset, network_predict_s * preset.folds * survivors)
-    kfold_epoch = preset.folds * sum(sorted(costs, reverse=True)[:survivors])
+    kfold_epoch = sum(kfold_seconds(preset.folds, 1, cost)
+                      for cost in sorted(costs, reverse=True)[:survivors])
     left = budget_s - reserve - ladder_seconds(screening, costs)
     fits = min(preset.max_epochs, int(left // kfold_epoch)) if left > 0 else 0
     if fits >= minimum:

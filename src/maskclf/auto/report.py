@@ -10,7 +10,8 @@ import optuna
 from matplotlib.figure import Figure
 
 from maskclf.atomic import atomic_write_text, write_json
-from maskclf.auto.study import StudyFolder, Work
+from maskclf.auto.folder import StudyFolder
+from maskclf.auto.schedule import Work
 from maskclf.reports.plots import save
 from maskclf.ticker import duration
 

@@ -12,18 +12,12 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from maskclf.auto.clock import BudgetClock
+from maskclf.auto.folder import StudyFolder, check_identity, open_plan, open_study, plan_identity
 from maskclf.auto.plan import StudyPlan
 from maskclf.auto.preset import LoadedPreset, load_preset
-from maskclf.auto.study import (
-    BudgetClock,
-    StudyFolder,
-    Work,
-    check_identity,
-    open_plan,
-    open_study,
-    plan_identity,
-    work_loop,
-)
+from maskclf.auto.schedule import Work
+from maskclf.auto.worker import work_loop
 from maskclf.config import duration_seconds
 from maskclf.data.layout import check_root, read_tables
 from maskclf.errors import RunInterrupted, UsageError
@@ -105,7 +99,7 @@ def _work(data: Path, folder: StudyFolder, loaded: LoadedPreset, storage: str | 
     n_val = math.ceil(len(records) / settings.folds)
     identity = plan_identity(data, clock.budget_s, path.read_text())
     plan = open_plan(folder, identity, settings, configs, len(records) - n_val, n_val,
-                     len(info), clock)
+                     len(info), clock.left())
     _log_plan(plan, settings.max_epochs)
     work = Work(open_study(folder, storage), plan, settings, configs, folder, data, clock)
     from maskclf.auto.finish import finish

@@ -44,11 +44,12 @@ log = logging.getLogger(__name__)
 
 
 @dataclass
+
+
 class RunResult:
     run: Path
     summary: dict
     corrections: CorrectionReport | None = None
-
 
 
 def _train_folds(specs: list[ModelSpec], root: Path, records: pd.DataFrame, folds: list[int],
@@ -74,14 +75,12 @@ def _train_folds(specs: list[ModelSpec], root: Path, records: pd.DataFrame, fold
     return combined
 
 
-
 def _fit_labelled(spec: ModelSpec, root: Path, records: pd.DataFrame, fold: int, run: RunDir,
                   options: FitOptions, extra: pd.DataFrame | None) -> FoldResult:
     """``fit_fold`` with the progress naming the network and fold ("age fold 2/5")."""
     network = f"{spec.attribute} " if spec.attribute else ""
     options.clock.label = f"{network}fold {fold + 1}/{max(spec.cfg.data.folds, 1)}"
     return fit_fold(spec, root, records, fold, run, options, extra)
-
 
 
 def _summarise(run: RunDir, records: pd.DataFrame, results: list[FoldResult], started: float
@@ -118,11 +117,9 @@ def _summarise(run: RunDir, records: pd.DataFrame, results: list[FoldResult], st
     return summary
 
 
-
 def train(request: TrainRequest, interactive: bool | None = None) -> RunResult:
     """``maskclf train``: plan the request, then execute the plan."""
     return execute(plan(request), interactive)
-
 
 
 def train_run(cfg: RunConfig, data_root: Path | str, runs_dir: Path | str = "runs",
@@ -138,12 +135,10 @@ def train_run(cfg: RunConfig, data_root: Path | str, runs_dir: Path | str = "run
     return execute(plan_new(cfg, data_root, runs_dir, name, fold), interactive, callbacks)
 
 
-
 def resume_run(run_path: Path | str, data_root: Path | str | None = None,
                interactive: bool | None = None) -> RunResult:
     """Finish an interrupted run (see :func:`plan_resume`)."""
     return execute(plan_resume(run_path, data_root), interactive)
-
 
 
 def continue_run(run_path: Path | str, epochs: int, data_root: Path | str | None = None,
@@ -153,13 +148,11 @@ def continue_run(run_path: Path | str, epochs: int, data_root: Path | str | None
     return execute(plan_continue(run_path, epochs, data_root, name, train), interactive)
 
 
-
 def _add_seconds(run: RunDir, seconds: float) -> None:
     """Keep the time an interrupted session spent, for the finished run's total."""
     record = run.read_record()
     record["interrupted_seconds"] = round(record.get("interrupted_seconds", 0.0) + seconds, 1)
     run.write_record(record)
-
 
 
 def _write_plan(plan: RunPlan, run: RunDir) -> None:
@@ -183,7 +176,6 @@ def _write_plan(plan: RunPlan, run: RunDir) -> None:
                  plan.cfg.train.epochs, run.path)
 
 
-
 def execute(plan: RunPlan, interactive: bool | None = None,
             callbacks: Sequence[Callback] = ()) -> RunResult:
     """Train a plan: every network of every planned fold, then (rank 0) the out-of-fold
@@ -194,7 +186,6 @@ def execute(plan: RunPlan, interactive: bool | None = None,
     with training_lock(run.path, " ".join(sys.argv)) if is_rank_zero() else nullcontext():
         _write_plan(plan, run)
         return _train_plan(plan, run, interactive, callbacks, started)
-
 
 
 def _train_plan(plan: RunPlan, run: RunDir, interactive: bool | None,

@@ -32,6 +32,8 @@ log = logging.getLogger(__name__)
 
 
 @dataclass
+
+
 class FoldResult:
     """One trained fold: its checkpoints and its validation rows with their probabilities."""
 
@@ -41,7 +43,6 @@ class FoldResult:
     probs: np.ndarray | None
     soup: dict | None = None
     """Checkpoint averaging: what the soup scored and whether it was used."""
-
 
 
 def fit_fold(spec: ModelSpec, root: Path, records: pd.DataFrame, fold: int, run: RunDir,
@@ -107,7 +108,6 @@ def fit_fold(spec: ModelSpec, root: Path, records: pd.DataFrame, fold: int, run:
     return FoldResult(fold, [best], data.val_rows, probs, soup)
 
 
-
 def _top_epochs(trainer: L.Trainer) -> list[Path]:
     """The fold's kept best epochs (``train.average_checkpoints``), best first."""
     for callback in trainer.checkpoint_callbacks:
@@ -115,7 +115,6 @@ def _top_epochs(trainer: L.Trainer) -> list[Path]:
             ranked = sorted(callback.best_k_models.items(), key=lambda item: -float(item[1]))
             return [Path(path) for path, _ in ranked]
     return []
-
 
 
 def _lost_peer(exc: Exception) -> bool:

@@ -42,6 +42,8 @@ MIN_LR, MAX_LR, STEPS = 1e-6, 1.0, 100
 
 
 @dataclass(frozen=True)
+
+
 class LrFinding:
     """What a range test found: the suggested rate (None when the loss never fell), the
     range tried, and the (rate, smoothed loss) curve."""
@@ -177,7 +179,6 @@ def find_learning_rate(cfg: RunConfig, data_root: Path | str, plot: Path,
         lr_figure(finding, path, f"{cfg.model.name}: {spec.task} network, fold {fold}")
         found[spec.task] = finding.record(str(path))
     return {"fold": fold, "networks": found}
-
 
 
 def with_found_rates(plan: RunPlan, run: RunDir) -> RunPlan:

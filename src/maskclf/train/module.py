@@ -25,6 +25,8 @@ from maskclf.train.mixing import HalfFaceMix
 log = logging.getLogger(__name__)
 
 MONITOR = metrics.VAL_F1
+
+
 def lr_multiplier(step: int, total_steps: int, steps_per_epoch: int, cfg: SchedConfig) -> float:
     """Learning-rate factor at optimizer ``step``: linear warmup, then the schedule."""
     warmup = round(cfg.warmup_epochs * steps_per_epoch)

@@ -40,8 +40,9 @@ def prepare_records(cfg: RunConfig, root: Path) -> tuple[pd.DataFrame, Correctio
     return records, report
 
 
-
 @dataclass
+
+
 class RunPlan:
     """Everything :func:`execute` needs, decided and checked before anything is written.
 
@@ -67,7 +68,6 @@ class RunPlan:
     corrections: CorrectionReport | None = None
 
 
-
 def checked_inputs(cfg: RunConfig, root: Path) -> tuple[pd.DataFrame, CorrectionReport | None,
                                                   list[ModelSpec]]:
     """The dataset read and checked (corrections applied) and the config checked on this
@@ -79,7 +79,6 @@ def checked_inputs(cfg: RunConfig, root: Path) -> tuple[pd.DataFrame, Correction
         teacher_probs(teacher, [*records["path"], *([] if extra is None else extra["path"])],
                       cfg.distill.teacher)
     return records, report, preflight(cfg)
-
 
 
 def plan_new(cfg: RunConfig, data_root: Path | str, runs_dir: Path | str = "runs",
@@ -101,11 +100,9 @@ def plan_new(cfg: RunConfig, data_root: Path | str, runs_dir: Path | str = "runs
                    runs_dir=Path(runs_dir), name=name, corrections=report)
 
 
-
 def fold_ids(split: pd.DataFrame) -> list[int]:
     """The folds of a person split (``[0]`` when every person trains)."""
     return sorted(int(f) for f in split["fold"].unique() if f >= 0) or [0]
-
 
 
 def plan_resume(run_path: Path | str, data_root: Path | str | None = None) -> RunPlan:
@@ -127,7 +124,6 @@ def plan_resume(run_path: Path | str, data_root: Path | str | None = None) -> Ru
     records = attach_folds(records, split, str(run.file(RunDir.FOLDS)))
     record["resumed"].append(environment())
     return RunPlan(cfg, specs, root, records, record["folds"], split, record, run=run)
-
 
 
 def plan_continue(run_path: Path | str, epochs: int, data_root: Path | str | None = None,
@@ -163,7 +159,6 @@ def plan_continue(run_path: Path | str, epochs: int, data_root: Path | str | Non
                    carry_from=parent)
 
 
-
 def refit_config(run_path: Path | str, train: dict | None = None
                  ) -> tuple[RunConfig, list[int], Path]:
     """RUN's config for a final model on every person: no validation (so no early stopping
@@ -186,7 +181,6 @@ def refit_config(run_path: Path | str, train: dict | None = None
     return build_config(raw, f"refit of {run.path}"), best_epochs, run.data_root()
 
 
-
 def plan_refit(run_path: Path | str, data_root: Path | str | None = None,
                name: str | None = None, train: dict | None = None) -> RunPlan:
     """A finished run's config retrained on every person for its folds' median best epoch,
@@ -198,7 +192,6 @@ def plan_refit(run_path: Path | str, data_root: Path | str | None = None,
     return plan_new(cfg, data_root or run_data, parent.parent, name or f"{parent.name}-refit",
                     parent={"refit_of": {"run": str(parent.resolve()),
                                          "best_epochs": best_epochs}})
-
 
 
 def plan(request: TrainRequest) -> RunPlan:

@@ -32,6 +32,7 @@ from maskclf.train.resume import InterruptCheckpoint
 
 log = logging.getLogger(__name__)
 
+
 class TimeBudget(Callback):
     """``train.time_limit`` over a whole run: shared by every fold's Trainer, after the run
     clock (whose epoch times it reads). Once an epoch has been timed, each fold gets the
@@ -129,13 +130,14 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 def build_strategy(train: TrainConfig) -> Strategy | str:
     """``train.strategy``; DDP (asked for, or chosen for several devices) with the configured
     timeout, so a rank that died fails the others instead of hanging them."""
-    several = (isinstance(train.devices, int) and train.devices > 1) or train.num_nodes > 1
-    if train.strategy == "ddp" or (train.strategy == "auto" and several):
+    if train.strategy == "ddp" or (train.strategy == "auto" and train.several_devices):
         return DDPStrategy(timeout=timedelta(seconds=train.ddp_timeout_s))
     return train.strategy
 
 
 @dataclass(frozen=True)
+
+
 class FitOptions:
     """How a run's Trainers are dressed beyond the config: the progress display (None:
     a bar on a terminal) and extra callbacks (e.g. a tuning study's pruner)."""

@@ -175,6 +175,10 @@ def sample(trial: optuna.Trial, space: dict[str, Distribution]) -> dict[str, Any
     return values
 
 
+DATABASE = "study.db"
+"""A study's SQLite file in its folder when no storage URL is given (tune and auto)."""
+
+
 def open_storage(url: str | None, out: Path, heartbeat_s: int | None = None
                  ) -> optuna.storages.RDBStorage:
     """The study's storage: ``url``, or a SQLite file in ``out``. With ``heartbeat_s`` a
@@ -182,7 +186,7 @@ def open_storage(url: str | None, out: Path, heartbeat_s: int | None = None
     that looks (``optuna.storages.fail_stale_trials``), so its work is done again."""
     if url is None:
         out.mkdir(parents=True, exist_ok=True)
-        url = f"sqlite:///{(out / 'study.db').resolve()}"
+        url = f"sqlite:///{(out / DATABASE).resolve()}"
     engine = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}
     try:
         with warnings.catch_warnings():  # Optuna marks the heartbeat experimental
@@ -210,7 +214,7 @@ def run_study(cfg_raw: dict[str, Any], data_root: Path | str, space_path: Path |
 
     out = Path(out)
     base = build_config(cfg_raw, "base config")
-    if base.data.val_ratio <= 0 and base.data.folds < 2:
+    if not base.data.validates:
         raise UsageError("a study scores validation macro F1: set data.val_ratio > 0 or "
                          "data.folds >= 2")
     space = load_space(space_path, cfg_raw)
