@@ -28,6 +28,7 @@ import torch
 
 from maskclf.data.transforms import evaluation_view
 from maskclf.deploy.export import PredictionGraph, export_run
+from maskclf.deploy.request import ExportRequest
 from maskclf.metrics import macro_f1
 from maskclf.models.factory import load_net
 from maskclf.models.spec import resolve_specs
@@ -88,9 +89,10 @@ def main() -> None:
     folds = "all" if oof["fold"].nunique() == 1 else "best"
     with tempfile.TemporaryDirectory() as tmp:
         fp32, int8 = Path(tmp) / "fp32", Path(tmp) / "int8"
-        fold = export_run(run.path, fp32, folds=folds, data_root=root)["networks"][0]["fold"]
-        manifest = export_run(run.path, int8, folds=folds, data_root=root, int8=True,
-                              force=True)
+        exported = export_run(ExportRequest(run.path, fp32, folds=folds, data=root))
+        fold = exported["networks"][0]["fold"]
+        manifest = export_run(ExportRequest(run.path, int8, folds=folds, data=root, int8=True,
+                                            force=True))
         rows = oof[oof["fold"] == fold]
         images = np.stack([evaluation_view(root / p, cfg.data) for p in rows["ImageID"]])
         truth = rows["class"].to_numpy()

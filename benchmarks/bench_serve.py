@@ -38,6 +38,7 @@ from fastapi.testclient import TestClient
 
 from maskclf.data.layout import read_eval
 from maskclf.deploy.export import PredictionGraph, export_run
+from maskclf.deploy.request import ExportRequest
 from maskclf.deploy.serve import create_app
 from maskclf.models.factory import load_net
 from maskclf.models.spec import resolve_specs
@@ -162,7 +163,7 @@ def main() -> None:
     paths = read_eval(data, check_images=False)["path"].tolist()
     photos = [(data / paths[i % len(paths)]).read_bytes() for i in range(args.requests)]
     with tempfile.TemporaryDirectory() as tmp:
-        export_run(run.path, tmp, data_root=data)
+        export_run(ExportRequest(run.path, tmp, data=data))
         if args.clients is not None:
             load_test(Path(tmp), photos, args.clients, args.max_concurrent)
             return

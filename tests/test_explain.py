@@ -170,13 +170,14 @@ def test_the_report_shows_maps_beside_mistakes_and_mean_maps(mask_run):
 def test_the_exported_cam_is_the_torch_gradcam(mask_run, tmp_path):
     pytest.importorskip("onnxruntime")
     from maskclf.deploy.export import export_run
+    from maskclf.deploy.request import ExportRequest
     from maskclf.explain.cam import network_maps
     from maskclf.models.factory import load_net
     from maskclf.models.heads import build_task
     from maskclf.predict.onnx_backend import ExportedModel
 
     run, data = mask_run
-    manifest = export_run(run, tmp_path / "export", data_root=data)
+    manifest = export_run(ExportRequest(run, tmp_path / "export", data=data))
     assert manifest["cam"]["layer"].startswith("bn2")
     exported = ExportedModel.load(tmp_path / "export")
     crops = np.stack([exported.preprocess(np.asarray(Image.open(p).convert("RGB")))

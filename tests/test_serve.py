@@ -22,7 +22,8 @@ pytest.importorskip("fastapi")
 from fastapi.testclient import TestClient  # noqa: E402
 
 from maskclf import labels  # noqa: E402
-from maskclf.deploy.export import export_run  # noqa: E402
+from maskclf.deploy.export import export_run
+from maskclf.deploy.request import ExportRequest  # noqa: E402
 from maskclf.deploy.serve import create_app  # noqa: E402
 from maskclf.predict.onnx_backend import ExportedModel  # noqa: E402
 from maskclf.train.execute import train_run  # noqa: E402
@@ -36,7 +37,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def export_dir(synthetic_root, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("serve")
     run = train_run(tiny_config(), synthetic_root, out, "r", interactive=False).run
-    export_run(run, out / "export", data_root=synthetic_root)
+    export_run(ExportRequest(run, out / "export", data=synthetic_root))
     return out / "export"
 
 

@@ -23,7 +23,8 @@ from PIL import Image
 pytest.importorskip("onnxruntime")
 pytest.importorskip("fastapi")
 
-from maskclf.deploy.export import export_run  # noqa: E402
+from maskclf.deploy.export import export_run
+from maskclf.deploy.request import ExportRequest  # noqa: E402
 from maskclf.train.execute import train_run  # noqa: E402
 from tests.conftest import tiny_config  # noqa: E402
 
@@ -103,7 +104,7 @@ class Server:
 def server(synthetic_root, tmp_path_factory):
     out = tmp_path_factory.mktemp("serve-hostile")
     run = train_run(tiny_config(), synthetic_root, out, "r", interactive=False).run
-    export_run(run, out / "export", data_root=synthetic_root)
+    export_run(ExportRequest(run, out / "export", data=synthetic_root))
     running = Server(out / "export", out)
     yield running
     log = running.stop()

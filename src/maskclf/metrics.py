@@ -7,14 +7,11 @@ counts as F1 0. torchmetrics' macro F1 used during training counts classes the s
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pandas as pd
 from sklearn.metrics import accuracy_score, confusion_matrix, f1_score
 
 from maskclf import labels
-from maskclf.atomic import write_csv
 from maskclf.errors import InputFileError
 from maskclf.tables import check_rows, read_table
 
@@ -99,14 +96,14 @@ def attribute_confusions(y_true, y_pred) -> dict[str, np.ndarray]:
                                             strict=True)}
 
 
-def write_confusions(y_true, y_pred, out_dir) -> None:
-    """``confusion.csv`` (18 classes) and ``confusion_<attribute>.csv`` in ``out_dir``."""
-    out_dir = Path(out_dir)
+def confusion_tables(y_true, y_pred) -> dict[str, pd.DataFrame]:
+    """The confusion matrices as labelled tables: ``""`` the 18 classes, then each
+    attribute by name (rows true, columns predicted); ``RunDir`` names their files."""
     y_true, y_pred = np.asarray(y_true, dtype=int), np.asarray(y_pred, dtype=int)
     names = labels.class_names()
-    write_csv(pd.DataFrame(confusion(y_true, y_pred), index=names, columns=names)
-              .rename_axis("true\\predicted").reset_index(), out_dir / "confusion.csv")
+    tables = {"": pd.DataFrame(confusion(y_true, y_pred), index=names, columns=names)}
     for name, matrix in attribute_confusions(y_true, y_pred).items():
         values = labels.ATTRIBUTES[name]
-        write_csv(pd.DataFrame(matrix, index=values, columns=values)
-                  .rename_axis("true\\predicted").reset_index(), out_dir / f"confusion_{name}.csv")
+        tables[name] = pd.DataFrame(matrix, index=values, columns=values)
+    return {name: table.rename_axis("true\\predicted").reset_index()
+            for name, table in tables.items()}

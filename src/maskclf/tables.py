@@ -7,7 +7,7 @@ bare codec or column error that names no file. ``read_table`` turns each of thos
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -97,3 +97,15 @@ def read_prediction_file(path: Path | str) -> pd.DataFrame:
                                   dtype={"ImageID": str}), path, "prediction file")
     check_probabilities(table, CLASS_COLUMNS, path)
     return table
+
+
+def markdown_table(columns: Sequence[object], rows: Iterable[Sequence[object]]) -> list[str]:
+    """A markdown table's lines (header, rule, one line per row), every cell as ``str``:
+    the one table writer of the reports (run, EDA, auto).
+
+    >>> markdown_table(["a", "b"], [[1, 2.5]])
+    ['| a | b |', '| --- | --- |', '| 1 | 2.5 |']
+    """
+    return ["| " + " | ".join(map(str, columns)) + " |", "|" + " --- |" * len(columns),
+            *["| " + " | ".join(map(str, row)) + " |" for row in rows]]
+

@@ -13,6 +13,7 @@ from maskclf.atomic import atomic_write_text, write_json
 from maskclf.auto.folder import StudyFolder
 from maskclf.auto.schedule import Work
 from maskclf.reports.plots import save
+from maskclf.tables import markdown_table
 from maskclf.ticker import duration
 
 
@@ -91,8 +92,7 @@ def _table(rows: list[dict], columns: list[str]) -> list[str]:
             return f"{value:.4f}" if value <= 1 else f"{value:.1f}"
         return "" if value is None else str(value)
 
-    return ["| " + " | ".join(columns) + " |", "|" + " --- |" * len(columns),
-            *["| " + " | ".join(cell(row.get(c)) for c in columns) + " |" for row in rows]]
+    return markdown_table(columns, [[cell(row.get(c)) for c in columns] for row in rows])
 
 
 def _markdown(folder: StudyFolder, summary: dict) -> str:

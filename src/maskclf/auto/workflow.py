@@ -6,56 +6,31 @@ from __future__ import annotations
 import json
 import logging
 import math
-import shlex
 import signal
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 from maskclf.auto.clock import BudgetClock
-from maskclf.auto.folder import StudyFolder, check_identity, open_plan, open_study, plan_identity
+from maskclf.auto.folder import StudyFolder, open_plan, open_study, plan_identity
 from maskclf.auto.plan import StudyPlan
-from maskclf.auto.preset import LoadedPreset, load_preset
+from maskclf.auto.preset import LoadedPreset
+from maskclf.auto.request import AutoRequest
 from maskclf.auto.schedule import Work
 from maskclf.auto.worker import work_loop
-from maskclf.config import duration_seconds
-from maskclf.data.layout import check_root, read_tables
-from maskclf.errors import RunInterrupted, UsageError
+from maskclf.data.layout import read_tables
+from maskclf.errors import RunInterrupted
 from maskclf.ticker import duration
 
 log = logging.getLogger(__name__)
 
 
-def auto_folder(data: Path, out: Path, name: str | None) -> StudyFolder:
-    name = name or Path(data).resolve().name
-    if "/" in name or name in {"", ".", ".."}:
-        raise UsageError(f"--name {name!r} must be a plain folder name")
-    return StudyFolder(Path(out) / name)
-
-
-def check_request(data: Path, budget: str, preset: str, out: Path, name: str | None
-                  ) -> tuple[float, StudyFolder, LoadedPreset]:
-    """The cheap checks, before torch is imported: budget, preset and its candidates, data
-    folder, and that a continued study is given what it began with."""
-    try:
-        budget_s = duration_seconds(budget)
-    except ValueError as exc:
-        raise UsageError(f"--budget: {exc}") from None
-    loaded = load_preset(preset)
-    check_root(Path(data))
-    folder = auto_folder(data, out, name)
-    check_identity(folder, plan_identity(Path(data), budget_s, loaded[2].read_text()))
-    return budget_s, folder, loaded
-
-
-def run_auto(data: Path, budget: str, preset: str = "cpu", out: Path = Path("auto"),
-             name: str | None = None, storage: str | None = None,
-             threads: int | None = None, started: float | None = None) -> dict:
-    """Spend ``budget`` on the best submission for ``data``; returns the summary (a worker
-    that ends while another finishes the study returns its state). ``started``: when the
-    command began (default: now), the budget's start."""
-    data = Path(data)
-    budget_s, folder, loaded = check_request(data, budget, preset, out, name)
+def run_auto(request: AutoRequest, started: float | None = None) -> dict:
+    """Spend the request's budget on the best submission for its data; returns the summary
+    (a worker that ends while another finishes the study returns its state). ``started``:
+    when the command began (default: now), the budget's start."""
+    checked = request.checked()
+    folder = checked.folder
     if folder.finished:
         log.info("auto: %s is finished; its summary follows (a new --name starts another)",
                  folder.path)
@@ -63,23 +38,20 @@ def run_auto(data: Path, budget: str, preset: str = "cpu", out: Path = Path("aut
                 "already_finished": True}
     from maskclf.train.tune import set_threads
 
-    set_threads(threads)
+    set_threads(request.threads)
     folder.path.mkdir(parents=True, exist_ok=True)
     if not folder.file(StudyFolder.PLAN).is_file():  # nothing planned yet: a fresh budget
         folder.file(StudyFolder.CLOCK).unlink(missing_ok=True)
-    clock = BudgetClock(folder, budget_s, started)
+    clock = BudgetClock(folder, checked.budget_s, started)
     try:
         with _sigterm_stops(), _quiet_optuna():
-            _work(data, folder, loaded, storage, clock)
+            _work(Path(request.data), folder, checked.loaded, request.storage, clock)
     except (KeyboardInterrupt, RunInterrupted) as exc:
         clock.pause()  # the budget does not run while no command works on it
         signum = exc.signum if isinstance(exc, RunInterrupted) else signal.SIGINT
-        again = shlex.join(["maskclf", "auto", "--data", str(data), "--budget", budget,
-                            "--preset", str(preset), "--out", str(out), "--name",
-                            folder.path.name, *(["--storage", storage] if storage else [])])
         raise RunInterrupted(f"stopped by {signal.Signals(signum).name} with "
                              f"{duration(max(0.0, clock.left()))} of the budget left; the "
-                             f"same command continues: {again}", signum) from None
+                             f"same command continues: {request.command()}", signum) from None
     except BaseException:
         clock.pause()
         raise
@@ -89,7 +61,6 @@ def run_auto(data: Path, budget: str, preset: str = "cpu", out: Path = Path("aut
             "note": "no unit left for this worker; another worker is finishing the study"}
 
 
-@contextmanager
 def _work(data: Path, folder: StudyFolder, loaded: LoadedPreset, storage: str | None,
           clock: BudgetClock) -> None:
     """Check the data, build the caches, read or make the plan, then work the units."""

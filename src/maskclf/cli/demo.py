@@ -6,6 +6,7 @@ import time
 from pathlib import Path
 
 from maskclf.config import RunConfig, load_config, packaged_config
+from maskclf.data.layout import TRAIN_CSV
 from maskclf.data.synthetic import make_synthetic
 from maskclf.metrics import score_files
 from maskclf.predict.workflows import predict_run
@@ -22,7 +23,7 @@ def run_demo(out: Path | str = "maskclf-demo", persons: int = 150, eval_persons:
     started = time.monotonic()
     out = Path(out)
     data = out / "data"
-    if not (data / "train" / "train.csv").is_file():
+    if not (data / TRAIN_CSV).is_file():
         make_synthetic(data, persons=persons, eval_persons=eval_persons, seed=seed)
     cfg: RunConfig = load_config(packaged_config("demo"), overrides)
     trained = train_run(cfg, data, out / "runs", "demo", interactive=interactive)

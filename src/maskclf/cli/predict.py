@@ -102,9 +102,10 @@ def explain(
     RunDir.open(run)
     if out_dir.exists() and not out_dir.is_dir():
         raise UsageError(f"--out {out_dir} is a file; give a folder for the PNGs")
-    check_target(out_dir / "explain.png")
+    from maskclf.explain.workflow import SHEET, explain_images
+
+    check_target(out_dir / SHEET)
     files = collect_images(images)
-    from maskclf.explain.workflow import explain_images
 
     result = explain_images(run, files, out_dir, method, target, fold)
     show.print(f"{method} maps at {result['layer']}", markup=False)
@@ -154,10 +155,16 @@ def export(
 ) -> dict:
     """Export a run's networks to ONNX (normalisation and TTA inside), verified on its
     images; --int8 quantizes them, checked on the run's validation rows."""
+    from maskclf.deploy.request import ExportRequest
+
+    chosen_views = views(tta)
+    request = ExportRequest(run, out_dir, folds, opset,
+                            None if chosen_views is None else tuple(chosen_views), data,
+                            int8=int8, max_f1_drop=max_f1_drop, force=force)
+    request.check()  # before torch and onnxruntime load
     from maskclf.deploy.export import export_run
 
-    manifest = export_run(run, out_dir, folds, opset, views(tta), data, int8=int8,
-                          max_f1_drop=max_f1_drop, force=force)
+    manifest = export_run(request)
     verified = manifest["verified"]
     show.print(
         f"exported {render.plural(len(manifest['networks']), 'network')} to {out_dir}; "

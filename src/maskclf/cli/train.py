@@ -11,7 +11,7 @@ from rich.console import Console
 
 from maskclf.cli import render
 from maskclf.cli.base import ConfigOption, DataOption, OverrideOption, command
-from maskclf.errors import UsageError
+from maskclf.train.request import DistillRequest, TrainRequest, TuneRequest
 
 
 @command()
@@ -59,8 +59,6 @@ def train(
     *, show: Console,
 ) -> dict | None:
     """Check the dataset, split by person, train, and write a new run directory."""
-    from maskclf.train.request import TrainRequest
-
     request = TrainRequest(config, tuple(override or ()), data, runs, name, fold, resume, refit)
     request.check()  # a bad flag, key, override or path is answered before torch loads
     from maskclf.train.distributed import is_rank_zero
@@ -139,11 +137,12 @@ def distill(
 ) -> dict:
     """Distil a teacher into one student network: its out-of-fold probabilities as soft
     targets (distill.alpha, distill.temperature), mixed with the true labels."""
-    from maskclf.train import distill as distillation
+    request = DistillRequest(tuple(sources), student, config, tuple(override or ()), data,
+                             runs, name, unlabelled)
+    request.check()  # before torch loads
+    from maskclf.train.distill import distill as distil
 
-    request = distillation.DistillRequest(tuple(sources), student, config,
-                                          tuple(override or ()), data, runs, name, unlabelled)
-    result = distillation.distill(request)
+    result = distil(request)
     summary = result.summary
     if summary.get("validation") is not None:
         show.print(render.score_table("student, out-of-fold predictions", summary["validation"]))
@@ -200,23 +199,22 @@ def tune(
     *, show: Console,
 ) -> dict:
     """Tune a config with Optuna: each trial is a run; many workers can share a study."""
-    folder = out_dir or Path("studies") / study
+    request = TuneRequest(study, config, tuple(override or ()), data, space, trials, storage,
+                          out_dir, timeout, sampler_seed, startup_trials, warmup_epochs,
+                          threads, report)
+    request.check()  # before torch loads
     if report is not None:
         from maskclf.train.tune import study_report
 
-        result = study_report(study, folder, storage, report)
+        result = study_report(study, request.folder, storage, report)
         show.print(f"best trial {result['best']['number']}: validation macro F1 "
                    f"{result['best']['value']:.4f} {result['best']['params']}")
         show.print(f"config: {result['config']}  trials: {result['trials_table']}  "
                    f"figures: {', '.join(result['figures'].values())}")
         return result
-    if space is None:
-        raise UsageError("--space SPACE.yaml is needed to run trials (or --report DIR to "
-                         "report a study)")
     from maskclf.train.tune import tune_study
 
-    result = tune_study(config, override or [], data, space, trials, study, folder, storage,
-                        timeout, sampler_seed, startup_trials, warmup_epochs, threads)
+    result = tune_study(request)
     best = result["best"]
     show.print(f"study {study}: {result['trials']} trials {result['states']}; best: "
                + ("none yet" if best is None else
@@ -247,9 +245,13 @@ def auto(
     """Spend a time budget on the best submission: screen a portfolio, train the best,
     choose an ensemble, predict."""
     started = time.time()  # the budget counts from here, imports included
-    from maskclf.auto.workflow import run_auto  # checks the request before torch loads
+    from maskclf.auto.request import AutoRequest
 
-    summary = run_auto(data, budget, preset, out_dir, name, storage, threads, started)
+    request = AutoRequest(data, budget, preset, out_dir, name, storage, threads)
+    request.check()  # before torch loads
+    from maskclf.auto.workflow import run_auto
+
+    summary = run_auto(request, started)
     if summary.get("finished") is False:
         show.print(summary["note"])
         return summary

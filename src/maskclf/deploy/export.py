@@ -15,22 +15,22 @@ import numpy as np
 import torch
 
 from maskclf import labels
-from maskclf.atomic import atomic_write, write_json
+from maskclf.atomic import atomic_write
 from maskclf.config import config_to_dict
 from maskclf.data.layout import read_eval, read_train
 from maskclf.data.transforms import evaluation_view
-from maskclf.deploy.int8 import MAX_F1_DROP, check_request, quantize_export
-from maskclf.deploy.manifest import MANIFEST, MANIFEST_FORMAT, Manifest, is_export
+from maskclf.deploy.int8 import quantize_export
+from maskclf.deploy.manifest import MANIFEST_FORMAT, ExportDir, Manifest
+from maskclf.deploy.request import ExportRequest
 from maskclf.errors import UsageError
 from maskclf.explain.cam import CamHead, cam_layer, exact_cam
 from maskclf.models.factory import LoadedNet, load_net
 from maskclf.models.heads import build_task
-from maskclf.models.spec import resolve_specs
+from maskclf.models.spec import ModelSpec, resolve_specs
 from maskclf.predict.module import InferenceModule
 from maskclf.predict.onnx_backend import ExportedModel, open_session
 from maskclf.predict.run_backend import RunPredictor
 from maskclf.runs.directory import RunDir
-from maskclf.tta import check_views
 
 TOLERANCE = 1e-4
 """Largest difference of a probability between onnxruntime and torch an export may show."""
@@ -69,18 +69,6 @@ def _cam_entry(found: dict[str, bool]) -> dict:
     return {"unavailable": "; ".join(why for why, fits in found.items() if not fits)}
 
 
-def _chosen_folds(run: RunDir, folds: str) -> list[int] | None:
-    """None for every trained fold; for ``best`` the fold with the highest validation F1."""
-    if folds == "all":
-        return None
-    if folds != "best":
-        raise UsageError(f"--folds must be 'all' or 'best'; got {folds!r}")
-    scored = [f for f in run.read_summary().get("folds", []) if f.get("macro_f1") is not None]
-    if not scored:
-        raise UsageError(f"{run.path} has no fold with a validation score; use --folds all")
-    return [max(scored, key=lambda f: f["macro_f1"])["fold"]]
-
-
 def _sample_paths(data_root: Path, count: int) -> list[str]:
     """A few of the run's own images (eval, else training), relative to ``data_root``."""
     try:
@@ -90,46 +78,23 @@ def _sample_paths(data_root: Path, count: int) -> list[str]:
     return paths[:count]
 
 
-def export_run(run_path: Path | str, out_dir: Path | str, folds: str = "all",
-               opset: int | None = None, tta: list[str] | None = None,
-               data_root: Path | str | None = None, check_images: int = 16,
-               int8: bool = False, max_f1_drop: float = MAX_F1_DROP,
-               force: bool = False) -> dict:
+def export_run(request: ExportRequest) -> dict:
     """Export every network the run predicts with, verify each on ``check_images`` of the
-    run's images, and write ``manifest.json``; returns the manifest. ``int8`` then
-    replaces the networks by quantized ones when they keep the validation F1 within
-    ``max_f1_drop`` (or ``force``; see ``maskclf.deploy.int8``)."""
-    run = RunDir.open(run_path).require_finished()
-    if int8:
-        check_request(run, max_f1_drop)
+    run's images and the whole export against the whole run, then write ``manifest.json``
+    (once); returns the manifest. ``int8`` then replaces the networks by quantized ones
+    when they keep the validation F1 within ``max_f1_drop`` (or ``force``; see
+    ``maskclf.deploy.int8``)."""
+    checked = request.checked()
+    run, views, chosen, data_root = checked.run, checked.views, checked.folds, checked.data_root
     cfg = run.read_config()
-    specs, views = resolve_specs(cfg), check_views(cfg.predict.tta if tta is None else tta)
-    data_root = run.data_root(data_root)
-    if not data_root.is_dir():
-        raise UsageError(f"the run's data folder ({data_root}) is not here; pass --data DATA "
-                         "(images to verify the export with)")
-    out_dir = _checked_out(Path(out_dir))
-    out_dir.mkdir(parents=True, exist_ok=True)
-    sample_paths = _sample_paths(data_root, check_images)
+    specs = resolve_specs(cfg)
+    folder = ExportDir(request.out)
+    folder.path.mkdir(parents=True, exist_ok=True)
+    sample_paths = _sample_paths(data_root, request.check_images)
     sample = np.stack([evaluation_view(data_root / p, cfg.data) for p in sample_paths])
-    chosen, networks, worst, cams = _chosen_folds(run, folds), [], 0.0, {}
-    for spec in specs:
-        for fold in chosen or run.trained_folds(spec):
-            name = f"{spec.subdir + '-' if spec.subdir else ''}fold{fold}.onnx"
-            model = load_net(run.fold(spec, fold).checkpoint())
-            why_not = exact_cam(model.net, tuple(spec.cfg.data.image_size))
-            cams.setdefault(why_not or cam_layer(model.net, tuple(spec.cfg.data.image_size)
-                                                 ).describe(), why_not is None)
-            graph = PredictionGraph(model, views, cam=why_not is None)
-            _export(graph, sample, out_dir / name, opset)
-            difference = _verify(graph, sample, out_dir / name)
-            worst = max(worst, difference)
-            networks.append({"file": name, "task": spec.task, "fold": fold,
-                             "outputs": _output_names(spec.task),
-                             "mean": graph.inner.mean.flatten().div(255).tolist(),
-                             "std": graph.inner.std.flatten().div(255).tolist(),
-                             "max_abs_difference": difference,
-                             "cam": None if graph.cam is None else graph.cam.names()})
+    networks = [_export_network(run, spec, fold, views, sample, folder, request.opset)
+                for spec in specs for fold in chosen or run.trained_folds(spec)]
+    cams = {entry.pop("cam_layer"): entry["cam"] is not None for entry in networks}
     manifest = {
         "format": MANIFEST_FORMAT, "source_run": str(run.path.resolve()),
         "head": cfg.model.head, "model": cfg.model.name, "tta": views,
@@ -144,43 +109,51 @@ def export_run(run_path: Path | str, out_dir: Path | str, folds: str = "all",
                     "p(class) = p(mask) p(gender) p(age)"),
         "networks": networks,
         "cam": _cam_entry(cams),
-        "verified": {"images": len(sample), "max_abs_difference": worst,
+        "verified": {"images": len(sample),
+                     "max_abs_difference": max(n["max_abs_difference"] for n in networks),
                      "tolerance": TOLERANCE},
     }
-    Manifest.model_validate(manifest)  # what is written reads back
-    write_json(out_dir / MANIFEST, manifest)
     manifest["verified"]["ensemble_max_abs_difference"] = _verify_ensemble(
-        run, out_dir, views, chosen, data_root, sample_paths)
-    write_json(out_dir / MANIFEST, manifest)
-    if int8:
-        manifest = quantize_export(out_dir, run, data_root, max_f1_drop, force)
+        run, folder, manifest, chosen, data_root, sample_paths)
+    folder.write_manifest(manifest)
+    if request.int8:
+        manifest = quantize_export(folder, run, checked.oof, data_root, request.max_f1_drop,
+                                   request.force)
     return manifest
 
 
-def _verify_ensemble(run: RunDir, out_dir: Path, views: list[str], folds: list[int] | None,
+def _export_network(run: RunDir, spec: ModelSpec, fold: int, views: list[str],
+                    sample: np.ndarray, folder: ExportDir, opset: int | None) -> dict:
+    """One network as an ONNX file, checked against torch on ``sample``; its manifest
+    entry (with ``cam_layer``: the layer its maps come from, or why it has none)."""
+    name = ExportDir.network_name(spec.subdir, fold)
+    model = load_net(run.fold(spec, fold).checkpoint())
+    size = tuple(spec.cfg.data.image_size)
+    why_not = exact_cam(model.net, size)
+    graph = PredictionGraph(model, views, cam=why_not is None)
+    _export(graph, sample, folder.file(name), opset)
+    return {"file": name, "task": spec.task, "fold": fold, "outputs": _output_names(spec.task),
+            "mean": graph.inner.mean.flatten().div(255).tolist(),
+            "std": graph.inner.std.flatten().div(255).tolist(),
+            "max_abs_difference": _verify(graph, sample, folder.file(name)),
+            "cam": None if graph.cam is None else graph.cam.names(),
+            "cam_layer": why_not or cam_layer(model.net, size).describe()}
+
+
+def _verify_ensemble(run: RunDir, folder: ExportDir, manifest: dict, folds: list[int] | None,
                      data_root: Path, paths: list[str]) -> float:
-    """The whole export against the whole run through the prediction engine — files
-    decoded, networks combined — on the same images; the export is removed above
-    ``TOLERANCE``."""
-    expected = RunPredictor(run, views, folds).predict(data_root, paths, cache=False)
-    got = ExportedModel.load(out_dir).predict(data_root, paths)
-    difference = float(np.abs(got - expected).max())
+    """The whole export (its manifest not written yet) against the whole run through the
+    prediction engine — files decoded, networks combined — on the same images; the
+    export's files are removed above ``TOLERANCE``."""
+    expected = RunPredictor(run, manifest["tta"], folds).predict(data_root, paths, cache=False)
+    exported = ExportedModel.of_manifest(folder.path, manifest, Manifest.model_validate(manifest))
+    difference = float(np.abs(exported.predict(data_root, paths) - expected).max())
     if not difference <= TOLERANCE:
-        (out_dir / MANIFEST).unlink(missing_ok=True)
-        raise UsageError(f"the export in {out_dir} predicts the run's images differently from "
-                         f"the run by {difference:.2e} (more than {TOLERANCE:g}); not exported")
+        folder.remove([network["file"] for network in manifest["networks"]])
+        raise UsageError(f"the export in {folder.path} predicts the run's images differently "
+                         f"from the run by {difference:.2e} (more than {TOLERANCE:g}); not "
+                         "exported")
     return difference
-
-
-def _checked_out(out_dir: Path) -> Path:
-    """``--out``: a new or empty folder, or an export to replace — never a file, and never
-    a folder of other things (the export would mix with them)."""
-    if out_dir.exists() and not out_dir.is_dir():
-        raise UsageError(f"--out {out_dir} is a file; give a folder for the export")
-    if out_dir.is_dir() and any(out_dir.iterdir()) and not is_export(out_dir):
-        raise UsageError(f"--out {out_dir} is a folder that holds other files and no "
-                         f"{MANIFEST}; give a new or empty folder (or an export to replace)")
-    return out_dir
 
 
 def _output_names(task: str) -> list[str]:

@@ -19,10 +19,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from maskclf.atomic import atomic_write, write_json
+from maskclf.atomic import atomic_write
 from maskclf.data.layout import read_train
 from maskclf.data.transforms import evaluation_view
-from maskclf.deploy.manifest import MANIFEST, Manifest
+from maskclf.deploy.manifest import ExportDir, Manifest
+from maskclf.deploy.request import MAX_F1_DROP
 from maskclf.errors import UsageError
 from maskclf.metrics import macro_f1
 from maskclf.predict.onnx_backend import ExportedModel
@@ -30,8 +31,6 @@ from maskclf.runs.directory import RunDir
 
 log = logging.getLogger(__name__)
 
-MAX_F1_DROP = 0.01
-"""Largest loss of 18-class macro F1 on the validation rows an int8 export may show."""
 CALIBRATION_IMAGES = 128
 QUANTIZED_OPS = ["Conv", "Clip", "Relu", "Add", "Mul", "Sub", "Div", "Sigmoid",
                  "GlobalAveragePool"]
@@ -59,7 +58,7 @@ def calibration_crops(data_root: Path, data_cfg, count: int, seed: int = 0) -> n
     return np.stack([evaluation_view(data_root / paths[i], data_cfg) for i in chosen])
 
 
-def _quantized(source: Path, target: Path, crops: np.ndarray) -> None:
+def _quantized(source: Path, target: Path, crops: np.ndarray, prepared: Path) -> None:
     """``source`` quantized into ``target`` (written atomically), calibrated on ``crops``."""
     import onnx
     from onnxruntime.quantization import (
@@ -80,7 +79,6 @@ def _quantized(source: Path, target: Path, crops: np.ndarray) -> None:
             batch = next(self.batches, None)
             return None if batch is None else {"images": batch}
 
-    prepared = target.with_name(f".{target.stem}-prepared.onnx")
     root, level = logging.getLogger(), logging.getLogger().level
     root.setLevel(logging.ERROR)  # the quantizer warns on the root logger for every BN weight
     try:  # the percentile calibrator prints its progress, which would break --json
@@ -101,32 +99,24 @@ def _quantized(source: Path, target: Path, crops: np.ndarray) -> None:
         prepared.unlink(missing_ok=True)
 
 
-def check_request(run: RunDir, max_f1_drop: float) -> pd.DataFrame:
-    """What ``--int8`` needs, checked before any export work: a threshold in 0-1 and
-    validation rows to check the quantized networks on (returned)."""
-    if not 0 <= max_f1_drop <= 1:
-        raise UsageError(f"--max-f1-drop must be in 0-1; got {max_f1_drop:g}")
-    return run.require_oof("--int8 (it checks the quantized networks on them)")
-
-
-def quantize_export(out_dir: Path, run: RunDir, data_root: Path,
+def quantize_export(folder: ExportDir, run: RunDir, oof: pd.DataFrame, data_root: Path,
                     max_f1_drop: float = MAX_F1_DROP, force: bool = False,
                     calibration_images: int = CALIBRATION_IMAGES) -> dict:
-    """Replace the fp32 networks of the export in ``out_dir`` by int8 ones when they keep
-    the run's validation macro F1 (or ``force``); returns the new manifest, whose ``int8``
-    entry holds both F1, their agreement and the calibration."""
-    oof = check_request(run, max_f1_drop)
-    fp32 = ExportedModel.load(out_dir)
+    """Replace the fp32 networks of the export in ``folder`` by int8 ones when they keep
+    the run's validation macro F1 on ``oof`` (or ``force``); returns the new manifest,
+    whose ``int8`` entry holds both F1, their agreement and the calibration."""
+    fp32 = ExportedModel.load(folder.path)
     oof = oof[oof["fold"].isin(fp32.folds)].reset_index(drop=True)
     crops = calibration_crops(data_root, fp32.data_cfg, calibration_images)
     manifest = dict(fp32.manifest)
     int8_networks = []
     for network in manifest["networks"]:
-        name = network["file"].removesuffix(".onnx") + "-int8.onnx"
-        _quantized(out_dir / network["file"], out_dir / name, crops)
+        name = ExportDir.int8_name(network["file"])
+        _quantized(folder.file(network["file"]), folder.file(name), crops,
+                   folder.scratch(name, "prepared"))
         int8_networks.append({**network, "file": name})
     proposed = {**manifest, "networks": int8_networks}
-    int8 = ExportedModel.of_manifest(out_dir, proposed, Manifest.model_validate(proposed))
+    int8 = ExportedModel.of_manifest(folder.path, proposed, Manifest.model_validate(proposed))
     truth = oof["class"].to_numpy()
     before, after = (model.predict_oof(data_root, oof["ImageID"], oof["fold"]).argmax(axis=1)
                      for model in (fp32, int8))
@@ -139,19 +129,17 @@ def quantize_export(out_dir: Path, run: RunDir, data_root: Path,
     drop = entry["fp32_macro_f1"] - entry["int8_macro_f1"]
     if drop > max_f1_drop:
         if not force:
-            for network in int8_networks:
-                (out_dir / network["file"]).unlink(missing_ok=True)
+            folder.remove([network["file"] for network in int8_networks])
             raise UsageError(
                 f"int8 loses {drop:.4f} macro F1 on {run.path}'s {len(oof)} validation images "
                 f"(fp32 {entry['fp32_macro_f1']:.4f}, int8 {entry['int8_macro_f1']:.4f}; more "
-                f"than --max-f1-drop {max_f1_drop:g}): the fp32 export in {out_dir} is kept; "
+                f"than --max-f1-drop {max_f1_drop:g}): the fp32 export in {folder.path} is kept; "
                 "--force keeps int8 anyway")
         entry["forced"] = True
         log.warning("int8 loses %.4f macro F1 (more than %g), kept because of --force", drop,
                     max_f1_drop)
     written = {**manifest, "networks": int8_networks, "int8": entry}
-    write_json(out_dir / MANIFEST, written)
-    for network in manifest["networks"]:
-        (out_dir / network["file"]).unlink(missing_ok=True)
+    folder.write_manifest(written)
+    folder.remove([network["file"] for network in manifest["networks"]])
     return written
 

@@ -16,6 +16,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from maskclf import labels
+from maskclf.atomic import write_json
 from maskclf.config import DataConfig
 from maskclf.errors import InputFileError, MissingFileError
 
@@ -29,6 +30,41 @@ WHOLE_TASKS = ("single", "multihead")
 
 def is_export(path: Path | str) -> bool:
     return (Path(path) / MANIFEST).is_file()
+
+
+class ExportDir:
+    """An export folder: every file name in it lives here (as a run's live in ``RunDir``);
+    the manifest is written only after it validates, so what is written reads back."""
+
+    MANIFEST = MANIFEST
+
+    def __init__(self, path: Path | str):
+        self.path = Path(path)
+
+    def file(self, name: str) -> Path:
+        return self.path / name
+
+    @staticmethod
+    def network_name(subdir: str, fold: int) -> str:
+        """One network's ONNX file: ``fold<k>.onnx``, or ``<attribute>-fold<k>.onnx``."""
+        return f"{subdir + '-' if subdir else ''}fold{fold}.onnx"
+
+    @staticmethod
+    def int8_name(fp32_name: str) -> str:
+        """The quantized twin of a network's file: ``fold<k>-int8.onnx``."""
+        return fp32_name.removesuffix(".onnx") + "-int8.onnx"
+
+    def scratch(self, name: str, role: str) -> Path:
+        """A hidden working file beside ``name`` (``.fold0-int8-prepared.onnx``)."""
+        return self.file(f".{Path(name).stem}-{role}.onnx")
+
+    def write_manifest(self, manifest: dict) -> None:
+        Manifest.model_validate(manifest)  # what is written reads back
+        write_json(self.file(MANIFEST), manifest)
+
+    def remove(self, names: list[str]) -> None:
+        for name in names:
+            self.file(name).unlink(missing_ok=True)
 
 
 class ManifestNetwork(BaseModel):

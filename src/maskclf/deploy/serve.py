@@ -231,8 +231,9 @@ def serve(run_or_export: Path, host: str = "127.0.0.1", port: int = 8000,
         folder = Path(run_or_export)
         if not is_export(folder):
             from maskclf.deploy.export import export_run
+            from maskclf.deploy.request import ExportRequest
 
-            export_run(folder, tmp)
+            export_run(ExportRequest(folder, Path(tmp)))
             folder = Path(tmp)
         app = create_app(ExportedModel.load(folder, threads), max_concurrent=max_concurrent,
                          read_timeout_s=read_timeout_s)

@@ -33,6 +33,8 @@ from maskclf.reports.run_report import confident_mistakes
 from maskclf.runs.directory import RunDir
 
 ATTRIBUTES = list(labels.ATTRIBUTES)
+SHEET = "explain.png"
+"""The contact sheet of every explained image, beside one PNG per image."""
 REPORT_SAMPLE = 40
 """Out-of-fold images per group (each mask status; each attribute's mistakes) whose maps the
 report averages."""
@@ -142,7 +144,7 @@ def explain_images(run_path: Path | str, images: list[Path], out_dir: Path | str
                          out / _file_name(path, i))
         results.append(_described(path, file, probs[i], said, int(wanted[i])))
     sheet = map_sheet(rows, titles, names, f"{RunDir(run_path).name}: {method} at {layer}",
-                      out / "explain.png")
+                      out / SHEET)
     return {"run": str(run_path), "method": method, "target": target, "layer": layer,
             "sheet": str(sheet), "images": results}
 

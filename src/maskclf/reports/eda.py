@@ -20,6 +20,7 @@ from maskclf.atomic import atomic_write_text, write_csv
 from maskclf.data.io import read_rgb
 from maskclf.data.layout import read_tables
 from maskclf.reports.plots import bar_figure, image_grid, save
+from maskclf.tables import markdown_table
 
 MIN_SIDE = 64
 """Images with a shorter side are listed as odd (too small to show a face well)."""
@@ -76,10 +77,7 @@ def attribute_counts(records: pd.DataFrame) -> dict[str, pd.Series]:
 
 
 def _table_md(frame: pd.DataFrame) -> str:
-    header = "| " + " | ".join(map(str, frame.columns)) + " |"
-    lines = [header, "|" + "---|" * len(frame.columns)]
-    lines += ["| " + " | ".join(map(str, row)) + " |" for row in frame.itertuples(index=False)]
-    return "\n".join(lines)
+    return "\n".join(markdown_table(frame.columns, frame.itertuples(index=False)))
 
 
 def _sample_grid(records: pd.DataFrame, root: Path, out: Path, per_class: int, seed: int

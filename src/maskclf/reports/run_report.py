@@ -32,6 +32,7 @@ from maskclf.reports.plots import (
     side_by_side,
 )
 from maskclf.runs.directory import RunDir
+from maskclf.tables import markdown_table
 
 
 def fold_curves(run: Path) -> dict[str, pd.DataFrame]:
@@ -217,19 +218,16 @@ def _markdown(run: Path, summary: dict, figures: dict[str, Path | None],
         lines += ["Trained without validation: no scores.", ""]
     else:
         attributes = validation["attribute_f1"]
-        lines += ["| OOF macro F1 | CV mean ± std | mask F1 | gender F1 | age F1 | images |",
-                  "|---|---|---|---|---|---|",
-                  f"| {validation['macro_f1']:.4f} | {cv['macro_f1_mean']:.4f} ± "
-                  f"{cv['macro_f1_std']:.4f} | {attributes['mask']:.4f} | "
-                  f"{attributes['gender']:.4f} | {attributes['age']:.4f} | {validation['n']} |",
-                  "", "| fold | macro F1 | mask | gender | age | images |",
-                  "|---|---|---|---|---|---|"]
-        for fold in summary["folds"]:
-            if "macro_f1" in fold:
-                a = fold["attribute_f1"]
-                lines.append(f"| {fold['fold']} | {fold['macro_f1']:.4f} | {a['mask']:.4f} | "
-                             f"{a['gender']:.4f} | {a['age']:.4f} | {fold['n']} |")
-        lines.append("")
+        lines += markdown_table(
+            ["OOF macro F1", "CV mean ± std", "mask F1", "gender F1", "age F1", "images"],
+            [[f"{validation['macro_f1']:.4f}",
+              f"{cv['macro_f1_mean']:.4f} ± {cv['macro_f1_std']:.4f}",
+              *(f"{attributes[a]:.4f}" for a in labels.ATTRIBUTES), validation["n"]]])
+        lines += ["", *markdown_table(
+            ["fold", "macro F1", "mask", "gender", "age", "images"],
+            [[fold["fold"], f"{fold['macro_f1']:.4f}",
+              *(f"{fold['attribute_f1'][a]:.4f}" for a in labels.ATTRIBUTES), fold["n"]]
+             for fold in summary["folds"] if "macro_f1" in fold]), ""]
     captions = {"curves": "Loss and validation macro F1 per epoch",
                 "confusion": "Confusion matrices (rows true, columns predicted)",
                 "class_f1": "Per-class F1 (support in brackets)",

@@ -31,6 +31,10 @@ AGE_CORRECTIONS = {0: "age_under_30", 2: "age_60_or_over"}
 """Age fixes the corrections format can express (there is no "30-59" list)."""
 
 
+TABLE, GRID, CORRECTIONS = "suspects.csv", "suspects.png", "corrections.yaml"
+"""The files ``maskclf suspects`` writes into its folder."""
+
+
 def _scores(given: np.ndarray, probs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """cleanlab's quality score per row, and whether it flags the row as a label issue."""
     probs = probs / probs.sum(axis=1, keepdims=True)
@@ -112,14 +116,14 @@ def write_suspects(run_path: Path | str, out_dir: Path | str, top: int = 30,
     oof = run.require_oof("maskclf suspects")
     suspects = find_suspects(oof)
     data_root = run.data_root(data_root)
-    write_csv(suspects, out_dir / "suspects.csv")
-    _grid(suspects.head(top), data_root, out_dir / "suspects.png")
+    table, grid, proposed = (out_dir / name for name in (TABLE, GRID, CORRECTIONS))
+    write_csv(suspects, table)
+    _grid(suspects.head(top), data_root, grid)
     proposal = corrections(suspects)
-    atomic_write_text(out_dir / "corrections.yaml",
+    atomic_write_text(proposed,
                       "# proposed by `maskclf suspects`: review, edit, then train with "
                       "-o data.corrections=THIS_FILE\n" + yaml.safe_dump(proposal, sort_keys=False))
-    return {"suspects": str(out_dir / "suspects.csv"), "grid": str(out_dir / "suspects.png"),
-            "corrections": str(out_dir / "corrections.yaml"),
+    return {"suspects": str(table), "grid": str(grid), "corrections": str(proposed),
             "issues": {kind: int(suspects[(suspects["kind"] == kind) & suspects["issue"]].shape[0])
                        for kind in labels.ATTRIBUTES},
             "proposed": {key: len(value) for key, value in proposal.items() if key != "version"}}

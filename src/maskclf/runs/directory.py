@@ -323,6 +323,18 @@ class RunDir:
         """Where a fold's combined files (confusion matrices) go, whatever the head."""
         return self.path / f"fold{fold}"
 
+    @staticmethod
+    def confusion_name(matrix: str) -> str:
+        """``confusion.csv`` (18 classes), ``confusion_<attribute>.csv``."""
+        return f"confusion_{matrix}.csv" if matrix else "confusion.csv"
+
+    def write_confusions(self, tables: dict[str, pd.DataFrame], fold: int | None = None
+                         ) -> None:
+        """``metrics.confusion_tables`` of the pooled OOF rows, or of one fold's."""
+        folder = self.path if fold is None else self.fold_root(fold)
+        for matrix, table in tables.items():
+            write_csv(table, folder / self.confusion_name(matrix))
+
     def metrics_files(self) -> list[Path]:
         """Every fold's Lightning ``metrics.csv``, of every network, in path order."""
         return sorted(self.path.glob("**/fold*/metrics.csv"))

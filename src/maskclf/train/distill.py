@@ -13,7 +13,6 @@ teacher's and the student's OOF F1 on the same rows side by side.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
@@ -30,8 +29,7 @@ from maskclf.config import (
 )
 from maskclf.data.datamodule import teacher_probs
 from maskclf.data.layout import read_eval
-from maskclf.deploy.manifest import is_export, load_manifest
-from maskclf.errors import UsageError
+from maskclf.deploy.manifest import is_export
 from maskclf.labels import CLASS_COLUMNS
 from maskclf.models.weights import PACKAGED
 from maskclf.predict.run_backend import open_predictor
@@ -42,6 +40,7 @@ from maskclf.runs.directory import RunDir
 from maskclf.train.execute import RunResult, execute
 from maskclf.train.plan import plan_new, prepare_records
 from maskclf.train.preflight import preflight
+from maskclf.train.request import DistillRequest, teacher_run
 
 log = logging.getLogger(__name__)
 
@@ -50,53 +49,24 @@ EVAL_PREDICTIONS = "eval_predictions.csv"
 SOURCES_FILE = "sources.json"
 
 
-@dataclass(frozen=True)
-class DistillRequest:
-    """The flags of ``maskclf distill``."""
-
-    sources: tuple[Path, ...]
-    student: str
-    config: Path | None = None
-    overrides: tuple[str, ...] = ()
-    data: Path | None = None
-    runs_dir: Path = Path("runs")
-    name: str | None = None
-    unlabelled: bool = False
-
-
-def source_run(source: Path) -> RunDir:
-    """The finished run behind a source: the run itself, or an export's ``source_run``."""
-    if is_export(source):
-        _, manifest = load_manifest(source)
-        run = Path(manifest.source_run)
-        if not (run / RunDir.CONFIG).is_file():
-            raise UsageError(f"{source}: its source run {run} is not here, so which fold "
-                             "validated on each training image is unknown; distill from the "
-                             "run, or copy it back")
-        source = run
-    run = RunDir.open(source).require_finished()
-    run.require_oof("a teacher")
-    return run
-
-
 def teacher_predictions(source: Path, data_root: Path) -> pd.DataFrame:
     """Out-of-fold probabilities of every training image of ``source`` (a prediction table
     keyed by image path): a run's own oof.csv, or an export's networks fold by fold."""
-    oof = source_run(source).require_oof("a teacher")
+    oof = teacher_run(source).require_oof("a teacher")
     if not is_export(source):
         return oof
     probs = open_predictor(source).predict_oof(data_root, oof["ImageID"], oof["fold"])
     return prediction_table(oof["ImageID"], probs)
 
 
-def student_config(request: DistillRequest, teacher_run: RunDir) -> RunConfig:
+def student_config(request: DistillRequest, teacher: RunDir) -> RunConfig:
     """``--config`` (default: the teacher's own config, as one network validated on
     ``data.val_ratio`` of the persons, mixing off) with the student's model, then ``-o``."""
     if request.config is not None:
         raw = load_raw_config(request.config)
         raw.setdefault("model", {})
     else:
-        raw = config_to_dict(teacher_run.read_config())
+        raw = config_to_dict(teacher.read_config())
         raw["data"].update(folds=0, val_ratio=raw["data"]["val_ratio"] or 0.2, extra=[])
         raw["aug"].update(mixup_alpha=0.0, cutmix_alpha=0.0, cutmix_mode="box")
         raw["model"].update(head="single" if raw["model"]["head"] == "per_attribute"
@@ -111,7 +81,7 @@ def student_config(request: DistillRequest, teacher_run: RunDir) -> RunConfig:
     raw["model"]["name"] = request.student
     overrides = list(request.overrides)
     return absolute_paths(build_config(apply_overrides(raw, overrides),
-                                       f"student config ({request.config or teacher_run.path})",
+                                       f"student config ({request.config or teacher.path})",
                                        overrides))
 
 
@@ -132,10 +102,8 @@ def _unlabelled_rows(sources: list[Path], data_root: Path, folder: Path
 
 def distill(request: DistillRequest, interactive: bool | None = None) -> RunResult:
     """Write the teacher's soft targets, then train the student as a new run."""
-    if not request.sources:
-        raise UsageError("name at least one SOURCE: a finished run or an export")
-    runs = [source_run(Path(s)) for s in request.sources]
-    data_root = Path(request.data) if request.data is not None else runs[0].data_root()
+    runs = request.check()
+    data_root = request.data_root(runs[0])
     cfg = student_config(request, runs[0])
     preflight(cfg)  # the student can be built here before the teacher predicts
     tables = [teacher_predictions(Path(s), data_root) for s in request.sources]

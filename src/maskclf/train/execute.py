@@ -21,7 +21,7 @@ from maskclf.data.corrections import CorrectionReport
 from maskclf.data.datamodule import excluded_from_training
 from maskclf.explain.workflow import write_report_maps
 from maskclf.labels import CLASS_COLUMNS
-from maskclf.metrics import score, write_confusions
+from maskclf.metrics import confusion_tables, score
 from maskclf.models.spec import ModelSpec
 from maskclf.reports.run_report import write_report
 from maskclf.results.pseudo_labels import read_extra
@@ -94,7 +94,7 @@ def _summarise(run: RunDir, records: pd.DataFrame, results: list[FoldResult], st
             truth, predicted = result.val_rows["class"], result.probs.argmax(axis=1)
             scores = score(truth, predicted)
             entry.update({k: scores[k] for k in ("n", "accuracy", "macro_f1", "attribute_f1")})
-            write_confusions(truth, predicted, run.fold_root(result.fold))
+            run.write_confusions(confusion_tables(truth, predicted), result.fold)
             rows = result.val_rows
             tables.append(oof_table(rows["path"], result.probs, result.fold, rows["class"],
                                     rows["person"]))
@@ -106,7 +106,7 @@ def _summarise(run: RunDir, records: pd.DataFrame, results: list[FoldResult], st
         run.write_table(RunDir.OOF, oof)
         predicted = oof[CLASS_COLUMNS].to_numpy().argmax(axis=1)
         summary["validation"] = score(oof["class"], predicted)
-        write_confusions(oof["class"], predicted, run.path)
+        run.write_confusions(confusion_tables(oof["class"], predicted))
         f1s = np.array([f["macro_f1"] for f in folds if "macro_f1" in f])
         summary["cv"] = {"macro_f1_mean": float(f1s.mean()), "macro_f1_std": float(f1s.std()),
                          "oof_macro_f1": summary["validation"]["macro_f1"]}

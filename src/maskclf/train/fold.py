@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import logging
 import signal
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -72,26 +74,8 @@ def fit_fold(spec: ModelSpec, root: Path, records: pd.DataFrame, fold: int, run:
         stash_metrics(out)
     with quiet_lightning():
         trainer, checkpoint = build_trainer(spec, out, data.validates, options)
-        try:
+        with stopped_as_maskclf_errors(trainer, run, cfg.train.ddp_timeout_s):
             trainer.fit(module, datamodule=data, ckpt_path=resume_from, weights_only=True)
-        except SystemExit as exc:  # Lightning's stop after SIGTERM, or Ctrl+C (its exit(1))
-            signum = signal.SIGTERM if trainer.received_sigterm else signal.SIGINT
-            raise RunInterrupted(f"stopped by {signal.Signals(signum).name}; resume from the "
-                                 f"last finished epoch with: {run.resume_command()}",
-                                 signum) from exc
-        except Exception as exc:  # under DDP a SIGTERM breaks the ranks' next exchange
-            if trainer.received_sigterm:
-                raise RunInterrupted(f"stopped by SIGTERM ({type(exc).__name__} as the ranks "
-                                     "stopped); resume from the last finished epoch with: "
-                                     f"{run.resume_command()}", signal.SIGTERM) from exc
-            if trainer.world_size > 1 and _lost_peer(exc):
-                if trainer.strategy.launcher is not None:  # ranks Lightning started: stop them
-                    trainer.strategy.launcher.kill(signal.SIGKILL)
-                raise RankLost(f"rank {trainer.global_rank}: another rank stopped answering "
-                               f"(waited up to train.ddp_timeout_s={cfg.train.ddp_timeout_s} "
-                               f"s: {str(exc).splitlines()[0][:200]}); resume from the last "
-                               f"finished epoch with: {run.resume_command()}") from exc
-            raise
     best = Path(checkpoint.best_model_path or checkpoint.last_model_path)
     if not writer:  # rank 0 scores the fold once, on every validation image
         return FoldResult(fold, [best], data.val_rows, None)
@@ -106,6 +90,36 @@ def fit_fold(spec: ModelSpec, root: Path, records: pd.DataFrame, fold: int, run:
              if data.validates else None)
     out.save_result([best], probs, soup)
     return FoldResult(fold, [best], data.val_rows, probs, soup)
+
+
+@contextmanager
+def stopped_as_maskclf_errors(trainer: L.Trainer, run: RunDir, ddp_timeout_s: float
+                              ) -> Iterator[None]:
+    """Around ``trainer.fit``: the ways a fit stops short become maskclf's errors, each with
+    the command that resumes the run. Lightning's exit after SIGTERM or Ctrl+C (its
+    ``SystemExit``) and any failure after a SIGTERM (under DDP the ranks' next exchange
+    breaks) are :class:`RunInterrupted`; a rank that stopped answering is :class:`RankLost`,
+    after the ranks Lightning started are stopped."""
+    try:
+        yield
+    except SystemExit as exc:
+        signum = signal.SIGTERM if trainer.received_sigterm else signal.SIGINT
+        raise RunInterrupted(f"stopped by {signal.Signals(signum).name}; resume from the "
+                             f"last finished epoch with: {run.resume_command()}",
+                             signum) from exc
+    except Exception as exc:
+        if trainer.received_sigterm:
+            raise RunInterrupted(f"stopped by SIGTERM ({type(exc).__name__} as the ranks "
+                                 "stopped); resume from the last finished epoch with: "
+                                 f"{run.resume_command()}", signal.SIGTERM) from exc
+        if trainer.world_size > 1 and _lost_peer(exc):
+            if trainer.strategy.launcher is not None:  # ranks Lightning started: stop them
+                trainer.strategy.launcher.kill(signal.SIGKILL)
+            raise RankLost(f"rank {trainer.global_rank}: another rank stopped answering "
+                           f"(waited up to train.ddp_timeout_s={ddp_timeout_s} s: "
+                           f"{str(exc).splitlines()[0][:200]}); resume from the last "
+                           f"finished epoch with: {run.resume_command()}") from exc
+        raise
 
 
 def _top_epochs(trainer: L.Trainer) -> list[Path]:

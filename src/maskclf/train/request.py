@@ -1,10 +1,12 @@
-"""What ``maskclf train`` was asked, checked before anything heavy is imported.
+"""What ``maskclf train``, ``tune`` and ``distill`` were asked, checked before anything
+heavy is imported.
 
-A :class:`TrainRequest` holds the flags as given; :meth:`TrainRequest.kind` applies the
-rules that combine them (which flags fit a refit, a resume, a continuation, a new run) and
-:meth:`TrainRequest.check` also reads a new run's config and looks at the folders named, so
-a bad flag, key, override or path is answered in well under a second, before torch is
-imported. ``pipeline.plan`` then turns the request into a run plan.
+Each request holds a command's flags as given, and its ``check()`` answers every mistake in
+them (a flag that does not fit another, a config key, an override, a folder or file that is
+not there) in well under a second, before torch is imported, so a refused request writes
+nothing. :class:`TrainRequest` also applies the rules that pick the planner
+(:meth:`TrainRequest.kind`: refit, resume, continuation, new run); ``train.plan.plan`` then
+turns it into a run plan.
 """
 
 from __future__ import annotations
@@ -14,10 +16,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from maskclf.config import RunConfig, load_config
+from maskclf.config import RunConfig, apply_overrides, build_config, load_config, load_raw_config
 from maskclf.data.layout import check_root
+from maskclf.deploy.manifest import is_export, load_manifest
 from maskclf.errors import UsageError
 from maskclf.runs.directory import RunDir
+from maskclf.tables import require_file
 
 Kind = Literal["new", "resume", "continue", "refit"]
 log = logging.getLogger(__name__)
@@ -86,3 +90,109 @@ class TrainRequest:
     def config_of_new_run(self) -> RunConfig:
         """The config file (or the defaults) with the overrides, validated."""
         return load_config(self.config, list(self.overrides))
+
+
+@dataclass(frozen=True)
+class TuneRequest:
+    """The flags of ``maskclf tune``: run trials (``space`` given) or report a study
+    (``report`` given)."""
+
+    study: str = "study"
+    config: Path | None = None
+    overrides: tuple[str, ...] = ()
+    data: Path = Path("data")
+    space: Path | None = None
+    trials: int = 20
+    storage: str | None = None
+    out: Path | None = None
+    timeout_s: float | None = None
+    sampler_seed: int | None = None
+    startup_trials: int = 5
+    warmup_epochs: int = 1
+    threads: int | None = None
+    report: Path | None = None
+
+    @property
+    def folder(self) -> Path:
+        """The study folder: ``--out``, or ``studies/STUDY``."""
+        return self.out or Path("studies") / self.study
+
+    def check(self) -> None:
+        """To report: nothing more (the study is read then). To run trials: a search space
+        file, counts that make sense, the data folder, and a base config (file, overrides)
+        that validates on held-out persons."""
+        if self.report is not None:
+            return
+        if self.space is None:
+            raise UsageError("--space SPACE.yaml is needed to run trials (or --report DIR to "
+                             "report a study)")
+        for flag, value, least in (("--trials", self.trials, 1), ("--threads", self.threads, 1),
+                                   ("--startup-trials", self.startup_trials, 0),
+                                   ("--warmup-epochs", self.warmup_epochs, 0)):
+            if value is not None and value < least:
+                raise UsageError(f"{flag} must be at least {least}; got {value}")
+        if self.timeout_s is not None and self.timeout_s <= 0:
+            raise UsageError(f"--timeout must be positive; got {self.timeout_s:g}")
+        require_file(self.space, "search space")
+        check_root(self.data)
+        self.base_config()
+
+    def raw_config(self) -> dict:
+        """The base config file (or the defaults) with the overrides, as a dict."""
+        return apply_overrides(load_raw_config(self.config), list(self.overrides))
+
+    def base_config(self) -> RunConfig:
+        """The base config, validated, with validation persons (a study scores them)."""
+        base = build_config(self.raw_config(), "base config", list(self.overrides))
+        if not base.data.validates:
+            raise UsageError("a study scores validation macro F1: set data.val_ratio > 0 or "
+                             "data.folds >= 2")
+        return base
+
+
+@dataclass(frozen=True)
+class DistillRequest:
+    """The flags of ``maskclf distill``."""
+
+    sources: tuple[Path, ...]
+    student: str
+    config: Path | None = None
+    overrides: tuple[str, ...] = ()
+    data: Path | None = None
+    runs_dir: Path = Path("runs")
+    name: str | None = None
+    unlabelled: bool = False
+
+    def check(self) -> list[RunDir]:
+        """Every source a teacher (a finished run with out-of-fold rows, or an export whose
+        run is here), the data folder, the student's config file; the teachers' runs."""
+        if not self.sources:
+            raise UsageError("name at least one SOURCE: a finished run or an export")
+        runs = [teacher_run(Path(source)) for source in self.sources]
+        check_root(self.data_root(runs[0]))
+        if self.config is not None:
+            load_raw_config(self.config)
+        if self.name is not None and ("/" in self.name or self.name in {"", ".", ".."}):
+            raise UsageError(f"--name {self.name!r} must be a plain folder name")
+        return runs
+
+    def data_root(self, teacher: RunDir) -> Path:
+        """``--data``, or the first teacher run's own data folder."""
+        return Path(self.data) if self.data is not None else teacher.data_root()
+
+
+def teacher_run(source: Path) -> RunDir:
+    """The finished run behind a teacher source: the run itself, or an export's
+    ``source_run`` (which fold validated on each training image is known only there),
+    with its out-of-fold rows."""
+    if is_export(source):
+        _, manifest = load_manifest(source)
+        run = Path(manifest.source_run)
+        if not (run / RunDir.CONFIG).is_file():
+            raise UsageError(f"{source}: its source run {run} is not here, so which fold "
+                             "validated on each training image is unknown; distill from the "
+                             "run, or copy it back")
+        source = run
+    run = RunDir.open(source).require_finished()
+    run.require_oof("a teacher")
+    return run

@@ -38,11 +38,11 @@ from maskclf.config import (
     build_config,
     check_keys,
     config_to_dict,
-    load_raw_config,
 )
 from maskclf.errors import MaskclfError, MissingFileError, RunInterrupted, UsageError
 from maskclf.metrics import VAL_F1
 from maskclf.tables import require_file
+from maskclf.train.request import TuneRequest
 
 log = logging.getLogger(__name__)
 
@@ -330,18 +330,15 @@ def set_threads(threads: int | None) -> None:
 
 
 
-def tune_study(config: Path | None, overrides: list[str], data_root: Path | str,
-               space_path: Path | str, trials: int, study_name: str, out: Path | str,
-               storage: str | None = None, timeout_s: float | None = None,
-               sampler_seed: int | None = None, startup_trials: int = 5,
-               warmup_epochs: int = 1, threads: int | None = None) -> dict:
-    """``maskclf tune``: this worker's threads, the base config file with its overrides,
-    then :func:`run_study`; Ctrl+C stops the study resumably."""
-    set_threads(threads)
-    raw = apply_overrides(load_raw_config(config), overrides)
+def tune_study(request: TuneRequest) -> dict:
+    """``maskclf tune``: the request checked, this worker's threads, then :func:`run_study`
+    on the base config; Ctrl+C stops the study resumably."""
+    request.check()
+    set_threads(request.threads)
     try:
-        return run_study(raw, data_root, space_path, trials, study_name, out, storage,
-                         timeout_s, sampler_seed, startup_trials, warmup_epochs)
+        return run_study(request.raw_config(), request.data, request.space, request.trials,
+                         request.study, request.folder, request.storage, request.timeout_s,
+                         request.sampler_seed, request.startup_trials, request.warmup_epochs)
     except KeyboardInterrupt:
-        raise RunInterrupted(f"study {study_name!r} stopped; the running trial is marked "
+        raise RunInterrupted(f"study {request.study!r} stopped; the running trial is marked "
                              "failed and the same command continues the study", 2) from None

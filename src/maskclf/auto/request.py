@@ -1,0 +1,68 @@
+"""What ``maskclf auto`` was asked, checked before torch loads: the budget, the preset and
+each candidate's config, the data folder, the study's name, and that a continued study is
+given the data, budget and preset it began with."""
+
+from __future__ import annotations
+
+import shlex
+from dataclasses import dataclass
+from pathlib import Path
+
+from maskclf.auto.folder import StudyFolder, check_identity, plan_identity
+from maskclf.auto.preset import LoadedPreset, load_preset
+from maskclf.config import duration_seconds
+from maskclf.data.layout import check_root
+from maskclf.errors import UsageError
+
+
+@dataclass(frozen=True)
+class AutoRequest:
+    """The flags of ``maskclf auto``."""
+
+    data: Path
+    budget: str
+    preset: str = "cpu"
+    out: Path = Path("auto")
+    name: str | None = None
+    storage: str | None = None
+    threads: int | None = None
+
+    def check(self) -> None:
+        """Every check of :meth:`checked`, for the CLI to call before the heavy imports."""
+        self.checked()
+
+    def checked(self) -> CheckedAuto:
+        """The budget in seconds, the study folder and the loaded preset; a
+        :class:`UsageError` naming the flag when one is wrong."""
+        try:
+            budget_s = duration_seconds(self.budget)
+        except ValueError as exc:
+            raise UsageError(f"--budget: {exc}") from None
+        if self.threads is not None and self.threads < 1:
+            raise UsageError(f"--threads must be at least 1; got {self.threads}")
+        loaded = load_preset(self.preset)
+        check_root(Path(self.data))
+        folder = self.folder()
+        check_identity(folder, plan_identity(Path(self.data), budget_s, loaded[2].read_text()))
+        return CheckedAuto(budget_s, folder, loaded)
+
+    def folder(self) -> StudyFolder:
+        """``OUT/NAME`` (NAME: the data folder's name by default), a plain folder name."""
+        name = self.name or Path(self.data).resolve().name
+        if "/" in name or name in {"", ".", ".."}:
+            raise UsageError(f"--name {name!r} must be a plain folder name")
+        return StudyFolder(Path(self.out) / name)
+
+    def command(self) -> str:
+        """The command that continues this study (its name spelt out)."""
+        return shlex.join(["maskclf", "auto", "--data", str(self.data), "--budget",
+                           self.budget, "--preset", str(self.preset), "--out", str(self.out),
+                           "--name", self.folder().path.name,
+                           *(["--storage", self.storage] if self.storage else [])])
+
+
+@dataclass(frozen=True)
+class CheckedAuto:
+    budget_s: float
+    folder: StudyFolder
+    loaded: LoadedPreset
