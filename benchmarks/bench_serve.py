@@ -22,13 +22,10 @@ from __future__ import annotations
 
 import argparse
 import http.client
-import socket
-import subprocess
 import sys
 import tempfile
 import threading
 import time
-import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -44,6 +41,9 @@ from maskclf.models.factory import load_net
 from maskclf.models.spec import resolve_specs
 from maskclf.predict.onnx_backend import ExportedModel
 from maskclf.runs.directory import RunDir
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from tests.helpers.server import served  # noqa: E402
 
 
 class EagerModel(ExportedModel):
@@ -93,19 +93,8 @@ def _multipart(name: str, photo: bytes) -> tuple[bytes, str]:
 
 def load_test(export: Path, photos: list[bytes], clients: int, max_concurrent: int) -> None:
     """A real server, ``clients`` threads each posting its share of the photos."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    server = subprocess.Popen([sys.executable, "-m", "maskclf", "serve", str(export), "--port",
-                               str(port), "--max-concurrent", str(max_concurrent)],
-                              stderr=subprocess.DEVNULL)
-    try:
-        for _ in range(600):
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1)
-                break
-            except OSError:
-                time.sleep(0.1)
+    with served(export, "--max-concurrent", str(max_concurrent)) as running:
+        server, port = running.process, running.port
         started_mb = resident_mb(server.pid)
         lock, done, marks = threading.Lock(), [0], {}
         latencies, errors = [], [0]
@@ -133,9 +122,6 @@ def load_test(export: Path, photos: list[bytes], clients: int, max_concurrent: i
             list(pool.map(one, range(len(photos))))
         seconds = time.perf_counter() - began
         end_mb = resident_mb(server.pid)
-    finally:
-        server.terminate()
-        server.wait(30)
     ms = 1000 * np.array(latencies)
     after_100 = marks.get("after_100", started_mb)
     print(f"load: {clients} clients, {len(photos)} requests, server --max-concurrent "

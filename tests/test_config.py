@@ -1,6 +1,16 @@
+import subprocess
+import sys
+
 import pytest
 
-from maskclf.config import ConfigError, load_config, packaged_config
+from maskclf.config import (
+    ConfigError,
+    absolute_paths,
+    load_config,
+    packaged_config,
+    packaged_recipes,
+)
+from tests.conftest import tiny_config
 
 
 @pytest.mark.parametrize(("name", "head"), [("demo", "single"), ("baseline", "single"),
@@ -99,3 +109,48 @@ def test_a_saved_config_with_wandb_loads_without_wandb(monkeypatch):
     monkeypatch.setattr(importlib.util, "find_spec",
                         lambda name, *a: None if name == "wandb" else real_find_spec(name, *a))
     assert load_config(None, ["train.wandb_project=masks"]).train.wandb_project == "masks"
+
+
+@pytest.mark.parametrize(("override", "message"), [
+    ("loss.name=focl", r"loss\.name: unknown loss 'focl'.*'focal'\? \(from -o loss.name=focl\)"),
+    ("loss.name={cross_entropy: 1, soft_f2: 1}", r"unknown loss 'soft_f2'.*'soft_f1'"),
+    ("loss.attributes={age: {name: focla}}", r"unknown loss 'focla'"),
+    ("model.head=multi", r"model\.head: unknown head 'multi'; known: multihead, per_attribute"),
+    ("model.head=mask", r"unknown head 'mask'"),  # a task, but not a head
+    ("data.face_detector=yunet", r"data\.face_detector: unknown face detector 'yunet'"),
+    ("predict.tta=[vflip]", r"predict\.tta: unknown TTA view 'vflip'.*'hflip'"),
+    ("optim.lrr=1", r"optim\.lrr: unknown key \(did you mean 'lr'\?\) \(from -o optim.lrr=1\)"),
+    ("data.image_size=128,96", r"write a list in brackets: \[128,96\]"),
+])
+def test_every_name_is_checked_with_the_config_and_the_override_named(override, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config(None, [override])
+
+
+def test_importing_the_config_does_not_import_torch():
+    done = subprocess.run([sys.executable, "-c", "import sys, maskclf.config, maskclf.tta; "
+                           "print('torch' in sys.modules)"], capture_output=True, text=True)
+    assert done.stdout.strip() == "False", done.stderr
+
+
+def test_relative_path_settings_become_absolute_and_names_stay_names(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "pseudo").mkdir()
+    (tmp_path / "fixes.yaml").write_text("version: 1\n")
+    cfg = absolute_paths(tiny_config("data.extra=[pseudo]", "data.cache_dir=cache",
+                                     "data.corrections=fixes.yaml", "aug.pipeline=strong",
+                                     "model.weights=efficientnet_lite0"))
+    assert cfg.data.extra == [tmp_path / "pseudo"]
+    assert cfg.data.cache_dir == tmp_path / "cache"  # made absolute before it exists
+    assert cfg.data.corrections == tmp_path / "fixes.yaml"
+    assert str(cfg.aug.pipeline) == "strong"  # a preset name, not a file here
+    assert str(cfg.model.weights) == "efficientnet_lite0"  # a packaged weights name
+    assert absolute_paths(tiny_config()) == tiny_config()  # nothing to change
+
+
+def test_packaged_recipes_are_listed_and_found_by_name():
+    names = [recipe["name"] for recipe in packaged_recipes()]
+    assert {"demo", "cpu", "baseline", "multihead", "per_attribute"} <= set(names)
+    assert "space" not in names  # a tuning space is not a recipe
+    demo = next(r for r in packaged_recipes() if r["name"] == "demo")
+    assert demo["model"] == load_config("demo").model.name == "test_byobnet"

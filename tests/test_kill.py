@@ -48,14 +48,14 @@ def test_resume_after_sigint_at_random_moments_matches_an_uninterrupted_run(synt
 
 def test_the_checks_catch_what_they_guard(tmp_path):
     """The checks are not vacuous: a mismatched pair and a cut pack are caught."""
-    kill_writer._csvset(tmp_path, 1)
+    kill_writer.write_csv_set_version(tmp_path, 1)
     (tmp_path / "keep.csv").write_text((tmp_path / "submission.csv").read_text())
-    kill_writer._csvset(tmp_path, 2)
+    kill_writer.write_csv_set_version(tmp_path, 2)
     os.replace(tmp_path / "keep.csv", tmp_path / "submission.csv")
     with pytest.raises(AssertionError, match="another version"):
         kill_writer.check("csvset", tmp_path)
     packs = tmp_path / "packs"
-    kill_writer._pack(packs, 3)
+    kill_writer.write_pack_version(packs, 3)
     keys = next(packs.rglob("pack-*.keys"))
     keys.write_text("\n".join(keys.read_text().split()[:-5]))
     with pytest.raises(AssertionError, match="rows do not match"):

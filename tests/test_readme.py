@@ -67,10 +67,14 @@ def test_every_readme_command_runs_as_shown(tmp_path, monkeypatch):
     for command in readme_commands():
         args = as_run_here(command)
         if args[0] == "serve":  # runs until stopped: check the app it would serve instead
+            from fastapi.testclient import TestClient
+
             from maskclf.deploy.serve import create_app
             from maskclf.predict.onnx_backend import ExportedModel
 
-            assert create_app(ExportedModel.load(args[1])).title == "maskclf"
+            model = ExportedModel.load(args[1])
+            health = TestClient(create_app(model)).get("/health")
+            assert health.json() == {"status": "ok", "networks": len(model.manifest["networks"])}
             continue
         result = runner.invoke(app, args)
         assert result.exit_code == 0, f"{command}\n{result.output}"

@@ -78,7 +78,14 @@ def test_pack_serves_the_same_pixels_without_loose_files(synthetic_root, tmp_pat
     packed.decode = lambda path: pytest.fail("a packed image must not be decoded")
     for i, image in enumerate(reversed(expected)):
         np.testing.assert_array_equal(packed.load(i), image)
-    assert pickle.loads(pickle.dumps(packed.disk))._mapped == {}  # workers reopen the map
+    # a loader worker gets the cache without the mapped pack (it would copy every image) and
+    # maps the pack itself
+    pickled = pickle.dumps(packed.disk)
+    assert len(pickled) < 32 * 24 * 3
+    worker = ImageDataset(synthetic_root, paths, None, cfg, transform=None,
+                          disk=pickle.loads(pickled))
+    worker.decode = packed.decode
+    np.testing.assert_array_equal(worker.load(0), expected[0])
 
 
 def test_changed_file_after_packing_is_decoded_again(tmp_path):

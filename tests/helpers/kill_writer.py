@@ -31,25 +31,26 @@ SHAPE = (32, 24, 3)
 CACHE_CFG = DataConfig(image_size=SHAPE[:2], cache="disk")
 
 
-def _csvset(folder: Path, version: int) -> None:
+def write_csv_set_version(folder: Path, version: int) -> None:
     probs = np.random.default_rng(version).dirichlet(np.ones(18), size=len(IDS))
     write_csv_set({folder / "predictions.csv": prediction_table(IDS, probs),
                    folder / "submission.csv": pd.DataFrame({"ImageID": IDS,
                                                             "ans": probs.argmax(axis=1)})})
 
 
-def _checkpoint(folder: Path, version: int) -> None:
+def write_checkpoint_version(folder: Path, version: int) -> None:
     state = {"version": version, "weights": torch.full((512, 512), float(version))}
     atomic_write(folder / "last.ckpt", lambda tmp: torch.save(state, tmp))
 
 
-def _pack(folder: Path, version: int) -> None:
+def write_pack_version(folder: Path, version: int) -> None:
     keys = [f"v{version}-{i}" for i in range(300)]
     DecodeCache(folder, CACHE_CFG).write_pack(
         keys, lambda row: np.full(SHAPE, version % 251, np.uint8), SHAPE)
 
 
-WRITERS = {"csvset": _csvset, "checkpoint": _checkpoint, "pack": _pack}
+WRITERS = {"csvset": write_csv_set_version, "checkpoint": write_checkpoint_version,
+           "pack": write_pack_version}
 
 
 def check(mode: str, folder: Path) -> int:

@@ -131,11 +131,11 @@ def _export_network(run: RunDir, spec: ModelSpec, fold: int, views: list[str],
     size = tuple(spec.cfg.data.image_size)
     why_not = exact_cam(model.net, size)
     graph = PredictionGraph(model, views, cam=why_not is None)
-    _export(graph, sample, folder.file(name), opset)
+    export_graph(graph, sample, folder.file(name), opset)
     return {"file": name, "task": spec.task, "fold": fold, "outputs": _output_names(spec.task),
             "mean": graph.inner.mean.flatten().div(255).tolist(),
             "std": graph.inner.std.flatten().div(255).tolist(),
-            "max_abs_difference": _verify(graph, sample, folder.file(name)),
+            "max_abs_difference": graph_difference(graph, sample, folder.file(name)),
             "cam": None if graph.cam is None else graph.cam.names(),
             "cam_layer": why_not or cam_layer(model.net, size).describe()}
 
@@ -161,7 +161,10 @@ def _output_names(task: str) -> list[str]:
         labels.ATTRIBUTES[task])
 
 
-def _export(graph: PredictionGraph, sample: np.ndarray, path: Path, opset: int | None) -> None:
+def export_graph(graph: PredictionGraph, sample: np.ndarray, path: Path, opset: int | None
+                 ) -> None:
+    """``graph`` as an ONNX file at ``path`` (written atomically): dynamo export, a dynamic
+    batch axis, the weights inside the file."""
     example = torch.from_numpy(sample[:2])
     batch = torch.export.Dim("batch", min=1)
 
@@ -175,7 +178,7 @@ def _export(graph: PredictionGraph, sample: np.ndarray, path: Path, opset: int |
     atomic_write(path, write)
 
 
-def _verify(graph: PredictionGraph, sample: np.ndarray, path: Path) -> float:
+def graph_difference(graph: PredictionGraph, sample: np.ndarray, path: Path) -> float:
     """Largest difference of a probability (or an activation map's value) between
     onnxruntime and torch on ``sample``."""
     with torch.no_grad():

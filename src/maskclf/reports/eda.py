@@ -152,12 +152,12 @@ def run_eda(data_root: Path | str, out_dir: Path | str, per_class: int = 4,
         "figures": {k: str(v) for k, v in figures.items()}, "dir": str(out),
     }
     write_csv(pd.DataFrame(odd, columns=["path", "why"]), out / "odd_files.csv")
-    atomic_write_text(out / "report.md", _markdown(result, class_counts, gender_age))
+    atomic_write_text(out / "report.md", markdown_report(result, class_counts, gender_age))
     result["report"] = str(out / "report.md")
     return result
 
 
-def _markdown(result: dict, class_counts: pd.Series, gender_age: pd.DataFrame) -> str:
+def markdown_report(result: dict, class_counts: pd.Series, gender_age: pd.DataFrame) -> str:
     names = labels.class_names()
     lines = [f"# EDA: {result['images']} images of {result['persons']} persons", "",
              "## Images per class", "",

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Callable
 
 import lightning as L
 from lightning.pytorch.callbacks import Callback, ProgressBar, RichProgressBar
@@ -35,8 +36,9 @@ class RunClock(Callback):
     MIN_BATCHES = 3
     """Batches timed before the first estimate (the first one pays for start-up)."""
 
-    def __init__(self, total_epochs: int):
-        self.total_epochs = total_epochs
+    def __init__(self, total_epochs: int, now: Callable[[], float] = time.monotonic):
+        """``now``: the clock read (seconds; a test's own)."""
+        self.total_epochs, self.now = total_epochs, now
         self.done = self.trained = 0
         self.seconds = 0.0
         self.label = ""
@@ -48,22 +50,27 @@ class RunClock(Callback):
         self.done += epochs
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._started = time.monotonic()
+        self._started = self.now()
         self._batches, self._epoch_batches = 0, int(trainer.num_training_batches)
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         self._batches += 1
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self.seconds += time.monotonic() - self._started
+        self.seconds += self.now() - self._started
         self.done += 1
         self.trained += 1
+
+    def where(self, epoch: int, epochs: int) -> str:
+        """The line's head: the network and fold, and the epoch counted from 1 ("age fold
+        1/2 epoch 1/3"), for the bar and the plain lines alike."""
+        return f"{self.label} epoch {epoch + 1}/{epochs}".strip()
 
     def eta(self) -> str:
         if self.trained:
             per_epoch, this_epoch = self.seconds / self.trained, 0.0
         elif self._batches >= self.MIN_BATCHES and self._epoch_batches:
-            this_epoch = time.monotonic() - self._started
+            this_epoch = self.now() - self._started
             per_epoch = this_epoch / self._batches * self._epoch_batches
         else:
             return "eta ?"
@@ -110,7 +117,7 @@ class PlainProgress(ProgressBar):
                    f"{_format(trainer.callback_metrics)}")
 
     def _where(self, trainer: L.Trainer) -> str:
-        return f"{self.clock.label} epoch {trainer.current_epoch + 1}/{trainer.max_epochs}"
+        return self.clock.where(trainer.current_epoch, trainer.max_epochs)
 
 
 class RunProgressBar(RichProgressBar):
@@ -122,7 +129,7 @@ class RunProgressBar(RichProgressBar):
         self.clock = clock
 
     def _get_train_description(self, current_epoch: int) -> str:
-        return f"{self.clock.label} epoch {current_epoch + 1}/{self.trainer.max_epochs}"
+        return self.clock.where(current_epoch, self.trainer.max_epochs)
 
     def get_metrics(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict:
         return {**super().get_metrics(trainer, pl_module), "eta": self.clock.eta()[4:]}

@@ -46,14 +46,14 @@ class SoupResult:
                 "f1_soup": self.f1_soup}
 
 
-def _average(states: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+def average_states(states: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
     """The mean of floating-point tensors; counters (``num_batches_tracked``) from the first."""
     return {key: (torch.stack([s[key].float() for s in states]).mean(0).to(value.dtype)
                   if value.is_floating_point() else value.clone())
             for key, value in states[0].items()}
 
 
-class _Scorer:
+class SoupScorer:
     """Validation macro F1 of a network's weights, as the fold is scored."""
 
     def __init__(self, template: LoadedNet, data: FoldDataModule):
@@ -89,18 +89,18 @@ def average_fold(fold: FoldDir, spec: ModelSpec, data: FoldDataModule,
     mode = spec.cfg.train.average_mode
     template = load_net(best)
     states = [load_net(path).net.state_dict() for path in ranked]
-    score = _Scorer(template, data)
+    score = SoupScorer(template, data)
     f1_best = score(states[0])
     chosen = [0]
     if mode == "greedy":
         current = f1_best
         for i in range(1, len(states)):
-            trial = score(_average([states[j] for j in [*chosen, i]]))
+            trial = score(average_states([states[j] for j in [*chosen, i]]))
             if trial >= current:
                 chosen, current = [*chosen, i], trial
     if mode == "uniform":
         chosen = list(range(len(states)))
-    template.net.load_state_dict(_average([states[j] for j in chosen]))
+    template.net.load_state_dict(average_states([states[j] for j in chosen]))
     soup = _recompute_bn(template, data)
     f1_soup = score(soup)
     members = [ranked[j].name for j in chosen]
