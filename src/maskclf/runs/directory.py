@@ -248,9 +248,9 @@ class RunDir:
         """The run's out-of-fold rows, or a :class:`UsageError` saying what needed them."""
         oof = self.read_oof()
         if oof is None:
-            raise UsageError(f"{self.path} has no out-of-fold predictions ({self.OOF}: it was "
-                             f"trained without validation, or is a refit); {needed_for} "
-                             "needs them")
+            raise UsageError(f"{self.path} has no validation rows (no {self.OOF}: it was trained "
+                             f"without validation, or is a refit); {needed_for} needs its "
+                             "out-of-fold predictions")
         return oof
 
     @staticmethod
