@@ -97,7 +97,7 @@ def finish(work: Work) -> float:
 def refit_members(work: Work, trials: list[optuna.trial.FrozenTrial], runs: list[Path],
                   weights: np.ndarray) -> tuple[list[Path], dict]:
     """With the preset's ``refit``: each chosen member retrained on every person
-    (``pipeline.plan_refit``, its folds' median best epoch) when the time left, less the
+    (``train.plan.plan_refit``, its folds' median best epoch) when the time left, less the
     eval prediction's reserve, fits them all at their own pace (one fold's seconds, scaled
     to every person); the runs to predict with, and a record of what was done or why not."""
     if not work.preset.refit:

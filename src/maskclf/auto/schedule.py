@@ -23,8 +23,6 @@ HEADROOM = 1.2
 
 
 @dataclass(frozen=True)
-
-
 class Unit:
     """One piece of work: ``screening`` rung r of a candidate, its ``kfold`` run, or
     ``finish``."""
@@ -44,8 +42,6 @@ WAIT = "wait"
 
 
 @dataclass(frozen=True)
-
-
 class Pace:
     """Seconds of planned work on this machine: ``epoch_factor`` x the probe's epoch
     seconds, plus ``fixed_s`` per fold run."""

@@ -77,7 +77,7 @@ def teacher_probs(teacher: pd.DataFrame, paths, source) -> np.ndarray:
 class FoldDataModule(L.LightningDataModule):
     """Fold ``fold`` of ``records`` (with a ``fold`` column) for a network trained with
     ``cfg``: persons of ``fold`` validate, the others (and ``extra``) train; ``teacher``
-    (``teacher.read_teacher`` of ``distill.teacher``) gives each training row its soft
+    (``results.teacher.read_teacher`` of ``distill.teacher``) gives each training row its soft
     targets."""
 
     def __init__(self, cfg: RunConfig, root: Path, records: pd.DataFrame, fold: int,

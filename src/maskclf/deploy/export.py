@@ -2,9 +2,9 @@
 
 Each ONNX graph is the prediction step itself (``InferenceModule.predict_step``): uint8
 N x H x W x 3 in, normalisation, the run's TTA views, probabilities out; a dynamic batch
-axis, weights embedded. ``exported.ExportedModel`` runs them on onnxruntime; the finished
-export is checked against the run through the prediction engine (the same images, decoded
-and combined by each).
+axis, weights embedded. ``predict.onnx_backend.ExportedModel`` runs them on onnxruntime; the
+finished export is checked against the run through the prediction engine (the same images,
+decoded and combined by each).
 """
 
 from __future__ import annotations

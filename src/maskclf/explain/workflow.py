@@ -2,7 +2,7 @@
 
 Each attribute's map comes from the networks that predict it (the 18-class or multi-head
 network, or the attribute's own network of a per-attribute run), computed at the value to
-explain (``cam.network_maps``), brought to the crop's size and averaged over folds — every
+explain (``explain.cam.network_maps``), brought to the crop's size and averaged over folds — every
 fold for new images, each image's own fold for out-of-fold rows — then scaled to 0-1.
 """
 

@@ -1,4 +1,4 @@
-"""Prediction workflows over the engine (``predictor.open_predictor``: a run or an export):
+"""Prediction workflows over the engine (``run_backend.open_predictor``: a run or an export):
 the eval set with its validated submission, recomputed out-of-fold rows, any images.
 Nothing here trains."""
 

@@ -31,9 +31,7 @@ from maskclf.runs.directory import RunDir
 from maskclf.runs.lock import training_lock
 from maskclf.train.distributed import handed_down, is_rank_zero, shared_run_dir
 from maskclf.train.fold import FoldResult, fit_fold
-from maskclf.train.lr_find import (
-    with_found_rates,
-)
+from maskclf.train.lr_find import with_found_rates
 from maskclf.train.plan import RunPlan, plan, plan_continue, plan_new, plan_resume
 from maskclf.train.progress import RunClock
 from maskclf.train.request import TrainRequest
@@ -44,8 +42,6 @@ log = logging.getLogger(__name__)
 
 
 @dataclass
-
-
 class RunResult:
     run: Path
     summary: dict

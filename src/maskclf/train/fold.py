@@ -34,8 +34,6 @@ log = logging.getLogger(__name__)
 
 
 @dataclass
-
-
 class FoldResult:
     """One trained fold: its checkpoints and its validation rows with their probabilities."""
 

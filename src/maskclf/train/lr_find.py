@@ -42,8 +42,6 @@ MIN_LR, MAX_LR, STEPS = 1e-6, 1.0, 100
 
 
 @dataclass(frozen=True)
-
-
 class LrFinding:
     """What a range test found: the suggested rate (None when the loss never fell), the
     range tried, and the (rate, smoothed loss) curve."""
@@ -183,7 +181,7 @@ def find_learning_rate(cfg: RunConfig, data_root: Path | str, plot: Path,
 
 def with_found_rates(plan: RunPlan, run: RunDir) -> RunPlan:
     """``optim.lr: auto`` replaced by the rate the range test suggests for each network
-    (``lrfind.find_lr`` on the first planned fold's training rows). The run's config.yaml
+    (:func:`find_lr` on the first planned fold's training rows). The run's config.yaml
     then holds the rates, so a resume or continuation trains with them and tests nothing;
     run.json records each test (``lr_find``) and report/ holds its plot."""
     auto = [spec for spec in plan.specs if spec.cfg.optim.lr == "auto"]

@@ -41,8 +41,6 @@ def prepare_records(cfg: RunConfig, root: Path) -> tuple[pd.DataFrame, Correctio
 
 
 @dataclass
-
-
 class RunPlan:
     """Everything :func:`execute` needs, decided and checked before anything is written.
 

@@ -136,8 +136,6 @@ def build_strategy(train: TrainConfig) -> Strategy | str:
 
 
 @dataclass(frozen=True)
-
-
 class FitOptions:
     """How a run's Trainers are dressed beyond the config: the progress display (None:
     a bar on a terminal) and extra callbacks (e.g. a tuning study's pruner)."""
