@@ -247,12 +247,12 @@ def _markdown(run: Path, summary: dict, figures: dict[str, Path | None],
                          else "no face found in the crops") + ".", ""]
     if not mistakes.empty:
         names = labels.class_names()
-        lines += ["| image | true | predicted | confidence |", "|---|---|---|---|"]
-        lines += [f"| {image} | {names[true]} | {names[guess]} | {confidence:.3f} |"
-                  for image, true, guess, confidence in zip(
-                      mistakes["ImageID"], mistakes["class"], mistakes["predicted"],
-                      mistakes["confidence"], strict=True)]
-        lines.append("")
+        lines += [*markdown_table(
+            ["image", "true", "predicted", "confidence"],
+            [[image, names[true], names[guess], f"{confidence:.3f}"]
+             for image, true, guess, confidence in zip(
+                 mistakes["ImageID"], mistakes["class"], mistakes["predicted"],
+                 mistakes["confidence"], strict=True)]), ""]
     return "\n".join(lines)
 
 
