@@ -19,8 +19,7 @@ def test_a_refit_is_planned_like_any_run_and_records_its_parent(synthetic_root, 
     from maskclf.train.execute import train
     from maskclf.train.plan import plan
     from maskclf.train.request import TrainRequest
-
-    from .conftest import TINY_OVERRIDES
+    from tests.conftest import TINY_OVERRIDES
 
     request = TrainRequest(overrides=(*TINY_OVERRIDES, "data.folds=2"), data=synthetic_root,
                            runs_dir=tmp_path, name="cv")

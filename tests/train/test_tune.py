@@ -14,6 +14,7 @@ from typer.testing import CliRunner
 
 from maskclf.cli import app
 from maskclf.config import ConfigError
+from maskclf.errors import UsageError
 from maskclf.train.tune import load_space, run_study, sample
 from tests.conftest import TINY_OVERRIDES
 
@@ -132,3 +133,37 @@ def test_a_search_space_value_is_checked_against_the_registries(tmp_path):
     with pytest.raises(ConfigError, match=r"(?s)loss\.name does not fit the config:.*unknown loss "
                                           "'focl'"):
         load_space(space, {})
+
+
+def test_a_worker_that_loses_the_race_to_create_the_tables_opens_them_after(tmp_path,
+                                                                            monkeypatch):
+    """Two workers opening a new PostgreSQL database at once both create Optuna's tables;
+    the loser's unique violation means the tables are there a moment later."""
+    import optuna
+    import sqlalchemy
+
+    from maskclf.train import tune
+
+    calls = []
+
+    def storage(url, **kwargs):
+        calls.append(url)
+        if len(calls) == 1:
+            raise sqlalchemy.exc.IntegrityError(
+                "CREATE TYPE studydirection", {}, Exception(
+                    'duplicate key value violates unique constraint "pg_type_typname_nsp_index"'
+                    "\nDETAIL: Key (typname, typnamespace)=(studydirection, 2200) already "
+                    "exists."))
+        if "refused" in url:
+            raise sqlalchemy.exc.OperationalError("connect", {}, Exception("refused"))
+        return "opened"
+
+    monkeypatch.setattr(optuna.storages, "RDBStorage", storage)
+    monkeypatch.setattr(tune, "SCHEMA_WAIT_S", 0.0)
+    assert tune.open_storage("postgresql+psycopg://u:p@db/new", tmp_path) == "opened"
+    assert len(calls) == 2
+    calls.clear()
+    calls.append("the race is already lost once: the next failure is not a race")
+    with pytest.raises(UsageError, match=r"cannot open the study storage db/refused"):
+        tune.open_storage("postgresql+psycopg://u:p@db/refused", tmp_path)
+    assert len(calls) == 2  # a server that refuses is not retried

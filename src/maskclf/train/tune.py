@@ -21,12 +21,14 @@ from __future__ import annotations
 import builtins
 import json
 import logging
+import time
 import warnings
 from pathlib import Path
 from typing import Any
 
 import optuna
 import pandas as pd
+import sqlalchemy
 import torch
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
@@ -177,6 +179,8 @@ def sample(trial: optuna.Trial, space: dict[str, Distribution]) -> dict[str, Any
 
 DATABASE = "study.db"
 """A study's SQLite file in its folder when no storage URL is given (tune and auto)."""
+SCHEMA_ATTEMPTS, SCHEMA_WAIT_S = 5, 1.0
+"""Tries to open a storage whose tables another worker is creating, and the wait between."""
 
 
 def open_storage(url: str | None, out: Path, heartbeat_s: int | None = None
@@ -188,15 +192,31 @@ def open_storage(url: str | None, out: Path, heartbeat_s: int | None = None
         out.mkdir(parents=True, exist_ok=True)
         url = f"sqlite:///{(out / DATABASE).resolve()}"
     engine = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}
-    try:
-        with warnings.catch_warnings():  # Optuna marks the heartbeat experimental
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            return optuna.storages.RDBStorage(
-                url, engine_kwargs=engine, heartbeat_interval=heartbeat_s,
-                grace_period=None if heartbeat_s is None else 3 * heartbeat_s)
-    except Exception as exc:  # a driver or server problem: say which storage
-        raise UsageError(f"cannot open the study storage {url.split('@')[-1]}: "
-                         f"{type(exc).__name__}: {exc}") from None
+    for attempt in range(SCHEMA_ATTEMPTS):
+        try:
+            with warnings.catch_warnings():  # Optuna marks the heartbeat experimental
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                return optuna.storages.RDBStorage(
+                    url, engine_kwargs=engine, heartbeat_interval=heartbeat_s,
+                    grace_period=None if heartbeat_s is None else 3 * heartbeat_s)
+        except Exception as exc:  # a driver or server problem: say which storage
+            if _lost_schema_race(exc) and attempt + 1 < SCHEMA_ATTEMPTS:
+                log.info("study storage: another worker is creating its tables; again in "
+                         "%.1fs", SCHEMA_WAIT_S)
+                time.sleep(SCHEMA_WAIT_S)
+                continue
+            raise UsageError(f"cannot open the study storage {url.split('@')[-1]}: "
+                             f"{type(exc).__name__}: {exc}") from None
+    raise AssertionError("unreachable")
+
+
+def _lost_schema_race(exc: Exception) -> bool:
+    """Two workers that open a new database at once both create Optuna's tables; on
+    PostgreSQL ``CREATE ... IF NOT EXISTS`` is not atomic, so one fails with a unique
+    violation (``pg_type_typname_nsp_index``) or "already exists". The tables are there
+    for it a moment later."""
+    return (isinstance(exc, sqlalchemy.exc.IntegrityError | sqlalchemy.exc.ProgrammingError)
+            and ("already exists" in str(exc) or "duplicate key" in str(exc)))
 
 
 def run_study(cfg_raw: dict[str, Any], data_root: Path | str, space_path: Path | str,
