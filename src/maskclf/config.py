@@ -40,6 +40,35 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
+class ExternalSource(_Section):
+    """An outside photo set (``data.external``): ``images/`` and ``labels.csv`` (``file`` and
+    any of ``mask``, ``gender``, ``age`` in years; a blank cell is unknown). Its rows train
+    every head on exactly the attributes they know, and never validate. A bare path is a
+    source with the defaults."""
+
+    path: Path
+    share: float | None = Field(None, gt=0.0, lt=1.0)
+    """The part of each training epoch drawn from this source (0.3: 30 % of the epoch's
+    images, drawn anew each epoch); None: every row once an epoch."""
+    weight: float = Field(1.0, gt=0.0, le=10.0)
+    """Its rows' loss weight against the competition's (1.0: the same)."""
+    mask: Literal["wear", "incorrect", "not_wear"] | None = None
+    """A mask status every image of the folder shares (its labels.csv may omit it)."""
+    gender: Literal["male", "female"] | None = None
+    age: int | None = Field(None, ge=0, le=120)
+    """An age in years every image of the folder shares."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _bare_path(cls, value: Any) -> Any:
+        return {"path": value} if isinstance(value, str | Path) else value
+
+    def shared(self) -> dict[str, str | int]:
+        """The folder-wide values given, by attribute."""
+        return {name: value for name in ("mask", "gender", "age")
+                if (value := getattr(self, name)) is not None}
+
+
 class DataConfig(_Section):
     image_size: tuple[int, int] = (256, 192)
     """Network input size as [height, width]."""
@@ -73,6 +102,9 @@ class DataConfig(_Section):
     """Class id -> repeat factor (>= 1) for minority classes in training."""
     extra: list[Path] = []
     """Folders written by ``maskclf pseudo-label``: their images join training, never validation."""
+    external: list[ExternalSource] = []
+    """Outside photo sets that label only some attributes (see :class:`ExternalSource`):
+    training rows only, never validation, folds, scores or decision tuning."""
     num_workers: int | Literal["auto"] = "auto"
     """Loader processes for augmented training batches; ``auto``: one per CPU core, up to 8."""
     cache: Literal["auto", "disk", "memory", "none"] = "auto"
@@ -366,6 +398,28 @@ class RunConfig(_Section):
                                  f"{sorted(unknown)}; allowed {list(ATTRIBUTE_SECTIONS)}")
         return value
 
+    def _check_external(self, mixing: bool) -> None:
+        """What cannot yet read a row that knows only some attributes is refused by name."""
+        refused = [
+            ("aug.mixup_alpha / aug.cutmix_alpha", mixing or self.aug.cutmix_mode != "box",
+             "mixing blends one row's unknown attributes into another's known ones; set them "
+             "to 0 and aug.cutmix_mode to box"),
+            ("distill.teacher", self.distill.teacher is not None,
+             "a teacher has no soft targets for outside images"),
+            ("loss.age_ordinal_smoothing", self.loss.age_ordinal_smoothing > 0,
+             "age smoothing moves the mass of 18-class targets, which outside rows do not have; "
+             "set it to 0"),
+            ("data.sampler: balanced", self.data.sampler == "balanced",
+             "balanced draws need each row's class; use the sources' share instead"),
+        ]
+        for setting, clash, why in refused:
+            if clash:
+                raise ValueError(f"data.external with {setting}: {why}")
+        shares = sum(source.share or 0.0 for source in self.data.external)
+        if shares >= 1:
+            raise ValueError(f"data.external: the sources' shares add up to {shares:g}; they "
+                             "must leave part of each epoch to the competition's photos (< 1)")
+
     @model_validator(mode="after")
     def _settings_agree(self) -> RunConfig:
         """Rules that combine two settings, so a bad pair fails before anything is written."""
@@ -383,6 +437,8 @@ class RunConfig(_Section):
         if mixing and self.train.batch_size % 2:
             raise ValueError(f"aug.mixup_alpha / aug.cutmix_alpha need an even "
                              f"train.batch_size; got {self.train.batch_size}")
+        if self.data.external:
+            self._check_external(mixing)
         if self.distill.teacher is not None and (mixing or self.aug.cutmix_mode != "box"):
             raise ValueError("distill.teacher gives each image its own soft targets; mixup and "
                              "cutmix blend images the teacher never saw: set "
@@ -615,7 +671,8 @@ def load_config(path: Path | str | None, overrides: list[str] | None = None) -> 
     return build_config(apply_overrides(load_raw_config(path), overrides), source, overrides)
 
 
-PATH_SETTINGS = (("data", "corrections"), ("data", "extra"), ("data", "cache_dir"),
+PATH_SETTINGS = (("data", "corrections"), ("data", "extra"), ("data", "external"),
+                 ("data", "cache_dir"),
                  ("model", "weights"), ("aug", "pipeline"), ("distill", "teacher"))
 """Settings that may name files or folders relative to the working folder."""
 
@@ -628,6 +685,8 @@ def absolute_paths(cfg: RunConfig) -> RunConfig:
     def resolve(value: Any, always: bool) -> Any:
         if isinstance(value, list):
             return [resolve(item, always) for item in value]
+        if isinstance(value, ExternalSource):
+            return value.model_copy(update={"path": resolve(value.path, always)})
         if isinstance(value, Path) and not value.is_absolute() and (always or value.exists()):
             return value.resolve()
         return value

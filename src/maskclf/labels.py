@@ -12,6 +12,8 @@ class = 6 * mask + 3 * gender + age, so the class id alone recovers every attrib
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 
 MASK_NAMES = ("wear", "incorrect", "not_wear")
@@ -46,6 +48,54 @@ def encode_class(mask, gender, age):
 def decode_class(cls):
     """Split class ids (an int or an integer array) into (mask, gender, age)."""
     return cls // 6, (cls // 3) % 2, cls % 3
+
+
+UNKNOWN = -1
+"""The value of an attribute a training row does not know (outside data, ``data.external``)."""
+SOURCE_STRIDE = NUM_CLASSES * 8
+"""A partial code's step from one source to the next: 18 classes x 8 sets of unknowns."""
+
+
+def partial_code(mask, gender, age, source=0):
+    """The training target of a row that may not know every attribute (``UNKNOWN``): the
+    class of its known values (0 for an unknown one), plus ``NUM_CLASSES`` x the bits of its
+    unknown attributes (mask 1, gender 2, age 4), plus ``SOURCE_STRIDE`` x its source (0: the
+    competition's photos). A competition row's code is its class id. Ints or arrays.
+
+    >>> partial_code(2, UNKNOWN, 1, source=1)  # not_wear, gender unknown, 30-59, source 1
+    193
+    >>> split_code(193)
+    (13, (True, False, True), 1)
+    """
+    unknown = (mask < 0) * 1 + (gender < 0) * 2 + (age < 0) * 4
+    known_class = encode_class(mask * (mask >= 0), gender * (gender >= 0), age * (age >= 0))
+    return known_class + NUM_CLASSES * unknown + SOURCE_STRIDE * source
+
+
+def split_code(codes):
+    """A partial code (an int, array or tensor) as (class of the known values, (mask known,
+    gender known, age known), source)."""
+    classes, unknown = codes % NUM_CLASSES, (codes // NUM_CLASSES) % 8
+    return (classes, tuple(unknown & bit == 0 for bit in (1, 2, 4)),
+            codes // SOURCE_STRIDE)
+
+
+class ClassCounts(NamedTuple):
+    """What class weights count: the 18 classes over the rows that know every attribute, and
+    each attribute's values over the rows that know that attribute."""
+
+    classes: np.ndarray
+    attributes: dict[str, np.ndarray]
+
+    @classmethod
+    def of(cls, codes) -> ClassCounts:
+        """The counts of training targets (class ids or partial codes)."""
+        classes, known, _ = split_code(np.asarray(codes, dtype=np.int64))
+        full = known[0] & known[1] & known[2]
+        values = decode_class(classes)
+        return cls(np.bincount(classes[full], minlength=NUM_CLASSES),
+                   {name: np.bincount(value[mask], minlength=ATTRIBUTE_SIZES[name])
+                    for name, value, mask in zip(ATTRIBUTES, values, known, strict=True)})
 
 
 def age_bucket(age, old_from: int = AGE_OLD_FROM):

@@ -28,3 +28,20 @@ def test_oversample_multiplies_class_rows():
     records = pd.DataFrame({"class": [0] * 10 + [7] * 4})
     out = oversample(records, {7: 3.0}, seed=0)
     assert (out["class"] == 7).sum() == 12 and (out["class"] == 0).sum() == 10
+
+
+def test_an_outside_pool_gives_its_count_each_epoch_drawn_anew():
+    pool = np.arange(10, 40)
+    sampler = EpochSampler(40, seed=3, draws=[(pool, 5)])
+    epochs = []
+    for epoch in range(3):
+        sampler.set_epoch(epoch)
+        order = [index for index, _ in sampler]
+        assert len(order) == len(sampler) == 15
+        assert sorted(i for i in order if i < 10) == list(range(10))  # every own row once
+        drawn = [i for i in order if i >= 10]
+        assert len(drawn) == 5 == len(set(drawn))  # no repeats while the pool is larger
+        epochs.append(sorted(drawn))
+    assert epochs[0] != epochs[1]  # drawn anew
+    sampler.set_epoch(1)
+    assert sorted(i for i, _ in sampler if i >= 10) == epochs[1]  # and replayed exactly

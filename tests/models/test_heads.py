@@ -10,6 +10,7 @@ from maskclf.models.heads import (
     AttributeTask,
     MultiHeadTask,
     attribute_targets,
+    build_task,
 )
 from maskclf.models.losses import create_loss
 from maskclf.train.execute import train_run
@@ -152,3 +153,100 @@ def test_a_run_with_age_regression_trains_reads_ages_and_predicts(synthetic_root
     result = predict_run(run, synthetic_root)
     probs = pd.read_csv(result.predictions)[CLASS_COLUMNS].to_numpy()
     assert probs.shape == (14, 18) and np.allclose(probs.sum(axis=1), 1.0)
+
+
+# rows that know only some attributes (outside data, ``data.external``)
+
+def _spec(head: str):
+    """Specs of ``head`` with one outside source (source 1, loss weight 1)."""
+    from maskclf.config import load_config
+    from maskclf.models.spec import resolve_specs
+
+    return resolve_specs(load_config(None, [f"model.head={head}", "data.external=[x]"]))
+
+
+def test_the_18_way_partial_loss_is_cross_entropy_on_fully_labelled_rows():
+    from maskclf.models.heads import partial_nll
+
+    logits = torch.randn(6, 18, generator=torch.Generator().manual_seed(0))
+    classes = torch.tensor([0, 5, 17, 3, 9, 12])
+    one_hot = torch.nn.functional.one_hot(classes, 18).bool()
+    torch.testing.assert_close(partial_nll(logits, one_hot),
+                               torch.nn.functional.cross_entropy(logits, classes,
+                                                                 reduction="none"))
+    nothing = partial_nll(logits, torch.ones(6, 18, dtype=torch.bool))
+    assert torch.isfinite(nothing).all() and nothing.abs().max() < 1e-5  # teaches nothing
+
+
+def test_a_partial_row_is_scored_by_the_classes_its_attributes_allow():
+    task = build_task(_spec("single")[0])
+    logits = torch.randn(3, 18, generator=torch.Generator().manual_seed(1))
+    known_age_gender = labels.partial_code(labels.UNKNOWN, 1, 2, source=1)  # female, >=60
+    targets = torch.tensor([4, known_age_gender, labels.partial_code(-1, -1, -1, 1)])
+    p = torch.softmax(logits, dim=1)
+    allowed = [labels.encode_class(m, 1, 2) for m in range(3)]  # 3 classes: mask unknown
+    expected = (torch.nn.functional.cross_entropy(logits[:1], targets[:1])
+                - torch.log(p[1, allowed].sum()) + 0.0) / 3
+    torch.testing.assert_close(task.loss(logits, targets), expected)
+    # competition rows alone: exactly the configured loss, as before
+    plain = torch.tensor([4, 7, 11])
+    torch.testing.assert_close(task.loss(logits, plain),
+                               torch.nn.functional.cross_entropy(logits, plain))
+
+
+@pytest.mark.parametrize("head", ["multihead", "single"])
+def test_rows_of_a_mask_only_source_leave_gender_and_age_untouched(head):
+    """The gradient a mask-only row sends through the 18-way head moves only the mask
+    marginal; through the multi-head model, only the mask head."""
+    task = build_task(_spec(head)[0])
+    outputs = torch.randn(4, task.num_outputs, generator=torch.Generator().manual_seed(2),
+                          requires_grad=True)
+    targets = torch.tensor([labels.partial_code(m, labels.UNKNOWN, labels.UNKNOWN, 1)
+                            for m in (0, 1, 2, 0)])
+    task.loss(outputs, targets).backward()
+    if head == "multihead":
+        assert outputs.grad[:, :3].abs().sum() > 0
+        assert outputs.grad[:, 3:].abs().sum() == 0  # gender and age heads
+    else:  # d loss / d logits within each mask value's six classes is proportional to p
+        p = torch.softmax(outputs.detach(), dim=1).reshape(4, 3, 6)
+        grad = outputs.grad.reshape(4, 3, 6)
+        ratio = grad / p
+        torch.testing.assert_close(ratio, ratio[..., :1].expand_as(ratio))
+
+
+@pytest.mark.parametrize("head", ["multihead", "single", "age"])
+def test_an_age_only_source_teaches_an_age_group_the_competition_data_lacks(head):
+    """Features show mask, gender and age; the competition rows have no one of 60 or more.
+    With an age-only source that holds such people (their mask and gender shown but not
+    labelled), the network predicts >= 60 for them; without it, never."""
+    rng = np.random.default_rng(0)
+
+    def features(mask, gender, age):
+        onehots = [np.eye(n)[v] for n, v in zip((3, 2, 3), (mask, gender, age), strict=True)]
+        return np.concatenate([*onehots, rng.normal(0, 0.1, 4)]).astype(np.float32)
+
+    competition = [((m, g, a), (m, g, a), 0)
+                   for m in range(3) for g in range(2) for a in range(2)] * 8
+    outside = [((int(rng.integers(3)), int(rng.integers(2)), 2),
+                (labels.UNKNOWN, labels.UNKNOWN, 2), 1) for _ in range(24)]
+    old = torch.tensor(np.stack([features(m, g, 2) for m in range(3) for g in range(2)]))
+
+    def predicted_ages(rows) -> np.ndarray:
+        specs = _spec("per_attribute" if head == "age" else head)
+        task = build_task(specs[-1] if head == "age" else specs[0])
+        x = torch.tensor(np.stack([features(*shown) for shown, _, _ in rows]))
+        y = torch.tensor([int(labels.partial_code(*known, source))
+                          for _, known, source in rows])
+        torch.manual_seed(0)
+        net = torch.nn.Linear(x.shape[1], task.num_outputs)
+        optimizer = torch.optim.Adam(net.parameters(), lr=0.05)
+        for _ in range(200):
+            optimizer.zero_grad()
+            task.loss(net(x), y).backward()
+            optimizer.step()
+        probs = task.probs(net(old)).detach()
+        ages = probs if head == "age" else labels.attribute_marginals(probs)["age"]
+        return ages.argmax(dim=1).numpy()
+
+    assert (predicted_ages(competition + outside) == 2).all()
+    assert (predicted_ages(competition) != 2).all()

@@ -13,7 +13,7 @@ from maskclf.data.synthetic import make_synthetic
 from maskclf.labels import CLASS_COLUMNS
 from maskclf.predict.workflows import predict_run
 from maskclf.train.execute import train_run
-from tests.conftest import tiny_config
+from tests.conftest import TINY_OVERRIDES, tiny_config
 
 pytestmark = pytest.mark.slow  # trains real (tiny) models end to end
 
@@ -120,3 +120,38 @@ def test_bad_data_fails_before_any_run_directory(dataset_copy, tmp_path):
     with pytest.raises(DataError, match="not_a_person"):
         train_run(tiny_config(), dataset_copy, runs, "x", interactive=False)
     assert not runs.exists() or not any(runs.iterdir())
+
+
+@pytest.mark.parametrize("head", ["multihead", "per_attribute"])
+def test_a_run_with_an_outside_source_trains_and_reports_it(synthetic_root, tmp_path, head):
+    from tests.data.test_external import make_source
+
+    folder = make_source(tmp_path / "faces", [
+        {"file": f"{i}.jpg", "gender": ("male", "female", "")[i % 3], "age": str(20 + 7 * i)}
+        for i in range(12)], images_from=synthetic_root)
+    result = train_run(tiny_config(f"model.head={head}",
+                                   f"data.external=[{{path: {folder}, weight: 0.5}}]"),
+                       synthetic_root, tmp_path, head, interactive=False)
+    [source] = result.summary["external"]
+    assert source["rows"] == 12 and source["weight"] == 0.5
+    assert source["known"] == {"mask": 0, "gender": 8, "age": 12}
+    oof = pd.read_csv(result.run / "oof.csv")
+    assert not oof["ImageID"].str.contains("faces").any()  # never validated
+
+
+def test_a_bad_outside_source_refuses_the_run_before_anything_is_written(synthetic_root,
+                                                                          tmp_path):
+    from typer.testing import CliRunner
+
+    from maskclf.cli import app
+    from tests.data.test_external import make_source
+
+    folder = make_source(tmp_path / "faces", [{"file": "a.jpg", "gender": "femal"}])
+    result = CliRunner().invoke(app, [
+        "train", "--data", str(synthetic_root), "--out", str(tmp_path / "runs"),
+        *[arg for o in TINY_OVERRIDES for arg in ("-o", o)],
+        "-o", f"data.external=[{folder}]"])
+    assert result.exit_code == 2
+    assert "row 2, column gender: unknown gender 'femal'" in result.output
+    assert "did you mean 'female'?" in result.output
+    assert not (tmp_path / "runs").exists()

@@ -31,15 +31,19 @@ log = logging.getLogger(__name__)
 
 
 def training_classes(records: pd.DataFrame, old_from: int) -> np.ndarray:
-    """Training targets: the class with the "old" boundary moved to ``old_from`` years.
+    """Training targets: the class with the "old" boundary moved to ``old_from`` years, as
+    ``labels.partial_code`` (a competition row's is its class id; an outside row's also
+    says which attributes it knows and its source).
 
     Only persons in the middle bucket move, so age corrections are kept; scoring always
     uses ``records["class"]``.
     """
     moved = (records["age_group"] == 1) & (records["age"] >= old_from)
     age_group = np.where(moved, 2, records["age_group"])
-    return labels.encode_class(records["mask"].to_numpy(), records["gender"].to_numpy(),
-                               age_group)
+    source = (records["source"].fillna(0).to_numpy(dtype=np.int64) if "source" in records
+              else 0)
+    return labels.partial_code(records["mask"].to_numpy(), records["gender"].to_numpy(),
+                               age_group, source)
 
 
 def training_rows(records: pd.DataFrame, fold: int, cfg: RunConfig) -> pd.DataFrame:
@@ -76,21 +80,26 @@ def teacher_probs(teacher: pd.DataFrame, paths, source) -> np.ndarray:
 
 class FoldDataModule(L.LightningDataModule):
     """Fold ``fold`` of ``records`` (with a ``fold`` column) for a network trained with
-    ``cfg``: persons of ``fold`` validate, the others (and ``extra``) train; ``teacher``
+    ``cfg``: persons of ``fold`` validate, the others (and ``extra``: pseudo-labelled and
+    outside rows) train — for an ``attribute``'s network, those that know it; ``teacher``
     (``results.teacher.read_teacher`` of ``distill.teacher``) gives each training row its soft
     targets."""
 
     def __init__(self, cfg: RunConfig, root: Path, records: pd.DataFrame, fold: int,
                  extra: pd.DataFrame | None = None, with_ages: bool = False,
-                 teacher: pd.DataFrame | None = None):
+                 teacher: pd.DataFrame | None = None, attribute: str | None = None):
         super().__init__()
         self.cfg, self.root, self.fold, self.with_ages = cfg, Path(root), fold, with_ages
         self.records = records
         self.extra = extra if extra is not None else records.iloc[:0]
         self.val_rows = records[records["fold"] == fold]
         labelled = pd.concat([records, self.extra.assign(fold=PSEUDO)], ignore_index=True)
-        self.train_rows = training_rows(labelled.assign(target=training_classes(
+        rows = training_rows(labelled.assign(target=training_classes(
             labelled, cfg.data.age_old_threshold)), fold, cfg)
+        if attribute is not None:  # an attribute's network: the rows that know it
+            column = {"mask": "mask", "gender": "gender", "age": "age_group"}[attribute]
+            rows = rows[rows[column] >= 0].reset_index(drop=True)
+        self.train_rows = rows
         if (teacher is None) != (cfg.distill.teacher is None):
             raise ValueError("distill.teacher and the teacher table come together")
         self.teacher = (None if teacher is None else
@@ -100,9 +109,9 @@ class FoldDataModule(L.LightningDataModule):
     def validates(self) -> bool:
         return len(self.val_rows) > 0
 
-    def class_counts(self) -> np.ndarray:
-        """Training-target counts of the 18 classes (for class weights)."""
-        return np.bincount(self.train_rows["target"], minlength=labels.NUM_CLASSES)
+    def class_counts(self) -> labels.ClassCounts:
+        """What class weights count: the training targets' classes and attribute values."""
+        return labels.ClassCounts.of(self.train_rows["target"])
 
     def prepare_data(self) -> None:
         """Decode every image of the run once, before the first epoch, so all epochs and
@@ -121,9 +130,23 @@ class FoldDataModule(L.LightningDataModule):
         return make_dataset(self.cfg, self.root, rows["path"], rows[targets], train,
                             rows["age"] if self.with_ages else None, teacher)
 
+    def draws(self) -> list[tuple[np.ndarray, int]]:
+        """Per outside source with a ``share``: its training rows and how many of them each
+        epoch draws, so the source makes that share of the epoch."""
+        sources = self.cfg.data.external
+        shared = [(number, s.share) for number, s in enumerate(sources, start=1) if s.share]
+        if not shared or "source" not in self.train_rows:
+            return []
+        source = self.train_rows["source"].fillna(0).to_numpy()
+        shared = [(number, share) for number, share in shared if (source == number).any()]
+        pooled = np.isin(source, [number for number, _ in shared])
+        epoch = (~pooled).sum() / (1 - sum(share for _, share in shared))
+        return [(np.flatnonzero(source == number), max(1, round(share * epoch)))
+                for number, share in shared]
+
     def train_dataloader(self) -> DataLoader:
         return train_loader(self.dataset(self.train_rows, True, "target", self.teacher),
-                            self.train_rows, self.cfg)
+                            self.train_rows, self.cfg, self.draws())
 
     def val_dataloader(self) -> DataLoader:
         return make_loader(self.dataset(self.val_rows, False), self.cfg)

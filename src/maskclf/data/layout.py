@@ -106,7 +106,7 @@ def _person_images(folder: Path, root: Path, problems: list) -> list[tuple[str, 
     return found
 
 
-def _escapes(name: str) -> bool:
+def escapes(name: str) -> bool:
     """A table entry that would leave its folder: absolute, ``..``, or empty."""
     return not name or Path(name).is_absolute() or ".." in Path(name).parts
 
@@ -117,7 +117,7 @@ def _check_listing(table: pd.DataFrame, csv: Path, problems: list) -> set[str]:
     for name in table["path"][table["path"].duplicated()].unique():
         problems.append((str(csv), f"lists person {name!r} more than once"))
     for row, entry in enumerate(table.itertuples(index=False), start=2):
-        if _escapes(entry.path) or "/" in entry.path or "\\" in entry.path:
+        if escapes(entry.path) or "/" in entry.path or "\\" in entry.path:
             problems.append((str(csv), f"row {row}: path {entry.path!r} must be a folder name "
                              f"inside {TRAIN_IMAGES}"))
             continue
@@ -173,7 +173,7 @@ def _scan_eval(root: Path, problems: list) -> pd.DataFrame | None:
         problems.append((str(root / EVAL_CSV), "has a header but no images to predict"))
     for image_id in info["ImageID"][info["ImageID"].duplicated()].unique():
         problems.append((str(root / EVAL_CSV), f"ImageID {image_id!r} is listed more than once"))
-    escaping = info["ImageID"].map(_escapes)
+    escaping = info["ImageID"].map(escapes)
     for row in np.flatnonzero(escaping):
         problems.append((str(root / EVAL_CSV), f"row {row + 2}: ImageID "
                          f"{info['ImageID'].iloc[row]!r} points outside {EVAL_IMAGES}"))
@@ -184,7 +184,7 @@ def _scan_eval(root: Path, problems: list) -> pd.DataFrame | None:
     return info
 
 
-def _probe_all(root: Path, rel_paths: list[str], problems: list, workers: int = 4) -> None:
+def probe_all(root: Path, rel_paths: list[str], problems: list, workers: int = 4) -> None:
     paths = [root / p for p in rel_paths if (root / p).is_file()]
     with ThreadPoolExecutor(max_workers=workers) as pool:
         for path, what in zip(paths, pool.map(probe_image, paths), strict=True):
@@ -222,7 +222,7 @@ def read_tables(
     if check_images:
         paths = [] if records is None else records["path"].tolist()
         paths += [] if info is None else info["path"].tolist()
-        _probe_all(root, paths, problems)
+        probe_all(root, paths, problems)
     if problems:
         raise DataError(problems)
     return records, info

@@ -6,8 +6,10 @@ Below both training and inference: each builds its loaders here from a config.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import torch
 from torch.utils.data import DataLoader
@@ -53,11 +55,13 @@ def make_loader(dataset: ImageDataset, cfg: RunConfig, sampler=None,
                       pin_memory=torch.cuda.is_available())
 
 
-def train_loader(dataset: ImageDataset, rows: pd.DataFrame, cfg: RunConfig) -> DataLoader:
-    """Training batches in a (seed, epoch)-determined order, balanced when asked."""
+def train_loader(dataset: ImageDataset, rows: pd.DataFrame, cfg: RunConfig,
+                 draws: Sequence[tuple[np.ndarray, int]] = ()) -> DataLoader:
+    """Training batches in a (seed, epoch)-determined order, balanced when asked; ``draws``:
+    pools drawn anew each epoch (``FoldDataModule.draws``)."""
     weights = None
     if cfg.data.sampler == "balanced":
         by = {"class": "target", "age": "age_group"}.get(cfg.data.sampler_by, cfg.data.sampler_by)
         weights = sample_weights(rows[by])
-    return make_loader(dataset, cfg, sampler=EpochSampler(len(rows), cfg.seed, weights),
+    return make_loader(dataset, cfg, sampler=EpochSampler(len(rows), cfg.seed, weights, draws),
                        drop_last=True)

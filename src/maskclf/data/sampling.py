@@ -3,7 +3,7 @@ seeds, a balanced sampler and minority oversampling."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 import pandas as pd
@@ -41,8 +41,18 @@ class EpochSampler(Sampler):
     the epochs an uninterrupted run would have seen.
     """
 
-    def __init__(self, size: int, seed: int, weights: np.ndarray | None = None):
-        self.size, self.seed, self.epoch = size, seed, 0
+    def __init__(self, size: int, seed: int, weights: np.ndarray | None = None,
+                 draws: Sequence[tuple[np.ndarray, int]] = ()):
+        """``draws``: pools of row indices of which ``count`` are drawn anew each epoch (an
+        outside source's share: without repeats while the pool is large enough); every
+        other row comes once an epoch."""
+        if weights is not None and draws:
+            raise ValueError("weighted draws and per-epoch pools do not combine")
+        pooled = np.concatenate([pool for pool, _ in draws]) if draws else np.array([], int)
+        self.fixed = np.setdiff1d(np.arange(size), pooled)
+        self.draws = [(np.asarray(pool), int(count)) for pool, count in draws]
+        self.size = len(self.fixed) + sum(count for _, count in self.draws)
+        self.seed, self.epoch = seed, 0
         self.weights = None if weights is None else np.asarray(weights) / np.sum(weights)
 
     def set_epoch(self, epoch: int) -> None:
@@ -53,6 +63,10 @@ class EpochSampler(Sampler):
 
     def __iter__(self) -> Iterator[tuple[int, int]]:
         rng = np.random.default_rng([self.seed, self.epoch])
-        order = (rng.permutation(self.size) if self.weights is None
-                 else rng.choice(self.size, size=self.size, p=self.weights))
+        if self.weights is not None:
+            order = rng.choice(self.size, size=self.size, p=self.weights)
+        else:
+            drawn = [rng.choice(pool, size=count, replace=count > len(pool))
+                     for pool, count in self.draws]
+            order = rng.permutation(np.concatenate([self.fixed, *drawn]))
         return iter([(int(index), self.epoch) for index in order])

@@ -43,6 +43,62 @@ def attribute_ids(classes: torch.Tensor) -> dict[str, torch.Tensor]:
     return {"mask": mask, "gender": gender, "age": age}
 
 
+class KnownTargets(NamedTuple):
+    """Hard targets of rows that may not know every attribute (``labels.partial_code``)."""
+
+    classes: torch.Tensor
+    """The class of each row's known values (unknown attributes as value 0)."""
+    known: dict[str, torch.Tensor]
+    """Per attribute, which rows know it."""
+    source: torch.Tensor
+    """0 for the competition's photos, k for the k-th ``data.external`` source."""
+
+    @property
+    def full(self) -> torch.Tensor:
+        return self.known["mask"] & self.known["gender"] & self.known["age"]
+
+    def consistent(self) -> torch.Tensor:
+        """N x 18: the classes each row's known attributes allow (all 18 when it knows
+        nothing, its own class alone when it knows everything)."""
+        table = torch.as_tensor(np.stack(labels.decode_class(np.arange(labels.NUM_CLASSES)),
+                                         axis=1), device=self.classes.device)
+        allowed = torch.ones(len(self.classes), labels.NUM_CLASSES, dtype=torch.bool,
+                             device=self.classes.device)
+        for column, (name, value) in enumerate(attribute_ids(self.classes).items()):
+            allowed &= ~self.known[name][:, None] | (table[None, :, column] == value[:, None])
+        return allowed
+
+
+def known_targets(targets: torch.Tensor) -> KnownTargets | None:
+    """The partial codes of a batch, or None when every row is a competition row that knows
+    everything (class ids below 18) or the targets are mixup probabilities: then the
+    configured loss applies as it always did."""
+    if targets.ndim == 2 or not bool((targets >= labels.NUM_CLASSES).any()):
+        return None
+    classes, known, source = labels.split_code(targets.long())
+    return KnownTargets(classes, dict(zip(ATTRIBUTE_SIZES, known, strict=True)), source)
+
+
+def partial_nll(logits: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
+    """Per row, -log of the probability of what the row knows: -log sum_{c allowed} p_c.
+    One allowed class: cross-entropy; every class allowed: 0 (the row teaches nothing)."""
+    log_p = F.log_softmax(logits.float(), dim=1)
+    return -torch.logsumexp(log_p.masked_fill(~allowed, float("-inf")), dim=1)
+
+
+def by_source(loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+              outputs: torch.Tensor, targets: torch.Tensor, source: torch.Tensor,
+              weights: torch.Tensor) -> torch.Tensor:
+    """Sum over sources of weight x rows x ``loss`` on the source's rows: the configured loss
+    (a batch mean, perhaps over the whole batch like soft F1) kept per source, each source's
+    rows weighted by its ``data.external`` weight."""
+    total = outputs.new_zeros((), dtype=torch.float32)
+    for value in source.unique():
+        rows = source == value
+        total = total + weights[value] * rows.sum() * loss(outputs[rows], targets[rows])
+    return total
+
+
 class SingleTask(torch.nn.Module):
     """One 18-way head."""
 
@@ -52,8 +108,14 @@ class SingleTask(torch.nn.Module):
     def __init__(self, loss: torch.nn.Module):
         super().__init__()
         self.loss_fn = loss
-        # a buffer, so it moves with the module: no copy to the device at every step
+        # buffers, so they move with the module: no copy to the device at every step
         self.register_buffer("age_smoothing", None, persistent=False)
+        self.register_buffer("source_weights", torch.ones(1), persistent=False)
+
+    def weigh_sources(self, weights: list[float]) -> SingleTask:
+        """The loss weight of each ``data.external`` source's rows (the competition's: 1)."""
+        self.source_weights = torch.tensor([1.0, *weights])
+        return self
 
     def smooth_age(self, eps: float) -> SingleTask:
         """Train on targets whose age mass partly moves to the adjacent age group."""
@@ -70,8 +132,17 @@ class SingleTask(torch.nn.Module):
     def loss(self, outputs: torch.Tensor, targets: torch.Tensor,
              ages: torch.Tensor | None = None) -> torch.Tensor:
         """The loss against 18-class targets; ``ages`` (years) only feed an age-regression
-        head."""
-        return self.loss_fn(outputs, self.training_targets(targets))
+        head. Rows that know every attribute take the configured loss; the others, the
+        likelihood of what they know (:func:`partial_nll`); each source's rows weighted."""
+        known = known_targets(targets)
+        if known is None:
+            return self.loss_fn(outputs, self.training_targets(targets))
+        full, weights = known.full, self.source_weights
+        total = by_source(self.loss_fn, outputs[full], known.classes[full], known.source[full],
+                          weights) if bool(full.any()) else outputs.new_zeros(())
+        partial = ~full
+        nll = partial_nll(outputs[partial], known.consistent()[partial])
+        return (total + (weights[known.source[partial]] * nll).sum()) / len(targets)
 
     def probs(self, outputs: torch.Tensor) -> torch.Tensor:
         return F.softmax(outputs.float(), dim=1)
@@ -92,6 +163,11 @@ class SingleTask(torch.nn.Module):
     def metric_targets(self, classes: torch.Tensor) -> torch.Tensor:
         return classes
 
+    def metric_known(self, targets: torch.Tensor) -> torch.Tensor:
+        """Which rows know what the metric scores (every attribute here)."""
+        known = known_targets(targets)
+        return torch.ones_like(targets, dtype=torch.bool) if known is None else known.full
+
     def attribute_groups(self) -> dict[str, tuple[slice, np.ndarray]]:
         """Per attribute: the outputs its softmax runs over and which of them make each value
         (values x outputs, 0/1), so P(attribute = v) = softmax(outputs[span]) @ members[v]:
@@ -103,6 +179,17 @@ class SingleTask(torch.nn.Module):
                 for name, size in ATTRIBUTE_SIZES.items()}
 
 
+def known_attribute_loss(loss: torch.nn.Module, logits: torch.Tensor, known: KnownTargets,
+                         attribute: str, weights: torch.Tensor) -> torch.Tensor:
+    """One attribute's loss over the rows that know it (each source's rows weighted), a mean
+    over those rows; 0, with no gradient to any row, when none of the batch knows it."""
+    rows = known.known[attribute]
+    if not bool(rows.any()):
+        return logits.sum() * 0.0
+    values = attribute_ids(known.classes)[attribute]
+    return by_source(loss, logits[rows], values[rows], known.source[rows], weights) / rows.sum()
+
+
 class MultiHeadTask(SingleTask):
     """Three heads on one backbone: outputs are mask (3), gender (2), age (3) logits, and with
     ``age_regression`` > 0 one more output, the age in years / ``AGE_SCALE`` (L1 loss)."""
@@ -111,6 +198,7 @@ class MultiHeadTask(SingleTask):
                  age_regression: float = 0.0):
         torch.nn.Module.__init__(self)
         self.register_buffer("age_smoothing", None, persistent=False)
+        self.register_buffer("source_weights", torch.ones(1), persistent=False)
         self.losses = torch.nn.ModuleDict(losses)
         self.weights = weights
         self.age_regression = age_regression
@@ -123,14 +211,29 @@ class MultiHeadTask(SingleTask):
 
     def loss(self, outputs: torch.Tensor, targets: torch.Tensor,
              ages: torch.Tensor | None = None) -> torch.Tensor:
-        logits, soft = self.split(outputs), attribute_targets(self.training_targets(targets))
-        total = sum(self.weights[name] * self.losses[name](logits[name], soft[name])
+        """Each head's loss, weighted; with rows that do not know every attribute, each head
+        learns from the rows that know its attribute (mean over them), and the age in years
+        from the rows that know it."""
+        logits, known = self.split(outputs), known_targets(targets)
+        if self.age_regression > 0 and ages is None:
+            raise ValueError("an age-regression head needs the ages in years")
+        if known is None:
+            soft = attribute_targets(self.training_targets(targets))
+            total = sum(self.weights[name] * self.losses[name](logits[name], soft[name])
+                        for name in ATTRIBUTE_SIZES)
+            if self.age_regression > 0:
+                total = total + self.age_regression * F.l1_loss(
+                    outputs[:, -1].float(), ages.float() / AGE_SCALE)
+            return total
+        total = sum(self.weights[name] * known_attribute_loss(self.losses[name], logits[name],
+                                                              known, name, self.source_weights)
                     for name in ATTRIBUTE_SIZES)
         if self.age_regression > 0:
-            if ages is None:
-                raise ValueError("an age-regression head needs the ages in years")
-            total = total + self.age_regression * F.l1_loss(
-                outputs[:, -1].float(), ages.float() / AGE_SCALE)
+            rows = known.known["age"] & (ages >= 0)
+            if bool(rows.any()):
+                error = (outputs[rows, -1].float() - ages[rows].float() / AGE_SCALE).abs()
+                total = total + self.age_regression * (
+                    self.source_weights[known.source[rows]] * error).sum() / rows.sum()
         return total
 
     def probs(self, outputs: torch.Tensor) -> torch.Tensor:
@@ -163,11 +266,21 @@ class AttributeTask(SingleTask):
 
     def loss(self, outputs: torch.Tensor, targets: torch.Tensor,
              ages: torch.Tensor | None = None) -> torch.Tensor:
-        return self.loss_fn(outputs,
-                            attribute_targets(self.training_targets(targets))[self.attribute])
+        """The attribute's loss; with rows that may not know it, over the rows that do."""
+        known = known_targets(targets)
+        if known is None:
+            return self.loss_fn(
+                outputs, attribute_targets(self.training_targets(targets))[self.attribute])
+        return known_attribute_loss(self.loss_fn, outputs, known, self.attribute,
+                                    self.source_weights)
 
     def metric_targets(self, classes: torch.Tensor) -> torch.Tensor:
         return attribute_ids(classes)[self.attribute]
+
+    def metric_known(self, targets: torch.Tensor) -> torch.Tensor:
+        known = known_targets(targets)
+        return (torch.ones_like(targets, dtype=torch.bool) if known is None
+                else known.known[self.attribute])
 
     def teacher_targets(self, teacher: torch.Tensor
                         ) -> list[tuple[slice, torch.Tensor, float]]:
@@ -215,17 +328,17 @@ for _name, _size in ATTRIBUTE_SIZES.items():
     TASKS.register(_name)(Task(_size, _attribute, _name))
 
 
-def build_task(spec: ModelSpec, class_counts: np.ndarray | None = None) -> SingleTask:
-    """The task of ``spec`` with its loss; class weights come from the 18 training-class
-    counts (their attribute marginals for attribute heads)."""
+def build_task(spec: ModelSpec, counts: labels.ClassCounts | None = None) -> SingleTask:
+    """The task of ``spec`` with its loss; class weights come from the training targets'
+    counts: the 18 classes over the rows that know every attribute, an attribute's values
+    over the rows that know it. Each ``data.external`` source's rows get its weight."""
     loss_cfg = spec.cfg.loss
-    counts = None if class_counts is None else np.asarray(class_counts, dtype=np.float64)
-    marginals = None if counts is None else labels.attribute_marginals(counts)
 
     def weights(attribute: str | None):
         if counts is None:
             return None
-        per_class = counts if attribute is None else marginals[attribute][0]
+        per_class = counts.classes if attribute is None else counts.attributes[attribute]
         return class_weights(per_class, loss_cfg.class_weights, loss_cfg.effective_beta)
 
-    return TASKS.get(spec.task).build(spec, weights).smooth_age(loss_cfg.age_ordinal_smoothing)
+    task = TASKS.get(spec.task).build(spec, weights).smooth_age(loss_cfg.age_ordinal_smoothing)
+    return task.weigh_sources([source.weight for source in spec.cfg.data.external])

@@ -19,12 +19,12 @@ from maskclf import labels
 from maskclf.config import RunConfig
 from maskclf.data.corrections import CorrectionReport
 from maskclf.data.datamodule import excluded_from_training
+from maskclf.data.external import describe
 from maskclf.explain.workflow import write_report_maps
 from maskclf.labels import CLASS_COLUMNS
 from maskclf.metrics import confusion_tables, score
 from maskclf.models.spec import ModelSpec
 from maskclf.reports.run_report import write_report
-from maskclf.results.pseudo_labels import read_extra
 from maskclf.results.submission import oof_table
 from maskclf.results.teacher import compare, teacher_of
 from maskclf.runs.directory import RunDir
@@ -32,7 +32,14 @@ from maskclf.runs.lock import training_lock
 from maskclf.train.distributed import handed_down, is_rank_zero, shared_run_dir
 from maskclf.train.fold import FoldResult, fit_fold
 from maskclf.train.lr_find import with_found_rates
-from maskclf.train.plan import RunPlan, plan, plan_continue, plan_new, plan_resume
+from maskclf.train.plan import (
+    RunPlan,
+    outside_rows,
+    plan,
+    plan_continue,
+    plan_new,
+    plan_resume,
+)
 from maskclf.train.progress import RunClock
 from maskclf.train.request import TrainRequest
 from maskclf.train.resume import carry_fold
@@ -193,10 +200,13 @@ def _train_plan(plan: RunPlan, run: RunDir, interactive: bool | None,
         log.info("data.exclude_ages %s: %d person(s), %d image(s) left out of training "
                  "(still validated)", excluded["ranges"], excluded["persons"],
                  excluded["images"])
-    extra = read_extra(cfg.data.extra)
+    extra = outside_rows(cfg, plan.root)
+    external = (describe(extra, cfg.data.external) if cfg.data.external else None)
     if extra is not None:
-        log.info("data.extra: %d pseudo-labelled image(s) join every fold's training",
-                 len(extra))
+        log.info("%d outside image(s) join every fold's training: %d pseudo-labelled "
+                 "(data.extra), %d from data.external", len(extra),
+                 len(extra) - sum(s["rows"] for s in external or []),
+                 sum(s["rows"] for s in external or []))
     clock = RunClock(sum(spec.cfg.train.epochs for spec in plan.specs) * len(plan.folds))
     limit = cfg.train.time_limit_s
     budget = (None if limit is None
@@ -215,6 +225,8 @@ def _train_plan(plan: RunPlan, run: RunDir, interactive: bool | None,
     summary = _summarise(run, records, results, started)
     if excluded is not None:
         summary["excluded_from_training"] = excluded
+    if external is not None:
+        summary["external"] = external
     if budget is not None:
         summary["time_limit"] = budget.record()
     summary["seconds"] = round(summary["seconds"]

@@ -64,7 +64,7 @@ def fit_fold(spec: ModelSpec, root: Path, records: pd.DataFrame, fold: int, run:
                           out.read_soup())
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     data = FoldDataModule(cfg, root, records, fold, extra, with_ages=spec.regresses_age,
-                          teacher=teacher_of(cfg))
+                          teacher=teacher_of(cfg), attribute=spec.attribute)
     module = build_module(spec, build_net(spec), data.class_counts())
     resume_from = last_checkpoint(out)
     writer = is_rank_zero()

@@ -6,7 +6,6 @@ from __future__ import annotations
 import logging
 import math
 
-import numpy as np
 import torch
 from timm.data import Mixup
 from timm.optim import create_optimizer_v2
@@ -15,7 +14,7 @@ from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
 
 from maskclf import metrics
 from maskclf.config import AugConfig, SchedConfig
-from maskclf.labels import NUM_CLASSES
+from maskclf.labels import NUM_CLASSES, ClassCounts
 from maskclf.models.factory import checkpoint_hparams
 from maskclf.models.heads import SingleTask, build_task
 from maskclf.models.spec import ModelSpec, Preprocessing
@@ -119,9 +118,11 @@ class ClassifierModule(InferenceModule):
         else:
             outputs = self._train_forward(images)
             loss = self._distilled(self.task.loss(outputs, targets, ages), outputs, teacher)
-            self.train_acc(self.task.probs(outputs).argmax(dim=1),
-                           self.task.metric_targets(targets))
-            self.log(metrics.TRAIN_ACC, self.train_acc, on_step=False, on_epoch=True)
+            rows = self.task.metric_known(targets)  # outside rows may not know it
+            if bool(rows.any()):
+                self.train_acc(self.task.probs(outputs[rows]).argmax(dim=1),
+                               self.task.metric_targets(targets[rows] % NUM_CLASSES))
+                self.log(metrics.TRAIN_ACC, self.train_acc, on_step=False, on_epoch=True)
         # the step value stays local (no all-reduce per step under DDP); the epoch mean is
         # averaged over the ranks once, at the epoch's end
         self.log(metrics.TRAIN_LOSS_STEP, loss, on_step=True, on_epoch=False, prog_bar=True)
@@ -184,7 +185,7 @@ class ClassifierModule(InferenceModule):
 
 
 def build_module(spec: ModelSpec, net: torch.nn.Module,
-                 class_counts: np.ndarray | None = None) -> ClassifierModule:
+                 class_counts: ClassCounts | None = None) -> ClassifierModule:
     """The training module for ``net`` with the task, optimizer, schedule and tricks of
     ``spec``; class weights (when asked for) come from the training-class counts."""
     return ClassifierModule(net, build_task(spec, class_counts), spec,

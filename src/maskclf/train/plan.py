@@ -13,6 +13,7 @@ import pandas as pd
 from maskclf.config import RunConfig, absolute_paths, build_config, config_to_dict
 from maskclf.data.corrections import CorrectionReport, apply_corrections, load_corrections
 from maskclf.data.datamodule import teacher_probs
+from maskclf.data.external import read_sources
 from maskclf.data.layout import read_tables
 from maskclf.data.splits import attach_folds, make_folds
 from maskclf.errors import MissingFileError, UsageError
@@ -71,12 +72,24 @@ def checked_inputs(cfg: RunConfig, root: Path) -> tuple[pd.DataFrame, Correction
     """The dataset read and checked (corrections applied) and the config checked on this
     machine: the checks every planner runs before a plan exists."""
     records, report = prepare_records(cfg, root)
+    extra = outside_rows(cfg, root, check_images=True)
     teacher = teacher_of(cfg)
     if teacher is not None:  # every image a fold may train on has its soft targets
-        extra = read_extra(cfg.data.extra)
         teacher_probs(teacher, [*records["path"], *([] if extra is None else extra["path"])],
                       cfg.distill.teacher)
     return records, report, preflight(cfg)
+
+
+def outside_rows(cfg: RunConfig, root: Path, check_images: bool = False
+                 ) -> pd.DataFrame | None:
+    """The rows that join every fold's training and never validate: pseudo-labelled ones
+    (``data.extra``) and the outside sources' (``data.external``, each row knowing some
+    attributes); None when there are none. ``check_images`` decodes every outside image
+    (the planners do, once, before anything is written)."""
+    parts = [read_extra(cfg.data.extra),
+             read_sources(cfg.data.external, root, check_images) if cfg.data.external else None]
+    parts = [part for part in parts if part is not None and len(part)]
+    return pd.concat(parts, ignore_index=True) if parts else None
 
 
 def plan_new(cfg: RunConfig, data_root: Path | str, runs_dir: Path | str = "runs",
