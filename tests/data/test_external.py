@@ -181,3 +181,24 @@ def test_outside_rows_train_never_validate_and_make_their_share_of_each_epoch(
     assert counts.attributes["age"][2] >= 30 and counts.attributes["mask"].sum() == own
     gender_only = FoldDataModule(cfg, synthetic_root, records, 0, outside, attribute="gender")
     assert (gender_only.train_rows["source"].fillna(0) == 0).all()  # they do not know it
+
+
+def test_check_data_checks_outside_sources_and_says_what_they_know(synthetic_root, tmp_path):
+    from typer.testing import CliRunner
+
+    from maskclf.cli import app
+
+    good = make_source(tmp_path / "masks", [{"file": "a.jpg", "mask": "wear"},
+                                            {"file": "b.jpg", "mask": ""}])
+    result = CliRunner().invoke(app, ["check-data", str(synthetic_root), "--external",
+                                      str(good), "--json"])
+    assert result.exit_code == 0, result.output
+    import json
+
+    [source] = json.loads(result.stdout)["external"]
+    assert source["rows"] == 2 and source["known"] == {"mask": 1, "gender": 0, "age": 0}
+    bad = make_source(tmp_path / "bad", [{"file": "a.jpg", "mask": "worn"}])
+    result = CliRunner().invoke(app, ["check-data", str(synthetic_root), "--external",
+                                      str(bad)])
+    assert result.exit_code == 2
+    assert "row 2, column mask: unknown mask 'worn'" in result.output

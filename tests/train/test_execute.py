@@ -2,6 +2,7 @@
 
 import json
 from importlib import metadata
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -137,6 +138,11 @@ def test_a_run_with_an_outside_source_trains_and_reports_it(synthetic_root, tmp_
     assert source["known"] == {"mask": 0, "gender": 8, "age": 12}
     oof = pd.read_csv(result.run / "oof.csv")
     assert not oof["ImageID"].str.contains("faces").any()  # never validated
+    from maskclf.reports.run_report import write_report
+
+    report = Path(write_report(result.run, synthetic_root)["report"]).read_text()
+    assert "outside data: `faces` (every row each epoch, loss weight 0.5)" in report
+    assert "| faces | 12 | 0 | 8 | 12 |" in report
 
 
 def test_a_bad_outside_source_refuses_the_run_before_anything_is_written(synthetic_root,

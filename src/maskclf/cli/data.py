@@ -36,15 +36,30 @@ def make_synthetic(
 
 
 @command()
-def check_data(data: DataArgument, *, show: Console) -> dict:
-    """Validate a dataset (layout, labels, every image) and print its size."""
+def check_data(
+    data: DataArgument,
+    external: Annotated[list[Path] | None, typer.Option(
+        "--external", help="An outside source to check too (images/ and labels.csv: file, "
+                           "any of mask, gender, age); repeat for more.")] = None,
+    *, show: Console,
+) -> dict:
+    """Validate a dataset (layout, labels, every image) and print its size; with
+    --external, each outside source too (rows, the attributes they know)."""
+    from maskclf.config import ExternalSource
+    from maskclf.data.external import describe, read_sources
     from maskclf.data.layout import read_tables
 
     records, info = read_tables(data)
     summary = {"persons": int(records["person"].nunique()), "train_images": len(records),
                "eval_images": 0 if info is None else len(info)}
+    sources = [ExternalSource(path=folder) for folder in external or []]
+    if sources:
+        summary["external"] = describe(read_sources(sources, data), sources)
     show.print(f"{data}: {summary['persons']} persons, {summary['train_images']} training "
                f"images, {summary['eval_images']} eval images; no problems found")
+    for source in summary.get("external", []):
+        known = ", ".join(f"{name} {count}" for name, count in source["known"].items())
+        show.print(f"{source['source']}: {source['rows']} rows; they know {known}")
     return summary
 
 

@@ -59,7 +59,10 @@ def recipe_lines(cfg: RunConfig) -> list[str]:
             f"{cfg.sched.name} schedule",
             f"- loss: {loss} (class weights {cfg.loss.class_weights}, label smoothing "
             f"{cfg.loss.label_smoothing:g}); augmentation: "
-            f"{cfg.aug.pipeline or 'built-in switches'}, mixing {mixing}"]
+            f"{cfg.aug.pipeline or 'built-in switches'}, mixing {mixing}",
+            *(f"- outside data: `{source.path.name}` ("
+              + (f"{source.share:.0%} of each epoch" if source.share else "every row each epoch")
+              + f", loss weight {source.weight:g})" for source in cfg.data.external)]
 
 
 def still_improving(curves: dict[str, pd.DataFrame], run: str) -> Finding | None:

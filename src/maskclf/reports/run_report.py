@@ -208,7 +208,14 @@ def _distilled(cfg: DistillConfig, compared: dict | None) -> list[str]:
 def _markdown(run: Path, summary: dict, figures: dict[str, Path | None],
               mistakes: pd.DataFrame, recipe: list[str], found: list[Finding],
               maps: dict | None, shares: dict[str, tuple[float, int, float]]) -> str:
-    lines = [f"# Run `{run.name}`", "", "## Recipe", "", *recipe, "", "## Findings", ""]
+    lines = [f"# Run `{run.name}`", "", "## Recipe", "", *recipe, ""]
+    if summary.get("external"):
+        lines += ["Outside rows (training only; each attribute learnt from the rows that know "
+                  "it):", "", *markdown_table(
+                      ["source", "rows", "know mask", "know gender", "know age"],
+                      [[Path(s["source"]).name, s["rows"], *s["known"].values()]
+                       for s in summary["external"]]), ""]
+    lines += ["## Findings", ""]
     lines += ([finding.markdown() for finding in found] if found
               else ["Nothing flagged: no fold still improving at its last epoch, every class "
                     "and attribute value predicted, no large train/validation gap."])
