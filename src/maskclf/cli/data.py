@@ -11,6 +11,7 @@ from rich.console import Console
 
 from maskclf.cli import render
 from maskclf.cli.base import ConfigOption, OverrideOption, command, weights_app
+from maskclf.errors import UsageError
 
 DataArgument = Annotated[Path, typer.Argument(help="Dataset root (train/ and eval/).")]
 
@@ -24,9 +25,19 @@ def make_synthetic(
     one_setting: Annotated[bool, typer.Option(
         help="Each person's photos share a background and clothes, as in the competition "
              "(default: a new setting per photo).")] = False,
+    face_set: Annotated[bool, typer.Option(
+        help="Write an outside face set instead (images/ + labels.csv: file, gender, age; "
+             "one unmasked photo a person), for data.external.")] = False,
     *, show: Console,
 ) -> dict:
-    """Write a synthetic dataset in the competition layout (with eval/labels.csv)."""
+    """Write a synthetic dataset in the competition layout (with eval/labels.csv), or with
+    --face-set an outside face set that knows gender and age only."""
+    if face_set:
+        from maskclf.data.synthetic import make_face_set
+
+        path = make_face_set(out_dir, persons=persons, seed=seed)
+        show.print(f"wrote a face set of {persons} persons (gender, age) to {path}")
+        return {"face_set": str(path), "persons": persons}
     from maskclf.data.synthetic import make_synthetic as make
 
     path = make(out_dir, persons=persons, eval_persons=eval_persons, seed=seed,
@@ -127,6 +138,33 @@ def faces(
     show.print(f"{report['detector']} found faces in {report['detected']} of "
                f"{report['images']} images ({report['detection_rate']:.1%}: {rates}); "
                f"boxes: {report['boxes']}; grid: {report['grid']}")
+    return report
+
+
+@command()
+def synth_masks(
+    source: Annotated[Path, typer.Argument(help="A labelled face set: images/ and labels.csv "
+                                           "(file, gender, age).")],
+    out_dir: Annotated[Path, typer.Option("--out", help="A new folder for the drawn source.")],
+    per_face: Annotated[int, typer.Option(min=1, max=5, help="Worn masks and worn-wrong masks "
+                                          "drawn per face (each).")] = 1,
+    seed: Annotated[int, typer.Option(help="Draws of shape, colour and placement.")] = 0,
+    *, show: Console,
+) -> dict:
+    """Draw masks onto a labelled face set (worn, and worn wrong: nose out or on the chin),
+    from each face's landmarks: a new source for data.external that keeps the faces' gender
+    and age."""
+    from maskclf.data.faces import require_detector
+
+    require_detector("mtcnn")  # the landmarks come from MTCNN (the faces extra)
+    if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
+        raise UsageError(f"--out {out_dir} is not a new or empty folder")
+    from maskclf.data.mask_drawing import synth_masks as draw
+
+    report = draw(source, out_dir, seed, per_face)
+    show.print(f"{report['images']} images with drawn masks from {report['faces']} faces "
+               f"({report['skipped_without_landmarks']} without landmarks, skipped) in "
+               f"{report['out']}; contact sheet: {report['sheet']}")
     return report
 
 

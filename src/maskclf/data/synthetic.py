@@ -277,3 +277,27 @@ def make_synthetic(out: Path | str, persons: int = 60, eval_persons: int = 15,
     eval_table.assign(ans=0)[["ImageID", "ans"]].to_csv(out / EVAL_CSV, index=False)
     eval_table.to_csv(out / "eval" / "labels.csv", index=False)
     return out
+
+
+FACE_SET_LABELS = "labels.csv"
+
+
+def make_face_set(out: Path | str, persons: int = 60, seed: int = 0) -> Path:
+    """An outside face set as people can get one (``data.external``): ``images/`` of
+    unmasked faces and ``labels.csv`` with ``file``, ``gender`` and ``age`` in years, no mask
+    column. The persons are drawn apart from ``make_synthetic``'s of the same seed."""
+    if persons < 1:
+        raise UsageError(f"need persons >= 1; got {persons}")
+    out = Path(out)
+    if (out / FACE_SET_LABELS).exists():
+        raise UsageError(f"{out} already holds a face set; choose an empty folder")
+    ids = [f"face{i + 1:05d}" for i in range(persons)]
+    rows = []
+    for person in _draw_persons(seed, 5_000_000, persons, ids):
+        rng = np.random.default_rng([seed, 6_000_000, len(rows)])
+        name = f"{person.id}.jpg"
+        _save(out / "images" / name, draw_photo(rng, person, labels.MASK_STEMS["normal"]))
+        rows.append((name, labels.GENDER_NAMES[person.gender], person.age))
+    pd.DataFrame(rows, columns=["file", "gender", "age"]).to_csv(out / FACE_SET_LABELS,
+                                                                  index=False)
+    return out
