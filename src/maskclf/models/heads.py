@@ -69,16 +69,6 @@ class KnownTargets(NamedTuple):
         return allowed
 
 
-def known_targets(targets: torch.Tensor) -> KnownTargets | None:
-    """The partial codes of a batch, or None when every row is a competition row that knows
-    everything (class ids below 18) or the targets are mixup probabilities: then the
-    configured loss applies as it always did."""
-    if targets.ndim == 2 or not bool((targets >= labels.NUM_CLASSES).any()):
-        return None
-    classes, known, source = labels.split_code(targets.long())
-    return KnownTargets(classes, dict(zip(ATTRIBUTE_SIZES, known, strict=True)), source)
-
-
 def partial_nll(logits: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
     """Per row, -log of the probability of what the row knows: -log sum_{c allowed} p_c.
     One allowed class: cross-entropy; every class allowed: 0 (the row teaches nothing)."""
@@ -112,6 +102,15 @@ class SingleTask(torch.nn.Module):
         self.register_buffer("age_smoothing", None, persistent=False)
         self.register_buffer("source_weights", torch.ones(1), persistent=False)
 
+    def known(self, targets: torch.Tensor) -> KnownTargets | None:
+        """The batch's partial codes, or None when the run has no outside source (every row
+        knows everything: class ids, or mixup probabilities) and the configured loss applies
+        as it always did. Decided by the config, so a step never waits on the device."""
+        if targets.ndim == 2 or len(self.source_weights) == 1:
+            return None
+        classes, known, source = labels.split_code(targets.long())
+        return KnownTargets(classes, dict(zip(ATTRIBUTE_SIZES, known, strict=True)), source)
+
     def weigh_sources(self, weights: list[float]) -> SingleTask:
         """The loss weight of each ``data.external`` source's rows (the competition's: 1)."""
         self.source_weights = torch.tensor([1.0, *weights])
@@ -134,7 +133,7 @@ class SingleTask(torch.nn.Module):
         """The loss against 18-class targets; ``ages`` (years) only feed an age-regression
         head. Rows that know every attribute take the configured loss; the others, the
         likelihood of what they know (:func:`partial_nll`); each source's rows weighted."""
-        known = known_targets(targets)
+        known = self.known(targets)
         if known is None:
             return self.loss_fn(outputs, self.training_targets(targets))
         full, weights = known.full, self.source_weights
@@ -165,7 +164,7 @@ class SingleTask(torch.nn.Module):
 
     def metric_known(self, targets: torch.Tensor) -> torch.Tensor:
         """Which rows know what the metric scores (every attribute here)."""
-        known = known_targets(targets)
+        known = self.known(targets)
         return torch.ones_like(targets, dtype=torch.bool) if known is None else known.full
 
     def attribute_groups(self) -> dict[str, tuple[slice, np.ndarray]]:
@@ -214,7 +213,7 @@ class MultiHeadTask(SingleTask):
         """Each head's loss, weighted; with rows that do not know every attribute, each head
         learns from the rows that know its attribute (mean over them), and the age in years
         from the rows that know it."""
-        logits, known = self.split(outputs), known_targets(targets)
+        logits, known = self.split(outputs), self.known(targets)
         if self.age_regression > 0 and ages is None:
             raise ValueError("an age-regression head needs the ages in years")
         if known is None:
@@ -267,7 +266,7 @@ class AttributeTask(SingleTask):
     def loss(self, outputs: torch.Tensor, targets: torch.Tensor,
              ages: torch.Tensor | None = None) -> torch.Tensor:
         """The attribute's loss; with rows that may not know it, over the rows that do."""
-        known = known_targets(targets)
+        known = self.known(targets)
         if known is None:
             return self.loss_fn(
                 outputs, attribute_targets(self.training_targets(targets))[self.attribute])
@@ -278,7 +277,7 @@ class AttributeTask(SingleTask):
         return attribute_ids(classes)[self.attribute]
 
     def metric_known(self, targets: torch.Tensor) -> torch.Tensor:
-        known = known_targets(targets)
+        known = self.known(targets)
         return (torch.ones_like(targets, dtype=torch.bool) if known is None
                 else known.known[self.attribute])
 
