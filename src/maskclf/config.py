@@ -165,6 +165,11 @@ class ModelConfig(_Section):
     age_regression_weight: float = Field(0.0, ge=0.0)
     """Multi-head only: weight of an auxiliary L1 head on the age in years (divided by 100);
     it shapes the shared features and is not used for prediction."""
+    outside_batchnorm: Literal["shared", "split"] = "shared"
+    """With ``data.external``: ``split`` makes every training batch half competition rows,
+    half outside rows, and gives the outside half BatchNorm statistics of its own (timm's
+    split BatchNorm), so other cameras and crops do not shift the statistics inference
+    uses; ``shared``: one set of statistics for every row."""
 
 
 class LossConfig(_Section):
@@ -420,6 +425,26 @@ class RunConfig(_Section):
             raise ValueError(f"data.external: the sources' shares add up to {shares:g}; they "
                              "must leave part of each epoch to the competition's photos (< 1)")
 
+    def _check_split_batchnorm(self) -> None:
+        """Split BatchNorm needs every training batch to be half competition rows, half
+        outside rows, in that order, on one device."""
+        refused = [
+            ("without data.external", not self.data.external,
+             "it splits each batch between competition and outside rows; add a source"),
+            ("with an odd train.batch_size", self.train.batch_size % 2 == 1,
+             f"each batch is split in halves; got {self.train.batch_size}"),
+            ("with several devices", self.train.several_devices,
+             "the distributed sampler reorders the halves of each batch; train on one device"),
+            ("with model.head: per_attribute", self.model.head == PER_ATTRIBUTE,
+             "a network whose attribute no source knows has no outside half; use single or "
+             "multihead"),
+            ("with train.average_checkpoints", self.train.average_checkpoints >= 2,
+             "the soup re-measures BatchNorm statistics on mixed batches"),
+        ]
+        for setting, clash, why in refused:
+            if clash:
+                raise ValueError(f"model.outside_batchnorm: split {setting}: {why}")
+
     @model_validator(mode="after")
     def _settings_agree(self) -> RunConfig:
         """Rules that combine two settings, so a bad pair fails before anything is written."""
@@ -439,6 +464,8 @@ class RunConfig(_Section):
                              f"train.batch_size; got {self.train.batch_size}")
         if self.data.external:
             self._check_external(mixing)
+        if self.model.outside_batchnorm == "split":
+            self._check_split_batchnorm()
         if self.distill.teacher is not None and (mixing or self.aug.cutmix_mode != "box"):
             raise ValueError("distill.teacher gives each image its own soft targets; mixup and "
                              "cutmix blend images the teacher never saw: set "

@@ -148,6 +148,19 @@ def test_settings_that_cannot_read_partial_rows_are_refused_by_name(override, se
         load_config(None, ["data.external=[x]", override])
 
 
+@pytest.mark.parametrize(("overrides", "setting"), [
+    ([], "without data.external"),
+    (["data.external=[x]", "train.batch_size=7"], "with an odd train.batch_size"),
+    (["data.external=[x]", "train.devices=2"], "with several devices"),
+    (["data.external=[x]", "model.head=per_attribute"], "with model.head: per_attribute"),
+    (["data.external=[x]", "train.average_checkpoints=3", "data.folds=2"],
+     "with train.average_checkpoints"),
+])
+def test_split_batchnorm_is_refused_where_batches_cannot_be_halved(overrides, setting):
+    with pytest.raises(ConfigError, match=f"model.outside_batchnorm: split {setting}"):
+        load_config(None, ["model.outside_batchnorm=split", *overrides])
+
+
 def test_class_counts_count_each_attribute_over_the_rows_that_know_it():
     codes = np.array([labels.encode_class(0, 1, 2),
                       labels.partial_code(labels.UNKNOWN, 0, 2, 1),
@@ -181,6 +194,12 @@ def test_outside_rows_train_never_validate_and_make_their_share_of_each_epoch(
     assert counts.attributes["age"][2] >= 30 and counts.attributes["mask"].sum() == own
     gender_only = FoldDataModule(cfg, synthetic_root, records, 0, outside, attribute="gender")
     assert (gender_only.train_rows["source"].fillna(0) == 0).all()  # they do not know it
+    split = FoldDataModule(cfg.model_copy(update={"model": cfg.model.model_copy(
+        update={"outside_batchnorm": "split"})}), synthetic_root, records, 0, outside)
+    [(pool, count)] = split.draws()
+    assert len(pool) == 30 and count == own  # the outside half of every batch
+    sampler = split.train_dataloader().sampler
+    assert sampler.halves_of == cfg.train.batch_size and len(sampler) % sampler.halves_of == 0
 
 
 def test_check_data_checks_outside_sources_and_says_what_they_know(synthetic_root, tmp_path):

@@ -45,3 +45,22 @@ def test_an_outside_pool_gives_its_count_each_epoch_drawn_anew():
     assert epochs[0] != epochs[1]  # drawn anew
     sampler.set_epoch(1)
     assert sorted(i for i, _ in sampler if i >= 10) == epochs[1]  # and replayed exactly
+
+
+def test_batches_in_halves_put_own_rows_first_and_drawn_rows_second():
+    pool = np.arange(20, 60)
+    sampler = EpochSampler(60, seed=1, draws=[(pool[:30], 14), (pool[30:], 6)], halves_of=8)
+    assert len(sampler) == 40  # 20 own rows and 20 drawn: five batches of 4 + 4
+    for epoch in range(2):
+        sampler.set_epoch(epoch)
+        order = np.array([index for index, _ in sampler]).reshape(-1, 8)
+        assert (order[:, :4] < 20).all() and (order[:, 4:] >= 20).all()
+        assert sorted(order[:, :4].ravel()) == list(range(20))  # every own row once
+        assert ((order[:, 4:] >= 50).sum()) == 6  # each pool its count
+
+
+def test_batches_in_halves_end_with_the_shorter_half():
+    sampler = EpochSampler(30, seed=1, draws=[(np.arange(25, 30), 5)], halves_of=4)
+    assert len(sampler) == 8  # 5 drawn rows fill two half batches; the 25 own rows wait
+    order = [index for index, _ in sampler]
+    assert len(order) == 8 and len(set(order)) == 8

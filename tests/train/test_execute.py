@@ -145,6 +145,30 @@ def test_a_run_with_an_outside_source_trains_and_reports_it(synthetic_root, tmp_
     assert "| faces | 12 | 0 | 8 | 12 |" in report
 
 
+def test_split_batchnorm_keeps_outside_statistics_apart_from_the_ones_inference_uses(
+        synthetic_root, tmp_path):
+    import torch
+
+    from maskclf.models.factory import load_net
+    from maskclf.models.weights import safe_torch_load
+    from tests.data.test_external import make_source
+
+    grey = make_source(tmp_path / "grey", [{"file": f"{i}.png", "age": "70"} for i in range(40)])
+    result = train_run(tiny_config("model.outside_batchnorm=split", "train.epochs=3",
+                                   f"data.external=[{{path: {grey}, share: 0.3}}]"),
+                       synthetic_root, tmp_path, "split", interactive=False)
+    checkpoint = result.run / "fold0" / "checkpoints" / "last.ckpt"
+    state = safe_torch_load(checkpoint, "test")["state_dict"]
+    main = state["net.stem.bn.running_var"]
+    outside = state["net.stem.bn.aux_bn.0.running_var"]
+    assert (outside < main).all() and outside.mean() < main.mean() / 2  # grey squares: flat
+    net = load_net(checkpoint).net  # the inference network: no auxiliary layers
+    assert not any("aux_bn" in name for name in net.state_dict())
+    assert torch.equal(net.state_dict()["stem.bn.running_var"], main)
+    oof = pd.read_csv(result.run / "oof.csv")
+    assert len(oof) and not oof["ImageID"].str.contains("grey").any()
+
+
 def test_a_bad_outside_source_refuses_the_run_before_anything_is_written(synthetic_root,
                                                                           tmp_path):
     from typer.testing import CliRunner

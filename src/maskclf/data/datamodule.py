@@ -132,21 +132,35 @@ class FoldDataModule(L.LightningDataModule):
 
     def draws(self) -> list[tuple[np.ndarray, int]]:
         """Per outside source with a ``share``: its training rows and how many of them each
-        epoch draws, so the source makes that share of the epoch."""
+        epoch draws, so the source makes that share of the epoch. With split BatchNorm
+        every source is drawn, as many rows in all as the competition's (the outside half
+        of every batch), mixed in the proportions the shares give."""
         sources = self.cfg.data.external
-        shared = [(number, s.share) for number, s in enumerate(sources, start=1) if s.share]
-        if not shared or "source" not in self.train_rows:
+        if not sources or "source" not in self.train_rows:
             return []
         source = self.train_rows["source"].fillna(0).to_numpy()
-        shared = [(number, share) for number, share in shared if (source == number).any()]
-        pooled = np.isin(source, [number for number, _ in shared])
+        present = [(number, s.share) for number, s in enumerate(sources, start=1)
+                   if (source == number).any()]
+        shared = [(number, share) for number, share in present if share]
+        pooled = np.isin(source, [number for number, share in present
+                                  if share or self.split_batchnorm])
         epoch = (~pooled).sum() / (1 - sum(share for _, share in shared))
-        return [(np.flatnonzero(source == number), max(1, round(share * epoch)))
-                for number, share in shared]
+        counts = [(np.flatnonzero(source == number),
+                   round(share * epoch) if share else int((source == number).sum()))
+                  for number, share in (present if self.split_batchnorm else shared)]
+        if self.split_batchnorm:
+            total = sum(count for _, count in counts)
+            counts = [(pool, count * (~pooled).sum() / total) for pool, count in counts]
+        return [(pool, max(1, round(count))) for pool, count in counts]
+
+    @property
+    def split_batchnorm(self) -> bool:
+        return self.cfg.model.outside_batchnorm == "split"
 
     def train_dataloader(self) -> DataLoader:
         return train_loader(self.dataset(self.train_rows, True, "target", self.teacher),
-                            self.train_rows, self.cfg, self.draws())
+                            self.train_rows, self.cfg, self.draws(),
+                            in_halves=self.split_batchnorm)
 
     def val_dataloader(self) -> DataLoader:
         return make_loader(self.dataset(self.val_rows, False), self.cfg)

@@ -56,12 +56,15 @@ def make_loader(dataset: ImageDataset, cfg: RunConfig, sampler=None,
 
 
 def train_loader(dataset: ImageDataset, rows: pd.DataFrame, cfg: RunConfig,
-                 draws: Sequence[tuple[np.ndarray, int]] = ()) -> DataLoader:
+                 draws: Sequence[tuple[np.ndarray, int]] = (),
+                 in_halves: bool = False) -> DataLoader:
     """Training batches in a (seed, epoch)-determined order, balanced when asked; ``draws``:
-    pools drawn anew each epoch (``FoldDataModule.draws``)."""
+    pools drawn anew each epoch (``FoldDataModule.draws``), the second half of every batch
+    when ``in_halves``."""
     weights = None
     if cfg.data.sampler == "balanced":
         by = {"class": "target", "age": "age_group"}.get(cfg.data.sampler_by, cfg.data.sampler_by)
         weights = sample_weights(rows[by])
-    return make_loader(dataset, cfg, sampler=EpochSampler(len(rows), cfg.seed, weights, draws),
-                       drop_last=True)
+    halves_of = cfg.train.batch_size if in_halves else 0
+    sampler = EpochSampler(len(rows), cfg.seed, weights, draws, halves_of=halves_of)
+    return make_loader(dataset, cfg, sampler=sampler, drop_last=True)

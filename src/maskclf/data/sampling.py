@@ -42,16 +42,23 @@ class EpochSampler(Sampler):
     """
 
     def __init__(self, size: int, seed: int, weights: np.ndarray | None = None,
-                 draws: Sequence[tuple[np.ndarray, int]] = ()):
+                 draws: Sequence[tuple[np.ndarray, int]] = (), halves_of: int = 0):
         """``draws``: pools of row indices of which ``count`` are drawn anew each epoch (an
         outside source's share: without repeats while the pool is large enough); every
-        other row comes once an epoch."""
+        other row comes once an epoch. ``halves_of``: a batch size whose every batch is
+        half other rows, then half drawn rows (for split BatchNorm); the epoch ends when
+        either half runs out."""
         if weights is not None and draws:
             raise ValueError("weighted draws and per-epoch pools do not combine")
+        if halves_of % 2 or (halves_of and not draws):
+            raise ValueError("batches in halves need an even batch size and pools to draw")
         pooled = np.concatenate([pool for pool, _ in draws]) if draws else np.array([], int)
         self.fixed = np.setdiff1d(np.arange(size), pooled)
         self.draws = [(np.asarray(pool), int(count)) for pool, count in draws]
-        self.size = len(self.fixed) + sum(count for _, count in self.draws)
+        drawn = sum(count for _, count in self.draws)
+        self.halves_of = halves_of
+        self.size = (min(len(self.fixed), drawn) // (halves_of // 2) * halves_of if halves_of
+                     else len(self.fixed) + drawn)
         self.seed, self.epoch = seed, 0
         self.weights = None if weights is None else np.asarray(weights) / np.sum(weights)
 
@@ -68,5 +75,14 @@ class EpochSampler(Sampler):
         else:
             drawn = [rng.choice(pool, size=count, replace=count > len(pool))
                      for pool, count in self.draws]
-            order = rng.permutation(np.concatenate([self.fixed, *drawn]))
+            order = (self._in_halves(rng.permutation(self.fixed),
+                                     rng.permutation(np.concatenate(drawn)))
+                     if self.halves_of else rng.permutation(np.concatenate([self.fixed, *drawn])))
         return iter([(int(index), self.epoch) for index in order])
+
+    def _in_halves(self, own: np.ndarray, drawn: np.ndarray) -> np.ndarray:
+        """Batch after batch: ``halves_of / 2`` of ``own``, then as many of ``drawn``."""
+        half = self.halves_of // 2
+        batches = self.size // self.halves_of
+        return np.stack([own[:batches * half].reshape(batches, half),
+                         drawn[:batches * half].reshape(batches, half)], axis=1).reshape(-1)

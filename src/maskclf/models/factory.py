@@ -10,6 +10,7 @@ from pathlib import Path
 
 import timm
 import torch
+from timm.layers import convert_splitbn_model
 from timm.utils.model import freeze
 
 from maskclf.config import ConfigError, ModelConfig
@@ -120,6 +121,20 @@ def build_net(spec: ModelSpec, pretrained: bool | None = None) -> torch.nn.Modul
     return create_model(spec.cfg.model, num_classes=spec.num_outputs, pretrained=pretrained)
 
 
+AUXILIARY_BATCHNORM = ".aux_bn."
+"""Part of the names of split BatchNorm's auxiliary layers (timm), which only training uses."""
+
+
+def training_net(spec: ModelSpec) -> torch.nn.Module:
+    """The network of ``spec`` as it trains: with ``model.outside_batchnorm: split`` every
+    BatchNorm becomes timm's ``SplitBatchNorm2d`` (first half of a batch: the main
+    statistics, which inference uses; second half, the outside rows: their own)."""
+    net = build_net(spec)
+    if spec.cfg.model.outside_batchnorm == "split":
+        net = convert_splitbn_model(net, num_splits=2)
+    return net
+
+
 def checkpoint_hparams(spec: ModelSpec, preprocessing: Preprocessing) -> dict:
     """What a checkpoint stores to describe itself (see :func:`load_net`)."""
     return {CHECKPOINT_KEY: {"format": CHECKPOINT_FORMAT, "spec": spec.to_dict(),
@@ -138,7 +153,8 @@ class LoadedNet:
 
 def load_net(checkpoint: Path | str) -> LoadedNet:
     """Rebuild the network of a maskclf checkpoint from the file alone (loaded safely,
-    ``weights_only=True``); its EMA weights when it holds them."""
+    ``weights_only=True``); its EMA weights when it holds them. It is the inference
+    network: split BatchNorm's auxiliary layers are left out (evaluation never uses them)."""
     checkpoint = Path(checkpoint)
     state = safe_torch_load(checkpoint, "maskclf checkpoint")
     described = (state.get("hyper_parameters", {}).get(CHECKPOINT_KEY)
@@ -156,6 +172,6 @@ def load_net(checkpoint: Path | str) -> LoadedNet:
     weights = state["state_dict"]
     prefix = "ema.module." if any(k.startswith("ema.module.") for k in weights) else "net."
     net.load_state_dict({k.removeprefix(prefix): v for k, v in weights.items()
-                         if k.startswith(prefix)})
+                         if k.startswith(prefix) and AUXILIARY_BATCHNORM not in k})
     return LoadedNet(net.eval(), spec, Preprocessing.from_dict(described["preprocessing"], spec),
                      checkpoint)

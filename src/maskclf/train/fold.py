@@ -17,7 +17,7 @@ import torch
 
 from maskclf.data.datamodule import FoldDataModule
 from maskclf.errors import RankLost, RunInterrupted
-from maskclf.models.factory import build_net
+from maskclf.models.factory import training_net
 from maskclf.models.spec import ModelSpec
 from maskclf.predict.engine import Network
 from maskclf.predict.module import quiet_lightning
@@ -65,7 +65,7 @@ def fit_fold(spec: ModelSpec, root: Path, records: pd.DataFrame, fold: int, run:
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     data = FoldDataModule(cfg, root, records, fold, extra, with_ages=spec.regresses_age,
                           teacher=teacher_of(cfg), attribute=spec.attribute)
-    module = build_module(spec, build_net(spec), data.class_counts())
+    module = build_module(spec, training_net(spec), data.class_counts())
     resume_from = last_checkpoint(out)
     writer = is_rank_zero()
     if resume_from is not None and writer:

@@ -26,7 +26,7 @@ from maskclf.config import RunConfig, build_config, config_to_dict
 from maskclf.data.datamodule import FoldDataModule
 from maskclf.data.splits import attach_folds, make_folds
 from maskclf.errors import UsageError
-from maskclf.models.factory import build_net
+from maskclf.models.factory import training_net
 from maskclf.models.spec import ModelSpec, resolve_specs
 from maskclf.predict.module import quiet_lightning
 from maskclf.reports.plots import save
@@ -80,7 +80,7 @@ def find_lr(spec: ModelSpec, root: Path, records: pd.DataFrame, fold: int,
     data = FoldDataModule(cfg, root, records, fold, with_ages=spec.regresses_age,
                           teacher=teacher_of(cfg))
     data.prepare_data()
-    module = build_module(spec, build_net(spec), data.class_counts())
+    module = build_module(spec, training_net(spec), data.class_counts())
     loader = data.train_dataloader()
     epochs = math.ceil(steps / max(1, len(loader))) + 1  # the test stops at `steps` batches
     with tempfile.TemporaryDirectory(prefix="maskclf-lr-find-") as scratch, quiet_lightning():
