@@ -1,5 +1,7 @@
 """``maskclf auto``'s pure parts: presets, the budget plan, ensemble selection."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -55,8 +57,25 @@ def test_a_large_budget_adds_kfold_and_a_small_one_drops_candidates_first():
 def test_packaged_presets_build_every_candidate():
     for name in ("cpu", "gpu", "demo"):
         settings, configs, _ = load_preset(name)
-        assert list(configs) == [c.name for c in settings.candidates]
+        assert list(configs) == [c.name for c in settings.candidates if not c.outside_share]
         assert all(cfg.data.folds == settings.folds for cfg in configs.values())
+        _, with_outside, _ = load_preset(name, {Path("/faces"): 10})
+        assert list(with_outside) == [c.name for c in settings.candidates]
+
+
+def test_outside_candidates_split_their_share_between_the_sources_by_size():
+    from maskclf.auto.plan import epoch_images
+
+    _, configs, _ = load_preset("cpu", {Path("/faces"): 300, Path("/masks"): 100})
+    sources = configs["outside"].data.external
+    assert [(str(s.path), s.share) for s in sources] == [("/faces", pytest.approx(0.3)),
+                                                         ("/masks", pytest.approx(0.1))]
+    assert not configs["recipe"].data.external  # the others train on the competition's rows
+    assert epoch_images(configs["outside"], 600) == 1000  # 40 % of the epoch is outside
+    assert epoch_images(configs["recipe"], 600) == 600
+    split = configs["outside"].model_copy(update={"model": configs["outside"].model.model_copy(
+        update={"outside_batchnorm": "split"})})
+    assert epoch_images(split, 600) == 1200  # half of every batch
 
 
 @pytest.mark.parametrize(("text", "message"), [

@@ -180,10 +180,14 @@ def test_two_workers_share_one_auto_study_through_postgresql(synthetic_root, tmp
     (["--budget", "5m", "--preset", "fast"], r"preset 'fast' is neither a packaged preset"),
     (["--budget", "5m", "--preset", "missing.yaml"], r"preset .*missing\.yaml"),
     (["--budget", "5m", "--name", "../x"], r"--name '\.\./x' must be a plain folder name"),
+    (["--budget", "5m", "--preset", "{outside_only}"], r"give the sources with --external"),
 ])
 def test_bad_auto_requests_get_one_line_before_any_work(synthetic_root, tmp_path,
                                                         monkeypatch, args, message):
     monkeypatch.chdir(tmp_path)
+    (tmp_path / "outside.yaml").write_text(
+        "base: demo\ncandidates: [{name: a, outside_share: 0.3}]\n")
+    args = [arg.format(outside_only=tmp_path / "outside.yaml") for arg in args]
     result = CliRunner().invoke(app, ["auto", "--data", str(synthetic_root), "--out",
                                       str(tmp_path / "auto"), *args])
     assert result.exit_code == 2, result.output
@@ -204,3 +208,50 @@ def test_a_study_continued_with_another_budget_is_refused(synthetic_root, tmp_pa
     assert result.exit_code == 2
     assert "was started with another budget (60.0, now 90.0)" in result.output
     assert not (folder / "clock.json").exists()  # its clock did not restart
+
+
+def test_a_bad_outside_source_refuses_auto_before_any_work(synthetic_root, tmp_path):
+    from tests.data.test_external import make_source
+
+    bad = make_source(tmp_path / "faces", [{"file": "a.jpg", "age": "old"}])
+    result = CliRunner().invoke(app, ["auto", "--data", str(synthetic_root), "--budget", "5m",
+                                      "--out", str(tmp_path / "auto"), "--external", str(bad)])
+    assert result.exit_code == 2
+    assert "row 2, column age" in result.output and str(bad) in result.output
+    assert not (tmp_path / "auto").exists()
+
+
+def test_a_study_continued_without_its_outside_sources_is_refused(synthetic_root, tmp_path):
+    from maskclf.auto.folder import StudyFolder, check_identity, plan_identity
+    from maskclf.errors import UsageError
+
+    folder = StudyFolder(tmp_path / "study")
+    folder.path.mkdir()
+    began = plan_identity(synthetic_root, 60.0, "preset", [tmp_path / "faces"])
+    (folder.path / "plan.json").write_text(json.dumps(began))
+    check_identity(folder, began)  # the same command continues
+    with pytest.raises(UsageError, match="another external"):
+        check_identity(folder, plan_identity(synthetic_root, 60.0, "preset"))
+
+
+@pytest.mark.slow
+def test_auto_trains_its_outside_candidates_on_the_given_sources(synthetic_root, tmp_path):
+    from maskclf.data.synthetic import make_face_set
+
+    faces = make_face_set(tmp_path / "faces", persons=20)
+    preset = tmp_path / "preset.yaml"
+    preset.write_text(PRESET.format(max_epochs=3, screen_epochs=1, refit="false").replace(
+        "  - name: focal\n", "  - name: outside\n    outside_share: 0.3\n  - name: focal\n"))
+    out = tmp_path / "auto"
+    done = subprocess.run(_command(synthetic_root, out, preset, "40s", "--external", str(faces)),
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    summary = json.loads(done.stdout)
+    screened = {r["candidate"] for r in summary["candidates"] if r["unit"].startswith("r0-")}
+    assert "outside" in screened
+    trained = {run.name: json.loads((run / "summary.json").read_text()).get("external")
+               for run in (out / "study" / "runs").iterdir() if (run / "summary.json").is_file()}
+    assert any("outside" in name for name in trained)
+    for name, external in trained.items():  # the face set trained the outside runs only
+        assert (external is not None) == ("outside" in name), (name, external)
+        assert external is None or external[0]["rows"] == 20

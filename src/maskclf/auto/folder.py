@@ -12,7 +12,14 @@ from pathlib import Path
 
 import optuna
 
-from maskclf.auto.plan import LOADER_FACTOR, NETWORK_LOAD_S, StudyPlan, plan_study, probe_speed
+from maskclf.auto.plan import (
+    LOADER_FACTOR,
+    NETWORK_LOAD_S,
+    StudyPlan,
+    epoch_images,
+    plan_study,
+    probe_speed,
+)
 from maskclf.auto.preset import Preset
 from maskclf.config import RunConfig
 from maskclf.errors import UsageError, first_line
@@ -49,10 +56,15 @@ class StudyFolder:
         return self.file(self.SUMMARY).is_file()
 
 
-def plan_identity(data: Path, budget_s: float, preset_text: str) -> dict:
-    """What a study was started with; the same command must give the same."""
-    return {"data": str(data.resolve()), "budget_s": budget_s,
-            "preset_sha256": hashlib.sha256(preset_text.encode()).hexdigest()}
+def plan_identity(data: Path, budget_s: float, preset_text: str,
+                  external: list[Path] | None = None) -> dict:
+    """What a study was started with; the same command must give the same (the outside
+    sources only when there are some, so studies begun before they existed continue)."""
+    identity = {"data": str(data.resolve()), "budget_s": budget_s,
+                "preset_sha256": hashlib.sha256(preset_text.encode()).hexdigest()}
+    if external:
+        identity["external"] = [str(path) for path in external]
+    return identity
 
 
 def check_identity(folder: StudyFolder, identity: dict) -> None:
@@ -62,7 +74,8 @@ def check_identity(folder: StudyFolder, identity: dict) -> None:
     if not path.is_file():
         return
     record = json.loads(path.read_text())
-    for key, value in identity.items():
+    for key in dict.fromkeys([*identity, "external"]):
+        value = identity.get(key)
         if record.get(key) != value:
             raise UsageError(f"{folder.path} was started with another "
                              f"{key.removesuffix('_sha256').removesuffix('_s')} "
@@ -90,7 +103,8 @@ def open_plan(folder: StudyFolder, identity: dict, preset: Preset,
         if not speeds:
             raise UsageError(f"no candidate of the preset can run on this machine "
                              f"({', '.join(configs)}); see the warnings above")
-        epoch_s = {name: s.epoch_s(n_train, n_val) for name, s in speeds.items()}
+        epoch_s = {name: s.epoch_s(epoch_images(configs[name], n_train), n_val)
+                   for name, s in speeds.items()}
         network_predict_s = NETWORK_LOAD_S + LOADER_FACTOR * n_eval * max(
             s.predict_s for s in speeds.values())
         plan = plan_study(left_s, preset, list(speeds), epoch_s, network_predict_s)

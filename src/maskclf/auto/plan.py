@@ -47,6 +47,14 @@ class Speed:
         return LOADER_FACTOR * (n_train * self.train_s + n_val * self.predict_s)
 
 
+def epoch_images(cfg: RunConfig, n_train: int) -> int:
+    """Images a training epoch of ``cfg`` reads when ``n_train`` are the competition's:
+    outside sources add their shares of the epoch (split BatchNorm: as many again)."""
+    if cfg.model.outside_batchnorm == "split":
+        return 2 * n_train
+    return round(n_train / (1 - sum(source.share or 0.0 for source in cfg.data.external)))
+
+
 def probe_speed(cfg: RunConfig) -> Speed:
     """Time ``PROBE_STEPS`` training steps (forward, loss, backward) and prediction steps of
     the candidate's networks at its image size and batch size, after one warm-up step."""

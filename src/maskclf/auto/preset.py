@@ -37,6 +37,10 @@ class Candidate(BaseModel):
     name: str
     overrides: list[str] = []
     about: str = ""
+    outside_share: float | None = Field(None, gt=0.0, lt=1.0)
+    """Train with the study's outside sources (``auto --external``), which make this share
+    of each epoch, divided between them by their size; a study without sources leaves the
+    candidate out."""
 
     @model_validator(mode="after")
     def _named(self) -> Candidate:
@@ -113,9 +117,13 @@ def preset_path(preset: str | Path) -> Path:
 LoadedPreset = tuple[Preset, dict[str, RunConfig], Path]
 """The preset, each candidate's checked config (by name) and the preset's file."""
 
+OutsideSizes = dict[Path, int]
+"""The study's outside sources (``auto --external``) and their row counts."""
 
-def load_preset(preset: str | Path) -> LoadedPreset:
-    """The preset, each candidate's checked config (by name) and the preset's file."""
+
+def load_preset(preset: str | Path, outside: OutsideSizes | None = None) -> LoadedPreset:
+    """The preset, each candidate's checked config (by name) and the preset's file; a
+    candidate with ``outside_share`` only when ``outside`` sources are given."""
     path = preset_path(preset)
     try:
         raw = yaml.safe_load(path.read_text()) or {}
@@ -128,22 +136,42 @@ def load_preset(preset: str | Path) -> LoadedPreset:
         problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'preset'}: "
                              f"{e['msg'].removeprefix('Value error, ')}" for e in exc.errors())
         raise ConfigError(f"preset {path}: {problems}") from None
-    return settings, candidate_configs(settings, path), path
+    return settings, candidate_configs(settings, path, outside or {}), path
 
 
-def candidate_configs(preset: Preset, source: Path) -> dict[str, RunConfig]:
-    """Every candidate's config: the base recipe, the preset's split, the candidate's
-    overrides. Screening settings (epochs, time limit) are the study's to set per stage."""
+def outside_sources(outside: OutsideSizes, share: float) -> list[dict]:
+    """``data.external`` for a candidate: every source, ``share`` of the epoch split between
+    them in proportion to their rows."""
+    rows = sum(outside.values())
+    return [{"path": str(path), "share": share * count / rows}
+            for path, count in outside.items()]
+
+
+def candidate_configs(preset: Preset, source: Path,
+                      outside: OutsideSizes) -> dict[str, RunConfig]:
+    """Every candidate's config: the base recipe, the preset's split, the outside sources
+    for a candidate that takes them (the others train on the competition's rows only), the
+    candidate's overrides. Screening settings (epochs, time limit) are the study's to set
+    per stage."""
     shipped = packaged_config(preset.base)  # a recipe's name, read without a log line
     base = load_raw_config(shipped if shipped.is_file() and not Path(preset.base).is_file()
                            else preset.base)
     configs = {}
     for candidate in preset.candidates:
         where = f"preset {source}, candidate {candidate.name!r}"
+        if candidate.outside_share and not outside:
+            continue
         try:
             raw: dict[str, Any] = apply_overrides(base, [
-                f"data.folds={preset.folds}", "train.report=false", *candidate.overrides])
+                f"data.folds={preset.folds}", "train.report=false"])
+            if candidate.outside_share:
+                raw.setdefault("data", {})["external"] = outside_sources(
+                    outside, candidate.outside_share)
+            raw = apply_overrides(raw, candidate.overrides)
             configs[candidate.name] = build_config(raw, where, candidate.overrides)
         except ConfigError as exc:
             raise ConfigError(f"{where}: {' '.join(str(exc).split())}") from None
+    if not configs:
+        raise ConfigError(f"preset {source}: every candidate trains with outside data "
+                          "(outside_share); give the sources with --external DIR")
     return configs

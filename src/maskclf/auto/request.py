@@ -9,8 +9,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from maskclf.auto.folder import StudyFolder, check_identity, plan_identity
-from maskclf.auto.preset import LoadedPreset, load_preset
-from maskclf.config import duration_seconds
+from maskclf.auto.preset import LoadedPreset, OutsideSizes, load_preset
+from maskclf.config import ExternalSource, duration_seconds
 from maskclf.data.layout import check_root
 from maskclf.errors import UsageError
 
@@ -26,6 +26,8 @@ class AutoRequest:
     name: str | None = None
     storage: str | None = None
     threads: int | None = None
+    external: tuple[Path, ...] = ()
+    """Outside sources (``data.external`` folders) for the candidates that take them."""
 
     def check(self) -> None:
         """Every check of :meth:`checked`, for the CLI to call before the heavy imports."""
@@ -40,11 +42,24 @@ class AutoRequest:
             raise UsageError(f"--budget: {exc}") from None
         if self.threads is not None and self.threads < 1:
             raise UsageError(f"--threads must be at least 1; got {self.threads}")
-        loaded = load_preset(self.preset)
         check_root(Path(self.data))
+        outside = self.outside_sizes()
+        loaded = load_preset(self.preset, outside)
         folder = self.folder()
-        check_identity(folder, plan_identity(Path(self.data), budget_s, loaded[2].read_text()))
-        return CheckedAuto(budget_s, folder, loaded)
+        identity = plan_identity(Path(self.data), budget_s, loaded[2].read_text(), list(outside))
+        check_identity(folder, identity)
+        return CheckedAuto(budget_s, folder, loaded, identity, list(outside))
+
+    def outside_sizes(self) -> OutsideSizes:
+        """Each ``--external`` source (resolved) and its rows, every row checked."""
+        if not self.external:
+            return {}
+        from maskclf.data.external import read_sources
+
+        sources = [ExternalSource(path=Path(folder).resolve()) for folder in self.external]
+        rows = read_sources(sources, Path(self.data))
+        return {source.path: int((rows["source"] == number).sum())
+                for number, source in enumerate(sources, start=1)}
 
     def folder(self) -> StudyFolder:
         """``OUT/NAME`` (NAME: the data folder's name by default), a plain folder name."""
@@ -58,7 +73,9 @@ class AutoRequest:
         return shlex.join(["maskclf", "auto", "--data", str(self.data), "--budget",
                            self.budget, "--preset", str(self.preset), "--out", str(self.out),
                            "--name", self.folder().path.name,
-                           *(["--storage", self.storage] if self.storage else [])])
+                           *(["--storage", self.storage] if self.storage else []),
+                           *[arg for folder in self.external
+                             for arg in ("--external", str(folder))]])
 
 
 @dataclass(frozen=True)
@@ -66,3 +83,7 @@ class CheckedAuto:
     budget_s: float
     folder: StudyFolder
     loaded: LoadedPreset
+    identity: dict
+    """What the study was started with (``folder.plan_identity``)."""
+    outside: list[Path]
+    """The outside sources, resolved."""

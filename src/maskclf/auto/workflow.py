@@ -12,12 +12,13 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from maskclf.auto.clock import BudgetClock
-from maskclf.auto.folder import StudyFolder, open_plan, open_study, plan_identity
+from maskclf.auto.folder import StudyFolder, open_plan, open_study
 from maskclf.auto.plan import StudyPlan
-from maskclf.auto.preset import LoadedPreset
-from maskclf.auto.request import AutoRequest
+from maskclf.auto.request import AutoRequest, CheckedAuto
 from maskclf.auto.schedule import Work
 from maskclf.auto.worker import work_loop
+from maskclf.config import ExternalSource
+from maskclf.data.external import read_sources
 from maskclf.data.layout import read_tables
 from maskclf.errors import RunInterrupted
 from maskclf.ticker import duration
@@ -45,7 +46,7 @@ def run_auto(request: AutoRequest, started: float | None = None) -> dict:
     clock = BudgetClock(folder, checked.budget_s, started)
     try:
         with _sigterm_stops(), _quiet_optuna():
-            _work(Path(request.data), folder, checked.loaded, request.storage, clock)
+            _work(Path(request.data), checked, request.storage, clock)
     except (KeyboardInterrupt, RunInterrupted) as exc:
         clock.pause()  # the budget does not run while no command works on it
         signum = exc.signum if isinstance(exc, RunInterrupted) else signal.SIGINT
@@ -61,15 +62,16 @@ def run_auto(request: AutoRequest, started: float | None = None) -> dict:
             "note": "no unit left for this worker; another worker is finishing the study"}
 
 
-def _work(data: Path, folder: StudyFolder, loaded: LoadedPreset, storage: str | None,
-          clock: BudgetClock) -> None:
+def _work(data: Path, checked: CheckedAuto, storage: str | None, clock: BudgetClock) -> None:
     """Check the data, build the caches, read or make the plan, then work the units."""
-    settings, configs, path = loaded
+    settings, configs, _ = checked.loaded
+    folder = checked.folder
     records, info = read_tables(data, eval=True)
-    _build_caches(data, configs, [*records["path"], *info["path"]])
+    outside = (list(read_sources([ExternalSource(path=p) for p in checked.outside])["path"])
+               if checked.outside else [])
+    _build_caches(data, configs, [*records["path"], *info["path"]], outside)
     n_val = math.ceil(len(records) / settings.folds)
-    identity = plan_identity(data, clock.budget_s, path.read_text())
-    plan = open_plan(folder, identity, settings, configs, len(records) - n_val, n_val,
+    plan = open_plan(folder, checked.identity, settings, configs, len(records) - n_val, n_val,
                      len(info), clock.left())
     _log_plan(plan, settings.max_epochs)
     work = Work(open_study(folder, storage), plan, settings, configs, folder, data, clock)
@@ -112,16 +114,18 @@ def _quiet_optuna() -> Iterator[None]:
         optuna.logging.set_verbosity(verbosity)
 
 
-def _build_caches(data: Path, configs: dict, paths: list[str]) -> None:
-    """Every candidate's decode-once cache (train and eval images) before the plan is
-    timed: candidates with the same preprocessing share one."""
+def _build_caches(data: Path, configs: dict, paths: list[str], outside: list[str]) -> None:
+    """Every candidate's decode-once cache (train and eval images, and the ``outside``
+    sources' for a candidate that trains on them) before the plan is timed: candidates with
+    the same preprocessing share one."""
     from maskclf.data.cache import build_cache, open_cache, settings_key
 
     built = set()
     for cfg in configs.values():
-        key = settings_key(cfg.data)
-        if key not in built and open_cache(data, cfg.data, len(paths)) is not None:
-            build_cache(data, cfg.data, paths)
+        images = [*paths, *outside] if cfg.data.external else paths
+        key = (settings_key(cfg.data), len(images))
+        if key not in built and open_cache(data, cfg.data, len(images)) is not None:
+            build_cache(data, cfg.data, images)
         built.add(key)
 
 

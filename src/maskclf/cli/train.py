@@ -240,6 +240,10 @@ def auto(
     threads: Annotated[int | None, typer.Option(
         help="Torch threads of this worker (workers on one machine split its cores).")
     ] = None,
+    external: Annotated[list[Path] | None, typer.Option(
+        "--external", help="An outside source (images/ and labels.csv: file, mask, gender, "
+        "age) for the preset's candidates that train with outside data; repeatable.")
+    ] = None,
     *, show: Console,
 ) -> dict:
     """Spend a time budget on the best submission: screen a portfolio, train the best,
@@ -247,7 +251,8 @@ def auto(
     started = time.time()  # the budget counts from here, imports included
     from maskclf.auto.request import AutoRequest
 
-    request = AutoRequest(data, budget, preset, out_dir, name, storage, threads)
+    request = AutoRequest(data, budget, preset, out_dir, name, storage, threads,
+                          tuple(external or ()))
     request.check()  # before torch loads
     from maskclf.auto.workflow import run_auto
 
