@@ -1,5 +1,7 @@
 import importlib.util
 
+from pathlib import Path
+
 import cv2
 import numpy as np
 import pandas as pd
@@ -88,6 +90,26 @@ def test_the_detector_is_part_of_the_cache_key_only_for_face_crops():
     centre = DataConfig(crop="center", face_detector="mtcnn")
     assert settings_key(centre) == settings_key(
         centre.model_copy(update={"face_detector": "haar"}))
+
+
+def test_face_report_counts_each_outside_sources_images_without_a_face(synthetic_root,
+                                                                      tmp_path):
+    from tests.data.test_external import make_source
+
+    grey = make_source(tmp_path / "grey", [{"file": f"{i}.png", "age": "30"} for i in range(5)])
+    faces = make_source(tmp_path / "faces", [{"file": f"{i}.jpg", "age": "30"} for i in range(5)],
+                        images_from=synthetic_root)
+    cfg = DataConfig(image_size=(32, 24), face_detector="mtcnn")
+    report = face_report(synthetic_root, tmp_path / "out", cfg, limit=4, grid=2,
+                         external=[grey, faces])
+    assert report["images"] == 4  # the competition's figures are its own
+    by_source = {Path(s["source"]).name: s for s in report["external"]}
+    assert by_source["grey"] == {"source": str(grey), "images": 4, "detected": 0,
+                                 "without_face": 4}
+    boxes = pd.read_csv(tmp_path / "out" / "boxes.csv")
+    assert len(boxes) == 12
+    found = boxes[boxes["path"].str.contains("/faces/")]["found"]
+    assert by_source["faces"]["detected"] == found.sum() and len(found) == 4
 
 
 def test_face_report_rates_per_mask_status_match_the_boxes(synthetic_root, tmp_path):

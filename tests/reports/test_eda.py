@@ -2,6 +2,7 @@ from collections import Counter
 
 import numpy as np
 import pandas as pd
+import pytest
 from PIL import Image
 
 from maskclf import labels
@@ -49,13 +50,39 @@ def test_eda_counts_equal_hand_counts_and_lists_odd_files(dataset_copy, tmp_path
     assert odd_path in set(listed["path"])
 
 
+def test_eda_describes_each_outside_source_beside_the_data(synthetic_root, tmp_path):
+    from tests.data.test_external import make_source
+
+    grey = make_source(tmp_path / "grey", [{"file": f"{i}.png", "gender": ("male", "")[i % 2]}
+                                           for i in range(6)])
+    result = run_eda(synthetic_root, tmp_path / "eda", per_class=1, external=[grey])
+    [source] = result["external"]
+    assert source["rows"] == 6 and source["known"] == {"mask": 0, "gender": 3, "age": 0}
+    assert source["sizes"] == {"48x64": 6} and source["formats"] == {"PNG RGB": 6}
+    assert source["channel_mean"] == pytest.approx([128 / 255] * 3, abs=1e-3)  # flat grey
+    assert source["channel_mean"] != result["channel_mean"]
+    report = (tmp_path / "eda" / "report.md").read_text()
+    assert "## Outside sources" in report and "| grey | 6 | 0 | 3 | 0 | male 3 | 48x64 |" in report
+
+
+def test_eda_refuses_a_bad_source_before_writing(synthetic_root, tmp_path):
+    from maskclf.errors import DataError
+    from tests.data.test_external import make_source
+
+    bad = make_source(tmp_path / "bad", [{"file": "a.png", "age": "young"}])
+    with pytest.raises(DataError, match="row 2, column age"):
+        run_eda(synthetic_root, tmp_path / "eda", external=[bad])
+    assert not (tmp_path / "eda").exists()
+
+
 def test_a_long_odd_file_list_says_it_is_cut():
     from maskclf.reports.eda import ODD_LISTED, markdown_report
 
     result = {"class_counts": {}, "attribute_counts": {}, "images": 1, "persons": 1,
               "images_per_person": {}, "sizes": {}, "formats": {}, "channel_mean": [],
               "channel_std": [], "stats_images": 0,
-              "odd_files": [{"path": f"p{i}.jpg", "why": "small"} for i in range(250)]}
+              "odd_files": [{"path": f"p{i}.jpg", "why": "small"} for i in range(250)],
+              "external": []}
     text = markdown_report(result, pd.Series([0] * 18), pd.DataFrame())
     assert f"the first {ODD_LISTED} of 250 are listed" in text and "odd_files.csv" in text
     assert text.count("- `p") == ODD_LISTED

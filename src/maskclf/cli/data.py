@@ -103,12 +103,16 @@ def eda(
     per_class: Annotated[int, typer.Option(help="Sample images per class in the grid.")] = 4,
     stats_sample: Annotated[int, typer.Option(
         help="Images used for the per-channel mean/std (0: all).")] = 2000,
+    external: Annotated[list[Path] | None, typer.Option(
+        "--external", help="An outside source to describe beside the data (images/ and "
+                           "labels.csv); repeat for more.")] = None,
     *, show: Console,
 ) -> dict:
-    """Explore a dataset: counts per class/attribute/person, ages, sizes, mean/std, odd files."""
+    """Explore a dataset: counts per class/attribute/person, ages, sizes, mean/std, odd files;
+    with --external, each outside source's rows, known attributes, sizes and colours."""
     from maskclf.reports.eda import run_eda
 
-    result = run_eda(data, out_dir, per_class, stats_sample or None)
+    result = run_eda(data, out_dir, per_class, stats_sample or None, external=external)
     for item in render.eda_tables(result):
         show.print(item)
     return result
@@ -125,6 +129,9 @@ def faces(
     detector: Annotated[str | None, typer.Option(
         help="mtcnn (finds masked faces; the faces extra) or haar; default: the config's "
              "data.face_detector.")] = None,
+    external: Annotated[list[Path] | None, typer.Option(
+        "--external", help="An outside source whose images to search too (with --limit: its "
+                           "first N); repeat for more.")] = None,
     *, show: Console,
 ) -> dict:
     """Detect faces (offline): detection rate per mask status, boxes and a crop grid."""
@@ -132,12 +139,16 @@ def faces(
     from maskclf.data.face_report import face_report
 
     overrides = [] if detector is None else [f"data.face_detector={detector}"]
-    report = face_report(data, out_dir, load_config(config, overrides).data, limit)
+    report = face_report(data, out_dir, load_config(config, overrides).data, limit,
+                         external=external)
     rates = ", ".join(f"{status} {rate:.1%}"
                       for status, rate in report["detection_rate_by_mask"].items())
     show.print(f"{report['detector']} found faces in {report['detected']} of "
                f"{report['images']} images ({report['detection_rate']:.1%}: {rates}); "
                f"boxes: {report['boxes']}; grid: {report['grid']}")
+    for source in report["external"]:
+        show.print(f"{source['source']}: faces in {source['detected']} of {source['images']} "
+                   f"images; {source['without_face']} without a face (centre-cropped)")
     return report
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pandas as pd
 from rich import box
 from rich.markup import escape
@@ -153,6 +155,9 @@ def eda_tables(result: dict) -> list[Table | str]:
             frame_table("persons by gender and age group", gender_age),
             f"channel mean {result['channel_mean']} std {result['channel_std']}; "
             f"formats {result['formats']}; odd files {len(result['odd_files'])}",
+            *(f"outside {Path(s['source']).name}: {s['rows']} rows; they know "
+              + ", ".join(f"{name} {count}" for name, count in s["known"].items())
+              + f"; channel mean {s['channel_mean']}" for s in result.get("external", [])),
             f"report: {result['report']}"]
 
 

@@ -17,6 +17,8 @@ from PIL import Image
 
 from maskclf import labels
 from maskclf.atomic import atomic_write_text, write_csv
+from maskclf.config import ExternalSource
+from maskclf.data.external import describe, read_sources
 from maskclf.data.io import read_rgb
 from maskclf.data.layout import read_tables
 from maskclf.reports.plots import bar_figure, image_grid, save
@@ -97,12 +99,38 @@ def _sample_grid(records: pd.DataFrame, root: Path, out: Path, per_class: int, s
                       columns=3 * per_class)  # three classes a row: a readable page
 
 
+def outside_facts(sources: list[ExternalSource], data_root: Path, stats_sample: int | None,
+                  seed: int) -> list[dict]:
+    """Per outside source: what ``describe`` says (rows, known attributes, their values),
+    its most common image sizes, formats and per-channel mean/std, to set beside the
+    competition's (a different camera or crop shows there first)."""
+    rows = read_sources(sources, data_root)
+    described = describe(rows, sources)
+    for number, facts in enumerate(described, start=1):
+        paths = [Path(p) for p in rows.loc[rows["source"] == number, "path"]]
+        with ThreadPoolExecutor() as pool:
+            files = pd.DataFrame(pool.map(image_facts, paths))
+        sample = pd.Series(paths).sample(min(stats_sample or len(paths), len(paths)),
+                                         random_state=seed)
+        mean, std = channel_stats(list(sample))
+        sizes = (files["width"].astype(str) + "x" + files["height"].astype(str)).value_counts()
+        formats = (files["format"] + " " + files["mode"]).value_counts()
+        facts.update({"sizes": {k: int(v) for k, v in sizes.head(5).items()},
+                      "formats": {k: int(v) for k, v in formats.items()},
+                      "channel_mean": mean, "channel_std": std})
+    return described
+
+
 def run_eda(data_root: Path | str, out_dir: Path | str, per_class: int = 4,
-            stats_sample: int | None = 2000, seed: int = 0) -> dict:
-    """Analyse DATA's training set into ``out_dir``; returns every table as plain data."""
+            stats_sample: int | None = 2000, seed: int = 0,
+            external: list[Path] | None = None) -> dict:
+    """Analyse DATA's training set (and each ``external`` source) into ``out_dir``; returns
+    every table as plain data."""
     root, out = Path(data_root), Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     records, _ = read_tables(root)
+    sources = [ExternalSource(path=folder) for folder in external or []]
+    outside = outside_facts(sources, root, stats_sample, seed) if sources else []
+    out.mkdir(parents=True, exist_ok=True)
     with ThreadPoolExecutor() as pool:
         facts = pd.DataFrame(pool.map(image_facts, [root / p for p in records["path"]]))
     records = pd.concat([records.reset_index(drop=True), facts], axis=1)
@@ -150,6 +178,7 @@ def run_eda(data_root: Path | str, out_dir: Path | str, per_class: int = 4,
         "channel_mean": mean, "channel_std": std, "stats_images": len(sample),
         "odd_files": [{"path": p, "why": why} for p, why in odd],
         "figures": {k: str(v) for k, v in figures.items()}, "dir": str(out),
+        "external": outside,
     }
     write_csv(pd.DataFrame(odd, columns=["path", "why"]), out / "odd_files.csv")
     atomic_write_text(out / "report.md", markdown_report(result, class_counts, gender_age))
@@ -183,4 +212,16 @@ def markdown_report(result: dict, class_counts: pd.Series, gender_age: pd.DataFr
         lines += ["", f"(the first {ODD_LISTED} of {len(result['odd_files'])} are listed; "
                   "`odd_files.csv` holds them all)"]
     lines += ["", "## Samples per class", "", "![samples](samples.png)", ""]
+    if result["external"]:
+        lines += ["## Outside sources", "", "Training rows only; a blank cell is unknown.", "",
+                  *markdown_table(
+                      ["source", "rows", "know mask", "know gender", "know age", "values",
+                       "most common size", "channel mean"],
+                      [(Path(s["source"]).name, s["rows"], *s["known"].values(),
+                        "; ".join(", ".join(f"{k} {v}" for k, v in values.items() if v)
+                                  for values in s["values"].values() if any(values.values())),
+                        next(iter(s["sizes"]), ""), s["channel_mean"])
+                       for s in result["external"]]),
+                  "", f"(the competition's: mean {result['channel_mean']}, most common size "
+                  f"{next(iter(result['sizes']), '')})", ""]
     return "\n".join(lines)
