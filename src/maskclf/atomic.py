@@ -48,6 +48,18 @@ def check_target(path: Path | str) -> Path:
     return path
 
 
+def check_folder(path: Path | str, flag: str, holds: str) -> Path:
+    """``path`` as a folder to write in (``flag`` names the option, ``holds`` what goes
+    there): refused when it, or a folder above it, is a file (the work would fail at its
+    end, when it writes)."""
+    path = Path(path)
+    for part in (path, *path.parents):
+        if part.exists() and not part.is_dir():
+            where = "" if part == path else f" ({part} is a file)"
+            raise UsageError(f"{flag} {path} is not a folder{where}; give a folder for {holds}")
+    return path
+
+
 def atomic_write(path: Path | str, write: Callable[[Path], None]) -> None:
     """Call ``write(tmp_path)`` on a temporary file beside ``path``, then rename it over.
 

@@ -7,6 +7,7 @@ bare codec or column error that names no file. ``read_table`` turns each of thos
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
@@ -30,6 +31,24 @@ def require_file(path: Path | str, what: str = "file") -> Path:
     if path.stat().st_size == 0:
         raise InputFileError(f"{what} {path} is empty")
     return path
+
+
+def read_json_object(path: Path | str, what: str, keys: Sequence[str] = ()) -> dict:
+    """A JSON file that must hold an object (with ``keys``): one :class:`InputFileError`
+    naming the file when it is cut short, not JSON, or of another shape — a damaged file,
+    not a traceback."""
+    path = Path(path)
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InputFileError(f"{what} {path} is damaged (not JSON: {exc})") from None
+    if not isinstance(value, dict):
+        raise InputFileError(f"{what} {path} is damaged: a JSON {type(value).__name__}, "
+                             "not an object")
+    missing = [key for key in keys if key not in value]
+    if missing:
+        raise InputFileError(f"{what} {path} is damaged: no {', '.join(missing)}")
+    return value
 
 
 def read_table(path: Path | str, columns: Sequence[str] = (), what: str = "file",

@@ -238,3 +238,23 @@ def test_a_rung_waits_for_the_one_before_and_takes_its_best(tmp_path):
     # on time, a unit whose share is under its need x headroom gets the headroom
     work.plan.reserve_s = 900 - 285.0  # 285 s left: need 20, the rest 260
     assert work.allotment(Unit("screening", "b", 1)) == pytest.approx(24.0)
+
+
+def test_a_member_is_replanned_to_the_epochs_its_time_fits_at_the_measured_pace():
+    from maskclf.auto.schedule import Pace, final_epochs
+
+    pace = Pace(epoch_factor=1.5, fixed_s=10.0)  # epochs ran 1.5 x the probe's estimate
+    # 3 fold runs of 20 s planned epochs: 90 s an epoch of all folds, 30 s fixed
+    assert final_epochs(930.0, pace, 20.0, 3, 0, 6, 15) == 10
+    assert final_epochs(3000.0, pace, 20.0, 3, 0, 6, 15) == 15  # at most max_final_epochs
+    assert final_epochs(100.0, pace, 20.0, 3, 0, 6, 15) == 6  # at least max_epochs: the
+    # time limit cuts a slow run instead
+    assert final_epochs(100.0, Pace(), 20.0, 1, 4, 6, 15) == 9  # a continuation: 4 epochs
+    # done, 5 more fit
+
+
+def test_the_final_epochs_cap_defaults_to_half_again_the_planned_ones():
+    assert _preset(max_epochs=10).final_epochs_cap == 15
+    assert _preset(max_epochs=10, max_final_epochs=12).final_epochs_cap == 12
+    with pytest.raises(ValueError, match="max_final_epochs 8 is below max_epochs 10"):
+        _preset(max_epochs=10, max_final_epochs=8)

@@ -160,7 +160,7 @@ CASES: list[tuple[str, Callable[[Workspace], tuple[list[str], int, str]]]] = [
                                         "networks")),
     ("export-out-is-a-file", lambda w: ((w.tmp / "file").write_text("x") and
                                         ["export", str(w.run), "--out", str(w.tmp / "file")],
-                                        2, "is a file")),
+                                        2, "is not a folder")),
     ("export-out-folder-of-other-things", lambda w: (
         (w.tmp / "mine").mkdir() or (w.tmp / "mine" / "notes.txt").write_text("keep") and
         ["export", str(w.run), "--out", str(w.tmp / "mine")], 2, "holds other files")),

@@ -136,7 +136,7 @@ def test_explain_refuses_bad_requests_with_one_line(mask_run, tmp_path):
     image = str(next((data / "train" / "images").glob("*/*")))
     (tmp_path / "a-file").write_text("x")
     cases = [(["--method", "gradcan"], "Did you mean 'gradcam'"),
-             (["--out", str(tmp_path / "a-file")], "is a file"),
+             (["--out", str(tmp_path / "a-file")], "is not a folder"),
              (["--target", "wear/purple/<30"], "--target"),
              ([str(tmp_path / "missing.jpg")], "missing.jpg")]
     for extra, fragment in cases:

@@ -65,7 +65,11 @@ class Preset(BaseModel):
     eta: int = Field(3, ge=2)
     """Each rung keeps the best 1/eta of the candidates (at least ``survivors``)."""
     max_epochs: int = Field(10, ge=1)
-    """The most epochs the final stage trains, when the time left allows."""
+    """The epochs the final stage trains, when the time left allows."""
+    max_final_epochs: int | None = Field(None, ge=1)
+    """The most epochs a member trains when more time is left than planned (a dropped
+    candidate, runs faster than the probe said): the final stage is re-planned from the
+    pace measured by then. Default: 1.5 x ``max_epochs``."""
     min_final_epochs: int = Field(7, ge=1)
     """Fewer candidates are screened rather than the final stage fit fewer epochs."""
     survivors: int = Field(2, ge=1)
@@ -82,12 +86,20 @@ class Preset(BaseModel):
     reserve: float = Field(0.08, ge=0.0, lt=0.5)
     """The part of the budget kept for prediction, selection and the report."""
 
+    @property
+    def final_epochs_cap(self) -> int:
+        """``max_final_epochs``, or its default."""
+        return self.max_final_epochs or round(1.5 * self.max_epochs)
+
     @model_validator(mode="after")
     def _consistent(self) -> Preset:
         names = [c.name for c in self.candidates]
         twice = sorted({n for n in names if names.count(n) > 1})
         if twice:
             raise ValueError(f"candidate names repeat: {twice}")
+        if self.max_final_epochs is not None and self.max_final_epochs < self.max_epochs:
+            raise ValueError(f"max_final_epochs {self.max_final_epochs} is below max_epochs "
+                             f"{self.max_epochs}")
         for key in ("screen_epochs", "min_final_epochs"):
             if getattr(self, key) > self.max_epochs:
                 raise ValueError(f"{key} {getattr(self, key)} exceeds max_epochs "

@@ -8,11 +8,15 @@ import shlex
 from dataclasses import dataclass
 from pathlib import Path
 
+import pandas as pd
+
+from maskclf.atomic import check_folder
 from maskclf.auto.folder import StudyFolder, check_identity, plan_identity
 from maskclf.auto.preset import LoadedPreset, OutsideSizes, load_preset
 from maskclf.config import ExternalSource, duration_seconds
-from maskclf.data.layout import check_root
+from maskclf.data.layout import read_tables
 from maskclf.errors import UsageError
+from maskclf.train.request import check_storage_url
 
 
 @dataclass(frozen=True)
@@ -42,13 +46,14 @@ class AutoRequest:
             raise UsageError(f"--budget: {exc}") from None
         if self.threads is not None and self.threads < 1:
             raise UsageError(f"--threads must be at least 1; got {self.threads}")
-        check_root(Path(self.data))
+        check_storage_url(self.storage)
+        folder = self.folder()
+        tables = read_tables(Path(self.data), eval=True)
         outside = self.outside_sizes()
         loaded = load_preset(self.preset, outside)
-        folder = self.folder()
         identity = plan_identity(Path(self.data), budget_s, loaded[2].read_text(), list(outside))
         check_identity(folder, identity)
-        return CheckedAuto(budget_s, folder, loaded, identity, list(outside))
+        return CheckedAuto(budget_s, folder, loaded, identity, list(outside), tables)
 
     def outside_sizes(self) -> OutsideSizes:
         """Each ``--external`` source (resolved) and its rows, every row checked."""
@@ -62,11 +67,13 @@ class AutoRequest:
                 for number, source in enumerate(sources, start=1)}
 
     def folder(self) -> StudyFolder:
-        """``OUT/NAME`` (NAME: the data folder's name by default), a plain folder name."""
+        """``OUT/NAME`` (NAME: the data folder's name by default), a plain folder name; a
+        folder, not a file."""
         name = self.name or Path(self.data).resolve().name
         if "/" in name or name in {"", ".", ".."}:
             raise UsageError(f"--name {name!r} must be a plain folder name")
-        return StudyFolder(Path(self.out) / name)
+        return StudyFolder(check_folder(Path(self.out) / name, "--out/--name",
+                                        "the study (OUT/NAME)"))
 
     def command(self) -> str:
         """The command that continues this study (its name spelt out)."""
@@ -87,3 +94,5 @@ class CheckedAuto:
     """What the study was started with (``folder.plan_identity``)."""
     outside: list[Path]
     """The outside sources, resolved."""
+    tables: tuple[pd.DataFrame, pd.DataFrame]
+    """The data's training records and eval table, checked."""

@@ -66,6 +66,18 @@ def allot(left_s: float, one_epoch_s: float, need_s: float, rest_s: float,
     return max(one_epoch_s, share, min(HEADROOM * need_s, left_s - rest_s))
 
 
+def final_epochs(seconds: float, pace: Pace, planned_epoch_s: float, runs: int,
+                 done_before: int, least: int, most: int) -> int:
+    """The epochs of a member's run re-planned from the pace measured so far (a pure
+    function): as many as its ``seconds`` fit over ``runs`` fold runs after the
+    ``done_before`` epochs it continues from — at least ``least`` (the time limit then cuts
+    a run slower than planned), at most ``most``. Time a dropped candidate or a fast run
+    freed reaches the members this way instead of being left over."""
+    per_epoch = pace.epoch_factor * planned_epoch_s * runs
+    fit = int(max(0.0, seconds - pace.fixed_s * runs) // max(per_epoch, 1e-9))
+    return max(least, min(most, done_before + fit))
+
+
 def fold_runs(attrs: dict) -> int:
     """How many fold runs a finished unit's trial trained (one per fold, from its
     ``epochs`` record): the divisor of every per-run second."""
@@ -224,6 +236,18 @@ class Work:
         if not ratios:
             return Pace()
         return Pace(sum(ratios) / len(ratios), sum(fixed) / len(fixed))
+
+    def epochs_for(self, unit: Unit, seconds: float) -> int:
+        """A unit's total epochs: its rung's, or for a member (the final stage) as many as
+        ``seconds`` fit at this machine's pace, from the preset's ``max_epochs`` up to
+        ``max_final_epochs``."""
+        if not self.is_final(unit):
+            return self.plan.rungs[unit.rung].epochs
+        before = (self.plan.rungs[unit.rung - 1].epochs
+                  if unit.stage == "screening" and unit.rung else 0)
+        return final_epochs(seconds, self.pace(), self.plan.epoch_s[unit.candidate],
+                            self._folds(unit), before, self.preset.max_epochs,
+                            self.preset.final_epochs_cap)
 
     def is_final(self, unit: Unit) -> bool:
         """The members' stage: k-fold, or the last rung when there is no k-fold."""

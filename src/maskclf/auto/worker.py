@@ -40,7 +40,11 @@ def train_unit(work: Work, unit: Unit, seconds: float) -> dict:
         return resume_run(path, work.data, interactive=False).summary
     final = work.is_final(unit)  # the members train as long as the time allows
     average = work.preset.average_checkpoints if final else 0
-    epochs = work.preset.max_epochs if final else work.plan.rungs[unit.rung].epochs
+    epochs = work.epochs_for(unit, seconds)
+    if final and epochs > work.preset.max_epochs:
+        log.info("auto: %s re-planned from this machine's pace: %d epochs fit its %s (the "
+                 "preset's max_epochs: %d)", unit.id, epochs, duration(seconds),
+                 work.preset.max_epochs)
     if unit.stage == "screening" and unit.rung:
         parent = work.folder.run(Unit("screening", unit.candidate, unit.rung - 1).id)
         return continue_run(parent, epochs, work.data, unit.id, interactive=False,

@@ -11,6 +11,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import optuna
+
 from maskclf.auto.clock import BudgetClock
 from maskclf.auto.folder import StudyFolder, open_plan, open_study
 from maskclf.auto.plan import StudyPlan
@@ -19,7 +21,6 @@ from maskclf.auto.schedule import Work
 from maskclf.auto.worker import work_loop
 from maskclf.config import ExternalSource
 from maskclf.data.external import read_sources
-from maskclf.data.layout import read_tables
 from maskclf.errors import RunInterrupted
 from maskclf.ticker import duration
 
@@ -40,33 +41,57 @@ def run_auto(request: AutoRequest, started: float | None = None) -> dict:
     from maskclf.train.tune import set_threads
 
     set_threads(request.threads)
-    folder.path.mkdir(parents=True, exist_ok=True)
-    if not folder.file(StudyFolder.PLAN).is_file():  # nothing planned yet: a fresh budget
-        folder.file(StudyFolder.CLOCK).unlink(missing_ok=True)
-    clock = BudgetClock(folder, checked.budget_s, started)
-    try:
-        with _sigterm_stops(), _quiet_optuna():
-            _work(Path(request.data), checked, request.storage, clock)
-    except (KeyboardInterrupt, RunInterrupted) as exc:
-        clock.pause()  # the budget does not run while no command works on it
-        signum = exc.signum if isinstance(exc, RunInterrupted) else signal.SIGINT
-        raise RunInterrupted(f"stopped by {signal.Signals(signum).name} with "
-                             f"{duration(max(0.0, clock.left()))} of the budget left; the "
-                             f"same command continues: {request.command()}", signum) from None
-    except BaseException:
-        clock.pause()
-        raise
+    with _sigterm_stops(), _quiet_optuna():
+        study = _open_study(request, folder)
+        if not folder.file(StudyFolder.PLAN).is_file():  # nothing planned yet: a fresh budget
+            folder.file(StudyFolder.CLOCK).unlink(missing_ok=True)
+        clock = BudgetClock(folder, checked.budget_s, started)
+        try:
+            _work(Path(request.data), checked, study, clock)
+        except (KeyboardInterrupt, RunInterrupted) as exc:
+            clock.pause()  # the budget does not run while no command works on it
+            raise RunInterrupted(f"stopped by {_signal_name(exc)} with "
+                                 f"{duration(max(0.0, clock.left()))} of the budget left; the "
+                                 f"same command continues: {request.command()}",
+                                 _signum(exc)) from None
+        except BaseException:
+            clock.pause()
+            raise
     if folder.finished:
         return json.loads(folder.file(StudyFolder.SUMMARY).read_text())
     return {"study": str(folder.path), "finished": False,
             "note": "no unit left for this worker; another worker is finishing the study"}
 
 
-def _work(data: Path, checked: CheckedAuto, storage: str | None, clock: BudgetClock) -> None:
+def _open_study(request: AutoRequest, folder: StudyFolder) -> optuna.Study:
+    """The study, opened before anything of it is written: a shared storage (``--storage``)
+    before the study folder exists, the default SQLite file in the folder it creates. A
+    stop while it opens leaves at most that folder, which the same command starts again."""
+    try:
+        if request.storage is None:
+            folder.path.mkdir(parents=True, exist_ok=True)
+        study = open_study(folder, request.storage)
+    except (KeyboardInterrupt, RunInterrupted) as exc:
+        raise RunInterrupted(f"stopped by {_signal_name(exc)} while opening the study "
+                             f"storage, before its budget started; the same command starts it: "
+                             f"{request.command()}", _signum(exc)) from None
+    folder.path.mkdir(parents=True, exist_ok=True)
+    return study
+
+
+def _signum(exc: BaseException) -> int:
+    return exc.signum if isinstance(exc, RunInterrupted) else signal.SIGINT
+
+
+def _signal_name(exc: BaseException) -> str:
+    return signal.Signals(_signum(exc)).name
+
+
+def _work(data: Path, checked: CheckedAuto, study: optuna.Study, clock: BudgetClock) -> None:
     """Check the data, build the caches, read or make the plan, then work the units."""
     settings, configs, _ = checked.loaded
     folder = checked.folder
-    records, info = read_tables(data, eval=True)
+    records, info = checked.tables
     outside = (list(read_sources([ExternalSource(path=p) for p in checked.outside])["path"])
                if checked.outside else [])
     _build_caches(data, configs, [*records["path"], *info["path"]], outside)
@@ -74,7 +99,7 @@ def _work(data: Path, checked: CheckedAuto, storage: str | None, clock: BudgetCl
     plan = open_plan(folder, checked.identity, settings, configs, len(records) - n_val, n_val,
                      len(info), clock.left())
     _log_plan(plan, settings.max_epochs)
-    work = Work(open_study(folder, storage), plan, settings, configs, folder, data, clock)
+    work = Work(study, plan, settings, configs, folder, data, clock)
     from maskclf.auto.finish import finish
 
     work_loop(work, finish)
@@ -104,8 +129,6 @@ def _sigterm_stops() -> Iterator[None]:
 @contextmanager
 def _quiet_optuna() -> Iterator[None]:
     """Optuna's per-trial lines would repeat what the auto log says; back as it was after."""
-    import optuna
-
     verbosity = optuna.logging.get_verbosity()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     try:

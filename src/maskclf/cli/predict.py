@@ -95,13 +95,12 @@ def explain(
     """Where the model looked: for each image, the crop it saw with the activation map of
     each attribute (mask, gender, age), the labels and probabilities, as PNGs and one
     contact sheet (explain.png)."""
-    from maskclf.atomic import check_target
+    from maskclf.atomic import check_folder, check_target
     from maskclf.data.io import collect_images
     from maskclf.runs.directory import RunDir
 
     RunDir.open(run)
-    if out_dir.exists() and not out_dir.is_dir():
-        raise UsageError(f"--out {out_dir} is a file; give a folder for the PNGs")
+    check_folder(out_dir, "--out", "the PNGs")
     from maskclf.explain.workflow import SHEET, explain_images
 
     check_target(out_dir / SHEET)
@@ -111,6 +110,8 @@ def explain(
     show.print(f"{method} maps at {result['layer']}", markup=False)
     for item in result["images"]:
         show.print(f"{item['image']}: {item['class']} -> {item['png']}", markup=False)
+    for image, why in result["skipped"].items():
+        show.print(f"skipped {image}: {why}", markup=False)
     show.print(f"contact sheet: {result['sheet']}", markup=False)
     return result
 

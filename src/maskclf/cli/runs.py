@@ -162,6 +162,9 @@ def runs(
                                   board[chosen],
                                   "{:.3f}", compact=True))
     show.print(render.correlation_line(correlation))
+    for name, problem in board.loc[board["status"] == "damaged", ["name", "note"]].itertuples(
+            index=False):
+        show.print(f"damaged: {name}: {problem}", markup=False)
     return {"rows": json.loads(board.to_json(orient="records")), "lb_correlation": correlation}
 
 
@@ -196,7 +199,9 @@ def report(
     matrices, per-class F1, confident mistakes with where the network looked, and the mean
     activation maps (attention.png)."""
     from maskclf.reports.run_report import write_report
+    from maskclf.runs.directory import RunDir
 
+    RunDir.open(run).require_sound()  # a damaged run is refused before maps are computed
     if maps:
         from maskclf.explain.workflow import write_report_maps
 

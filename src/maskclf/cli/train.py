@@ -11,7 +11,7 @@ from rich.console import Console
 
 from maskclf.cli import render
 from maskclf.cli.base import ConfigOption, DataOption, OverrideOption, command
-from maskclf.train.request import DistillRequest, TrainRequest, TuneRequest
+from maskclf.train.request import DistillRequest, LrFindRequest, TrainRequest, TuneRequest
 
 
 @command()
@@ -96,13 +96,8 @@ def lr_find(
     augmentation on the first fold's training rows; prints the suggested rate (fastai's
     valley rule: inside the longest fall of the loss) and writes the plot.
     `optim.lr: auto` runs it before training."""
-    from maskclf.atomic import check_target
-    from maskclf.config import load_config
-    from maskclf.data.layout import check_root
-
-    check_root(data)
-    check_target(plot)
-    cfg = load_config(config, list(override or []))
+    request = LrFindRequest(config, tuple(override or ()), data, plot, min_lr, max_lr, steps)
+    cfg = request.check()  # before torch loads
     from maskclf.train.lr_find import find_learning_rate
 
     found = find_learning_rate(cfg, data, plot, min_lr, max_lr, steps)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import glob
 import io
+import logging
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -18,12 +19,15 @@ import cv2
 import numpy as np
 from PIL import Image, ImageOps
 
-from maskclf.errors import ImageTooLarge, MissingFileError
+from maskclf.errors import ImageTooLarge, InputFileError, MissingFileError
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png"})
 MAX_PIXELS = 89_478_485
 """Largest image decoded (PIL's own warning threshold, ~9500 x 9500): PIL only warns up to
 twice that, and a PNG decodes at full size, so a crafted file could take gigabytes."""
+
+
+log = logging.getLogger(__name__)
 
 
 def is_image_file(path: Path) -> bool:
@@ -126,6 +130,25 @@ def unreadable_images(paths: list[Path]) -> dict[Path, str]:
         found = dict(zip(paths, pool.map(lambda p: probe_image(p, full=True), paths),
                          strict=True))
     return {path: reason for path, reason in found.items() if reason is not None}
+
+
+def readable_images(files: list[Path], strict: bool = False, given_as: str = "--images"
+                    ) -> tuple[list[Path], dict[Path, str]]:
+    """The one reader of a user's image files (``predict --images``, ``explain``): the
+    files that decode whole, and the others (damaged, empty, too large) with their reasons,
+    each logged; an :class:`InputFileError` naming ``given_as`` (the argument) when none
+    decodes, or with ``strict`` when any does not."""
+    skipped = unreadable_images(files)
+    listed = "; ".join(f"{path}: {reason}" for path, reason in list(skipped.items())[:10])
+    more = f" (and {len(skipped) - 10} more)" if len(skipped) > 10 else ""
+    if skipped and (strict or len(skipped) == len(files)):
+        what = ("none of the" if len(skipped) == len(files) else
+                f"{len(skipped)} of the")
+        raise InputFileError(f"{given_as}: {what} {len(files)} images can be read"
+                             f"{' (--strict)' if strict else ''}: {listed}{more}")
+    for path, reason in skipped.items():
+        log.warning("skipped %s: %s", path, reason)
+    return [f for f in files if f not in skipped], skipped
 
 
 def collect_images(sources: list[str]) -> list[Path]:

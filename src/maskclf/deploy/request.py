@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from maskclf.atomic import check_folder
 from maskclf.deploy.manifest import MANIFEST, is_export
 from maskclf.errors import UsageError
 from maskclf.runs.directory import RunDir
@@ -90,8 +91,7 @@ class CheckedExport:
 def _check_out(out_dir: Path) -> None:
     """``--out``: a new or empty folder, or an export to replace — never a file, and never
     a folder of other things (the export would mix with them)."""
-    if out_dir.exists() and not out_dir.is_dir():
-        raise UsageError(f"--out {out_dir} is a file; give a folder for the export")
+    check_folder(out_dir, "--out", "the export")
     if out_dir.is_dir() and any(out_dir.iterdir()) and not is_export(out_dir):
         raise UsageError(f"--out {out_dir} is a folder that holds other files and no "
                          f"{MANIFEST}; give a new or empty folder (or an export to replace)")

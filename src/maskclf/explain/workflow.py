@@ -19,6 +19,7 @@ import pandas as pd
 from maskclf import labels
 from maskclf.atomic import atomic_write
 from maskclf.data.faces import detect_face
+from maskclf.data.io import readable_images
 from maskclf.data.layout import image_class
 from maskclf.data.transforms import evaluation_view
 from maskclf.errors import UsageError
@@ -116,9 +117,10 @@ def explain_images(run_path: Path | str, images: list[Path], out_dir: Path | str
                    fold: int | None = None) -> dict:
     """For each image: the crop the run's networks saw and each attribute's map over it,
     with the predicted labels and probabilities, as ``OUT/<nnn>-<name>.png``, and all of
-    them in ``OUT/explain.png``."""
+    them in ``OUT/explain.png``; an image that does not decode is skipped (``skipped``:
+    why), and none decoding is refused before anything is written."""
     CAM_METHODS.check(method)
-    paths = [Path(p) for p in images]
+    paths, skipped = readable_images([Path(p) for p in images], given_as="IMAGES")
     wanted = target_classes(target, paths)
     predictor = RunPredictor.open(run_path)
     if fold is not None:
@@ -146,7 +148,8 @@ def explain_images(run_path: Path | str, images: list[Path], out_dir: Path | str
     sheet = map_sheet(rows, titles, names, f"{RunDir(run_path).name}: {method} at {layer}",
                       out / SHEET)
     return {"run": str(run_path), "method": method, "target": target, "layer": layer,
-            "sheet": str(sheet), "images": results}
+            "sheet": str(sheet), "images": results,
+            "skipped": {str(path): reason for path, reason in skipped.items()}}
 
 
 def _described(path: Path, png: Path, probs: np.ndarray, said: dict[str, np.ndarray],

@@ -13,9 +13,9 @@ import pandas as pd
 
 from maskclf import labels
 from maskclf.atomic import write_csv
-from maskclf.data.io import collect_images, read_rgb, unreadable_images
+from maskclf.data.io import collect_images, read_rgb, readable_images
 from maskclf.data.layout import read_eval
-from maskclf.errors import InputFileError, UsageError
+from maskclf.errors import UsageError
 from maskclf.labels import CLASS_COLUMNS
 from maskclf.metrics import score
 from maskclf.predict.engine import Predictor
@@ -125,22 +125,6 @@ GRID_LIMIT = 60
 """Images shown in ``predict --images --grid`` (the CSV holds every image)."""
 
 
-def _readable(files: list[Path], strict: bool) -> tuple[list[Path], dict[Path, str]]:
-    """The files that decode, and the others with their reasons (each logged); an
-    :class:`InputFileError` when none decodes, or with ``strict`` when any does not."""
-    skipped = unreadable_images(files)
-    listed = "; ".join(f"{path}: {reason}" for path, reason in list(skipped.items())[:10])
-    more = f" (and {len(skipped) - 10} more)" if len(skipped) > 10 else ""
-    if skipped and (strict or len(skipped) == len(files)):
-        what = ("none of the" if len(skipped) == len(files) else
-                f"{len(skipped)} of the")
-        raise InputFileError(f"--images: {what} {len(files)} images can be read"
-                             f"{' (--strict)' if strict else ''}: {listed}{more}")
-    for path, reason in skipped.items():
-        log.warning("skipped %s: %s", path, reason)
-    return [f for f in files if f not in skipped], skipped
-
-
 def predict_images(run_path: Path | str, sources: list[str], out: Path | str | None = None,
                    tta: list[str] | None = None, grid: Path | str | None = None,
                    strict: bool = False) -> dict:
@@ -152,7 +136,7 @@ def predict_images(run_path: Path | str, sources: list[str], out: Path | str | N
     instead); with ``grid``, a captioned PNG of the first ``GRID_LIMIT`` images. The
     user's folders get no decode cache."""
     predictor = open_predictor(run_path, tta)
-    files, skipped = _readable(collect_images(sources), strict)
+    files, skipped = readable_images(collect_images(sources), strict)
     root = Path(os.path.commonpath([f.parent for f in files]))
     relative = [str(f.relative_to(root)) for f in files]
     probs = predictor.predict(root, relative, cache=False)

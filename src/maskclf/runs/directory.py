@@ -23,12 +23,13 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 from maskclf.atomic import atomic_write_text, save_array, write_csv, write_json
 from maskclf.config import RunConfig, dump_config, load_config
-from maskclf.errors import MissingFileError, UsageError
+from maskclf.errors import InputFileError, MissingFileError, UsageError
 from maskclf.runs.lock import LOCK, describe, live_holder
-from maskclf.tables import read_prediction_file, read_table
+from maskclf.tables import read_json_object, read_prediction_file, read_table
 
 if TYPE_CHECKING:  # specs pull in torch and timm; the run directory itself needs neither
     from maskclf.models.spec import ModelSpec
@@ -115,6 +116,25 @@ class FoldDir:
         result = json.loads(path.read_text())
         probs = np.load(self.path / self.VAL_PROBS) if result["validated"] else None
         return [Path(c) for c in result["checkpoints"]], probs
+
+
+class _Scores(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    macro_f1: float
+    attribute_f1: dict[str, float]
+
+
+class SummaryShape(BaseModel):
+    """What readers of ``summary.json`` (the leaderboard, the report, predict) rely on, so
+    a damaged file is named instead of failing deep inside one of them."""
+
+    model_config = ConfigDict(extra="allow")
+    folds: list[dict] = []
+    validation: _Scores | None = None
+    cv: dict[str, float | None] | None = None
+    seconds: float | None = None
+    n_images: int | None = None
+    external: list[dict] | None = None
 
 
 class RunDir:
@@ -226,6 +246,15 @@ class RunDir:
             raise UsageError(self.unfinished_message(alternative))
         return self
 
+    def require_sound(self) -> RunDir:
+        """This finished run when its config, record and summary read as their readers
+        need them; else the first damaged file, named, as one error (before any work)."""
+        self.require_finished()
+        self.read_config()
+        self.read_record()
+        self.read_summary()
+        return self
+
     # config, record, folds, summary
     def write_config(self, cfg: RunConfig) -> None:
         atomic_write_text(self.file(self.CONFIG), dump_config(cfg))
@@ -236,7 +265,7 @@ class RunDir:
     def read_record(self) -> dict:
         """``run.json``, or {} for a run made before maskclf wrote one."""
         path = self.file(self.RECORD)
-        return json.loads(path.read_text()) if path.is_file() else {}
+        return read_json_object(path, "the run's record") if path.is_file() else {}
 
     def read_oof(self) -> pd.DataFrame | None:
         """The run's out-of-fold rows (``oof.csv``, checked as a prediction file), or None
@@ -278,7 +307,8 @@ class RunDir:
 
     def read_notes(self) -> list[dict]:
         path = self.file(self.NOTES)
-        return json.loads(path.read_text())["notes"] if path.is_file() else []
+        return (read_json_object(path, "the run's notes", ["notes"])["notes"] if path.is_file()
+                else [])
 
     def add_note(self, note: dict) -> list[dict]:
         notes = [*self.read_notes(), note]
@@ -305,7 +335,16 @@ class RunDir:
     def read_summary(self) -> dict:
         if not self.finished:
             raise MissingFileError(self.unfinished_message())
-        return json.loads(self.file(self.SUMMARY).read_text())
+        path = self.file(self.SUMMARY)
+        summary = read_json_object(path, "the run's summary")
+        try:
+            SummaryShape.model_validate(summary)
+        except ValidationError as exc:
+            problem = exc.errors()[0]
+            where = ".".join(str(part) for part in problem["loc"])
+            raise InputFileError(f"the run's summary {path} is damaged: {where}: "
+                                 f"{problem['msg']}") from None
+        return summary
 
     def write_table(self, name: str, table: pd.DataFrame) -> Path:
         write_csv(table, self.file(name))

@@ -10,7 +10,7 @@ import yaml
 from pydantic import ValidationError
 
 from maskclf.config import RunConfig
-from maskclf.errors import MissingFileError, UsageError
+from maskclf.errors import MaskclfError, MissingFileError, UsageError, first_line
 from maskclf.runs.directory import RunDir
 
 COLUMNS = ("name", "date", "status", "data", "backbone", "head", "loss", "image_size", "folds",
@@ -29,9 +29,9 @@ def _loss_name(loss: dict) -> str:
 
 
 def _date(run: RunDir) -> str:
-    record = run.read_record()
-    if record:
-        return record["started"][:16].replace("T", " ")
+    started = run.read_record().get("started")
+    if isinstance(started, str):
+        return started[:16].replace("T", " ")
     return datetime.fromtimestamp(run.file(RunDir.CONFIG).stat().st_mtime).strftime(
         "%Y-%m-%d %H:%M")
 
@@ -77,6 +77,19 @@ def run_row(run: RunDir) -> dict:
     return row
 
 
+def sound_row(run: RunDir) -> dict:
+    """:func:`run_row`, or for a damaged run (a file cut short or of another shape) a row
+    with status ``damaged`` and what is wrong as its note, so one damaged folder does not
+    hide the others."""
+    try:
+        return run_row(run)
+    except MaskclfError as exc:
+        return {"name": run.name, "status": "damaged", "note": str(exc).splitlines()[0]}
+    except yaml.YAMLError as exc:
+        return {"name": run.name, "status": "damaged",
+                "note": f"{run.file(RunDir.CONFIG)} is not YAML ({first_line(exc)})"}
+
+
 def choose_columns(spec: str | None) -> list[str]:
     """``--columns``: comma-separated names, ``all``, or None for ``DEFAULT_COLUMNS``."""
     if spec is None:
@@ -111,7 +124,7 @@ def leaderboard(runs_dir: Path | str, sort: str = "oof_f1", ascending: bool = Fa
     runs_dir = Path(runs_dir)
     if not runs_dir.is_dir():
         raise MissingFileError(f"{runs_dir} is not a folder of run directories")
-    rows = [run_row(RunDir(p)) for p in sorted(runs_dir.iterdir())
+    rows = [sound_row(RunDir(p)) for p in sorted(runs_dir.iterdir())
             if (p / RunDir.CONFIG).is_file()]
     table = pd.DataFrame(rows, columns=list(COLUMNS))
     return table.sort_values(sort, ascending=ascending, na_position="last", kind="stable",

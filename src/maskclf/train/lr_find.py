@@ -34,10 +34,10 @@ from maskclf.results.teacher import teacher_of
 from maskclf.runs.directory import RunDir
 from maskclf.train.module import build_module
 from maskclf.train.plan import RunPlan, checked_inputs, fold_ids
+from maskclf.train.request import MAX_LR, MIN_LR, STEPS, check_range
 
 log = logging.getLogger(__name__)
 
-MIN_LR, MAX_LR, STEPS = 1e-6, 1.0, 100
 """The default range and length of the test: six decades in 100 batches."""
 
 
@@ -58,14 +58,6 @@ class LrFinding:
         found = asdict(self)
         del found["lrs"], found["losses"]
         return {**found, "steps_run": len(self.lrs), "plot": plot}
-
-
-def check_range(min_lr: float, max_lr: float, steps: int) -> None:
-    if not 0 < min_lr < max_lr:
-        raise UsageError(f"the learning-rate range needs 0 < --min-lr < --max-lr; got "
-                         f"{min_lr:g} to {max_lr:g}")
-    if steps < 12:  # the suggestion skips the first 10 points and the last one
-        raise UsageError(f"the learning-rate test needs --steps of at least 12; got {steps}")
 
 
 def find_lr(spec: ModelSpec, root: Path, records: pd.DataFrame, fold: int,

@@ -12,12 +12,14 @@ turns it into a run plan.
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from maskclf.atomic import check_folder, check_target
 from maskclf.config import RunConfig, apply_overrides, build_config, load_config, load_raw_config
-from maskclf.data.layout import check_root
+from maskclf.data.layout import check_root, read_tables
 from maskclf.deploy.manifest import is_export, load_manifest
 from maskclf.errors import UsageError
 from maskclf.runs.directory import RunDir
@@ -25,6 +27,31 @@ from maskclf.tables import require_file
 
 Kind = Literal["new", "resume", "continue", "refit"]
 log = logging.getLogger(__name__)
+STORAGE_EXAMPLE = "sqlite:///study.db or postgresql+psycopg://user:pass@host/db"
+
+
+def check_storage_url(url: str | None) -> None:
+    """``--storage``: a database URL with an installed driver (the password never shown);
+    whether the server answers is learnt when the study opens."""
+    if url is None:
+        return
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError, NoSuchModuleError
+
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        raise UsageError(f"--storage {url.split('@')[-1]!r} is not a database URL; give "
+                         f"{STORAGE_EXAMPLE}") from None
+    shown = parsed.render_as_string(hide_password=True)
+    try:
+        parsed.get_dialect()
+    except NoSuchModuleError:
+        raise UsageError(f"--storage {shown}: no database driver for {parsed.drivername!r}; "
+                         f"give {STORAGE_EXAMPLE}") from None
+    except ImportError as exc:
+        raise UsageError(f"--storage {shown}: its driver is not installed ({exc}); "
+                         f"give {STORAGE_EXAMPLE}") from None
 
 
 @dataclass(frozen=True)
@@ -135,6 +162,7 @@ class TuneRequest:
             raise UsageError(f"--timeout must be positive; got {self.timeout_s:g}")
         require_file(self.space, "search space")
         check_root(self.data)
+        check_storage_url(self.storage)
         self.base_config()
 
     def raw_config(self) -> dict:
@@ -148,6 +176,52 @@ class TuneRequest:
             raise UsageError("a study scores validation macro F1: set data.val_ratio > 0 or "
                              "data.folds >= 2")
         return base
+
+
+MIN_LR, MAX_LR, STEPS = 1e-6, 1.0, 100
+"""lr-find's defaults: Lightning's range, fastai's count."""
+MOST_LR, MOST_STEPS = 10.0, 2000
+"""Beyond these a range test says nothing more (a rate of 10 diverges any network this
+toolkit trains; 2,000 batches sweep every rate many times over) and only costs time."""
+
+
+def check_range(min_lr: float, max_lr: float, steps: int) -> None:
+    """A learning-rate range test's range and length, with what to give instead."""
+    if not (math.isfinite(min_lr) and math.isfinite(max_lr) and 0 < min_lr < max_lr <= MOST_LR):
+        raise UsageError(f"the learning-rate range needs 0 < --min-lr < --max-lr <= {MOST_LR:g}; "
+                         f"got {min_lr:g} to {max_lr:g}")
+    if not 12 <= steps <= MOST_STEPS:  # the suggestion skips the first 10 points and the last
+        raise UsageError(f"the learning-rate test needs --steps from 12 to {MOST_STEPS}; got "
+                         f"{steps}")
+
+
+@dataclass(frozen=True)
+class LrFindRequest:
+    """The flags of ``maskclf lr-find``."""
+
+    config: Path | None = None
+    overrides: tuple[str, ...] = ()
+    data: Path = Path("data")
+    plot: Path = Path("lr-find.png")
+    min_lr: float = MIN_LR
+    max_lr: float = MAX_LR
+    steps: int = STEPS
+
+    def check(self) -> RunConfig:
+        """The range, the data folder, the plot's path and the config the test runs."""
+        check_range(self.min_lr, self.max_lr, self.steps)
+        check_root(self.data)
+        check_target(self.plot)
+        return self.run_config()
+
+    def run_config(self) -> RunConfig:
+        """The config with its overrides, as the test runs it: on one device, at the rates
+        it sets itself (so ``optim.lr: auto`` and several devices, which a run refuses
+        together, are fine here)."""
+        raw = apply_overrides(load_raw_config(self.config), list(self.overrides))
+        raw.setdefault("optim", {})["lr"] = self.min_lr
+        raw.setdefault("train", {}).update(devices=1, num_nodes=1)
+        return build_config(raw, str(self.config or "<defaults>"), list(self.overrides))
 
 
 @dataclass(frozen=True)
@@ -174,6 +248,9 @@ class DistillRequest:
             load_raw_config(self.config)
         if self.name is not None and ("/" in self.name or self.name in {"", ".", ".."}):
             raise UsageError(f"--name {self.name!r} must be a plain folder name")
+        check_folder(self.runs_dir, "--out", "the teacher's and the student's run folders")
+        if self.unlabelled:  # the teacher predicts the eval images: they must be there
+            read_tables(self.data_root(runs[0]), train=False, eval=True)
         return runs
 
     def data_root(self, teacher: RunDir) -> Path:

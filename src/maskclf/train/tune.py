@@ -199,6 +199,8 @@ def open_storage(url: str | None, out: Path, heartbeat_s: int | None = None
                 return optuna.storages.RDBStorage(
                     url, engine_kwargs=engine, heartbeat_interval=heartbeat_s,
                     grace_period=None if heartbeat_s is None else 3 * heartbeat_s)
+        except RunInterrupted:  # a stop while it connects is a stop, not a storage problem
+            raise
         except Exception as exc:  # a driver or server problem: say which storage
             if _lost_schema_race(exc) and attempt + 1 < SCHEMA_ATTEMPTS:
                 log.info("study storage: another worker is creating its tables; again in "
