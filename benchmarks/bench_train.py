@@ -1,11 +1,16 @@
 """Training-step throughput: maskclf's Lightning training against a plain PyTorch loop.
 
     python benchmarks/bench_train.py DATA [--model test_byobnet] [--size 96 72]
-        [--batch-size 32] [--steps 40] [--workers 0]
+        [--batch-size 32] [--steps 40] [--workers 0] [--layouts]
 
 Both sides train the same timm model (same init), batch size, optimizer and cached data
 (the decode-once cache is filled first). maskclf runs its real ``ClassifierModule`` in a
 Lightning Trainer; the reference is a hand-written loop. Prints images/s and ``ratio_train``.
+
+``--layouts`` instead times maskclf's training in each memory layout (contiguous,
+channels_last) and precision (32, bf16-mixed; 16-mixed too on a GPU) and prints a table
+with each one's ratio against PyTorch's default, contiguous fp32 (``train.channels_last``
+and ``train.precision`` choose among them).
 """
 
 from __future__ import annotations
@@ -73,6 +78,39 @@ def plain_steps(module, cfg, loader, skip: int = 0, max_steps: int | None = None
     return images_done / (time.perf_counter() - started)
 
 
+def lightning_rate(cfg, loader, skip: int, precision: str = "32") -> float:
+    """Images/s of maskclf's real module in a Lightning Trainer after ``skip`` steps."""
+    spec = resolve_specs(cfg)[0]
+    torch.manual_seed(0)
+    module = build_module(spec, build_net(spec))
+    timer = StepTimer(skip)
+    with quiet_lightning():
+        trainer = L.Trainer(max_epochs=1, accelerator="auto", devices=1, logger=False,
+                            enable_checkpointing=False, enable_progress_bar=False,
+                            enable_model_summary=False, callbacks=[timer],
+                            num_sanity_val_steps=0, precision=precision)
+        trainer.fit(module, loader())
+    return timer.rate()
+
+
+def layout_table(base_cfg, loader, skip: int) -> None:
+    """Every layout x precision of maskclf's training, against contiguous fp32."""
+    precisions = ["32", "bf16-mixed", *(["16-mixed"] if torch.cuda.is_available() else [])]
+    rows = []
+    for channels_last in (False, True):
+        for precision in precisions:
+            cfg = base_cfg.model_copy(update={"train": base_cfg.train.model_copy(update={
+                "channels_last": channels_last, "precision": precision})})
+            rows.append(("channels_last" if channels_last else "contiguous", precision,
+                         lightning_rate(cfg, loader, skip, precision)))
+    reference = rows[0][2]
+    print(f"{'layout':<14} {'precision':<11} {'images/s':>9} {'ratio':>6}")
+    for layout, precision, rate in rows:
+        print(f"{layout:<14} {precision:<11} {rate:>9.1f} {rate / reference:>6.2f}")
+    best = max(rows, key=lambda row: row[2])
+    print(f"fastest={best[0]},{best[1]} ratio_fastest={best[2] / reference:.2f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("data", type=Path)
@@ -81,6 +119,8 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--steps", type=int, default=40)
     parser.add_argument("--workers", type=int, default=0)
+    parser.add_argument("--layouts", action="store_true",
+                        help="Time each memory layout and precision instead.")
     args = parser.parse_args()
     skip = 5
     with tempfile.TemporaryDirectory() as cache_dir:
@@ -100,16 +140,12 @@ def main() -> None:
         spec = resolve_specs(cfg)[0]
         plain_steps(build_module(spec, build_net(spec)), cfg, loader(),
                     max_steps=15)  # process warm-up (kernels, allocator) shared by both sides
-        torch.manual_seed(0)
-        module = build_module(spec, build_net(spec))
-        timer = StepTimer(skip)
-        with quiet_lightning():
-            trainer = L.Trainer(max_epochs=1, accelerator="auto", devices=1, logger=False,
-                                enable_checkpointing=False, enable_progress_bar=False,
-                                enable_model_summary=False, callbacks=[timer],
-                                num_sanity_val_steps=0)
-            trainer.fit(module, loader())
-        maskclf_rate = timer.rate()
+        if args.layouts:
+            print(f"model={args.model} size={args.size[0]}x{args.size[1]} "
+                  f"batch={args.batch_size} steps={args.steps} threads={torch.get_num_threads()}")
+            layout_table(cfg, loader, skip)
+            return
+        maskclf_rate = lightning_rate(cfg, loader, skip)
 
         torch.manual_seed(0)
         reference_rate = plain_steps(build_module(spec, build_net(spec)), cfg, loader(),

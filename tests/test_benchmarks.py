@@ -32,6 +32,24 @@ def test_bench_gpu_times_each_variant_and_prints_the_ratios(tmp_path):
 
 
 @pytest.mark.slow
+def test_bench_train_prints_a_layout_and_precision_table_against_the_default(
+        synthetic_root, tmp_path):
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "bench_train.py"), str(synthetic_root),
+         "--size", "64", "48", "--batch-size", "8", "--steps", "8", "--layouts"],
+        capture_output=True, text=True, cwd=tmp_path, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    rows = [line.split() for line in result.stdout.splitlines()
+            if line.startswith(("contiguous", "channels_last"))]
+    assert [(r[0], r[1]) for r in rows] == [("contiguous", "32"), ("contiguous", "bf16-mixed"),
+                                            ("channels_last", "32"),
+                                            ("channels_last", "bf16-mixed")], result.stdout
+    assert float(rows[0][3]) == 1.0 and all(float(r[2]) > 0 for r in rows)
+    fastest = max(rows, key=lambda r: float(r[2]))
+    assert result.stdout.splitlines()[-1].startswith(f"fastest={fastest[0]},{fastest[1]}")
+
+
+@pytest.mark.slow
 def test_bench_infer_times_every_backend_on_the_same_rows(synthetic_root, tmp_path):
     pytest.importorskip("onnxruntime")
     from maskclf.train.execute import train_run

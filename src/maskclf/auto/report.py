@@ -139,6 +139,10 @@ def _markdown(folder: StudyFolder, summary: dict) -> str:
                                      if summary["refit"]["used"]
                                      else f"not done ({summary['refit']['reason']})."), "",
         "## Time per stage", "", *_table(stages, ["stage", "planned_s", "spent_s"]), "",
+        f"Spent {summary['elapsed_s'] / summary['budget_s']:.0%} of the budget; "
+        f"{duration(max(0.0, summary['budget_s'] - summary['elapsed_s']))} left unspent. "
+        "The members' runs are re-planned from the pace measured when they start (their "
+        "epochs above), so time that dropped candidates or fast runs freed goes to them.", "",
         f"![best macro F1 against wall time]({StudyFolder.PROGRESS})", "",
     ]
     return "\n".join(lines)

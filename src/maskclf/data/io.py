@@ -17,7 +17,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from maskclf.errors import ImageTooLarge, InputFileError, MissingFileError
 
@@ -117,7 +117,11 @@ def probe_image(path: Path | str, full: bool = False) -> str | None:
     """Decode ``path`` — cheaply (draft mode), or ``full``y, as prediction will — and
     return what is wrong with it, or None."""
     try:
+        if Path(path).stat().st_size == 0:
+            return "is empty"
         read_rgb(path, min_size=None if full else (8, 8))
+    except UnidentifiedImageError:  # its message names a BytesIO object, not the file
+        return "is not an image (no format that PIL reads)"
     except Exception as exc:  # noqa: BLE001 - any decode failure is reported, not raised
         return f"cannot be decoded as an image ({type(exc).__name__}: {exc})"
     return None
