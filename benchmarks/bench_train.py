@@ -31,8 +31,8 @@ from maskclf.data.layout import read_train
 from maskclf.data.loaders import make_dataset
 from maskclf.models.factory import build_net
 from maskclf.models.spec import resolve_specs
+from maskclf.predict.module import quiet_lightning
 from maskclf.train.module import build_module
-from maskclf.train.progress import quiet_lightning
 
 
 class StepTimer(Callback):

@@ -106,7 +106,7 @@ def test_missing_empty_and_undecodable_images_are_named(tmp_path):
     message = str(raised.value)
     assert "row 2, column file: images/a.jpg does not exist" in message
     assert "row 3, column file: images/b.jpg is empty" in message
-    assert "c.jpg" in message and "cannot be decoded" in message
+    assert "images/c.jpg: is not an image" in message
 
 
 def test_an_empty_source_a_missing_folder_and_the_competition_folder_are_refused(

@@ -22,7 +22,7 @@ pytestmark = pytest.mark.slow  # trains real (tiny) models end to end
 def kfold_run(synthetic_root, tmp_path_factory):
     """A 3-fold run that records each network's weights when it is created."""
     created = []
-    real_build = fold_fitting.build_net
+    real_build = fold_fitting.training_net
 
     def recording_build(*args, **kwargs):
         net = real_build(*args, **kwargs)
@@ -30,7 +30,7 @@ def kfold_run(synthetic_root, tmp_path_factory):
         return net
 
     patch = pytest.MonkeyPatch()
-    patch.setattr(fold_fitting, "build_net", recording_build)
+    patch.setattr(fold_fitting, "training_net", recording_build)
     try:
         result = train_run(tiny_config("data.folds=3", "train.epochs=2"), synthetic_root,
                                     tmp_path_factory.mktemp("runs"), "kf", interactive=False)

@@ -39,7 +39,8 @@ def face_report(data_root: Path | str, out_dir: Path | str, cfg: DataConfig,
     data_root, out_dir = Path(data_root), Path(out_dir)
     records = read_train(data_root, check_images=False).head(limit)
     sources = [ExternalSource(path=folder) for folder in external or []]
-    outside = read_sources(sources, data_root) if sources else records.iloc[:0]
+    outside = (read_sources(sources, data_root) if sources
+               else pd.DataFrame({"path": [], "source": []}))
     outside = outside.groupby("source").head(limit) if limit else outside
     paths = [*records["path"], *outside["path"]]
     ticker = Ticker(f"{cfg.face_detector} face detection", len(paths), log)
