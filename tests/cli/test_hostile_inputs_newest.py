@@ -11,8 +11,6 @@ from __future__ import annotations
 import shutil
 import signal
 import socket
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable
@@ -26,6 +24,7 @@ from typer.testing import CliRunner
 from maskclf.cli import app
 from tests.conftest import TINY_OVERRIDES
 from tests.helpers.cli_result import assert_clear_error_or_works
+from tests.helpers.interrupt import maskclf
 
 runner = CliRunner()
 TINY = [arg for override in TINY_OVERRIDES for arg in ("-o", override)]
@@ -244,10 +243,8 @@ def test_auto_stopped_while_its_storage_opens_exits_128_plus_the_signal(ws, stop
     held: list[socket.socket] = []
     threading.Thread(target=lambda: held.append(server.accept()[0]), daemon=True).start()
     port = server.getsockname()[1]
-    process = subprocess.Popen(
-        [sys.executable, "-m", "maskclf", *ws.auto(
-            "--storage", f"postgresql+psycopg://user:secret@127.0.0.1:{port}/db")],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    process = maskclf(*ws.auto(  # SIGINT un-ignored, as in a terminal
+        "--storage", f"postgresql+psycopg://user:secret@127.0.0.1:{port}/db"))
     try:
         deadline = time.monotonic() + 60
         while not held and time.monotonic() < deadline:  # it is connecting
