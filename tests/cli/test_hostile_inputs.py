@@ -21,11 +21,9 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from maskclf.cli import app
-from tests.conftest import TINY_OVERRIDES
-from tests.helpers.cli_result import assert_clear_error_or_works
+from tests.helpers.cli_result import TINY, assert_clear_error_or_works, tiny_dataset_and_run
 
 runner = CliRunner()
-TINY = [arg for override in TINY_OVERRIDES for arg in ("-o", override)]
 
 
 @dataclass
@@ -65,14 +63,7 @@ class Workspace:
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory) -> tuple[Path, Path]:
     """A synthetic dataset and a one-epoch run trained on it (read-only templates)."""
-    root = tmp_path_factory.mktemp("hostile")
-    result = runner.invoke(app, ["make-synthetic", str(root / "data"), "--persons", "12",
-                                 "--eval-persons", "2"])
-    assert result.exit_code == 0, result.output
-    result = runner.invoke(app, ["train", "--data", str(root / "data"), "--out",
-                                 str(root / "runs"), "--name", "r", *TINY])
-    assert result.exit_code == 0, result.output
-    return root / "data", root / "runs" / "r"
+    return tiny_dataset_and_run(tmp_path_factory.mktemp("hostile"))
 
 
 @pytest.fixture

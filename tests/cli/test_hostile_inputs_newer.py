@@ -19,12 +19,10 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from maskclf.cli import app
-from tests.conftest import TINY_OVERRIDES
-from tests.helpers.cli_result import assert_clear_error_or_works
+from tests.helpers.cli_result import TINY, assert_clear_error_or_works, tiny_dataset_and_run
 
 pytest.importorskip("onnxruntime")
 runner = CliRunner()
-TINY = [arg for override in TINY_OVERRIDES for arg in ("-o", override)]
 OUTSIDE = "/tmp/maskclf-hostile-outside.onnx"
 
 
@@ -70,12 +68,7 @@ class Workspace:
 def exported(tmp_path_factory) -> tuple[Path, Path, Path]:
     """A synthetic dataset, a one-epoch two-fold run and its export (read-only templates)."""
     root = tmp_path_factory.mktemp("hostile-surfaces")
-    result = runner.invoke(app, ["make-synthetic", str(root / "data"), "--persons", "12",
-                                 "--eval-persons", "2"])
-    assert result.exit_code == 0, result.output
-    result = runner.invoke(app, ["train", "--data", str(root / "data"), "--out",
-                                 str(root / "runs"), "--name", "r", *TINY, "-o", "data.folds=2"])
-    assert result.exit_code == 0, result.output
+    tiny_dataset_and_run(root, "-o", "data.folds=2")
     result = runner.invoke(app, ["export", str(root / "runs" / "r"), "--out",
                                  str(root / "export")])
     assert result.exit_code == 0, result.output
