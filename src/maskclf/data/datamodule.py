@@ -141,17 +141,16 @@ class FoldDataModule(L.LightningDataModule):
         source = self.train_rows["source"].fillna(0).to_numpy()
         present = [(number, s.share) for number, s in enumerate(sources, start=1)
                    if (source == number).any()]
-        shared = [(number, share) for number, share in present if share]
-        pooled = np.isin(source, [number for number, share in present
-                                  if share or self.split_batchnorm])
-        epoch = (~pooled).sum() / (1 - sum(share for _, share in shared))
-        counts = [(np.flatnonzero(source == number),
-                   round(share * epoch) if share else int((source == number).sum()))
-                  for number, share in (present if self.split_batchnorm else shared)]
-        if self.split_batchnorm:
-            total = sum(count for _, count in counts)
-            counts = [(pool, count * (~pooled).sum() / total) for pool, count in counts]
-        return [(pool, max(1, round(count))) for pool, count in counts]
+        every_epoch = ~np.isin(source, [number for number, share in present if share])
+        epoch = every_epoch.sum() / (1 - sum(share or 0.0 for _, share in present))
+        per_epoch = {number: round(share * epoch) if share else int((source == number).sum())
+                     for number, share in present}  # what each source gives an epoch
+        if not self.split_batchnorm:
+            return [(np.flatnonzero(source == number), max(1, per_epoch[number]))
+                    for number, share in present if share]
+        half = (source == 0).sum() / sum(per_epoch.values())  # as many as the competition's
+        return [(np.flatnonzero(source == number), max(1, round(count * half)))
+                for number, count in per_epoch.items()]
 
     @property
     def split_batchnorm(self) -> bool:

@@ -99,6 +99,13 @@ def _sample_grid(records: pd.DataFrame, root: Path, out: Path, per_class: int, s
                       columns=3 * per_class)  # three classes a row: a readable page
 
 
+def sizes_and_formats(files: pd.DataFrame) -> tuple[pd.Series, pd.Series]:
+    """Images per ``WxH`` size and per "FORMAT MODE", most common first (from
+    :func:`image_facts` columns)."""
+    sizes = (files["width"].astype(str) + "x" + files["height"].astype(str)).value_counts()
+    return sizes, (files["format"] + " " + files["mode"]).value_counts()
+
+
 def outside_facts(sources: list[ExternalSource], data_root: Path, stats_sample: int | None,
                   seed: int) -> list[dict]:
     """Per outside source: what ``describe`` says (rows, known attributes, their values),
@@ -113,8 +120,7 @@ def outside_facts(sources: list[ExternalSource], data_root: Path, stats_sample: 
         sample = pd.Series(paths).sample(min(stats_sample or len(paths), len(paths)),
                                          random_state=seed)
         mean, std = channel_stats(list(sample))
-        sizes = (files["width"].astype(str) + "x" + files["height"].astype(str)).value_counts()
-        formats = (files["format"] + " " + files["mode"]).value_counts()
+        sizes, formats = sizes_and_formats(files)
         facts.update({"sizes": {k: int(v) for k, v in sizes.head(5).items()},
                       "formats": {k: int(v) for k, v in formats.items()},
                       "channel_mean": mean, "channel_std": std})
@@ -144,9 +150,7 @@ def run_eda(data_root: Path | str, out_dir: Path | str, per_class: int = 4,
         fill_value=0)
     gender_age.index, gender_age.columns = labels.GENDER_NAMES, labels.AGE_NAMES
     gender_age.index.name = "gender"
-    sizes = (records.assign(size=records["width"].astype(str) + "x" + records["height"]
-                            .astype(str))["size"].value_counts())
-    formats = records["format"] + " " + records["mode"]
+    sizes, formats = sizes_and_formats(records)
     odd = [(path, "; ".join(reasons)) for path, reasons in
            zip(records["path"], records.apply(odd_reasons, axis=1), strict=True) if reasons]
     sample = records.sample(min(stats_sample or len(records), len(records)), random_state=seed)
@@ -174,7 +178,7 @@ def run_eda(data_root: Path | str, out_dir: Path | str, per_class: int = 4,
         "gender_age_persons": {g: {a: int(v) for a, v in row.items()}
                                for g, row in gender_age.iterrows()},
         "sizes": {k: int(v) for k, v in sizes.head(10).items()},
-        "formats": {k: int(v) for k, v in formats.value_counts().items()},
+        "formats": {k: int(v) for k, v in formats.items()},
         "channel_mean": mean, "channel_std": std, "stats_images": len(sample),
         "odd_files": [{"path": p, "why": why} for p, why in odd],
         "figures": {k: str(v) for k, v in figures.items()}, "dir": str(out),
