@@ -44,6 +44,9 @@ def test_a_large_budget_adds_kfold_and_a_small_one_drops_candidates_first():
     assert medium.kfold_epochs == 0 and medium.candidates == names
     assert medium.stage_s["screening"] <= 600 - medium.reserve_s
     assert medium.rungs[-1].epochs == 10
+    # the members have their full 10 epochs with time to spare: four of the five go on
+    # (a larger ensemble), not two
+    assert [r.count for r in medium.rungs] == [5, 4]
     # 100 s: fewer candidates rather than a final stage under 7 epochs
     small = plan_study(100, preset, names, epoch_s, 2)
     assert small.candidates == ["c0"] and small.rungs[-1].epochs == 8
@@ -52,6 +55,22 @@ def test_a_large_budget_adds_kfold_and_a_small_one_drops_candidates_first():
     assert plan_study(25, preset, names, epoch_s, 2).rungs[-1].epochs == 1
     with pytest.raises(UsageError, match=r"give at least --budget \d+s"):
         plan_study(9, preset, names, epoch_s, 2)
+
+
+def test_the_cpu_preset_buys_full_length_members_before_screening():
+    """faces-real's measured epoch seconds (2 cores): at 30 minutes two members of the
+    preset's full 15 epochs and nothing screened; at an hour five screened, four go on;
+    at two hours the survivors k-fold."""
+    settings, configs, _ = load_preset("cpu")
+    epoch_s = {"freeze2": 48.4, "recipe": 58.9, "boundary-ages": 54.2, "half-cutmix": 54.2,
+               "multihead": 53.5}
+    names = list(configs)
+    half_hour = plan_study(1793, settings, names, epoch_s, 6.4)
+    assert half_hour.candidates == ["freeze2", "recipe"] and half_hour.kfold_epochs == 0
+    assert [(r.count, r.epochs) for r in half_hour.rungs] == [(2, 15)]
+    hour = plan_study(3590, settings, names, epoch_s, 6.4)
+    assert [(r.count, r.epochs) for r in hour.rungs] == [(5, 2), (4, 15)]
+    assert plan_study(7190, settings, names, epoch_s, 6.4).kfold_epochs >= 9
 
 
 def test_packaged_presets_build_every_candidate():

@@ -134,14 +134,17 @@ class StudyPlan:
         return self.rungs[-1].count
 
 
-def ladder(count: int, preset: Preset, final_epochs: int | None) -> list[Rung]:
+def ladder(count: int, preset: Preset, final_epochs: int | None,
+           keep: int | None = None) -> list[Rung]:
     """Successive halving from ``count`` candidates: each rung keeps ``ceil(n / eta)`` (at
-    least ``survivors``) and multiplies the epochs by ``eta``; ``final_epochs`` (when the
-    survivors are not trained k-fold) is what the last rung trains to."""
+    least ``keep``, by default the preset's ``survivors``) and multiplies the epochs by
+    ``eta``; ``final_epochs`` (when the survivors are not trained k-fold) is what the last
+    rung trains to."""
+    keep = keep or preset.survivors
     rungs = [Rung(count, preset.screen_epochs)]
-    while rungs[-1].count > preset.survivors:
+    while rungs[-1].count > keep:
         last = rungs[-1]
-        rungs.append(Rung(max(preset.survivors, math.ceil(last.count / preset.eta)),
+        rungs.append(Rung(max(keep, math.ceil(last.count / preset.eta)),
                           min(preset.max_epochs, max(last.epochs + 1, last.epochs * preset.eta))))
     if final_epochs is not None:
         rungs[-1].epochs = max(rungs[-2].epochs + 1 if len(rungs) > 1 else 1, final_epochs)
@@ -171,17 +174,21 @@ def ladder_seconds(rungs: list[Rung], epoch_s: list[float]) -> float:
 
 def plan_study(budget_s: float, preset: Preset, names: list[str], epoch_s: dict[str, float],
                network_predict_s: float) -> StudyPlan:
-    """The plan with the most candidates whose final stage (k-fold of the survivors, else
-    the last rung) still fits ``min_final_epochs`` in ``budget_s`` less the reserve for
-    prediction (``network_predict_s`` per network), selection and the report; when none
-    does, the first candidate alone for the epochs that fit. The study then trains the
-    final stage up to ``max_epochs``, as far as the time left allows."""
-    for count in range(len(names), 0, -1):
-        found = _plan_for(budget_s, preset, names[:count], epoch_s, network_predict_s,
-                          preset.min_final_epochs)
-        if found is not None:
-            return found
-    found = _plan_for(budget_s, preset, names[:1], epoch_s, network_predict_s, 1)
+    """The plan that buys breadth last, in ``budget_s`` less the reserve for prediction
+    (``network_predict_s`` per network), selection and the report: the most candidates
+    whose final stage fits — k-fold runs of at least ``min_final_epochs``, or else fold-0
+    members of their full ``max_epochs`` (on a short budget, two-epoch screening of one more
+    candidate chose by noise on faces-real, where longer members won); failing that, the
+    most candidates whose fold-0 members fit ``min_final_epochs``; failing that, the first
+    candidate alone for the epochs that fit. The study then trains the final stage as far
+    as the time left allows (up to ``max_final_epochs``)."""
+    for fold0_least in dict.fromkeys((preset.max_epochs, preset.min_final_epochs)):
+        for count in range(len(names), 0, -1):
+            found = _plan_for(budget_s, preset, names[:count], epoch_s, network_predict_s,
+                              preset.min_final_epochs, fold0_least)
+            if found is not None:
+                return found
+    found = _plan_for(budget_s, preset, names[:1], epoch_s, network_predict_s, 1, 1)
     if found is not None:  # the first candidate alone, as many epochs as fit
         return found
     cheapest = min(epoch_s.values())
@@ -193,7 +200,10 @@ def plan_study(budget_s: float, preset: Preset, names: list[str], epoch_s: dict[
 
 
 def _plan_for(budget_s: float, preset: Preset, chosen: list[str], epoch_s: dict[str, float],
-              network_predict_s: float, minimum: int) -> StudyPlan | None:
+              network_predict_s: float, kfold_least: int, fold0_least: int
+              ) -> StudyPlan | None:
+    """The plan screening ``chosen``: a k-fold stage of at least ``kfold_least`` epochs,
+    else fold-0 members of at least ``fold0_least``; None when neither fits."""
     costs = [epoch_s[n] for n in chosen]
     survivors = min(preset.survivors, len(chosen))
     screening = ladder(len(chosen), preset, None)
@@ -202,20 +212,33 @@ def _plan_for(budget_s: float, preset: Preset, chosen: list[str], epoch_s: dict[
                       for cost in sorted(costs, reverse=True)[:survivors])
     left = budget_s - reserve - ladder_seconds(screening, costs)
     fits = min(preset.max_epochs, int(left // kfold_epoch)) if left > 0 else 0
-    if fits >= minimum:
-        return StudyPlan(budget_s, chosen, screening, fits, preset.folds,
-                         {n: epoch_s[n] for n in chosen}, network_predict_s, reserve,
-                         {"screening": round(ladder_seconds(screening, costs), 1),
-                          "kfold": round(fits * kfold_epoch, 1), "finish": round(reserve, 1)})
-    reserve = reserve_seconds(budget_s, preset, network_predict_s * survivors)
-    for final in range(preset.max_epochs, minimum - 1, -1):
-        rungs = ladder(len(chosen), preset, final)
-        if ladder_seconds(rungs, costs) <= budget_s - reserve:
-            return StudyPlan(budget_s, chosen, rungs, 0, preset.folds,
-                             {n: epoch_s[n] for n in chosen}, network_predict_s, reserve,
-                             {"screening": round(ladder_seconds(rungs, costs), 1),
-                              "kfold": 0.0, "finish": round(reserve, 1)})
+    if fits >= kfold_least:
+        return _plan(budget_s, chosen, screening, fits, preset, epoch_s, network_predict_s,
+                     reserve, fits * kfold_epoch)
+    for final in range(preset.max_epochs, fold0_least - 1, -1):
+        found = None
+        for keep in range(survivors, len(chosen) + 1):  # members of full length: as many as fit
+            rungs = ladder(len(chosen), preset, final, keep)
+            reserve = reserve_seconds(budget_s, preset, network_predict_s * keep)
+            if ladder_seconds(rungs, costs) > budget_s - reserve:
+                break
+            found = _plan(budget_s, chosen, rungs, 0, preset, epoch_s, network_predict_s,
+                          reserve, 0.0)
+            if final < preset.max_epochs:
+                break
+        if found is not None:
+            return found
     return None
+
+
+def _plan(budget_s: float, chosen: list[str], rungs: list[Rung], kfold_epochs: int,
+          preset: Preset, epoch_s: dict[str, float], network_predict_s: float,
+          reserve: float, kfold_s: float) -> StudyPlan:
+    costs = [epoch_s[n] for n in chosen]
+    return StudyPlan(budget_s, chosen, rungs, kfold_epochs, preset.folds,
+                     {n: epoch_s[n] for n in chosen}, network_predict_s, reserve,
+                     {"screening": round(ladder_seconds(rungs, costs), 1),
+                      "kfold": round(kfold_s, 1), "finish": round(reserve, 1)})
 
 
 def reserve_seconds(budget_s: float, preset: Preset, predict_s: float) -> float:

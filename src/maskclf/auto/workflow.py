@@ -98,7 +98,7 @@ def _work(data: Path, checked: CheckedAuto, study: optuna.Study, clock: BudgetCl
     n_val = math.ceil(len(records) / settings.folds)
     plan = open_plan(folder, checked.identity, settings, configs, len(records) - n_val, n_val,
                      len(info), clock.left())
-    _log_plan(plan, settings.max_epochs)
+    _log_plan(plan, settings.final_epochs_cap)
     work = Work(study, plan, settings, configs, folder, data, clock)
     from maskclf.auto.finish import finish
 
@@ -152,7 +152,7 @@ def _build_caches(data: Path, configs: dict, paths: list[str], outside: list[str
         built.add(key)
 
 
-def _log_plan(plan: StudyPlan, max_epochs: int) -> None:
+def _log_plan(plan: StudyPlan, most_epochs: int) -> None:
     """The plan in one line: what is screened, what the members are, what is kept."""
     if len(plan.rungs) > 1:
         screening = "successive halving on fold 0: " + ", then ".join(
@@ -163,7 +163,7 @@ def _log_plan(plan: StudyPlan, max_epochs: int) -> None:
     final = (f"{plan.survivors} x {plan.folds}-fold runs" if plan.kfold_epochs
              else f"{plan.rungs[-1].count} x fold 0")
     expected = plan.kfold_epochs or plan.rungs[-1].epochs
-    log.info("auto plan for %s: %d candidates (%s); %s; members: %s, up to %d epochs (%d "
-             "expected to fit); %s kept to choose the ensemble and predict",
+    log.info("auto plan for %s: %d candidates (%s); %s; members: %s, %d epochs expected to "
+             "fit (up to %d when time is left); %s kept to choose the ensemble and predict",
              duration(plan.budget_s), len(plan.candidates), ", ".join(plan.candidates),
-             screening, final, max_epochs, expected, duration(plan.reserve_s))
+             screening, final, expected, most_epochs, duration(plan.reserve_s))
