@@ -60,7 +60,8 @@ def test_a_large_budget_adds_kfold_and_a_small_one_drops_candidates_first():
 def test_the_cpu_preset_buys_full_length_members_before_screening():
     """faces-real's measured epoch seconds (2 cores): at 30 minutes two members of the
     preset's full 15 epochs and nothing screened; at an hour five screened, four go on;
-    at two hours the survivors k-fold."""
+    at two hours the survivors k-fold. Members are never cut short for one more screened
+    candidate."""
     settings, configs, _ = load_preset("cpu")
     epoch_s = {"freeze2": 48.4, "recipe": 58.9, "boundary-ages": 54.2, "half-cutmix": 54.2,
                "multihead": 53.5}
@@ -71,6 +72,12 @@ def test_the_cpu_preset_buys_full_length_members_before_screening():
     hour = plan_study(3590, settings, names, epoch_s, 6.4)
     assert [(r.count, r.epochs) for r in hour.rungs] == [(5, 2), (4, 15)]
     assert plan_study(7190, settings, names, epoch_s, 6.4).kfold_epochs >= 9
+    # with an outside source (40 % of each epoch: slower epochs) two members of 15 epochs
+    # do not fit half an hour: shorter members, still nothing screened
+    settings, configs, _ = load_preset("cpu", {Path("/faces"): 300})
+    outside = plan_study(1793, settings, list(configs), {**epoch_s, "outside": 98.0}, 6.4)
+    assert outside.candidates == ["outside", "freeze2"]
+    assert [(r.count, r.epochs) for r in outside.rungs] == [(2, 12)]
 
 
 def test_packaged_presets_build_every_candidate():

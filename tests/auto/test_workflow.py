@@ -96,6 +96,11 @@ def test_auto_ends_within_its_budget_with_a_valid_submission_and_then_resumes(
         "plain", "focal", "slow-lr"}
     report = (out / "study" / "report.md").read_text()
     assert "## Selection" in report and "## Time per stage" in report
+    # where the time went: the start (check, caches, probe), the units and finish, within
+    # what was spent
+    spent = summary["stages"]["spent_s"]
+    assert list(spent)[0] == "start" and spent["start"] > 0
+    assert sum(spent.values()) <= summary["elapsed_s"] + 0.5
     assert (out / "study" / "progress.png").stat().st_size > 1000
 
     # the same command again: the finished study's summary, nothing trained again

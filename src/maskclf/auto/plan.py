@@ -175,22 +175,27 @@ def ladder_seconds(rungs: list[Rung], epoch_s: list[float]) -> float:
 def plan_study(budget_s: float, preset: Preset, names: list[str], epoch_s: dict[str, float],
                network_predict_s: float) -> StudyPlan:
     """The plan that buys breadth last, in ``budget_s`` less the reserve for prediction
-    (``network_predict_s`` per network), selection and the report: the most candidates
-    whose final stage fits — k-fold runs of at least ``min_final_epochs``, or else fold-0
-    members of their full ``max_epochs`` (on a short budget, two-epoch screening of one more
-    candidate chose by noise on faces-real, where longer members won); failing that, the
-    most candidates whose fold-0 members fit ``min_final_epochs``; failing that, the first
-    candidate alone for the epochs that fit. The study then trains the final stage as far
-    as the time left allows (up to ``max_final_epochs``)."""
-    for fold0_least in dict.fromkeys((preset.max_epochs, preset.min_final_epochs)):
-        for count in range(len(names), 0, -1):
-            found = _plan_for(budget_s, preset, names[:count], epoch_s, network_predict_s,
-                              preset.min_final_epochs, fold0_least)
-            if found is not None:
-                return found
-    found = _plan_for(budget_s, preset, names[:1], epoch_s, network_predict_s, 1, 1)
-    if found is not None:  # the first candidate alone, as many epochs as fit
-        return found
+    (``network_predict_s`` per network), selection and the report: the most candidates (at
+    least ``survivors``) whose survivors' k-fold runs fit ``min_final_epochs``; else members on fold 0 as long
+    as fit, from ``max_epochs`` down to ``min_final_epochs``, each length with the most
+    candidates that fit it (at least ``survivors``, an ensemble); else the first candidate
+    alone, as many epochs as fit. On a short budget, two-epoch screening of more candidates
+    chose by noise on faces-real, where longer members won. Members of full length with
+    time to spare become more survivors (a larger ensemble); the study then trains the final
+    stage as far as the time left allows (up to ``max_final_epochs``)."""
+    members = min(preset.survivors, len(names))
+    for count in range(len(names), members - 1, -1):
+        found = _kfold_plan(budget_s, preset, names[:count], epoch_s, network_predict_s)
+        if found is not None:
+            return found
+    for fewest, least in ((members, preset.min_final_epochs), (1, preset.min_final_epochs),
+                          (1, 1)):
+        for final in range(preset.max_epochs, least - 1, -1):
+            for count in range(len(names), fewest - 1, -1):
+                found = _fold0_plan(budget_s, preset, names[:count], epoch_s,
+                                    network_predict_s, final)
+                if found is not None:
+                    return found
     cheapest = min(epoch_s.values())
     reserve = reserve_seconds(budget_s, preset, network_predict_s)
     raise UsageError(f"a budget of {budget_s:.0f}s cannot train one candidate for one epoch "
@@ -199,11 +204,10 @@ def plan_study(budget_s: float, preset: Preset, names: list[str], epoch_s: dict[
                      f"{math.ceil((cheapest + reserve) * 1.3)}s")
 
 
-def _plan_for(budget_s: float, preset: Preset, chosen: list[str], epoch_s: dict[str, float],
-              network_predict_s: float, kfold_least: int, fold0_least: int
-              ) -> StudyPlan | None:
-    """The plan screening ``chosen``: a k-fold stage of at least ``kfold_least`` epochs,
-    else fold-0 members of at least ``fold0_least``; None when neither fits."""
+def _kfold_plan(budget_s: float, preset: Preset, chosen: list[str], epoch_s: dict[str, float],
+                network_predict_s: float) -> StudyPlan | None:
+    """Screening ``chosen``, then its survivors k-fold for at least ``min_final_epochs``
+    (up to ``max_epochs``); None when that does not fit."""
     costs = [epoch_s[n] for n in chosen]
     survivors = min(preset.survivors, len(chosen))
     screening = ladder(len(chosen), preset, None)
@@ -212,23 +216,28 @@ def _plan_for(budget_s: float, preset: Preset, chosen: list[str], epoch_s: dict[
                       for cost in sorted(costs, reverse=True)[:survivors])
     left = budget_s - reserve - ladder_seconds(screening, costs)
     fits = min(preset.max_epochs, int(left // kfold_epoch)) if left > 0 else 0
-    if fits >= kfold_least:
-        return _plan(budget_s, chosen, screening, fits, preset, epoch_s, network_predict_s,
-                     reserve, fits * kfold_epoch)
-    for final in range(preset.max_epochs, fold0_least - 1, -1):
-        found = None
-        for keep in range(survivors, len(chosen) + 1):  # members of full length: as many as fit
-            rungs = ladder(len(chosen), preset, final, keep)
-            reserve = reserve_seconds(budget_s, preset, network_predict_s * keep)
-            if ladder_seconds(rungs, costs) > budget_s - reserve:
-                break
-            found = _plan(budget_s, chosen, rungs, 0, preset, epoch_s, network_predict_s,
-                          reserve, 0.0)
-            if final < preset.max_epochs:
-                break
-        if found is not None:
-            return found
-    return None
+    if fits < preset.min_final_epochs:
+        return None
+    return _plan(budget_s, chosen, screening, fits, preset, epoch_s, network_predict_s,
+                 reserve, fits * kfold_epoch)
+
+
+def _fold0_plan(budget_s: float, preset: Preset, chosen: list[str], epoch_s: dict[str, float],
+                network_predict_s: float, final: int) -> StudyPlan | None:
+    """Screening ``chosen`` until its survivors train ``final`` epochs on fold 0; at the
+    full ``max_epochs``, as many survivors as fit. None when not even the preset's fit."""
+    costs = [epoch_s[n] for n in chosen]
+    found = None
+    for keep in range(min(preset.survivors, len(chosen)), len(chosen) + 1):
+        rungs = ladder(len(chosen), preset, final, keep)
+        reserve = reserve_seconds(budget_s, preset, network_predict_s * keep)
+        if ladder_seconds(rungs, costs) > budget_s - reserve:
+            break
+        found = _plan(budget_s, chosen, rungs, 0, preset, epoch_s, network_predict_s, reserve,
+                      0.0)
+        if final < preset.max_epochs:
+            break
+    return found
 
 
 def _plan(budget_s: float, chosen: list[str], rungs: list[Rung], kfold_epochs: int,

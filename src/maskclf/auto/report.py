@@ -39,6 +39,7 @@ def write_report(work: Work, result: dict) -> dict:
     folder, plan = work.folder, work.plan
     rows = candidate_rows(work)
     spent: dict[str, float] = defaultdict(float)
+    spent["start"] = work.clock.budget_s - plan.budget_s  # checks, caches, speed probe
     for row in rows:
         spent[row["stage"]] += row["seconds"] or 0.0
     spent["finish"] = result["finish_s"]
@@ -97,8 +98,10 @@ def _table(rows: list[dict], columns: list[str]) -> list[str]:
 
 def _markdown(folder: StudyFolder, summary: dict) -> str:
     plan = summary["plan"]
-    rungs = [{"stage": f"screening rung {i}", "candidates": r["count"],
-              "epochs": r["epochs"], "folds": "fold 0"} for i, r in enumerate(plan["rungs"])]
+    last = len(plan["rungs"]) - 1
+    rungs = [{"stage": f"members, rung {i}" if i == last and not plan["kfold_epochs"]
+              else f"screening rung {i}", "candidates": r["count"], "epochs": r["epochs"],
+              "folds": "fold 0"} for i, r in enumerate(plan["rungs"])]
     if plan["kfold_epochs"]:
         rungs.append({"stage": "k-fold", "candidates": plan["rungs"][-1]["count"],
                       "epochs": plan["kfold_epochs"], "folds": plan["folds"]})
@@ -141,7 +144,8 @@ def _markdown(folder: StudyFolder, summary: dict) -> str:
         "## Time per stage", "", *_table(stages, ["stage", "planned_s", "spent_s"]), "",
         f"Spent {summary['elapsed_s'] / summary['budget_s']:.0%} of the budget; "
         f"{duration(max(0.0, summary['budget_s'] - summary['elapsed_s']))} left unspent. "
-        "The members' runs are re-planned from the pace measured when they start (their "
+        "The start is the data check, the decode-once caches and the speed probe. The "
+        "members' runs are re-planned from the pace measured when they start (their "
         "epochs above), so time that dropped candidates or fast runs freed goes to them.", "",
         f"![best macro F1 against wall time]({StudyFolder.PROGRESS})", "",
     ]
