@@ -176,13 +176,13 @@ def plan_study(budget_s: float, preset: Preset, names: list[str], epoch_s: dict[
                network_predict_s: float) -> StudyPlan:
     """The plan that buys breadth last, in ``budget_s`` less the reserve for prediction
     (``network_predict_s`` per network), selection and the report: the most candidates (at
-    least ``survivors``) whose survivors' k-fold runs fit ``min_final_epochs``; else members on fold 0 as long
-    as fit, from ``max_epochs`` down to ``min_final_epochs``, each length with the most
-    candidates that fit it (at least ``survivors``, an ensemble); else the first candidate
-    alone, as many epochs as fit. On a short budget, two-epoch screening of more candidates
-    chose by noise on faces-real, where longer members won. Members of full length with
-    time to spare become more survivors (a larger ensemble); the study then trains the final
-    stage as far as the time left allows (up to ``max_final_epochs``)."""
+    least ``survivors``) whose survivors' k-fold runs fit ``min_final_epochs``; else members
+    on fold 0 as long as fit, from ``max_epochs`` down to ``min_final_epochs``, each length
+    with the most candidates that fit it (at least ``survivors``, an ensemble); else the
+    first candidate alone, as many epochs as fit. On a short budget, two-epoch screening of
+    more candidates chose by noise on faces-real, where longer members won. Members of full
+    length with time to spare become more survivors (a larger ensemble); the study then
+    trains the final stage as far as the time left allows (up to ``max_final_epochs``)."""
     members = min(preset.survivors, len(names))
     for count in range(len(names), members - 1, -1):
         found = _kfold_plan(budget_s, preset, names[:count], epoch_s, network_predict_s)
