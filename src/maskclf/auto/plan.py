@@ -225,7 +225,8 @@ def _kfold_plan(budget_s: float, preset: Preset, chosen: list[str], epoch_s: dic
 def _fold0_plan(budget_s: float, preset: Preset, chosen: list[str], epoch_s: dict[str, float],
                 network_predict_s: float, final: int) -> StudyPlan | None:
     """Screening ``chosen`` until its survivors train ``final`` epochs on fold 0; at the
-    full ``max_epochs``, as many survivors as fit. None when not even the preset's fit."""
+    full ``max_epochs``, as many survivors as fit. None when not even the preset's
+    ``survivors`` fit."""
     costs = [epoch_s[n] for n in chosen]
     found = None
     for keep in range(min(preset.survivors, len(chosen)), len(chosen) + 1):
