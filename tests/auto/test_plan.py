@@ -60,8 +60,8 @@ def test_a_large_budget_adds_kfold_and_a_small_one_drops_candidates_first():
 def test_the_cpu_preset_buys_full_length_members_before_screening():
     """faces-real's measured epoch seconds (2 cores): at 30 minutes two members of the
     preset's full 15 epochs and nothing screened; at an hour five screened, four go on;
-    at two hours the survivors k-fold. Members are never cut short for one more screened
-    candidate."""
+    at an hour and a half or two the survivors k-fold. Members are never cut short for one
+    more screened candidate."""
     settings, configs, _ = load_preset("cpu")
     epoch_s = {"freeze2": 48.4, "recipe": 58.9, "boundary-ages": 54.2, "half-cutmix": 54.2,
                "multihead": 53.5}
@@ -72,6 +72,10 @@ def test_the_cpu_preset_buys_full_length_members_before_screening():
     hour = plan_study(3590, settings, names, epoch_s, 6.4)
     assert [(r.count, r.epochs) for r in hour.rungs] == [(5, 2), (4, 15)]
     assert plan_study(7190, settings, names, epoch_s, 6.4).kfold_epochs >= 9
+    # an hour and a half: the first two k-fold, with no two-epoch screening both would pass
+    hour_and_half = plan_study(5400, settings, names, epoch_s, 6.4)
+    assert hour_and_half.rungs == [] and hour_and_half.kfold_epochs >= 9
+    assert hour_and_half.candidates == ["freeze2", "recipe"]
     # with an outside source (40 % of each epoch: slower epochs) two members of 15 epochs
     # do not fit half an hour: shorter members, still nothing screened
     settings, configs, _ = load_preset("cpu", {Path("/faces"): 300})
@@ -218,7 +222,7 @@ def _work(tmp_path, rungs, kfold_epochs=0):
     from maskclf.auto.plan import Rung, StudyPlan
     from maskclf.auto.schedule import Work
 
-    names = ["a", "b", "c"][:rungs[0][0]]
+    names = ["a", "b", "c"][:rungs[0][0] if rungs else 2]
     plan = StudyPlan(1000.0, names, [Rung(*r) for r in rungs], kfold_epochs, 3,
                      dict.fromkeys(names, 10.0), 1.0, 50.0)
     study = optuna.create_study(study_name="s", storage=f"sqlite:///{tmp_path / 's.db'}",
@@ -264,6 +268,17 @@ def test_a_rung_waits_for_the_one_before_and_takes_its_best(tmp_path):
     # on time, a unit whose share is under its need x headroom gets the headroom
     work.plan.reserve_s = 900 - 285.0  # 285 s left: need 20, the rest 260
     assert work.allotment(Unit("screening", "b", 1)) == pytest.approx(24.0)
+
+
+def test_without_candidates_to_screen_the_kfold_runs_come_first(tmp_path):
+    from maskclf.auto.schedule import Unit
+
+    work, _ = _work(tmp_path, [], kfold_epochs=4)  # two candidates, two survivors
+    assert work.plan.survivors == 2
+    assert [u.id for u in work.stages()[0]] == ["kfold-a", "kfold-b"]
+    assert work.next_unit() == Unit("kfold", "a")
+    # half the time left less the reserve: 3 folds x 4 epochs x 10 s, twice
+    assert work.allotment(Unit("kfold", "a")) == pytest.approx(850 * 120 / 240)
 
 
 def test_a_member_is_replanned_to_the_epochs_its_time_fits_at_the_measured_pace():

@@ -131,7 +131,7 @@ class StudyPlan:
 
     @property
     def survivors(self) -> int:
-        return self.rungs[-1].count
+        return self.rungs[-1].count if self.rungs else len(self.candidates)
 
 
 def ladder(count: int, preset: Preset, final_epochs: int | None,
@@ -207,10 +207,11 @@ def plan_study(budget_s: float, preset: Preset, names: list[str], epoch_s: dict[
 def _kfold_plan(budget_s: float, preset: Preset, chosen: list[str], epoch_s: dict[str, float],
                 network_predict_s: float) -> StudyPlan | None:
     """Screening ``chosen``, then its survivors k-fold for at least ``min_final_epochs``
-    (up to ``max_epochs``); None when that does not fit."""
+    (up to ``max_epochs``); None when that does not fit. No more candidates than survivors:
+    nothing to screen, the k-fold runs come first."""
     costs = [epoch_s[n] for n in chosen]
     survivors = min(preset.survivors, len(chosen))
-    screening = ladder(len(chosen), preset, None)
+    screening = ladder(len(chosen), preset, None) if len(chosen) > survivors else []
     reserve = reserve_seconds(budget_s, preset, network_predict_s * preset.folds * survivors)
     kfold_epoch = sum(kfold_seconds(preset.folds, 1, cost)
                       for cost in sorted(costs, reverse=True)[:survivors])

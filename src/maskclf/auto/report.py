@@ -103,7 +103,8 @@ def _markdown(folder: StudyFolder, summary: dict) -> str:
               else f"screening rung {i}", "candidates": r["count"], "epochs": r["epochs"],
               "folds": "fold 0"} for i, r in enumerate(plan["rungs"])]
     if plan["kfold_epochs"]:
-        rungs.append({"stage": "k-fold", "candidates": plan["rungs"][-1]["count"],
+        rungs.append({"stage": "k-fold", "candidates": plan["rungs"][-1]["count"]
+                      if plan["rungs"] else len(plan["candidates"]),
                       "epochs": plan["kfold_epochs"], "folds": plan["folds"]})
     members = [m for m in summary["members"] if m["weight"] > 0]
     stages = [{"stage": k, "planned_s": summary["stages"]["planned_s"].get(k),

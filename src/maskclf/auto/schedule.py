@@ -135,7 +135,7 @@ class Work:
                 break
             stages.append([Unit("screening", c, rung_index) for c in alive])
         if self.plan.kfold_epochs and alive:
-            last = stages[-1]
+            last = stages[-1] if stages else []  # no screening: the k-fold runs first
             if any(u.id not in done for u in last):
                 return stages + [WAIT]
             stages.append([Unit("kfold", c) for c in alive])
