@@ -179,7 +179,7 @@ def plan_study(budget_s: float, preset: Preset, names: list[str], epoch_s: dict[
     least ``survivors``) whose survivors' k-fold runs fit ``min_final_epochs``; else members
     on fold 0 as long as fit, from ``max_epochs`` down to ``min_final_epochs``, each length
     with the most candidates that fit it (at least ``survivors``, an ensemble); else the
-    first candidate alone, as many epochs as fit. On a short budget, two-epoch screening of
+    longest members that fit at all, fewer or shorter. On a short budget, two-epoch screening of
     more candidates chose by noise on faces-real, where longer members won. Members of full
     length with time to spare become more survivors (a larger ensemble); the study then
     trains the final stage as far as the time left allows (up to ``max_final_epochs``)."""
@@ -188,8 +188,7 @@ def plan_study(budget_s: float, preset: Preset, names: list[str], epoch_s: dict[
         found = _kfold_plan(budget_s, preset, names[:count], epoch_s, network_predict_s)
         if found is not None:
             return found
-    for fewest, least in ((members, preset.min_final_epochs), (1, preset.min_final_epochs),
-                          (1, 1)):
+    for fewest, least in ((members, preset.min_final_epochs), (1, 1)):
         for final in range(preset.max_epochs, least - 1, -1):
             for count in range(len(names), fewest - 1, -1):
                 found = _fold0_plan(budget_s, preset, names[:count], epoch_s,
@@ -229,16 +228,15 @@ def _fold0_plan(budget_s: float, preset: Preset, chosen: list[str], epoch_s: dic
     full ``max_epochs``, as many survivors as fit. None when not even the preset's
     ``survivors`` fit."""
     costs = [epoch_s[n] for n in chosen]
+    fewest = min(preset.survivors, len(chosen))
     found = None
-    for keep in range(min(preset.survivors, len(chosen)), len(chosen) + 1):
+    for keep in range(fewest, (len(chosen) if final == preset.max_epochs else fewest) + 1):
         rungs = ladder(len(chosen), preset, final, keep)
         reserve = reserve_seconds(budget_s, preset, network_predict_s * keep)
         if ladder_seconds(rungs, costs) > budget_s - reserve:
             break
         found = _plan(budget_s, chosen, rungs, 0, preset, epoch_s, network_predict_s, reserve,
                       0.0)
-        if final < preset.max_epochs:
-            break
     return found
 
 

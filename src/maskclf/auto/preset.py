@@ -71,7 +71,8 @@ class Preset(BaseModel):
     candidate, runs faster than the probe said): the final stage is re-planned from the
     pace measured by then. Default: 1.5 x ``max_epochs``."""
     min_final_epochs: int = Field(7, ge=1)
-    """Fewer candidates are screened rather than the final stage fit fewer epochs."""
+    """The fewest epochs of a k-fold stage; fold-0 members are shortened down to this many
+    before fewer than ``survivors`` candidates are kept."""
     survivors: int = Field(2, ge=1)
     """Candidates left after screening: trained k-fold when the budget allows."""
     average_checkpoints: int = Field(3, ge=0)

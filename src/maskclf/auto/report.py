@@ -11,6 +11,7 @@ from matplotlib.figure import Figure
 
 from maskclf.atomic import atomic_write_text, write_json
 from maskclf.auto.folder import StudyFolder
+from maskclf.auto.plan import StudyPlan
 from maskclf.auto.schedule import Work
 from maskclf.reports.plots import save
 from maskclf.tables import markdown_table
@@ -103,8 +104,7 @@ def _markdown(folder: StudyFolder, summary: dict) -> str:
               else f"screening rung {i}", "candidates": r["count"], "epochs": r["epochs"],
               "folds": "fold 0"} for i, r in enumerate(plan["rungs"])]
     if plan["kfold_epochs"]:
-        rungs.append({"stage": "k-fold", "candidates": plan["rungs"][-1]["count"]
-                      if plan["rungs"] else len(plan["candidates"]),
+        rungs.append({"stage": "k-fold", "candidates": StudyPlan.from_dict(plan).survivors,
                       "epochs": plan["kfold_epochs"], "folds": plan["folds"]})
     members = [m for m in summary["members"] if m["weight"] > 0]
     stages = [{"stage": k, "planned_s": summary["stages"]["planned_s"].get(k),
