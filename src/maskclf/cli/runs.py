@@ -31,6 +31,36 @@ def score(
 
 
 @command()
+def compare(
+    inputs: Annotated[list[Path], typer.Argument(
+        help="Runs (their out-of-fold rows) or prediction files / submissions; each is "
+             "compared with the first.")],
+    labels_file: Annotated[Path | None, typer.Option(
+        "--labels", help="Labels with persons (ImageID, class, person or person_id): needed "
+                         "for prediction files, optional for runs.")] = None,
+    draws: Annotated[int, typer.Option(help="Bootstrap draws of persons.")] = 1000,
+    seed: Annotated[int, typer.Option(help="Seed of the draws.")] = 0,
+    plot: Annotated[Path | None, typer.Option(
+        help="Write a forest plot of the differences (PNG).")] = None,
+    *, show: Console,
+) -> dict:
+    """Paired comparison: every metric of each input against the first, on the same
+    resampled persons, with its 95% interval and a verdict (better / worse / within noise)."""
+    from maskclf.results.compare import compare as compare_inputs
+    from maskclf.results.compare import differences_table
+
+    result = compare_inputs(inputs, labels_file, draws, seed, plot)
+    show.print(render.frame_table(
+        f"{result['images']} images of {result['persons']} persons, {result['draws']} draws: "
+        f"each input against {result['reference']}", differences_table(result)))
+    for line in result["notes"]:
+        show.print(f"note: {line}", markup=False)
+    if plot is not None:
+        show.print(f"forest plot: {plot}", markup=False)
+    return result
+
+
+@command()
 def validate(
     submission: Annotated[Path, typer.Argument(help="submission.csv to check.")],
     info: Annotated[Path, typer.Option("--info", help="eval/info.csv", exists=True,

@@ -44,7 +44,7 @@ def align(tables: list[pd.DataFrame], sources: list[str]) -> list[pd.DataFrame]:
     return aligned
 
 
-def _classes(table: pd.DataFrame) -> np.ndarray:
+def classes_of(table: pd.DataFrame) -> np.ndarray:
     """Class per row of a submission (``ans``) or a prediction file (argmax)."""
     if "ans" in table.columns:
         return table["ans"].to_numpy(dtype=int)
@@ -91,7 +91,7 @@ def hard_vote(paths: list[Path], per_attribute: bool = False) -> pd.DataFrame:
     ``per_attribute`` votes mask, gender and age separately, then combines them.
     """
     tables = align([read_any(p) for p in paths], [str(p) for p in paths])
-    votes = np.stack([_classes(t) for t in tables], axis=1)
+    votes = np.stack([classes_of(t) for t in tables], axis=1)
     if per_attribute:
         mask, gender, age = (majority(part) for part in labels.decode_class(votes))
         answer = labels.encode_class(mask, gender, age)
@@ -112,7 +112,7 @@ def soft_vote_per_attribute(paths: list[Path], weights: list[float] | None = Non
 def diff(path_a: Path | str, path_b: Path | str, top: int = 10) -> dict:
     """How two submissions or prediction files differ: share, per attribute, transitions."""
     a, b = align([read_any(path_a), read_any(path_b)], [str(path_a), str(path_b)])
-    classes_a, classes_b = _classes(a), _classes(b)
+    classes_a, classes_b = classes_of(a), classes_of(b)
     changed = classes_a != classes_b
     parts_a, parts_b = labels.decode_class(classes_a), labels.decode_class(classes_b)
     transitions = Counter(zip(classes_a[changed].tolist(), classes_b[changed].tolist(),

@@ -1,0 +1,112 @@
+"""``maskclf compare``: paired over persons, on the images every input shares."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from maskclf.atomic import write_csv
+from maskclf.cli import app
+from maskclf.errors import InputFileError, UsageError
+from maskclf.results.compare import compare
+from maskclf.results.submission import oof_table, prediction_table
+from tests.helpers.cli_result import assert_clear_error_or_works
+
+PERSONS, IMAGES = 80, 7
+
+
+def _truth(seed: int = 0):
+    rng = np.random.default_rng(seed)
+    person = np.repeat([f"p{i:03d}" for i in range(PERSONS)], IMAGES)
+    ids = [f"{p}/img{i % IMAGES}.jpg" for i, p in enumerate(person)]
+    return rng, np.array(ids), rng.integers(0, 18, len(ids)), person
+
+
+def _probs(rng, truth, right: float) -> np.ndarray:
+    classes = np.where(rng.random(len(truth)) < right, truth, rng.integers(0, 18, len(truth)))
+    probs = np.full((len(truth), 18), 0.01)
+    probs[np.arange(len(truth)), classes] = 0.83
+    return probs
+
+
+def fake_run(folder: Path, ids, probs, truth, person) -> Path:
+    """A run directory as ``compare`` reads it: its config and its out-of-fold rows."""
+    folder.mkdir(parents=True)
+    (folder / "config.yaml").write_text("seed: 42\n")
+    write_csv(oof_table(ids, probs, np.zeros(len(ids)), truth, person), folder / "oof.csv")
+    return folder
+
+
+@pytest.fixture
+def two_runs(tmp_path):
+    rng, ids, truth, person = _truth()
+    weak = fake_run(tmp_path / "weak", ids, _probs(rng, truth, 0.4), truth, person)
+    strong = fake_run(tmp_path / "strong", ids, _probs(rng, truth, 0.8), truth, person)
+    return weak, strong
+
+
+def test_runs_compare_on_their_own_labels_and_a_clear_gain_is_better(two_runs, tmp_path):
+    weak, strong = two_runs
+    result = compare([weak, strong, weak], draws=300, plot=tmp_path / "forest.png")
+    assert (result["images"], result["persons"], result["reference"]) == (
+        PERSONS * IMAGES, PERSONS, "weak")
+    assert set(result["systems"][1]["verdict"].values()) == {"better"}
+    assert set(result["systems"][2]["verdict"].values()) == {"within noise"}  # itself
+    gain = result["systems"][1]["difference"]["macro_f1"]
+    assert 0 < gain["low"] < gain["value"] < gain["high"]
+    assert (tmp_path / "forest.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_runs_on_other_persons_are_compared_where_they_overlap(tmp_path):
+    rng, ids, truth, person = _truth()
+    half = len(ids) // 2
+    a = fake_run(tmp_path / "a", ids, _probs(rng, truth, 0.6), truth, person)
+    b = fake_run(tmp_path / "b", ids[half:], _probs(rng, truth, 0.6)[half:], truth[half:],
+                 person[half:])
+    result = compare([a, b], draws=200)
+    assert result["images"] == len(ids) - half
+    assert any("not in every input" in note for note in result["notes"])
+    c = fake_run(tmp_path / "c", ids[:half], _probs(rng, truth, 0.6)[:half], truth[:half],
+                 person[:half])
+    with pytest.raises(InputFileError, match="no image is in every input"):
+        compare([b, c], draws=200)
+
+
+def test_prediction_files_need_labels_with_persons(tmp_path):
+    rng, ids, truth, person = _truth()
+    files = []
+    for name, right in (("a.csv", 0.4), ("b.csv", 0.8)):
+        write_csv(prediction_table(ids, _probs(rng, truth, right)), tmp_path / name)
+        files.append(tmp_path / name)
+    with pytest.raises(UsageError, match="--labels"):
+        compare(files, draws=200)
+    labels = pd.DataFrame({"ImageID": ids, "class": truth, "person_id": person})
+    write_csv(labels, tmp_path / "labels.csv")
+    result = compare(files, tmp_path / "labels.csv", draws=200)
+    assert result["systems"][1]["verdict"]["macro_f1"] == "better"
+    write_csv(labels.drop(columns="person_id"), tmp_path / "nobody.csv")
+    with pytest.raises(InputFileError, match="names no persons"):
+        compare(files, tmp_path / "nobody.csv", draws=200)
+
+
+def test_the_command_prints_the_table_and_refuses_bad_requests(two_runs, tmp_path):
+    weak, strong = two_runs
+    runner = CliRunner()
+    result = runner.invoke(app, ["compare", str(weak), str(strong), "--draws", "200"])
+    assert result.exit_code == 0, result.output
+    assert "better" in result.output and "vs first" in result.output
+    no_oof = tmp_path / "no-oof"
+    no_oof.mkdir()
+    (no_oof / "config.yaml").write_text("seed: 1\n")
+    for args, fragment in (([str(weak)], "at least two"),
+                           ([str(weak), str(no_oof)], "no validation rows"),
+                           ([str(weak), str(strong), "--draws", "5"], "--draws 5"),
+                           ([str(weak), str(tmp_path / "absent")], "does not exist"),
+                           ([str(weak), str(strong), "--plot", str(tmp_path)], "is a folder")):
+        outcome = runner.invoke(app, ["compare", *args])
+        assert_clear_error_or_works(outcome, 2, fragment)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["no-oof", "strong", "weak"]
