@@ -39,7 +39,9 @@ seeds of the draws at 1,000 on a few hundred persons."""
 LEVEL = 0.95
 SEED = 0
 """The draws' seed: the same inputs always give the same interval."""
-VERDICTS = ("better", "worse", "within noise")
+PERSON_COLUMNS = ("person", "person_id")
+"""A labels file names persons in one of these columns (the eval labels of this project's
+real-photo set use ``person_id``)."""
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,7 @@ from sklearn.metrics import accuracy_score, confusion_matrix, f1_score
 
 from maskclf import labels
 from maskclf.errors import InputFileError
+from maskclf.intervals import PERSON_COLUMNS, summary_intervals
 from maskclf.tables import check_rows, read_table
 
 TRAIN_LOSS_STEP = "train/loss_step"
@@ -64,27 +65,40 @@ def score(y_true, y_pred) -> dict:
     }
 
 
+def score_with_interval(y_true, y_pred, persons) -> dict:
+    """:func:`score` plus ``interval``: each figure's person-bootstrap interval (persons are
+    the unit: one person's photos are not independent)."""
+    return {**score(y_true, y_pred), "interval": summary_intervals(y_true, y_pred, persons)}
+
+
 def confusion(y_true, y_pred) -> np.ndarray:
     """18 x 18 confusion matrix (rows: true class, columns: predicted)."""
     return confusion_matrix(y_true, y_pred, labels=range(labels.NUM_CLASSES))
 
 
 def score_files(submission_path, labels_path) -> dict:
-    """Score ``submission.csv`` (ImageID,ans) against a labels file (ImageID,class) by id."""
+    """Score ``submission.csv`` (ImageID,ans) against a labels file (ImageID,class) by id;
+    ``interval`` holds each figure's person-bootstrap interval when the labels name persons
+    (a ``person`` or ``person_id`` column), else None."""
     tables = {}
     for role, path, column in (("submission", submission_path, "ans"),
                                ("labels", labels_path, "class")):
         table = check_rows(read_table(path, ("ImageID", column), f"{role} file",
                                       dtype={"ImageID": str}), path, f"{role} file")
-        tables[role] = table.set_index("ImageID")[column]
-    submission, truth = tables["submission"], tables["labels"]
+        tables[role] = table.set_index("ImageID")
+    person = next((c for c in PERSON_COLUMNS if c in tables["labels"].columns), None)
+    submission, truth = tables["submission"]["ans"], tables["labels"]["class"]
     missing, extra = truth.index.difference(submission.index), submission.index.difference(
         truth.index)
     if len(missing) or len(extra):
         raise InputFileError(f"{submission_path} and {labels_path} hold different ImageIDs: "
                          f"{len(missing)} labelled image(s) not predicted, {len(extra)} "
                          "predicted image(s) without a label")
-    return score(truth.to_numpy(), submission.loc[truth.index].to_numpy())
+    predicted = submission.loc[truth.index].to_numpy()
+    if person is None:
+        return {**score(truth.to_numpy(), predicted), "interval": None}
+    return score_with_interval(truth.to_numpy(), predicted,
+                               tables["labels"][person].astype(str).to_numpy())
 
 
 def attribute_confusions(y_true, y_pred) -> dict[str, np.ndarray]:

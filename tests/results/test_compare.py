@@ -110,3 +110,29 @@ def test_the_command_prints_the_table_and_refuses_bad_requests(two_runs, tmp_pat
         outcome = runner.invoke(app, ["compare", *args])
         assert_clear_error_or_works(outcome, 2, fragment)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["no-oof", "strong", "weak"]
+
+
+def test_score_gives_intervals_when_the_labels_name_persons(tmp_path):
+    from maskclf.metrics import score_files
+
+    rng, ids, truth, person = _truth()
+    classes = np.where(rng.random(len(ids)) < 0.7, truth, 0)
+    write_csv(pd.DataFrame({"ImageID": ids, "ans": classes}), tmp_path / "submission.csv")
+    labels = pd.DataFrame({"ImageID": ids, "class": truth, "person_id": person})
+    write_csv(labels, tmp_path / "labels.csv")
+    scores = score_files(tmp_path / "submission.csv", tmp_path / "labels.csv")
+    interval = scores["interval"]
+    assert interval["persons"] == PERSONS
+    assert interval["macro_f1"]["low"] < scores["macro_f1"] < interval["macro_f1"]["high"]
+    write_csv(labels.drop(columns="person_id"), tmp_path / "anonymous.csv")
+    assert score_files(tmp_path / "submission.csv", tmp_path / "anonymous.csv")[
+        "interval"] is None
+    shown = CliRunner().invoke(app, ["score", str(tmp_path / "submission.csv"), "--labels",
+                                     str(tmp_path / "labels.csv")])
+    assert f"95% CI ({PERSONS} persons)" in shown.output
+
+
+def test_oof_files_carry_their_own_labels(two_runs):
+    weak, strong = two_runs
+    result = compare([weak / "oof.csv", strong / "oof.csv"], draws=200)
+    assert result["systems"][1]["verdict"]["macro_f1"] == "better"

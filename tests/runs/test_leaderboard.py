@@ -14,7 +14,10 @@ def _fake_run(folder, name, oof, cfg, finished=True):
     run.mkdir(parents=True)
     (run / "config.yaml").write_text(dump_config(cfg))
     if finished:
-        validation = {"macro_f1": oof, "attribute_f1": {"mask": 0.9, "gender": 0.8, "age": oof}}
+        validation = {"macro_f1": oof, "attribute_f1": {"mask": 0.9, "gender": 0.8, "age": oof},
+                      "interval": {"level": 0.95, "persons": 100, "draws": 1000,
+                                   "macro_f1": {"value": oof, "low": oof - 0.05,
+                                                "high": oof + 0.04}}}
         (run / "summary.json").write_text(json.dumps({
             "validation": validation, "seconds": 120.0,
             "cv": {"macro_f1_mean": oof - 0.01, "macro_f1_std": 0.02, "oof_macro_f1": oof}}))
@@ -99,9 +102,30 @@ def test_runs_fit_80_columns_without_truncated_cells(tmp_path):
     assert result.exit_code == 0, result.output
     assert "…" not in result.output
     assert max(len(line) for line in result.output.splitlines()) <= 80
-    assert all(column in result.output for column in ("oof_f1", "lb", "note", "data"))
+    assert all(column in result.output for column in ("oof_f1", "oof_ci", "lb", "note", "data"))
+    assert ".56-.65" in result.output
     chosen = CliRunner(env={"COLUMNS": "80"}).invoke(
         app, ["runs", str(tmp_path), "--columns", "name,mask_f1,age_f1"])
     assert "age_f1" in chosen.output and "backbone" not in chosen.output
     wrong = CliRunner().invoke(app, ["runs", str(tmp_path), "--columns", "name,nope"])
     assert wrong.exit_code == 2 and "nope" in wrong.output
+
+
+def test_a_run_saved_without_its_interval_gets_it_from_its_oof_rows(tmp_path):
+    import numpy as np
+
+    from maskclf.atomic import write_csv
+    from maskclf.results.submission import oof_table
+
+    run = _fake_run(tmp_path, "old", 0.5, tiny_config())
+    summary = json.loads((run / "summary.json").read_text())
+    del summary["validation"]["interval"]
+    (run / "summary.json").write_text(json.dumps(summary))
+    rng = np.random.default_rng(0)
+    truth = rng.integers(0, 18, 140)
+    probs = np.eye(18)[np.where(rng.random(140) < 0.7, truth, 0)] * 0.8 + 0.2 / 18
+    write_csv(oof_table([f"i{k}" for k in range(140)], probs, np.zeros(140), truth,
+                        np.repeat(np.arange(20), 7)), run / "oof.csv")
+    interval = leaderboard(tmp_path).iloc[0]["oof_ci"]
+    low, high = (float("0" + part) for part in interval.split("-"))
+    assert 0 < low < high < 1

@@ -13,14 +13,27 @@ from maskclf import labels
 
 
 def score_table(title: str, scores: dict) -> Table:
+    """The figures of a scoring; with ``scores["interval"]`` (the labels named persons) a
+    column with each one's 95% person-bootstrap interval."""
+    interval = scores.get("interval")
     table = Table(title=title)
     table.add_column("metric")
     table.add_column("value", justify="right")
-    table.add_row("images", str(scores["n"]))
-    table.add_row("accuracy", f"{scores['accuracy']:.4f}")
-    table.add_row("macro F1 (18 classes)", f"{scores['macro_f1']:.4f}")
+    if interval:
+        table.add_column(f"{interval['level']:.0%} CI ({interval['persons']} persons)",
+                         justify="right")
+
+    def row(name: str, value: float, metric: str) -> None:
+        cells = [name, f"{value:.4f}"]
+        if interval:
+            cells.append(f"[{interval[metric]['low']:.3f}, {interval[metric]['high']:.3f}]")
+        table.add_row(*cells)
+
+    table.add_row("images", str(scores["n"]), *([""] if interval else []))
+    row("accuracy", scores["accuracy"], "accuracy")
+    row("macro F1 (18 classes)", scores["macro_f1"], "macro_f1")
     for name, value in scores["attribute_f1"].items():
-        table.add_row(f"{name} macro F1", f"{value:.4f}")
+        row(f"{name} macro F1", value, f"{name}_f1")
     return table
 
 

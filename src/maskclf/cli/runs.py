@@ -21,11 +21,15 @@ def score(
     labels_file: Annotated[Path, typer.Option("--labels", help="Labels (ImageID,class).")],
     *, show: Console,
 ) -> dict:
-    """Accuracy, macro F1, per-attribute and per-class F1 of a submission."""
+    """Accuracy, macro F1, per-attribute and per-class F1 of a submission (with 95%
+    intervals over persons when the labels name them)."""
     from maskclf.metrics import score_files
 
     scores = score_files(submission, labels_file)
     show.print(render.score_table(str(submission), scores))
+    if scores["interval"] is None:
+        show.print(f"no interval: {labels_file} names no persons (a person or person_id "
+                   "column)", markup=False)
     show.print(render.class_table(scores))
     return scores
 

@@ -17,7 +17,7 @@ from maskclf.data.io import collect_images, read_rgb, readable_images
 from maskclf.data.layout import read_eval
 from maskclf.errors import UsageError
 from maskclf.labels import CLASS_COLUMNS
-from maskclf.metrics import score
+from maskclf.metrics import score_with_interval
 from maskclf.predict.engine import Predictor
 from maskclf.predict.run_backend import RunPredictor, open_predictor
 from maskclf.reports.plots import image_grid
@@ -118,7 +118,8 @@ def predict_oof(run_path: Path | str, data_root: Path | str | None = None,
     probs = predictor.predict_oof(run.data_root(data_root), oof["ImageID"], oof["fold"])
     table = oof_table(oof["ImageID"], probs, oof["fold"], oof["class"], oof_persons(oof))
     path = run.write_table(RunDir.oof_name(predictor.views), table)
-    return path, score(table["class"], table[CLASS_COLUMNS].to_numpy().argmax(axis=1))
+    return path, score_with_interval(table["class"], table[CLASS_COLUMNS].to_numpy().argmax(
+        axis=1), table["person"])
 
 
 GRID_LIMIT = 60

@@ -19,6 +19,7 @@ from maskclf.atomic import atomic_write_text
 from maskclf.config import DataConfig, DistillConfig
 from maskclf.data.io import read_rgb
 from maskclf.data.transforms import evaluation_view
+from maskclf.intervals import METRICS
 from maskclf.labels import CLASS_COLUMNS
 from maskclf.metrics import TRAIN_LOSS, VAL_F1, VAL_LOSS, attribute_confusions, confusion, score
 from maskclf.reports.advice import Finding, findings, recipe_lines
@@ -32,6 +33,7 @@ from maskclf.reports.plots import (
     side_by_side,
 )
 from maskclf.runs.directory import RunDir
+from maskclf.runs.leaderboard import validation_interval
 from maskclf.tables import markdown_table
 
 
@@ -230,6 +232,14 @@ def _markdown(run: Path, summary: dict, figures: dict[str, Path | None],
             [[f"{validation['macro_f1']:.4f}",
               f"{cv['macro_f1_mean']:.4f} ± {cv['macro_f1_std']:.4f}",
               *(f"{attributes[a]:.4f}" for a in labels.ATTRIBUTES), validation["n"]]])
+        interval = validation_interval(RunDir(run))
+        if interval is not None:
+            lines += ["", f"{interval['level']:.0%} intervals over {interval['persons']} "
+                      f"persons (person bootstrap, {interval['draws']} draws; `maskclf compare` "
+                      "pairs two runs on the same draws): " + ", ".join(
+                          f"{metric.removesuffix('_f1').replace('_', ' ')} "
+                          f"[{interval[metric]['low']:.3f}, {interval[metric]['high']:.3f}]"
+                          for metric in METRICS)]
         lines += ["", *markdown_table(
             ["fold", "macro F1", "mask", "gender", "age", "images"],
             [[fold["fold"], f"{fold['macro_f1']:.4f}",

@@ -15,16 +15,18 @@ from pathlib import Path
 import pandas as pd
 
 from maskclf.errors import InputFileError, UsageError
-from maskclf.intervals import METRICS, Interval, PersonBootstrap, interval_dict
+from maskclf.intervals import (
+    METRICS,
+    PERSON_COLUMNS,
+    Interval,
+    PersonBootstrap,
+    interval_dict,
+)
 from maskclf.reports.plots import forest_figure
 from maskclf.results.ensemble import classes_of, read_any
 from maskclf.results.submission import oof_persons
 from maskclf.runs.directory import RunDir
 from maskclf.tables import check_rows, read_table
-
-PERSON_COLUMNS = ("person", "person_id")
-"""A labels file names persons in one of these columns (the competition's eval labels
-of this project's real-photo set use ``person_id``)."""
 
 
 @dataclass(frozen=True)
@@ -38,16 +40,16 @@ class Source:
 
 
 def read_source(path: Path | str) -> Source:
-    """A run directory (its ``oof.csv``), or a prediction file or submission."""
+    """A run directory (its ``oof.csv``), an OOF file (``maskclf oof --tta``'s: labels and
+    persons inside), or a prediction file or submission."""
     path = Path(path)
-    if path.is_dir():
-        oof = RunDir.open(path).require_oof("compare")
-        ids = oof["ImageID"].astype(str)
-        labelled = pd.DataFrame({"class": oof["class"].astype(int).to_numpy(),
-                                 "person": oof_persons(oof).to_numpy()}, index=ids)
-        return Source(path.name, path, pd.Series(classes_of(oof), index=ids), labelled)
-    table = read_any(path)
-    return Source(path.name, path, pd.Series(classes_of(table), index=table["ImageID"]), None)
+    table = RunDir.open(path).require_oof("compare") if path.is_dir() else read_any(path)
+    ids = table["ImageID"].astype(str)
+    labelled = None
+    if "class" in table.columns:  # out-of-fold rows carry their labels and persons
+        labelled = pd.DataFrame({"class": table["class"].astype(int).to_numpy(),
+                                 "person": oof_persons(table).to_numpy()}, index=ids)
+    return Source(path.name, path, pd.Series(classes_of(table), index=ids), labelled)
 
 
 def read_labels(path: Path | str) -> pd.DataFrame:

@@ -11,12 +11,16 @@ from pydantic import ValidationError
 
 from maskclf.config import RunConfig
 from maskclf.errors import MaskclfError, MissingFileError, UsageError, first_line
+from maskclf.intervals import summary_intervals
+from maskclf.results.ensemble import classes_of
+from maskclf.results.submission import oof_persons
 from maskclf.runs.directory import RunDir
 
 COLUMNS = ("name", "date", "status", "data", "backbone", "head", "loss", "image_size", "folds",
-           "epochs", "cv_f1", "cv_std", "oof_f1", "mask_f1", "gender_f1", "age_f1", "lb",
-           "minutes", "note")
-DEFAULT_COLUMNS = ("name", "data", "backbone", "epochs", "cv_f1", "oof_f1", "lb", "note")
+           "epochs", "cv_f1", "cv_std", "oof_f1", "oof_ci", "mask_f1", "gender_f1", "age_f1",
+           "lb", "minutes", "note")
+DEFAULT_COLUMNS = ("name", "data", "backbone", "epochs", "cv_f1", "oof_f1", "oof_ci", "lb",
+                   "note")
 """What fits 80 columns: ``maskclf runs --columns`` picks others (``all``: every one)."""
 
 
@@ -49,6 +53,19 @@ def _latest_note(run: RunDir) -> dict:
     return {"lb": scores[-1] if scores else None, "note": texts[-1] if texts else None}
 
 
+def validation_interval(run: RunDir) -> dict | None:
+    """Each validation figure's person-bootstrap interval: the one ``summary.json`` holds,
+    computed from ``oof.csv`` for a run trained before maskclf stored it; None for a run
+    without validation rows."""
+    stored = (run.read_summary().get("validation") or {}).get("interval")
+    if stored is not None:
+        return stored
+    oof = run.read_oof()
+    if oof is None or "class" not in oof.columns:
+        return None
+    return summary_intervals(oof["class"].astype(int), classes_of(oof), oof_persons(oof))
+
+
 def run_row(run: RunDir) -> dict:
     """One leaderboard row from a run directory's config.yaml, run.json, summary.json and
     notes.json."""
@@ -73,8 +90,18 @@ def run_row(run: RunDir) -> dict:
         validation, cv = summary["validation"], summary.get("cv") or {}
         row.update(cv_f1=cv.get("macro_f1_mean"), cv_std=cv.get("macro_f1_std"),
                    oof_f1=validation["macro_f1"],
+                   oof_ci=_interval_text(validation_interval(run)),
                    **{f"{k}_f1": v for k, v in validation["attribute_f1"].items()})
     return row
+
+
+def _interval_text(interval: dict | None) -> str | None:
+    """``oof_ci``: the OOF macro F1's 95% interval over persons, ``.49-.60``: narrow enough
+    for the 80-column view."""
+    if interval is None:
+        return None
+    low, high = interval["macro_f1"]["low"], interval["macro_f1"]["high"]
+    return f"{low:.2f}-{high:.2f}".replace("0.", ".")
 
 
 def sound_row(run: RunDir) -> dict:

@@ -22,7 +22,7 @@ from maskclf.data.datamodule import excluded_from_training
 from maskclf.data.external import describe
 from maskclf.explain.workflow import write_report_maps
 from maskclf.labels import CLASS_COLUMNS
-from maskclf.metrics import confusion_tables, score
+from maskclf.metrics import confusion_tables, score, score_with_interval
 from maskclf.models.spec import ModelSpec
 from maskclf.reports.run_report import write_report
 from maskclf.results.submission import oof_table
@@ -108,7 +108,7 @@ def _summarise(run: RunDir, records: pd.DataFrame, results: list[FoldResult], st
         oof = pd.concat(tables, ignore_index=True)
         run.write_table(RunDir.OOF, oof)
         predicted = oof[CLASS_COLUMNS].to_numpy().argmax(axis=1)
-        summary["validation"] = score(oof["class"], predicted)
+        summary["validation"] = score_with_interval(oof["class"], predicted, oof["person"])
         run.write_confusions(confusion_tables(oof["class"], predicted))
         f1s = np.array([f["macro_f1"] for f in folds if "macro_f1" in f])
         summary["cv"] = {"macro_f1_mean": float(f1s.mean()), "macro_f1_std": float(f1s.std()),
