@@ -88,6 +88,9 @@ class DataConfig(_Section):
     """Share of persons held out for validation (0 trains on everyone); unused when folds >= 2."""
     folds: int = Field(0, ge=0)
     """K >= 2: person-level stratified K-fold, every fold trained; 0: one split by val_ratio."""
+    split_seed: int | None = None
+    """Seed of the person split; None: the run's ``seed``. ``maskclf ablate`` fixes it, so
+    runs with different seeds validate on the same persons and compare paired."""
     corrections: bool | Path = False
     """Fix known mislabeled persons in memory: true (packaged list) or a corrections file."""
     age_old_threshold: int = Field(60, ge=31, le=60)
@@ -380,6 +383,8 @@ ATTRIBUTE_SECTIONS = ("data", "model", "loss", "optim", "sched", "aug", "train")
 
 class RunConfig(_Section):
     seed: int = 42
+    """Seeds the weights, augmentation, epoch order and (without ``data.split_seed``) the
+    person split."""
     data: DataConfig = DataConfig()
     model: ModelConfig = ModelConfig()
     loss: MultiLossConfig = MultiLossConfig()
@@ -392,6 +397,11 @@ class RunConfig(_Section):
     per_attribute: dict[Literal["mask", "gender", "age"], dict[str, dict[str, Any]]] = {}
     """For ``model.head: per_attribute``: overrides of any section per attribute, e.g.
     ``{age: {model: {name: resnet34}, train: {epochs: 20}}}``."""
+
+    @property
+    def split_seed(self) -> int:
+        """The person split's seed: ``data.split_seed``, else ``seed``."""
+        return self.seed if self.data.split_seed is None else self.data.split_seed
 
     @field_validator("per_attribute")
     @classmethod

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
 import socket
 import time
 import warnings
@@ -17,7 +16,6 @@ from maskclf.auto.folder import StudyFolder
 from maskclf.auto.schedule import WAIT, Unit, Work
 from maskclf.config import apply_overrides, build_config, config_to_dict
 from maskclf.errors import MaskclfError, RunInterrupted, first_line
-from maskclf.runs.directory import RunDir
 from maskclf.ticker import duration
 
 log = logging.getLogger(__name__)
@@ -27,17 +25,12 @@ POLL_S = 2.0
 
 def train_unit(work: Work, unit: Unit, seconds: float) -> dict:
     """Train (or resume) the unit's run within ``seconds``; its summary."""
-    from maskclf.train.execute import continue_run, resume_run, train_run
+    from maskclf.train.execute import continue_run, finish_existing, train_run
 
-    path = work.folder.run(unit.id)
     limit = f"{max(1, int(seconds))}s"
-    if path.exists() and not RunDir(path).read_record():
-        shutil.rmtree(path)  # stopped before its plan was written: nothing to keep
-    if RunDir(path).finished:
-        return RunDir(path).read_summary()
-    if path.exists():
-        log.info("auto: resuming %s", path)
-        return resume_run(path, work.data, interactive=False).summary
+    existing = finish_existing(work.folder.run(unit.id), work.data)
+    if existing is not None:
+        return existing
     final = work.is_final(unit)  # the members train as long as the time allows
     average = work.preset.average_checkpoints if final else 0
     epochs = work.epochs_for(unit, seconds)

@@ -23,6 +23,7 @@ from maskclf.config import ExternalSource
 from maskclf.data.external import read_sources
 from maskclf.errors import RunInterrupted
 from maskclf.ticker import duration
+from maskclf.train.tune import quiet_optuna
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +42,7 @@ def run_auto(request: AutoRequest, started: float | None = None) -> dict:
     from maskclf.train.tune import set_threads
 
     set_threads(request.threads)
-    with _sigterm_stops(), _quiet_optuna():
+    with _sigterm_stops(), quiet_optuna():
         study = _open_study(request, folder)
         if not folder.file(StudyFolder.PLAN).is_file():  # nothing planned yet: a fresh budget
             folder.file(StudyFolder.CLOCK).unlink(missing_ok=True)
@@ -124,17 +125,6 @@ def _sigterm_stops() -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
-
-
-@contextmanager
-def _quiet_optuna() -> Iterator[None]:
-    """Optuna's per-trial lines would repeat what the auto log says; back as it was after."""
-    verbosity = optuna.logging.get_verbosity()
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    try:
-        yield
-    finally:
-        optuna.logging.set_verbosity(verbosity)
 
 
 def _build_caches(data: Path, configs: dict, paths: list[str], outside: list[str]) -> None:

@@ -218,6 +218,54 @@ def tune(
 
 
 @command()
+def ablate(
+    config: ConfigOption = None,
+    data: Annotated[Path, typer.Option("--data", help="Dataset root.")] = Path("data"),
+    vary: Annotated[list[str] | None, typer.Option(
+        help="KEY=V1,V2: a setting and the values to compare (the first is the reference); "
+             "give several --vary for every combination. Without it: the seed noise of the "
+             "config.")] = None,
+    repeats: Annotated[int, typer.Option(help="Seeds per combination (seed, seed+1, ...).")
+                       ] = 3,
+    out_dir: Annotated[Path | None, typer.Option(
+        "--out", help="Study folder: runs, effects (default: studies/STUDY).")] = None,
+    study: Annotated[str, typer.Option(help="Study name; workers with the same name share it.")
+                     ] = "ablation",
+    storage: Annotated[str | None, typer.Option(
+        help="Study storage URL (default: a SQLite file in --out), e.g. "
+             "postgresql+psycopg://user:pass@host/db for many workers.")] = None,
+    threads: Annotated[int | None, typer.Option(
+        help="Torch threads of this worker (workers on one machine split its cores).")
+    ] = None,
+    draws: Annotated[int, typer.Option(help="Bootstrap draws of persons and seeds.")] = 1000,
+    override: OverrideOption = None,
+    *, show: Console,
+) -> dict:
+    """Train every combination of --vary values with several seeds on the same validation
+    persons, and show each setting's effect with its 95% interval (better / worse / within
+    noise)."""
+    from maskclf.train.request import AblateRequest
+
+    request = AblateRequest(config, tuple(override or ()), data, tuple(vary or ()), repeats,
+                            out_dir, study, storage, threads, draws)
+    request.check()  # before torch loads
+    from maskclf.train.ablate import ablate as run_ablation
+    from maskclf.train.ablate import effects_frame
+
+    result = run_ablation(request)
+    show.print(render.frame_table(
+        f"{result['runs']} runs, {result['persons']} validation persons: each value against "
+        "its setting's first", effects_frame(result)))
+    for combination, why in result["refused"].items():
+        show.print(f"left out by the config's rules: {combination}: {why}", markup=False)
+    if result["unfinished"]:
+        show.print(f"not finished yet (other workers, or run again): "
+                   f"{', '.join(result['unfinished'])}", markup=False)
+    show.print(f"effects: {result['files']['markdown']}", markup=False)
+    return result
+
+
+@command()
 def auto(
     data: Annotated[Path, typer.Option("--data", help="Dataset root (train/ and eval/).")],
     budget: Annotated[str, typer.Option(help="Wall time for the whole command: 30m, 1.5h, "

@@ -53,7 +53,7 @@ def recipe_lines(cfg: RunConfig) -> list[str]:
               else "mixup/cutmix" if cfg.aug.mixup_alpha or cfg.aug.cutmix_alpha else "none")
     return [f"- model: `{cfg.model.name}` ({cfg.model.head} head), {weights}",
             f"- images: {cfg.data.image_size[0]}x{cfg.data.image_size[1]}, crop "
-            f"{cfg.data.crop}; validation: {split} (seed {cfg.seed})",
+            f"{cfg.data.crop}; validation: {split} (seed {cfg.split_seed})",
             f"- training: {cfg.train.epochs} epochs, batch {cfg.train.batch_size}, "
             f"{cfg.optim.name} lr {_rate(cfg.optim.lr)} wd {cfg.optim.weight_decay:g}, "
             f"{cfg.sched.name} schedule",

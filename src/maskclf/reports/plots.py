@@ -142,25 +142,24 @@ def side_by_side(left: np.ndarray, right: np.ndarray) -> np.ndarray:
     return np.concatenate([parts[0], gap, parts[1]], axis=1)
 
 
-def forest_figure(payload: dict, path: Path) -> Path:
-    """Each input's difference from the first as a point and its interval, one panel per
-    metric, zero marked: an interval that crosses the line is noise."""
-    others = payload["systems"][1:]
-    metrics = payload["metrics"]
-    figure = Figure(figsize=(3.2 * len(metrics), 0.5 * len(others) + 1.6))
+def forest_figure(rows: Sequence[tuple[str, dict, dict]], metrics: Sequence[str], title: str,
+                  xlabel: str, path: Path) -> Path:
+    """Differences as points with their intervals, one panel per metric, zero marked: an
+    interval that crosses the line is noise. ``rows``: (label, {metric: {value, low,
+    high}}, {metric: verdict}), drawn top to bottom."""
+    figure = Figure(figsize=(3.2 * len(metrics), 0.5 * len(rows) + 1.6))
     axes = figure.subplots(1, len(metrics), sharey=True, squeeze=False)[0]
     colours = {"better": "tab:green", "worse": "tab:red", "within noise": "tab:gray"}
     for ax, metric in zip(axes, metrics, strict=True):
-        for row, entry in enumerate(others):
-            difference = entry["difference"][metric]
-            colour = colours[entry["verdict"][metric]]
-            ax.plot([difference["low"], difference["high"]], [row, row], color=colour, lw=2)
-            ax.plot(difference["value"], row, "o", color=colour)
+        for row, (_, difference, verdict) in enumerate(rows):
+            colour = colours[verdict[metric]]
+            ax.plot([difference[metric]["low"], difference[metric]["high"]], [row, row],
+                    color=colour, lw=2)
+            ax.plot(difference[metric]["value"], row, "o", color=colour)
         ax.axvline(0, color="black", lw=0.8, ls="--")
         ax.set_title(metric, fontsize=9)
-        ax.set_xlabel(f"minus {payload['reference']}", fontsize=8)
-    axes[0].set_yticks(range(len(others)), [entry["name"] for entry in others], fontsize=8)
+        ax.set_xlabel(xlabel, fontsize=8)
+    axes[0].set_yticks(range(len(rows)), [label for label, _, _ in rows], fontsize=8)
     axes[0].invert_yaxis()
-    figure.suptitle(f"paired differences, {payload['level']:.0%} intervals over "
-                    f"{payload['persons']} persons ({payload['draws']} draws)", fontsize=9)
+    figure.suptitle(title, fontsize=9)
     return save(figure, path)

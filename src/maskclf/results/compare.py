@@ -141,7 +141,10 @@ def compare(inputs: list[Path], labels: Path | None = None, draws: int = 1000,
                "seed": seed, "level": boot.level, "metrics": list(METRICS),
                "reference": names[0], "systems": systems, "notes": notes}
     if plot is not None:
-        forest_figure(payload, Path(plot))
+        forest_figure([(entry["name"], entry["difference"], entry["verdict"])
+                       for entry in systems[1:]], METRICS,
+                      f"paired differences, {boot.level:.0%} intervals over {boot.n_persons} "
+                      f"persons ({draws} draws)", f"minus {names[0]}", Path(plot))
         payload["plot"] = str(plot)
     return payload
 

@@ -4,6 +4,7 @@ summary and report in the run directory."""
 from __future__ import annotations
 
 import logging
+import shutil
 import sys
 import time
 from collections.abc import Sequence
@@ -142,6 +143,22 @@ def resume_run(run_path: Path | str, data_root: Path | str | None = None,
                interactive: bool | None = None) -> RunResult:
     """Finish an interrupted run (see :func:`plan_resume`)."""
     return execute(plan_resume(run_path, data_root), interactive)
+
+
+def finish_existing(path: Path | str, data_root: Path | str, interactive: bool | None = False
+                    ) -> dict | None:
+    """The summary of the run at ``path`` when a study's unit already has one: read when
+    finished, resumed when interrupted; None when there is none yet (a folder stopped before
+    its plan was written is removed: it holds nothing to keep)."""
+    run = RunDir(path)
+    if run.path.exists() and not run.read_record():
+        shutil.rmtree(run.path)
+    if run.finished:
+        return run.read_summary()
+    if run.path.exists():
+        log.info("resuming %s", run.path)
+        return resume_run(run.path, data_root, interactive).summary
+    return None
 
 
 def continue_run(run_path: Path | str, epochs: int, data_root: Path | str | None = None,

@@ -158,7 +158,7 @@ def find_learning_rate(cfg: RunConfig, data_root: Path | str, plot: Path,
     root = Path(data_root)
     records, _, specs = checked_inputs(cfg, root)
     plot.parent.mkdir(parents=True, exist_ok=True)
-    split = make_folds(records, cfg.data.folds, cfg.data.val_ratio, cfg.seed)
+    split = make_folds(records, cfg.data.folds, cfg.data.val_ratio, cfg.split_seed)
     fold = fold_ids(split)[0]
     records = attach_folds(records, split)
     found = {}

@@ -100,7 +100,7 @@ def plan_new(cfg: RunConfig, data_root: Path | str, runs_dir: Path | str = "runs
     root = Path(data_root)
     cfg = absolute_paths(cfg)  # the saved config works from any folder
     records, report, specs = checked_inputs(cfg, root)
-    split = make_folds(records, cfg.data.folds, cfg.data.val_ratio, cfg.seed)
+    split = make_folds(records, cfg.data.folds, cfg.data.val_ratio, cfg.split_seed)
     existing = fold_ids(split)
     if fold is not None and fold not in existing:
         raise UsageError(f"--fold {fold} does not exist; this split has folds {existing}")

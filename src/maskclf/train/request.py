@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -273,3 +274,90 @@ def teacher_run(source: Path) -> RunDir:
     run = RunDir.open(source).require_finished()
     run.require_oof("a teacher")
     return run
+
+
+EXPONENT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
+"""Numbers YAML 1.1 reads as text (``1e-9``): ``--vary`` values are numbers, as a user means."""
+NOT_VARIED = ("seed", "data.split_seed")
+"""Keys ``--vary`` refuses: the repeats own the seed, and every run validates on the same
+persons."""
+
+
+def parse_vary(item: str, base: dict) -> tuple[str, list]:
+    """``--vary KEY=V1,V2``: the key and its values (each read as YAML, so lists and
+    mappings work: ``data.image_size=[128,96],[160,120]``), every value checked against the
+    config's keys, types and names (not the rules between keys: a combination that breaks
+    one is left out and named when the grid is built)."""
+    import json
+
+    import yaml
+
+    from maskclf.config import check_keys
+
+    key, sep, values_text = item.partition("=")
+    key = key.strip()
+    if not sep or not key or not values_text.strip():
+        raise UsageError(f"--vary {item!r}: give KEY=V1,V2 (e.g. --vary optim.lr=3e-4,1e-3)")
+    if key in NOT_VARIED:
+        raise UsageError(f"--vary {key}: the repeats set the seed and every run validates on "
+                         "the same persons; vary another key (--repeats sets how many seeds)")
+    try:
+        values = yaml.safe_load(f"[{values_text}]")
+    except yaml.YAMLError as exc:
+        raise UsageError(f"--vary {key}: its values are not YAML ({' '.join(str(exc).split())})"
+                         ) from None
+    values = [float(v) if isinstance(v, str) and EXPONENT.fullmatch(v) else v for v in values]
+    texts = [json.dumps(value, sort_keys=True) for value in values]
+    if len(set(texts)) != len(texts):
+        raise UsageError(f"--vary {key} lists a value twice: {values}")
+    for text in texts:  # a ConfigError names the key, the value and what it takes
+        check_keys(apply_overrides(base, [f"{key}={text}"]), f"--vary {key}={text}")
+    return key, values
+
+
+@dataclass(frozen=True)
+class AblateRequest:
+    """The flags of ``maskclf ablate``."""
+
+    config: Path | None = None
+    overrides: tuple[str, ...] = ()
+    data: Path = Path("data")
+    vary: tuple[str, ...] = ()
+    repeats: int = 3
+    out: Path | None = None
+    study: str = "ablation"
+    storage: str | None = None
+    threads: int | None = None
+    draws: int = 1000
+
+    @property
+    def folder(self) -> Path:
+        """The study folder: ``--out``, or ``studies/STUDY``."""
+        return self.out or Path("studies") / self.study
+
+    def check(self) -> dict[str, list]:
+        """Counts, the data folder, the storage URL and the folder; the base config and
+        every varied key and value; returns the varied keys with their values."""
+        for flag, value, least in (("--repeats", self.repeats, 1), ("--threads", self.threads, 1),
+                                   ("--draws", self.draws, 100)):
+            if value is not None and value < least:
+                raise UsageError(f"{flag} must be at least {least}; got {value}")
+        check_root(self.data)
+        check_storage_url(self.storage)
+        check_folder(self.folder, "--out", "the ablation's runs and effects")
+        base = self.raw_config()
+        built = build_config(base, "base config", list(self.overrides))
+        if not built.data.validates:
+            raise UsageError("an ablation scores validation persons: set data.val_ratio > 0 "
+                             "or data.folds >= 2")
+        varied: dict[str, list] = {}
+        for item in self.vary:
+            key, values = parse_vary(item, base)
+            if key in varied:
+                raise UsageError(f"--vary {key} is given twice; list all its values once")
+            varied[key] = values
+        return varied
+
+    def raw_config(self) -> dict:
+        """The base config file (or the defaults) with the overrides, as a dict."""
+        return apply_overrides(load_raw_config(self.config), list(self.overrides))

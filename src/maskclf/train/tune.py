@@ -23,6 +23,8 @@ import json
 import logging
 import time
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -342,6 +344,18 @@ def study_report(study_name: str, out: Path | str, storage: str | None = None,
     return {**state, "config": str(folder / "best.yaml"), "trials_table": str(folder /
                                                                               "trials.csv"),
             "figures": {k: str(v) for k, v in figures.items() if v is not None}}
+
+
+@contextmanager
+def quiet_optuna() -> Iterator[None]:
+    """Optuna's per-trial lines would repeat what maskclf's log says (auto, ablate); its
+    verbosity is back as it was after."""
+    verbosity = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    try:
+        yield
+    finally:
+        optuna.logging.set_verbosity(verbosity)
 
 
 def set_threads(threads: int | None) -> None:
