@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -36,14 +37,14 @@ def ablation(tmp_path_factory):
 @pytest.mark.slow
 def test_every_combination_trains_each_seed_on_the_same_persons(ablation):
     _, out, result = ablation
-    runs = pd.read_csv(out / "runs.csv")
+    runs = pd.read_csv(out / "ablation" / "runs.csv")
     assert sorted(runs["unit"]) == ["c00-r0", "c00-r1", "c02-r0", "c02-r1"]
     assert sorted(set(runs["seed"])) == [42, 43]
-    validated = [set(pd.read_csv(out / "runs" / unit / "oof.csv")["ImageID"])
-                 for unit in runs["unit"]]
+    assert [Path(p).name for p in runs["run"]] == [f"ablation-{u}" for u in runs["unit"]]
+    validated = [set(pd.read_csv(Path(run) / "oof.csv")["ImageID"]) for run in runs["run"]]
     assert all(ids == validated[0] for ids in validated)
-    seeds = [pd.read_csv(out / "runs" / unit / "oof.csv").filter(like="class_").to_numpy()
-             for unit in ("c00-r0", "c00-r1")]
+    seeds = [pd.read_csv(Path(run) / "oof.csv").filter(like="class_").to_numpy()
+             for run in runs["run"][:2]]
     assert abs(seeds[0] - seeds[1]).max() > 1e-3  # the seed changed the training
     assert list(result["refused"]) == [f"optim.lr={GOOD_LR}, model.outside_batchnorm=\"split\"",
                                        f"optim.lr={BAD_LR}, model.outside_batchnorm=\"split\""]
@@ -62,8 +63,8 @@ def test_each_value_gets_its_mean_and_its_paired_difference(ablation):
     assert second["difference_low"] <= second["difference"] <= second["difference_high"]
     assert second["verdict"] == "worse"  # a rate too small to learn, beyond noise
     assert first["low"] <= first["mean"] <= first["high"]
-    assert (out / "effects.png").read_bytes()[:4] == b"\x89PNG"
-    assert "vs first [CI]" in (out / "effects.md").read_text()
+    assert (out / "ablation" / "effects.png").read_bytes()[:4] == b"\x89PNG"
+    assert "vs first [CI]" in (out / "ablation" / "effects.md").read_text()
 
 
 @pytest.mark.slow
@@ -76,6 +77,14 @@ def test_the_same_command_continues_the_study_and_another_grid_is_refused(ablati
     other = list(args)
     other[other.index("--repeats") + 1] = "3"
     assert_clear_error_or_works(CliRunner().invoke(app, other), 2, "begun with another")
+    # a second study in the folder reuses the runs whose config, seed and data it shares
+    other = [*args[:args.index("--vary")], "--vary", f"optim.lr={GOOD_LR},0.02",
+             "--repeats", "1", "--study", "second", "--out", str(out), "--draws", "200"]
+    second = CliRunner().invoke(app, other)
+    assert second.exit_code == 0, second.output
+    assert sorted(p.name for p in (out / "runs").iterdir()) == sorted([*before,
+                                                                        "second-c01-r0"])
+    assert "ablation-c00-r0" in pd.read_csv(out / "second" / "runs.csv")["run"].iloc[0]
 
 
 @pytest.mark.parametrize(("flags", "fragment"), [

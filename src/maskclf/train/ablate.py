@@ -30,7 +30,7 @@ import optuna
 import pandas as pd
 
 from maskclf.atomic import write_csv, write_json
-from maskclf.config import RunConfig, apply_overrides, build_config
+from maskclf.config import RunConfig, absolute_paths, apply_overrides, build_config, dump_config
 from maskclf.errors import ConfigError, MaskclfError, RunInterrupted, UsageError
 from maskclf.intervals import METRICS, Interval, PersonBootstrap
 from maskclf.reports.plots import forest_figure
@@ -42,6 +42,8 @@ from maskclf.train.request import AblateRequest
 from maskclf.train.tune import open_storage, quiet_optuna, set_threads
 
 log = logging.getLogger(__name__)
+RUNS = "runs"
+"""The study folder's runs: ``runs/<study>-c<combination>-r<repeat>``."""
 HEARTBEAT_S = 60
 """A worker that stops beating for three heartbeats has its unit failed and done again."""
 WAITING, RUNNING = optuna.trial.TrialState.WAITING, optuna.trial.TrialState.RUNNING
@@ -143,6 +145,19 @@ def _enqueue_open_units(study: optuna.Study, units: list[str]) -> None:
             study.enqueue_trial({"unit": unit})
 
 
+def trained_twin(runs: Path, cfg: RunConfig, data: Path) -> Path | None:
+    """A finished run in the folder that trained exactly this config (seed included) on
+    this data — another study's unit, say the reference arm of a second ablation — reused
+    instead of trained again."""
+    wanted = dump_config(absolute_paths(cfg))
+    for summary in sorted(runs.glob(f"*/{RunDir.SUMMARY}")):
+        run = RunDir(summary.parent)
+        if (run.file(RunDir.CONFIG).read_text() == wanted
+                and run.read_record().get("data") == str(Path(data).resolve())):
+            return run.path
+    return None
+
+
 def run_units(request: AblateRequest, grid: Grid, units: list[str]) -> optuna.Study:
     """Do ``units`` until none is waiting (other workers may still be running theirs)."""
     from maskclf.train.execute import finish_existing, train_run
@@ -151,12 +166,18 @@ def run_units(request: AblateRequest, grid: Grid, units: list[str]) -> optuna.St
 
     def objective(trial: optuna.Trial) -> float:
         unit = trial.suggest_categorical("unit", grid.units)
-        path = request.folder / "runs" / unit
+        path = request.folder / RUNS / f"{request.study}-{unit}"
         try:
             summary = finish_existing(path, request.data)
             if summary is None:
-                summary = train_run(grid.config(unit), request.data, path.parent, unit,
-                                    interactive=False).summary
+                cfg = grid.config(unit)
+                twin = trained_twin(path.parent, cfg, request.data)
+                if twin is not None:
+                    log.info("ablate: %s is %s's config, seed and data: reused", unit, twin)
+                    path, summary = twin, RunDir(twin).read_summary()
+                else:
+                    summary = train_run(cfg, request.data, path.parent, path.name,
+                                        interactive=False).summary
         except RunInterrupted as exc:  # the trial fails; the same command resumes it
             raise KeyboardInterrupt from exc
         except MaskclfError as exc:  # this unit cannot train: left out, the study goes on
@@ -281,7 +302,8 @@ def effects_frame(result: dict) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def seed_table(grid: Grid, scored: dict[str, RunDraws]) -> pd.DataFrame:
+def seed_table(grid: Grid, scored: dict[str, RunDraws], runs: dict[str, Path]
+               ) -> pd.DataFrame:
     """Every finished run's own figures: the seed-to-seed spread in plain view."""
     rows = []
     for c, values in enumerate(grid.combinations):
@@ -289,7 +311,7 @@ def seed_table(grid: Grid, scored: dict[str, RunDraws]) -> pd.DataFrame:
             unit = grid.unit_id(c, r)
             if unit in scored:
                 rows.append({"unit": unit, "combination": describe(values) or "(base)",
-                             "seed": grid.seed + r,
+                             "seed": grid.seed + r, "run": str(runs[unit]),
                              **dict(zip(METRICS, scored[unit].point.round(4), strict=True))})
     return pd.DataFrame(rows)
 
@@ -328,8 +350,8 @@ def _markdown(table: pd.DataFrame, seeds: pd.DataFrame, info: dict, refused: dic
 
 def ablate(request: AblateRequest) -> dict:
     """``maskclf ablate``: check, train the units this worker gets, then write the
-    effects of every unit finished so far (``effects.csv``, ``effects.md``,
-    ``effects.png``, ``runs.csv``, ``ablation.json``)."""
+    effects of every unit finished so far into ``OUT/STUDY/`` (``effects.csv``,
+    ``effects.md``, ``effects.png``, ``runs.csv``, ``ablation.json``)."""
     from maskclf.atomic import atomic_write_text
 
     varied = request.check()
@@ -351,8 +373,9 @@ def ablate(request: AblateRequest) -> dict:
         raise UsageError("no unit of the ablation finished; see the log for why")
     scored, info = score_units(finished, request.draws)
     info["runs"] = len(scored)
-    table, seeds = effects(grid, scored, info["level"]), seed_table(grid, scored)
-    out = request.folder
+    table, seeds = effects(grid, scored, info["level"]), seed_table(grid, scored, finished)
+    out = request.folder / request.study  # studies sharing a folder share its runs only
+    out.mkdir(parents=True, exist_ok=True)
     files = {"effects": out / "effects.csv", "runs": out / "runs.csv",
              "markdown": out / "effects.md", "plot": out / "effects.png"}
     write_csv(table, files["effects"])
