@@ -215,3 +215,11 @@ def summary_intervals(truth, predicted, persons, draws: int = DRAWS) -> dict:
     boot = PersonBootstrap(truth, persons, draws=draws)
     return {"level": boot.level, "persons": boot.n_persons, "draws": draws,
             **interval_dict(boot.intervals(predicted))}
+
+
+def paired_gain(truth, persons, simpler, other, metric: str = "macro_f1") -> Interval:
+    """``other`` minus ``simpler`` (predicted classes of the same rows) on the same person
+    draws. Every choice maskclf makes by score takes the costlier or more complex option
+    only when this interval is above zero (``verdict == "better"``): between options within
+    noise, the simpler is kept (the one-standard-error rule)."""
+    return PersonBootstrap(truth, persons).compare([simpler, other]).difference(1)[metric]

@@ -70,26 +70,42 @@ def test_an_int8_export_round_trips_and_records_both_f1(trained, tmp_path):
     assert entry["fp32_macro_f1"] == pytest.approx(
         json.loads((run / "summary.json").read_text())["validation"]["macro_f1"], abs=0.02)
     assert entry["fp32_macro_f1"] - entry["int8_macro_f1"] <= 0.2 and not entry["forced"]
+    drop = entry["drop_interval"]
+    assert drop["low"] <= drop["value"] <= drop["high"]
+    assert drop["value"] == pytest.approx(entry["fp32_macro_f1"] - entry["int8_macro_f1"])
     predicted_run = runner.invoke(app, ["predict", str(out), "--data", str(data)])
     assert predicted_run.exit_code == 0, predicted_run.output
     assert (out / "submission.csv").is_file()
 
 
-def test_an_int8_export_that_loses_f1_is_refused_unless_forced(trained, tmp_path,
-                                                               monkeypatch):
+def test_an_int8_export_that_loses_f1_is_kept_within_noise_refused_beyond_it(
+        trained, tmp_path, monkeypatch):
     from maskclf.deploy import int8
+    from maskclf.intervals import Interval
 
     run, data = trained
     blank = int8.calibration_crops(data, load_config(None, TINY_OVERRIDES).data, 4) * 0
     monkeypatch.setattr(int8, "calibration_crops", lambda *args: blank)  # black
+    kept = runner.invoke(app, ["export", str(run), "--out", str(tmp_path / "kept"), "--int8",
+                               "--max-f1-drop", "0.001", "--json"])
+    assert kept.exit_code == 0, kept.output  # this tiny run's drop (0.05) is noise on 30
+    entry = json.loads(kept.stdout)["int8"]  # persons: int8, the cheaper, is kept
+    assert entry["fp32_macro_f1"] - entry["int8_macro_f1"] > 0.001
+    assert entry["drop_interval"]["low"] <= 0 and not entry["forced"]
+    def beyond_noise(truth, persons, int8_classes, fp32_classes) -> Interval:
+        return Interval(0.05, 0.02, 0.08)
+
+    monkeypatch.setattr(int8, "paired_gain", beyond_noise)
     out = tmp_path / "refused"
-    result = runner.invoke(app, ["export", str(run), "--out", str(out), "--int8"])
+    result = runner.invoke(app, ["export", str(run), "--out", str(out), "--int8",
+                                 "--max-f1-drop", "0.001"])
     assert_clear_error_or_works(result, 2, "int8 loses")
+    assert "beyond noise" in result.output and "[+0.020, +0.080]" in result.output
     assert sorted(p.name for p in out.glob("*.onnx")) == ["fold0.onnx", "fold1.onnx"]
     assert "int8" not in json.loads((out / "manifest.json").read_text())  # fp32 kept
     assert runner.invoke(app, ["predict", str(out), "--data", str(data)]).exit_code == 0
     forced = runner.invoke(app, ["export", str(run), "--out", str(tmp_path / "forced"),
-                                 "--int8", "--force", "--json"])
+                                 "--int8", "--max-f1-drop", "0.001", "--force", "--json"])
     assert forced.exit_code == 0, forced.output
     assert json.loads(forced.stdout)["int8"]["forced"] is True
 

@@ -169,6 +169,7 @@ def test_a_folder_of_images_gets_the_probabilities_eval_gets(two_fold_run, synth
 
 def test_the_person_vote_is_checked_on_oof_rows_and_applied_only_when_it_passes(
         two_fold_run, synthetic_root, monkeypatch):
+    from maskclf.intervals import Interval
     from maskclf.predict import workflows as predict
     from maskclf.results.person_vote import VoteCheck, verdict
 
@@ -177,8 +178,8 @@ def test_the_person_vote_is_checked_on_oof_rows_and_applied_only_when_it_passes(
     check = checked["check"]
     assert check["rows"] == 84 and 0 < check["purity"] <= 1
     assert checked["applied"] == (checked["reason"] is None)
-    expected = verdict(VoteCheck(check["purity"], check["f1_before"],
-                                         check["f1_after"], check["rows"]), 0.8)
+    expected = verdict(VoteCheck(check["purity"], check["f1_before"], check["f1_after"],
+                                 check["rows"], Interval(**check["gain"])), 0.8)
     assert checked["reason"] == expected
     monkeypatch.setattr(predict, "verdict", lambda check, min_purity: None)  # force it
     forced = predict_run(two_fold_run.run, synthetic_root, vote=True)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pandas as pd
 import pytest
@@ -13,32 +11,12 @@ from maskclf.atomic import write_csv
 from maskclf.cli import app
 from maskclf.errors import InputFileError, UsageError
 from maskclf.results.compare import compare
-from maskclf.results.submission import oof_table, prediction_table
+from maskclf.results.submission import prediction_table
 from tests.helpers.cli_result import assert_clear_error_or_works
+from tests.helpers.fake_runs import fake_run, labelled_persons, probabilities
 
 PERSONS, IMAGES = 80, 7
-
-
-def _truth(seed: int = 0):
-    rng = np.random.default_rng(seed)
-    person = np.repeat([f"p{i:03d}" for i in range(PERSONS)], IMAGES)
-    ids = [f"{p}/img{i % IMAGES}.jpg" for i, p in enumerate(person)]
-    return rng, np.array(ids), rng.integers(0, 18, len(ids)), person
-
-
-def _probs(rng, truth, right: float) -> np.ndarray:
-    classes = np.where(rng.random(len(truth)) < right, truth, rng.integers(0, 18, len(truth)))
-    probs = np.full((len(truth), 18), 0.01)
-    probs[np.arange(len(truth)), classes] = 0.83
-    return probs
-
-
-def fake_run(folder: Path, ids, probs, truth, person) -> Path:
-    """A run directory as ``compare`` reads it: its config and its out-of-fold rows."""
-    folder.mkdir(parents=True)
-    (folder / "config.yaml").write_text("seed: 42\n")
-    write_csv(oof_table(ids, probs, np.zeros(len(ids)), truth, person), folder / "oof.csv")
-    return folder
+_truth, _probs = labelled_persons, probabilities
 
 
 @pytest.fixture

@@ -28,6 +28,21 @@ def test_cross_validated_gain_is_measured_on_held_out_rows():
     probs, y = _imbalanced_case(seed=1)
     report = cross_validate(probs, y, groups=np.arange(len(y)) // 7)
     assert report["tuned_macro_f1"] > report["plain_macro_f1"] + 0.05
+    assert report["gain"]["low"] > 0 and report["applied"]  # beyond noise: applied
+
+
+def test_a_gain_within_noise_keeps_argmax():
+    """Probabilities that say nothing: on these 20 persons tuning lifts the held-out figure
+    by 0.02 by chance, within what other persons would give, so argmax stays (before the
+    interval, any gain applied the biases)."""
+    rng = np.random.default_rng(1)
+    y = rng.integers(0, 3, 140)
+    probs = np.zeros((140, 18))
+    probs[:, :3] = rng.dirichlet([1, 1, 1], 140)
+    report = cross_validate(probs, y, groups=np.arange(len(y)) // 7)
+    assert report["tuned_macro_f1"] > report["plain_macro_f1"]
+    assert report["gain"]["low"] < 0 < report["gain"]["high"]
+    assert report["applied"] is False
 
 
 def test_optimal_predictions_are_left_alone():

@@ -84,3 +84,14 @@ def test_a_vote_that_lowers_f1_is_declined_even_with_pure_groups():
                        owner, owner % 2, 7)
     assert check.purity == 1.0 and check.f1_change < 0
     assert "does not help" in verdict(check, 0.8)
+
+
+def test_a_gain_within_noise_is_declined_and_its_interval_named():
+    from maskclf.intervals import Interval
+    from maskclf.results.person_vote import VoteCheck
+
+    check = VoteCheck(0.95, 0.40, 0.41, 140, Interval(0.01, -0.02, 0.04))
+    assert check.f1_change > 0
+    reason = verdict(check, 0.8)
+    assert "beyond noise" in reason and "[-0.020, +0.040]" in reason
+    assert verdict(VoteCheck(0.95, 0.40, 0.46, 140, Interval(0.06, 0.02, 0.10)), 0.8) is None

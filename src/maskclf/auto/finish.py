@@ -18,6 +18,7 @@ from maskclf.auto.schedule import Work, fold_runs
 from maskclf.auto.selection import Selection, blend, select
 from maskclf.data.layout import read_eval
 from maskclf.errors import UsageError
+from maskclf.intervals import summary_intervals
 from maskclf.labels import CLASS_COLUMNS
 from maskclf.results.decisions import apply_biases, cross_validate, fit_biases
 from maskclf.results.ensemble import align, soft_vote
@@ -69,7 +70,6 @@ def finish(work: Work) -> float:
              ", ".join(f"{w} {f1:.4f}" for w, f1 in selection.check["held_out"].items()))
     ensemble_oof = blend(probs, selection.weights)
     decisions = cross_validate(ensemble_oof, y, persons)
-    decisions["applied"] = decisions["tuned_macro_f1"] > decisions["plain_macro_f1"]
     biases = fit_biases(ensemble_oof, y) if decisions["applied"] else np.zeros(len(
         CLASS_COLUMNS))
     predicting, refit = refit_members(work, trials, runs, selection.weights)
@@ -79,6 +79,7 @@ def finish(work: Work) -> float:
                                       [t.value for t in trials], strict=True)]
     summary = {
         "ensemble_oof_f1": selection.ensemble_f1,
+        "ensemble_oof_interval": summary_intervals(y, ensemble_oof.argmax(axis=1), persons),
         "best_member_oof_f1": selection.best_member_f1,
         "members": members,
         "selection": {"way": selection.way, "used_ensemble": selection.used_ensemble,

@@ -13,6 +13,7 @@ from maskclf.atomic import atomic_write_text, write_json
 from maskclf.auto.folder import StudyFolder
 from maskclf.auto.plan import StudyPlan
 from maskclf.auto.schedule import Work
+from maskclf.intervals import Interval
 from maskclf.reports.plots import save
 from maskclf.tables import markdown_table
 from maskclf.ticker import duration
@@ -97,6 +98,11 @@ def _table(rows: list[dict], columns: list[str]) -> list[str]:
     return markdown_table(columns, [[cell(row.get(c)) for c in columns] for row in rows])
 
 
+def _interval_text(interval: dict | None, signed: bool = False) -> str:
+    """An interval dict as ``+0.012 [-0.010, +0.035]``; empty when there is none."""
+    return "" if interval is None else Interval(**interval).text(signed)
+
+
 def _markdown(folder: StudyFolder, summary: dict) -> str:
     plan = summary["plan"]
     last = len(plan["rungs"]) - 1
@@ -110,14 +116,20 @@ def _markdown(folder: StudyFolder, summary: dict) -> str:
     stages = [{"stage": k, "planned_s": summary["stages"]["planned_s"].get(k),
                "spent_s": v} for k, v in summary["stages"]["spent_s"].items()]
     selection = summary["selection"]
+    gains = selection["check"].get("gain_over_best_member", {})
     ways = [{"way": way, "all rows": f1, "held-out persons": selection["check"][
-        "held_out"].get(way)} for way, f1 in selection["check"]["fitted"].items()]
+        "held_out"].get(way), "held-out gain over the best member [95% CI]":
+        _interval_text(gains.get(way), signed=True)}
+        for way, f1 in selection["check"]["fitted"].items()]
     decisions = summary["decisions"]
+    interval = summary.get("ensemble_oof_interval")
+    spread = ("" if interval is None else f" [{interval['macro_f1']['low']:.4f}, "
+              f"{interval['macro_f1']['high']:.4f}], 95% over {interval['persons']} persons")
     lines = [
         f"# maskclf auto: {folder.path.name}", "",
         f"Budget {duration(summary['budget_s'])}, spent {duration(summary['elapsed_s'])} "
         f"({'held' if summary['budget_held'] else 'overrun'}). Ensemble OOF macro F1 "
-        f"**{summary['ensemble_oof_f1']:.4f}** (best member "
+        f"**{summary['ensemble_oof_f1']:.4f}**{spread} (best member "
         f"{summary['best_member_oof_f1']:.4f}). Submission: `{summary['submission']}`.", "",
         "## Plan", "", *_table(rungs, ["stage", "candidates", "epochs", "folds"]), "",
         "Estimated epoch seconds (speed probe): " + ", ".join(
@@ -131,13 +143,16 @@ def _markdown(folder: StudyFolder, summary: dict) -> str:
         "", *_table(selection["path"], ["size", "added", "macro_f1"]), "",
         f"Macro F1 of each way to combine them, on all rows and on held-out persons "
         f"({selection['check']['splits']} person-grouped splits; fitted on the others):", "",
-        *_table(ways, ["way", "all rows", "held-out persons"]), "",
-        f"Used: **{selection['way']}** (the best on held-out persons among the ways that "
-        "score at least as well as the best member on all rows).", "",
+        *_table(ways, ["way", "all rows", "held-out persons",
+                       "held-out gain over the best member [95% CI]"]), "",
+        f"Used: **{selection['way']}** (the best member unless a blend's held-out gain over "
+        "it is beyond noise — its 95% interval over persons above zero — and the blend "
+        "scores at least as well on all rows).", "",
         *_table(members, ["unit", "weight", "oof_macro_f1", "run"]), "",
         f"Decision tuning (held-out persons): {decisions['plain_macro_f1']:.4f} plain, "
-        f"{decisions['tuned_macro_f1']:.4f} tuned: "
-        + ("applied." if decisions["applied"] else "not applied."), "",
+        f"{decisions['tuned_macro_f1']:.4f} tuned, gain "
+        f"{_interval_text(decisions.get('gain'), signed=True)}: "
+        + ("applied." if decisions["applied"] else "not applied (not beyond noise)."), "",
         "Refit on every person: " + (", ".join(f"`{r}`" for r in summary["refit"]["runs"])
                                      + " predicted the eval set instead of their members."
                                      if summary["refit"]["used"]

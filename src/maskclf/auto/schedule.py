@@ -15,7 +15,10 @@ from maskclf.auto.clock import BudgetClock
 from maskclf.auto.folder import StudyFolder
 from maskclf.auto.plan import StudyPlan, kfold_seconds, rung_seconds
 from maskclf.auto.preset import Preset
+from maskclf.auto.selection import survivors as rung_survivors
 from maskclf.config import RunConfig
+from maskclf.intervals import Interval
+from maskclf.runs.directory import RunDir
 
 log = logging.getLogger(__name__)
 HEADROOM = 1.2
@@ -93,6 +96,7 @@ class Work:
                  clock: BudgetClock):
         self.study, self.plan, self.preset, self.configs = study, plan, preset, configs
         self.folder, self.data, self.clock = folder, data, clock
+        self._survivors: dict[int, tuple[list[str], dict[str, dict]]] = {}
 
     # the study's state
     def trials(self) -> list[optuna.trial.FrozenTrial]:
@@ -127,10 +131,7 @@ class Work:
                 previous = {c: Unit("screening", c, rung_index - 1).id for c in alive}
                 if any(u not in done for u in previous.values()):
                     return stages + [WAIT]
-                scores = self.scores(list(previous.values()))
-                ranked = sorted((c for c in alive if previous[c] in scores),
-                                key=lambda c: -scores[previous[c]])
-                alive = ranked[:rung.count]
+                alive = self.survivors(rung_index - 1, alive, rung.count)
             if not alive:  # every run of the rung before was skipped
                 break
             stages.append([Unit("screening", c, rung_index) for c in alive])
@@ -141,6 +142,22 @@ class Work:
             stages.append([Unit("kfold", c) for c in alive])
         stages.append([Unit("finish")])
         return stages
+
+    def survivors(self, rung_index: int, alive: list[str], count: int) -> list[str]:
+        """Who goes on from a finished rung (``selection.survivors``: the preset's order
+        among those within noise of the best), decided once and kept with its gaps."""
+        if rung_index not in self._survivors:
+            units = {c: Unit("screening", c, rung_index).id for c in alive}
+            scores = {c: s for c, u in units.items() if (s := self.scores([u]).get(u))
+                      is not None}
+            oofs = {c: RunDir(self.folder.run(units[c])).require_oof("screening")
+                    for c in scores}
+            self._survivors[rung_index] = rung_survivors(alive, scores, oofs, count)
+            log.info("auto: rung %d: %s go on (gap to the best, 95%% interval over persons: "
+                     "%s)", rung_index, ", ".join(self._survivors[rung_index][0]),
+                     "; ".join(f"{c} {Interval(**g).text(signed=True)}" for c, g in
+                               self._survivors[rung_index][1].items()) or "none")
+        return self._survivors[rung_index][0]
 
     def next_unit(self, mine: int | None = None) -> Unit | str | None:
         """The first unit nobody has finished or claimed (``mine``: this trial's own claim

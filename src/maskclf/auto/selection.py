@@ -8,9 +8,11 @@ at each step, adds (again, if it helps most) the member whose inclusion gives th
 macro F1 of the averaged probabilities, its best point kept. On a few hundred rows the
 greedy path overfits macro F1, so each way is scored by person-grouped cross-validation
 (fitted on the other persons' rows, scored on the held-out persons, pooled over the
-splits), and the one that scores best there is used — among those that score at least as
-well as the best member on all rows, so the ensemble never scores below its best member on
-the rows it was chosen on. Ties go to the simpler way (single, then uniform, then greedy).
+splits). The best member is the default; a blend replaces it only when its held-out gain
+over the best member's held-out predictions is beyond noise (the paired interval over
+persons above zero) and it scores at least as well as the best member on all rows; among
+such blends the best on held-out persons is used, ties to the simpler (uniform, then
+greedy).
 """
 
 from __future__ import annotations
@@ -18,9 +20,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import pandas as pd
 from sklearn.model_selection import GroupKFold
 
+from maskclf.intervals import Interval, paired_gain
+from maskclf.labels import CLASS_COLUMNS
 from maskclf.metrics import macro_f1
+from maskclf.results.submission import oof_persons
 
 CHECK_SPLITS = 5
 WAYS = ("best member", "uniform", "greedy")
@@ -39,7 +45,8 @@ class Selection:
     best_member: int
     best_member_f1: float
     check: dict
-    """Macro F1 of each way on all rows (``fitted``) and on held-out persons."""
+    """Macro F1 of each way on all rows (``fitted``) and on held-out persons, and each
+    blend's held-out gain over the best member with its interval."""
 
     @property
     def used_ensemble(self) -> bool:
@@ -86,30 +93,64 @@ def _ways(probs: list[np.ndarray], y: np.ndarray, finalists: list[int], rounds: 
 def select(probs: list[np.ndarray], y, persons, rounds: int = 20,
            finalists: list[int] | None = None) -> Selection:
     """The ensemble of ``probs`` (one OOF matrix per member, same rows) for labels ``y``,
-    checked on held-out ``persons``; ``finalists`` index the final stage's members."""
-    y = np.asarray(y, dtype=int)
+    checked on held-out ``persons``; ``finalists`` index the final stage's members.
+
+    The best member is kept unless a blend beats it on held-out persons beyond noise (the
+    paired interval of the gain over persons above zero); of the ways that do, the best on
+    held-out persons is used, ties to the simpler."""
+    y, persons = np.asarray(y, dtype=int), np.asarray(persons)
     singles = [_f1(y, p) for p in probs]
     best = int(np.argmax(singles))
     ways = _ways(probs, y, finalists or [], rounds)
     fitted = {way: _f1(y, blend(probs, w)) for way, w in ways.items()}
-    held = held_out_check(probs, y, np.asarray(persons), rounds, finalists or [])
-    eligible = [w for w in WAYS if w in ways and fitted[w] >= singles[best] - 1e-12]
-    way = max(eligible, key=lambda w: (held.get(w, -1.0), -WAYS.index(w)))
+    splits, decided = held_out_check(probs, y, persons, rounds, finalists or [])
+    held = {way: macro_f1(y, d) for way, d in decided.items()}
+    gains = {way: paired_gain(y, persons, decided[WAYS[0]], decided[way])
+             for way in decided if way != WAYS[0]}
+    beyond = [w for w in WAYS[1:] if w in gains and gains[w].verdict == "better"
+              and fitted[w] >= singles[best] - 1e-12]
+    way = max(beyond, key=lambda w: (held[w], -WAYS.index(w))) if beyond else WAYS[0]
     _, path = greedy_path(probs, y, rounds)
     return Selection(ways[way], way, path, fitted[way], best, singles[best],
-                     {"splits": held.pop("splits"), "fitted": fitted, "held_out": held})
+                     {"splits": splits, "fitted": fitted, "held_out": held,
+                      "gain_over_best_member": {w: g.as_dict() for w, g in gains.items()}})
 
 
 def held_out_check(probs: list[np.ndarray], y: np.ndarray, persons: np.ndarray, rounds: int,
-                   finalists: list[int]) -> dict:
-    """Each way fitted on some persons' rows and scored on the others' (pooled over a
-    person-grouped k-fold)."""
+                   finalists: list[int]) -> tuple[int, dict[str, np.ndarray]]:
+    """Each way fitted on some persons' rows and used on the others' (a person-grouped
+    k-fold): the number of splits and each way's held-out predictions of every row."""
     splits = min(CHECK_SPLITS, len(set(persons)))
     if splits < 2:
-        return {"splits": 0}
+        return 0, {}
     decided: dict[str, np.ndarray] = {}
     for fit, held in GroupKFold(n_splits=splits).split(y, y, persons):
         for way, weights in _ways([p[fit] for p in probs], y[fit], finalists, rounds).items():
             decided.setdefault(way, np.empty_like(y))[held] = blend(
                 [p[held] for p in probs], weights).argmax(axis=1)
-    return {"splits": splits, **{way: macro_f1(y, d) for way, d in decided.items()}}
+    return splits, decided
+
+
+def survivors(preferred: list[str], scores: dict[str, float], oofs: dict[str, pd.DataFrame],
+              count: int) -> tuple[list[str], dict[str, dict]]:
+    """The ``count`` candidates that go on from a screening rung, and each one's gap to the
+    best with its interval. A candidate the best does not beat beyond noise (paired over
+    the persons both validated on) is as good as the best on this evidence, and those go
+    on in the preset's order (``preferred``: the reference recipe first), so a cheaper or
+    simpler candidate is not dropped for a chance lead; the rest follow by score."""
+    ranked = sorted((c for c in preferred if c in scores), key=lambda c: -scores[c])
+    if not ranked:
+        return [], {}
+    best = ranked[0]
+    gaps = {}
+    for candidate in ranked[1:]:
+        shared = oofs[best].merge(oofs[candidate], on="ImageID", suffixes=("", "_other"))
+        if shared.empty:
+            continue
+        gap = paired_gain(shared["class"], oof_persons(shared), shared[
+            [f"{c}_other" for c in CLASS_COLUMNS]].to_numpy().argmax(axis=1), shared[
+            CLASS_COLUMNS].to_numpy().argmax(axis=1))
+        gaps[candidate] = gap.as_dict()
+    level = [c for c in preferred if c == best or (c in gaps and Interval(
+        **gaps[c]).verdict != "better")]
+    return (level + [c for c in ranked if c not in level])[:count], gaps

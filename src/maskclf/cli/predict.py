@@ -217,20 +217,22 @@ def tune_decisions(
     *, show: Console,
 ) -> dict:
     """Fit decision biases for macro F1 on OOF rows; kept only if they help on held-out
-    persons (cross-validated), else argmax stays."""
+    persons beyond noise (cross-validated, paired interval), else argmax stays."""
     from maskclf.results.decisions import tune_run
 
     report = (tune_run(run, per=per) if oof_file is None
               else tune_run(run, oof_file, per=per))
+    gain = report["gain"]
     show.print(f"OOF macro F1, cross-validated over persons: plain {report['plain_macro_f1']:.4f}"
                f" -> tuned {report['tuned_macro_f1']:.4f} ({report['n_splits']} splits, "
-               f"biases per {per})")
+               f"biases per {per}); gain {gain['value']:+.4f}, 95% interval over persons "
+               f"[{gain['low']:+.4f}, {gain['high']:+.4f}]")
     if report["applied"]:
         show.print(f"biases saved to {report['file']}; apply them with "
                    f"`maskclf predict {run} --tune-decisions`")
     else:
-        show.print(f"tuning did not help on held-out persons: {report['file']} keeps zero "
-                   "biases, so --tune-decisions predicts the plain argmax")
+        show.print(f"tuning did not help held-out persons beyond noise: {report['file']} "
+                   "keeps zero biases, so --tune-decisions predicts the plain argmax")
     return report
 
 

@@ -304,7 +304,10 @@ def auto(
         show.print(summary["note"])
         return summary
     show.print(render.auto_table(summary))
-    show.print(f"ensemble OOF macro F1 {summary['ensemble_oof_f1']:.4f} (best member "
+    interval = summary.get("ensemble_oof_interval")
+    spread = ("" if interval is None else f" [{interval['macro_f1']['low']:.4f}, "
+              f"{interval['macro_f1']['high']:.4f}]")
+    show.print(f"ensemble OOF macro F1 {summary['ensemble_oof_f1']:.4f}{spread} (best member "
                f"{summary['best_member_oof_f1']:.4f}); budget {summary['budget_s']:.0f}s, "
                f"spent {summary['elapsed_s']:.0f}s")
     show.print(f"submission: {summary['submission']}  report: {summary['report']}")

@@ -5,8 +5,10 @@ Static quantization (QDQ, per-channel int8 weights, uint8 activations) after onn
 pre-processing (BatchNorm folded into the convolutions), calibrated on the run's training
 images as the networks see them. Each fold's validation rows (the OOF
 rows of ``oof.csv``) are predicted by that fold's fp32 and int8 networks; the export
-records both macro F1 and their agreement, and refuses the int8 networks (the fp32 export
-stays) when F1 falls by more than ``max_f1_drop`` unless forced.
+records both macro F1, their agreement and the paired interval of the drop over persons,
+and refuses the int8 networks (the fp32 export stays) when F1 falls by more than
+``max_f1_drop`` and beyond noise (the interval above zero), unless forced: int8 is the
+cheaper choice, kept while the evidence against it is noise.
 """
 
 from __future__ import annotations
@@ -25,8 +27,10 @@ from maskclf.data.transforms import evaluation_view
 from maskclf.deploy.manifest import ExportDir, Manifest
 from maskclf.deploy.request import MAX_F1_DROP
 from maskclf.errors import UsageError
+from maskclf.intervals import paired_gain
 from maskclf.metrics import macro_f1
 from maskclf.predict.onnx_backend import ExportedModel
+from maskclf.results.submission import oof_persons
 from maskclf.runs.directory import RunDir
 
 log = logging.getLogger(__name__)
@@ -126,14 +130,17 @@ def quantize_export(folder: ExportDir, run: RunDir, oof: pd.DataFrame, data_root
              "forced": False, "weights": "int8 per channel", "activations": "uint8",
              "calibration": f"percentile {CALIBRATION_PERCENTILE:g}",
              "float_convolutions": FLOAT_CONVS}
+    lost = paired_gain(truth, oof_persons(oof), after, before)  # fp32 minus int8
+    entry["drop_interval"] = lost.as_dict()
     drop = entry["fp32_macro_f1"] - entry["int8_macro_f1"]
-    if drop > max_f1_drop:
+    if drop > max_f1_drop and lost.verdict == "better":
         if not force:
             folder.remove([network["file"] for network in int8_networks])
             raise UsageError(
                 f"int8 loses {drop:.4f} macro F1 on {run.path}'s {len(oof)} validation images "
                 f"(fp32 {entry['fp32_macro_f1']:.4f}, int8 {entry['int8_macro_f1']:.4f}; more "
-                f"than --max-f1-drop {max_f1_drop:g}): the fp32 export in {folder.path} is kept; "
+                f"than --max-f1-drop {max_f1_drop:g} and beyond noise: 95% interval over "
+                f"persons {lost.text(signed=True)}): the fp32 export in {folder.path} is kept; "
                 "--force keeps int8 anyway")
         entry["forced"] = True
         log.warning("int8 loses %.4f macro F1 (more than %g), kept because of --force", drop,

@@ -19,6 +19,7 @@ from sklearn.model_selection import GroupKFold
 from maskclf import labels
 from maskclf.atomic import write_json
 from maskclf.errors import InputFileError, MissingFileError, UsageError
+from maskclf.intervals import paired_gain
 from maskclf.labels import CLASS_COLUMNS, NUM_CLASSES
 from maskclf.metrics import macro_f1
 from maskclf.results.submission import oof_persons
@@ -80,15 +81,20 @@ def fit_biases(probs: np.ndarray, y, grid: np.ndarray = DEFAULT_GRID, rounds: in
 
 def cross_validate(probs: np.ndarray, y, groups, n_splits: int = 5, per: str = "attribute"
                    ) -> dict:
-    """Macro F1 of plain argmax and of biases fitted on the other groups' rows."""
+    """Macro F1 of plain argmax and of biases fitted on the other groups' (persons') rows,
+    the paired interval of the gain over persons, and ``applied``: whether tuning is worth
+    its biases — only when that interval is above zero (within noise, plain argmax stays)."""
     y = np.asarray(y, dtype=int)
+    groups = np.asarray(groups)
     splits = min(n_splits, len(set(groups)))
     tuned = np.empty_like(y)
     for fit_rows, held_rows in GroupKFold(n_splits=splits).split(probs, y, groups):
         biases = fit_biases(probs[fit_rows], y[fit_rows], per=per)
         tuned[held_rows] = apply_biases(probs[held_rows], biases)
-    return {"plain_macro_f1": macro_f1(y, probs.argmax(axis=1)),
-            "tuned_macro_f1": macro_f1(y, tuned), "n_splits": splits}
+    plain = probs.argmax(axis=1)
+    gain = paired_gain(y, groups, plain, tuned)
+    return {"plain_macro_f1": macro_f1(y, plain), "tuned_macro_f1": macro_f1(y, tuned),
+            "n_splits": splits, "gain": gain.as_dict(), "applied": gain.verdict == "better"}
 
 
 def save_biases(run: RunDir, biases: np.ndarray, report: dict) -> Path:
@@ -121,8 +127,8 @@ def load_biases(run_path: Path | str, views: list[str] | None = None) -> np.ndar
 
 def tune_run(run_path: Path | str, oof_file: str = RunDir.OOF, per: str = "attribute") -> dict:
     """Cross-validate decision tuning on a run's OOF rows; when it helps on held-out
-    persons, fit on all rows and save the biases, else save zero biases (plain argmax).
-    Either way the report says which (``applied``)."""
+    persons beyond noise, fit on all rows and save the biases, else save zero biases (plain
+    argmax). Either way the report says which (``applied``) and the interval behind it."""
     run = RunDir.open(run_path)
     source = run.file(oof_file)
     oof = read_prediction_file(source)
@@ -132,7 +138,6 @@ def tune_run(run_path: Path | str, oof_file: str = RunDir.OOF, per: str = "attri
               "run": str(run.path.resolve()), "oof_file": oof_file,
               "oof_sha256": hashlib.sha256(source.read_bytes()).hexdigest(),
               "views": run.oof_views(oof_file)}
-    report["applied"] = report["tuned_macro_f1"] > report["plain_macro_f1"]
     biases = (fit_biases(probs, oof["class"], per=per) if report["applied"]
               else np.zeros(probs.shape[1]))
     report["file"] = str(save_biases(run, biases, report))

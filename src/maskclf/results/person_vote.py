@@ -5,8 +5,8 @@ and gender and age are constant per person, so a person's images should agree on
 2021 winner embedded the images, grouped them and voted age inside each group. A vote only
 helps when the groups really are persons, so it must prove itself first: the same grouping
 and vote run on the out-of-fold rows, where persons are known, and it is applied only when
-the groups are pure enough and the out-of-fold macro F1 rises (:func:`check_vote`,
-:func:`verdict`).
+the groups are pure enough and the out-of-fold macro F1 rises beyond noise: the paired
+interval of the gain over persons is above zero (:func:`check_vote`, :func:`verdict`).
 
 Grouping is Ward clustering of centred, L2-normalised embeddings into ``n / size``
 clusters; the vote is the mean of the members' gender and age probabilities; mask status
@@ -23,6 +23,7 @@ from sklearn.metrics.cluster import contingency_matrix
 from sklearn.preprocessing import normalize
 
 from maskclf import labels
+from maskclf.intervals import Interval, paired_gain
 from maskclf.metrics import macro_f1
 
 
@@ -65,13 +66,15 @@ class VoteCheck:
     f1_before: float
     f1_after: float
     rows: int
+    gain: Interval
+    """The vote's macro F1 gain, paired over persons, with its 95 % interval."""
 
     @property
     def f1_change(self) -> float:
         return self.f1_after - self.f1_before
 
     def to_dict(self) -> dict:
-        return {**asdict(self), "f1_change": self.f1_change}
+        return {**asdict(self), "f1_change": self.f1_change}  # gain: {value, low, high}
 
 
 def check_vote(embeddings: np.ndarray, probs: np.ndarray, classes: np.ndarray,
@@ -86,8 +89,10 @@ def check_vote(embeddings: np.ndarray, probs: np.ndarray, classes: np.ndarray,
         voted[rows] = person_vote(probs[rows], groups)
         group_ids[rows] = groups + offset
         offset += groups.max() + 1
-    return VoteCheck(purity(group_ids, persons), macro_f1(classes, probs.argmax(axis=1)),
-                     macro_f1(classes, voted.argmax(axis=1)), len(probs))
+    before, after = probs.argmax(axis=1), voted.argmax(axis=1)
+    return VoteCheck(purity(group_ids, persons), macro_f1(classes, before),
+                     macro_f1(classes, after), len(probs),
+                     paired_gain(classes, persons, before, after))
 
 
 def verdict(check: VoteCheck, min_purity: float) -> str | None:
@@ -95,7 +100,8 @@ def verdict(check: VoteCheck, min_purity: float) -> str | None:
     if check.purity < min_purity:
         return (f"groups are not persons: out-of-fold purity {check.purity:.3f} < "
                 f"{min_purity} (predict.person_min_purity)")
-    if check.f1_change <= 0:
-        return (f"the vote does not help: out-of-fold macro F1 {check.f1_before:.4f} -> "
-                f"{check.f1_after:.4f}")
+    if check.gain.verdict != "better":
+        return (f"the vote does not help beyond noise: out-of-fold macro F1 "
+                f"{check.f1_before:.4f} -> {check.f1_after:.4f}, gain "
+                f"{check.gain.text(signed=True)} (95% interval over persons)")
     return None
