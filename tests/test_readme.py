@@ -37,8 +37,8 @@ def as_run_here(command: str) -> list[str]:
     for placeholder, value in PLACEHOLDERS.items():
         command = command.replace(placeholder, value)
     args = shlex.split(command)[1:]
-    if (args[0] == "train" and not {"--resume", "--refit"} & set(args)) or (args[0] == "tune"
-                                                            and "--report" not in args):
+    if (args[0] == "train" and not {"--resume", "--refit"} & set(args)) or (
+            args[0] in ("tune", "ablate") and "--report" not in args):
         args += FAST
         if "model.weights" not in command:  # packaged weights do not fit the tiny model
             args += ["-o", "model.weights=null"]

@@ -234,7 +234,8 @@ def make_synthetic(out: Path | str, persons: int = 60, eval_persons: int = 15,
     """Write a synthetic dataset in the competition layout to ``out`` and return it.
 
     Genders and age groups cycle so every one of the 18 classes appears for any
-    ``persons >= 6``. ``eval/labels.csv`` holds the true class of every eval image.
+    ``persons >= 6``. ``eval/labels.csv`` holds the true class and the person of every eval
+image (so scores on it come with intervals over persons).
     ``one_setting``: each person's photos share a background and clothes, as in the
     competition, where a person took all seven in one place (the default draws them anew
     for every photo, so only the face tells persons apart).
@@ -271,9 +272,9 @@ def make_synthetic(out: Path | str, persons: int = 60, eval_persons: int = 15,
             name = hashlib.sha1(f"{seed}/{person.folder}/{stem}".encode()).hexdigest() + ".jpg"
             _save(out / EVAL_IMAGES / name, draw_photo(rng, person, mask, place))
             cls = labels.encode_class(mask, person.gender, labels.age_bucket(person.age))
-            eval_rows.append((name, int(cls)))
+            eval_rows.append((name, int(cls), person.id))
     order = np.random.default_rng([seed, 3]).permutation(len(eval_rows))
-    eval_table = pd.DataFrame(eval_rows, columns=["ImageID", "class"]).iloc[order]
+    eval_table = pd.DataFrame(eval_rows, columns=["ImageID", "class", "person"]).iloc[order]
     eval_table.assign(ans=0)[["ImageID", "ans"]].to_csv(out / EVAL_CSV, index=False)
     eval_table.to_csv(out / "eval" / "labels.csv", index=False)
     return out
