@@ -56,7 +56,8 @@ def compare(
     result = compare_inputs(inputs, labels_file, draws, seed, plot)
     show.print(render.frame_table(
         f"{result['images']} images of {result['persons']} persons, {result['draws']} draws: "
-        f"each input against {result['reference']}", differences_table(result)))
+        f"each input against {result['reference']}", differences_table(result),
+        compact=True))
     for line in result["notes"]:
         show.print(f"note: {line}", markup=False)
     if plot is not None:
