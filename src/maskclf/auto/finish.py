@@ -87,6 +87,7 @@ def finish(work: Work) -> float:
                       "path": [{**step, "added": names[step["added"]]}
                                for step in selection.path]},
         "decisions": {**decisions, "biases": [float(b) for b in biases]},
+        "screening": work.screening,
         "refit": refit,
         **written,
         "finish_s": round(time.monotonic() - started, 1),

@@ -103,6 +103,18 @@ def _interval_text(interval: dict | None, signed: bool = False) -> str:
     return "" if interval is None else Interval(**interval).text(signed)
 
 
+def _screening_lines(screening: dict) -> list[str]:
+    """Who went on from each rung, and why the others did not: their gap to the best."""
+    lines = []
+    for rung, decided in screening.items():
+        gaps = "; ".join(f"{name} {_interval_text(gap, signed=True)}"
+                         for name, gap in decided["gap_to_best"].items()) or "none"
+        lines += [f"Screening {rung}: {', '.join(decided['went_on'])} went on (the preset's "
+                  "earlier candidates while the best does not beat them beyond noise). Gap to "
+                  f"the best, 95% interval over persons: {gaps}.", ""]
+    return lines
+
+
 def _markdown(folder: StudyFolder, summary: dict) -> str:
     plan = summary["plan"]
     last = len(plan["rungs"]) - 1
@@ -137,6 +149,7 @@ def _markdown(folder: StudyFolder, summary: dict) -> str:
         "## Candidates", "",
         *_table(summary["candidates"], ["unit", "candidate", "stage", "epochs", "seconds",
                                         "val_macro_f1", "state"]), "",
+        *_screening_lines(summary.get("screening") or {}),
         "## Selection", "",
         "Greedy selection with replacement (Caruana et al., 2004) over the members' "
         "out-of-fold predictions (macro F1 against ensemble size; the best step is kept):",

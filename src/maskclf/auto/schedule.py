@@ -159,6 +159,14 @@ class Work:
                                self._survivors[rung_index][1].items()) or "none")
         return self._survivors[rung_index][0]
 
+    @property
+    def screening(self) -> dict[str, dict]:
+        """Each finished rung's decision: who went on and each other candidate's gap to the
+        best (best minus it) with its interval, for the report."""
+        self.stages()
+        return {f"rung {r}": {"went_on": went_on, "gap_to_best": gaps}
+                for r, (went_on, gaps) in sorted(self._survivors.items())}
+
     def next_unit(self, mine: int | None = None) -> Unit | str | None:
         """The first unit nobody has finished or claimed (``mine``: this trial's own claim
         does not count); ``WAIT`` when the rest depend on others' units; None when done."""
