@@ -16,14 +16,19 @@ GOOD_LR, BAD_LR = 0.01, 1e-9
 
 
 @pytest.fixture(scope="module")
-def ablation(tmp_path_factory):
+def ablation_data(tmp_path_factory):
     """24 persons, half of them validating: enough for the tiny network to learn in three
     epochs at a working rate (accuracy about 0.26 against 0.03 at a rate too small)."""
     from maskclf.data.synthetic import make_synthetic
 
-    folder = tmp_path_factory.mktemp("ablation")
-    data = make_synthetic(folder / "data", persons=24, eval_persons=2, seed=0)
-    out = folder / "study"
+    return make_synthetic(tmp_path_factory.mktemp("ablation-data") / "data", persons=24,
+                          eval_persons=2, seed=0)
+
+
+@pytest.fixture(scope="module")
+def ablation(ablation_data, tmp_path_factory):
+    data = ablation_data
+    out = tmp_path_factory.mktemp("ablation") / "study"
     args = ["ablate", "--data", str(data), *TINY, "-o", "train.epochs=3",
             "-o", "data.val_ratio=0.5",
             "--vary", f"optim.lr={GOOD_LR},{BAD_LR}",
@@ -85,6 +90,24 @@ def test_the_same_command_continues_the_study_and_another_grid_is_refused(ablati
     assert sorted(p.name for p in (out / "runs").iterdir()) == sorted([*before,
                                                                         "second-c01-r0"])
     assert "ablation-c00-r0" in pd.read_csv(out / "second" / "runs.csv")["run"].iloc[0]
+
+
+@pytest.mark.slow
+def test_without_vary_it_measures_the_seed_noise_of_one_config(ablation_data, tmp_path):
+    result = CliRunner().invoke(app, ["ablate", "--data", str(ablation_data), *TINY,
+                                      "-o", "data.val_ratio=0.5", "--repeats", "2",
+                                      "--out", str(tmp_path), "--draws", "200", "--json"])
+    assert result.exit_code == 0, result.output
+    effects = pd.DataFrame(json.loads(result.stdout)["effects"])
+    assert list(effects["metric"]) == ["macro_f1", "mask_f1", "gender_f1", "age_f1",
+                                       "accuracy"]
+    assert set(effects["value"]) == {"(base)"} and set(effects["runs"]) == {2}
+    assert effects["difference"].isna().all()
+    runs = pd.read_csv(tmp_path / "ablation" / "runs.csv")
+    assert list(runs["seed"]) == [42, 43]
+    for row in effects.itertuples():  # the mean of the two seeds, inside its interval
+        assert row.mean == pytest.approx(runs[row.metric].mean(), abs=1e-4)
+        assert row.low <= row.mean <= row.high
 
 
 @pytest.mark.parametrize(("flags", "fragment"), [
