@@ -19,6 +19,7 @@ from __future__ import annotations
 import itertools
 import json
 import logging
+import re
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -316,6 +317,13 @@ def seed_table(grid: Grid, scored: dict[str, RunDraws], runs: dict[str, Path]
     return pd.DataFrame(rows)
 
 
+def _short(label: str, most: int = 72) -> str:
+    """A plot label: absolute paths as their folder's name (``data.external`` values)."""
+    label = re.sub(r'"/(?:[^"]*/)?([^"/]+)"', r"\1", label).replace('"', "").replace(
+        "path: ", "")
+    return label if len(label) <= most else label[:most - 1] + "…"
+
+
 def _plot(table: pd.DataFrame, info: dict, path: Path) -> Path | None:
     """The differences from each setting's first value as a forest plot."""
     compared = table.dropna(subset=["difference"])
@@ -324,7 +332,7 @@ def _plot(table: pd.DataFrame, info: dict, path: Path) -> Path | None:
     rows = []
     for (setting, value), group in compared.groupby(["setting", "value"], sort=False):
         by_metric = group.set_index("metric")
-        rows.append((f"{setting}={value}"[:48], {
+        rows.append((_short(f"{setting}={value}"), {
             m: {"value": by_metric.loc[m, "difference"], "low": by_metric.loc[m,
                                                                               "difference_low"],
                 "high": by_metric.loc[m, "difference_high"]} for m in METRICS},
