@@ -296,7 +296,7 @@ def effects_frame(result: dict) -> pd.DataFrame:
     for r in result["effects"]:
         difference = "" if r["difference"] is None else Interval(
             r["difference"], r["difference_low"], r["difference_high"]).text(signed=True)
-        rows.append({"setting": r["setting"], "value": r["value"], "runs": r["runs"],
+        rows.append({"setting": r["setting"], "value": _short(r["value"], 40), "runs": r["runs"],
                      "metric": r["metric"],
                      "mean [CI]": Interval(r["mean"], r["low"], r["high"]).text(),
                      "vs first [CI]": difference, "verdict": r["verdict"] or ""})
@@ -318,7 +318,8 @@ def seed_table(grid: Grid, scored: dict[str, RunDraws], runs: dict[str, Path]
 
 
 def _short(label: str, most: int = 72) -> str:
-    """A plot label: absolute paths as their folder's name (``data.external`` values)."""
+    """A value or label as shown: absolute paths as their folder's name (``data.external``
+    values); effects.csv and ablation.json keep them whole."""
     label = re.sub(r'"/(?:[^"]*/)?([^"/]+)"', r"\1", label).replace('"', "").replace(
         "path: ", "")
     return label if len(label) <= most else label[:most - 1] + "…"
