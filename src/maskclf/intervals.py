@@ -44,6 +44,13 @@ PERSON_COLUMNS = ("person", "person_id")
 real-photo set use ``person_id``)."""
 
 
+def percentile_interval(value: float, draws: np.ndarray, level: float = LEVEL) -> Interval:
+    """``value`` with the central ``level`` share of its bootstrap ``draws`` around it."""
+    tail = (1 - level) / 2 * 100
+    low, high = np.percentile(draws, [tail, 100 - tail])
+    return Interval(float(value), float(low), float(high))
+
+
 @dataclass(frozen=True)
 class Interval:
     """A figure on all rows and the percentile interval of its bootstrap draws."""
@@ -156,8 +163,7 @@ class PersonBootstrap:
                 n_resamples=self.draws, batch=min(self.draws, 250), method="percentile",
                 confidence_level=self.level, rng=np.random.default_rng(self.seed)
             ).bootstrap_distribution
-        return Comparison(point, distribution, len(systems), self.level, self.n_persons,
-                          len(self.truth))
+        return Comparison(point, distribution, len(systems), self.level)
 
     def intervals(self, predicted) -> dict[str, Interval]:
         """One system's metrics with their intervals."""
@@ -173,16 +179,11 @@ class Comparison:
     distribution: np.ndarray
     systems: int
     level: float
-    persons: int
-    images: int
-
-    def _interval(self, row: int) -> Interval:
-        tail = (1 - self.level) / 2 * 100
-        low, high = np.percentile(self.distribution[row], [tail, 100 - tail])
-        return Interval(float(self.point[row]), float(low), float(high))
 
     def _block(self, start: int) -> dict[str, Interval]:
-        return {metric: self._interval(start + i) for i, metric in enumerate(METRICS)}
+        return {metric: percentile_interval(self.point[start + i],
+                                            self.distribution[start + i], self.level)
+                for i, metric in enumerate(METRICS)}
 
     @property
     def scores(self) -> list[dict[str, Interval]]:
@@ -194,6 +195,10 @@ class Comparison:
         if not 1 <= system < self.systems:
             raise IndexError(f"system {system} has no difference from the first")
         return self._block((self.systems + system - 1) * len(METRICS))
+
+    def point_of(self, system: int) -> np.ndarray:
+        """One system's metrics on all rows (in ``METRICS`` order)."""
+        return self.point[system * len(METRICS):(system + 1) * len(METRICS)]
 
     def draws_of(self, system: int) -> np.ndarray:
         """One system's metrics on every draw (metrics x draws), for pooling over seeds."""

@@ -33,7 +33,7 @@ import pandas as pd
 from maskclf.atomic import write_csv, write_json
 from maskclf.config import RunConfig, absolute_paths, apply_overrides, build_config, dump_config
 from maskclf.errors import ConfigError, MaskclfError, RunInterrupted, UsageError
-from maskclf.intervals import METRICS, Interval, PersonBootstrap
+from maskclf.intervals import METRICS, Interval, PersonBootstrap, percentile_interval
 from maskclf.reports.plots import forest_figure
 from maskclf.results.ensemble import classes_of
 from maskclf.results.submission import oof_persons
@@ -203,7 +203,6 @@ class RunDraws:
     """A finished unit's figures: on all persons (``point``, metrics) and on each draw
     (``draws``, metrics x draws)."""
 
-    unit: str
     point: np.ndarray
     draws: np.ndarray
 
@@ -225,8 +224,8 @@ def score_units(runs: dict[str, Path], draws: int) -> tuple[dict[str, RunDraws],
     predicted = [pd.Series(classes_of(t), index=t["ImageID"].astype(str)).loc[shared]
                  .to_numpy() for t in tables.values()]
     result = boot.compare(predicted)
-    scored = {unit: RunDraws(unit, result.point[i * len(METRICS):(i + 1) * len(METRICS)],
-                             result.draws_of(i)) for i, unit in enumerate(tables)}
+    scored = {unit: RunDraws(result.point_of(i), result.draws_of(i))
+              for i, unit in enumerate(tables)}
     return scored, {"images": len(shared), "persons": boot.n_persons, "draws": draws,
                     "level": boot.level}
 
@@ -237,12 +236,6 @@ def _seed_means(runs: Sequence[RunDraws], rng: np.random.Generator) -> np.ndarra
     stacked = np.stack([run.draws.T for run in runs], axis=1)  # draws x seeds x metrics
     chosen = rng.integers(0, len(runs), size=stacked.shape[:2])
     return np.take_along_axis(stacked, chosen[..., None], axis=1).mean(axis=1)
-
-
-def _interval(point: float, draws: np.ndarray, level: float) -> Interval:
-    tail = (1 - level) / 2 * 100
-    low, high = np.percentile(draws, [tail, 100 - tail])
-    return Interval(float(point), float(low), float(high))
 
 
 def effects(grid: Grid, scored: dict[str, RunDraws], level: float, seed: int = 0
@@ -275,13 +268,13 @@ def effects(grid: Grid, scored: dict[str, RunDraws], level: float, seed: int = 0
                 continue
             point, draws, runs = marginal
             for m, metric in enumerate(METRICS):
-                own = _interval(point[m], draws[:, m], level)
+                own = percentile_interval(point[m], draws[:, m], level)
                 row = {"setting": key, "value": "(base)" if value is None else _text(value),
                        "runs": runs, "metric": metric, "mean": own.value, "low": own.low,
                        "high": own.high, "difference": None, "difference_low": None,
                        "difference_high": None, "verdict": None}
                 if reference is not None and marginal is not reference:
-                    difference = _interval(point[m] - reference[0][m],
+                    difference = percentile_interval(point[m] - reference[0][m],
                                            draws[:, m] - reference[1][:, m], level)
                     row.update(difference=difference.value, difference_low=difference.low,
                                difference_high=difference.high, verdict=difference.verdict)
