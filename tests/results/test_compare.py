@@ -16,14 +16,13 @@ from tests.helpers.cli_result import assert_clear_error_or_works
 from tests.helpers.fake_runs import fake_run, labelled_persons, probabilities
 
 PERSONS, IMAGES = 80, 7
-_truth, _probs = labelled_persons, probabilities
 
 
 @pytest.fixture
 def two_runs(tmp_path):
-    rng, ids, truth, person = _truth()
-    weak = fake_run(tmp_path / "weak", ids, _probs(rng, truth, 0.4), truth, person)
-    strong = fake_run(tmp_path / "strong", ids, _probs(rng, truth, 0.8), truth, person)
+    rng, ids, truth, person = labelled_persons()
+    weak = fake_run(tmp_path / "weak", ids, probabilities(rng, truth, 0.4), truth, person)
+    strong = fake_run(tmp_path / "strong", ids, probabilities(rng, truth, 0.8), truth, person)
     return weak, strong
 
 
@@ -40,25 +39,25 @@ def test_runs_compare_on_their_own_labels_and_a_clear_gain_is_better(two_runs, t
 
 
 def test_runs_on_other_persons_are_compared_where_they_overlap(tmp_path):
-    rng, ids, truth, person = _truth()
+    rng, ids, truth, person = labelled_persons()
     half = len(ids) // 2
-    a = fake_run(tmp_path / "a", ids, _probs(rng, truth, 0.6), truth, person)
-    b = fake_run(tmp_path / "b", ids[half:], _probs(rng, truth, 0.6)[half:], truth[half:],
+    a = fake_run(tmp_path / "a", ids, probabilities(rng, truth, 0.6), truth, person)
+    b = fake_run(tmp_path / "b", ids[half:], probabilities(rng, truth, 0.6)[half:], truth[half:],
                  person[half:])
     result = compare([a, b], draws=200)
     assert result["images"] == len(ids) - half
     assert any("not in every input" in note for note in result["notes"])
-    c = fake_run(tmp_path / "c", ids[:half], _probs(rng, truth, 0.6)[:half], truth[:half],
+    c = fake_run(tmp_path / "c", ids[:half], probabilities(rng, truth, 0.6)[:half], truth[:half],
                  person[:half])
     with pytest.raises(InputFileError, match="no image is in every input"):
         compare([b, c], draws=200)
 
 
 def test_prediction_files_need_labels_with_persons(tmp_path):
-    rng, ids, truth, person = _truth()
+    rng, ids, truth, person = labelled_persons()
     files = []
     for name, right in (("a.csv", 0.4), ("b.csv", 0.8)):
-        write_csv(prediction_table(ids, _probs(rng, truth, right)), tmp_path / name)
+        write_csv(prediction_table(ids, probabilities(rng, truth, right)), tmp_path / name)
         files.append(tmp_path / name)
     with pytest.raises(UsageError, match="--labels"):
         compare(files, draws=200)
@@ -93,7 +92,7 @@ def test_the_command_prints_the_table_and_refuses_bad_requests(two_runs, tmp_pat
 def test_score_gives_intervals_when_the_labels_name_persons(tmp_path):
     from maskclf.metrics import score_files
 
-    rng, ids, truth, person = _truth()
+    rng, ids, truth, person = labelled_persons()
     classes = np.where(rng.random(len(ids)) < 0.7, truth, 0)
     write_csv(pd.DataFrame({"ImageID": ids, "ans": classes}), tmp_path / "submission.csv")
     labels = pd.DataFrame({"ImageID": ids, "class": truth, "person_id": person})

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from maskclf.atomic import check_target
 from maskclf.errors import InputFileError, UsageError
 from maskclf.intervals import (
     METRICS,
@@ -79,8 +80,6 @@ def _unique_names(sources: list[Source]) -> list[str]:
 def check_request(inputs: list[Path], labels: Path | None, draws: int,
                   plot: Path | None) -> None:
     """Everything about the flags, before any file is read."""
-    from maskclf.atomic import check_target
-
     if len(inputs) < 2:
         raise UsageError(f"compare needs at least two runs or prediction files; got "
                          f"{len(inputs)}")
