@@ -92,7 +92,9 @@ class DataConfig(_Section):
     """Seed of the person split; None: the run's ``seed``. ``maskclf ablate`` fixes it, so
     runs with different seeds validate on the same persons and compare paired."""
     corrections: bool | Path = False
-    """Fix known mislabeled persons in memory: true (packaged list) or a corrections file."""
+    """Fix mislabeled persons and photos in memory, or make a label unknown (it trains and
+    scores as an outside row's unknown attribute): true (the packaged list) or a file
+    (``maskclf suspects``, ``maskclf review``)."""
     age_old_threshold: int = Field(60, ge=31, le=60)
     """Training labels only: ages from this value count as ">=60" (scores keep 60)."""
     exclude_ages: list[tuple[int, int]] = []
@@ -413,23 +415,27 @@ class RunConfig(_Section):
                                  f"{sorted(unknown)}; allowed {list(ATTRIBUTE_SECTIONS)}")
         return value
 
-    def _check_external(self, mixing: bool) -> None:
-        """What cannot yet read a row that knows only some attributes is refused by name."""
+    def partial_row_clashes(self) -> list[tuple[str, str]]:
+        """(setting, why) of each setting that cannot read a row that knows only some
+        attributes (outside data, a label ``data.corrections`` makes unknown)."""
+        mixing = self.aug.mixup_alpha > 0 or self.aug.cutmix_alpha > 0
         refused = [
             ("aug.mixup_alpha / aug.cutmix_alpha", mixing or self.aug.cutmix_mode != "box",
              "mixing blends one row's unknown attributes into another's known ones; set them "
              "to 0 and aug.cutmix_mode to box"),
             ("distill.teacher", self.distill.teacher is not None,
-             "a teacher has no soft targets for outside images"),
+             "a teacher's soft targets claim every attribute of every row"),
             ("loss.age_ordinal_smoothing", self.loss.age_ordinal_smoothing > 0,
              "age smoothing moves the mass of 18-class targets, which outside rows do not have; "
              "set it to 0"),
             ("data.sampler: balanced", self.data.sampler == "balanced",
              "balanced draws need each row's class; use the sources' share instead"),
         ]
-        for setting, clash, why in refused:
-            if clash:
-                raise ValueError(f"data.external with {setting}: {why}")
+        return [(setting, why) for setting, clash, why in refused if clash]
+
+    def _check_external(self) -> None:
+        for setting, why in self.partial_row_clashes()[:1]:
+            raise ValueError(f"data.external with {setting}: {why}")
         shares = sum(source.share or 0.0 for source in self.data.external)
         if shares >= 1:
             raise ValueError(f"data.external: the sources' shares add up to {shares:g}; they "
@@ -473,7 +479,7 @@ class RunConfig(_Section):
             raise ValueError(f"aug.mixup_alpha / aug.cutmix_alpha need an even "
                              f"train.batch_size; got {self.train.batch_size}")
         if self.data.external:
-            self._check_external(mixing)
+            self._check_external()
         if self.model.outside_batchnorm == "split":
             self._check_split_batchnorm()
         if self.distill.teacher is not None and (mixing or self.aug.cutmix_mode != "box"):

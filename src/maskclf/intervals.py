@@ -84,9 +84,10 @@ def _one_hot(groups: list[np.ndarray], sizes: list[int]) -> np.ndarray:
 class PersonBootstrap:
     """Draws of persons shared by every system scored on them.
 
-    ``truth`` holds the 18-class labels of the rows, ``persons`` who each row shows. The
-    same arguments always give the same draws (``seed``), so intervals computed in two
-    places agree.
+    ``truth`` holds the 18-class labels of the rows (``labels.truth_codes``: a row that
+    does not know an attribute counts in neither that attribute's F1 nor the 18-class
+    figures), ``persons`` who each row shows. The same arguments always give the same
+    draws (``seed``), so intervals computed in two places agree.
     """
 
     BLOCKS = [labels.NUM_CLASSES, *(len(values) for values in labels.ATTRIBUTES.values())]
@@ -98,18 +99,23 @@ class PersonBootstrap:
             raise ValueError(f"{len(truth)} labels for {len(persons)} persons")
         if draws < 2:
             raise ValueError(f"draws must be at least 2; got {draws}")
-        self.truth = truth
+        classes, known, _ = labels.split_code(truth)
+        self.truth, self._full = classes, known[0] & known[1] & known[2]
         self.person_ids, self.row_person = np.unique(np.asarray(persons, dtype=str),
                                                      return_inverse=True)
         self.draws, self.seed, self.level = draws, seed, level
-        self._truth_hot = self._hot(truth)
+        # rows x columns: 1 where the row's label knows what the column's block scores
+        self._scored = np.repeat(np.stack([self._full, *known], axis=1), self.BLOCKS,
+                                 axis=1).astype(float)
+        self._truth_hot = self._hot(classes)
 
     @property
     def n_persons(self) -> int:
         return len(self.person_ids)
 
     def _hot(self, classes: np.ndarray) -> np.ndarray:
-        return _one_hot([classes, *labels.decode_class(classes)], self.BLOCKS)
+        """The rows' indicator columns, zero in each block the row's label does not know."""
+        return _one_hot([classes, *labels.decode_class(classes)], self.BLOCKS) * self._scored
 
     def _scores(self, weights: np.ndarray, predicted_hot: np.ndarray,
                 correct: np.ndarray) -> np.ndarray:
@@ -125,12 +131,13 @@ class PersonBootstrap:
             present = both > 0
             f1 = np.divide(2 * hits[:, block], both, out=np.zeros_like(both), where=present)
             figures.append(f1.sum(axis=1) / np.maximum(present.sum(axis=1), 1))
-        figures.append(weights @ correct / weights.sum(axis=1))
+        figures.append(weights @ correct / np.maximum(weights @ self._full, 1))
         return np.stack(figures)
 
     def _statistic(self, systems: Sequence[np.ndarray]):
         hots = [self._hot(predicted) for predicted in systems]
-        correct = [(predicted == self.truth).astype(float) for predicted in systems]
+        correct = [((predicted == self.truth) & self._full).astype(float)
+                   for predicted in systems]
 
         def statistic(drawn_persons: np.ndarray, axis: int = -1) -> np.ndarray:
             drawn = np.atleast_2d(np.moveaxis(drawn_persons, axis, -1))

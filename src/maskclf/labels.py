@@ -52,6 +52,12 @@ def decode_class(cls):
 
 UNKNOWN = -1
 """The value of an attribute a training row does not know (outside data, ``data.external``)."""
+UNKNOWN_BITS = {"mask": 1, "gender": 2, "age": 4}
+"""Each attribute's bit in a set of unknown attributes (a partial code, the ``unknown``
+column of records, OOF files and labels files)."""
+UNKNOWN_COLUMN = "unknown"
+"""The column of a labelled table (records, oof.csv, a labels file) with the bits of the
+attributes its row does not know (``data.corrections``; absent: every row knows all)."""
 SOURCE_STRIDE = NUM_CLASSES * 8
 """A partial code's step from one source to the next: 18 classes x 8 sets of unknowns."""
 
@@ -67,7 +73,8 @@ def partial_code(mask, gender, age, source=0):
     >>> split_code(193)
     (13, (True, False, True), 1)
     """
-    unknown = (mask < 0) * 1 + (gender < 0) * 2 + (age < 0) * 4
+    bits = UNKNOWN_BITS
+    unknown = (mask < 0) * bits["mask"] + (gender < 0) * bits["gender"] + (age < 0) * bits["age"]
     known_class = encode_class(mask * (mask >= 0), gender * (gender >= 0), age * (age >= 0))
     return known_class + NUM_CLASSES * unknown + SOURCE_STRIDE * source
 
@@ -76,8 +83,23 @@ def split_code(codes):
     """A partial code (an int, array or tensor) as (class of the known values, (mask known,
     gender known, age known), source)."""
     classes, unknown = codes % NUM_CLASSES, (codes // NUM_CLASSES) % 8
-    return (classes, tuple(unknown & bit == 0 for bit in (1, 2, 4)),
+    return (classes, tuple(unknown & bit == 0 for bit in UNKNOWN_BITS.values()),
             codes // SOURCE_STRIDE)
+
+
+def truth_codes(table) -> np.ndarray:
+    """The truth of a labelled table as partial codes: its ``class`` where the row knows
+    every attribute, plus ``NUM_CLASSES`` x its ``unknown`` bits where it does not (what
+    scoring leaves out, attribute by attribute)."""
+    classes = np.asarray(table["class"], dtype=np.int64)
+    if UNKNOWN_COLUMN not in table:
+        return classes
+    return classes + NUM_CLASSES * np.asarray(table[UNKNOWN_COLUMN], dtype=np.int64)
+
+
+def unknown_names(bits: int) -> str:
+    """The attributes a set of unknown bits names, space-separated ("" for none)."""
+    return " ".join(name for name, bit in UNKNOWN_BITS.items() if int(bits) & bit)
 
 
 class ClassCounts(NamedTuple):

@@ -44,25 +44,40 @@ def macro_f1(y_true, y_pred) -> float:
     return float(np.mean(2 * hits[present] / (true_counts + predicted_counts)[present]))
 
 
+def known_truth(y_true) -> tuple[np.ndarray, dict[str, np.ndarray], np.ndarray]:
+    """Labels that may not know every attribute (``labels.truth_codes``: class ids, plus
+    18 x the unknown bits) as (classes, per attribute the rows that know it, the rows that
+    know all three: what the 18-class figures score)."""
+    classes, known, _ = labels.split_code(np.asarray(y_true, dtype=np.int64))
+    known = dict(zip(labels.ATTRIBUTES, known, strict=True))
+    return classes, known, known["mask"] & known["gender"] & known["age"]
+
+
 def score(y_true, y_pred) -> dict:
-    """All figures for 18-class labels ``y_true`` against predictions ``y_pred``."""
+    """All figures for 18-class labels ``y_true`` against predictions ``y_pred``. A label
+    that does not know an attribute (``labels.truth_codes``) leaves that attribute's F1 and
+    the 18-class figures; ``unknown`` then counts those rows per attribute."""
     y_true, y_pred = np.asarray(y_true, dtype=int), np.asarray(y_pred, dtype=int)
     if y_true.shape != y_pred.shape:
         raise ValueError(f"{len(y_true)} labels but {len(y_pred)} predictions")
+    y_true, known, full = known_truth(y_true)
     parts_true, parts_pred = labels.decode_class(y_true), labels.decode_class(y_pred)
-    per_class = f1_score(y_true, y_pred, labels=range(labels.NUM_CLASSES), average=None,
-                         zero_division=0)
-    return {
+    per_class = f1_score(y_true[full], y_pred[full], labels=range(labels.NUM_CLASSES),
+                         average=None, zero_division=0)
+    figures = {
         "n": int(len(y_true)),
-        "accuracy": float(accuracy_score(y_true, y_pred)),
-        "macro_f1": macro_f1(y_true, y_pred),
+        "accuracy": float(accuracy_score(y_true[full], y_pred[full])) if full.any() else 0.0,
+        "macro_f1": macro_f1(y_true[full], y_pred[full]),
         "attribute_f1": {
-            name: macro_f1(t, p)
+            name: macro_f1(t[known[name]], p[known[name]])
             for name, t, p in zip(labels.ATTRIBUTES, parts_true, parts_pred, strict=True)
         },
         "class_f1": [float(v) for v in per_class],
-        "class_support": np.bincount(y_true, minlength=labels.NUM_CLASSES).tolist(),
+        "class_support": np.bincount(y_true[full], minlength=labels.NUM_CLASSES).tolist(),
     }
+    if not full.all():
+        figures["unknown"] = {name: int((~rows).sum()) for name, rows in known.items()}
+    return figures
 
 
 def score_with_interval(y_true, y_pred, persons) -> dict:
@@ -72,8 +87,29 @@ def score_with_interval(y_true, y_pred, persons) -> dict:
 
 
 def confusion(y_true, y_pred) -> np.ndarray:
-    """18 x 18 confusion matrix (rows: true class, columns: predicted)."""
-    return confusion_matrix(y_true, y_pred, labels=range(labels.NUM_CLASSES))
+    """18 x 18 confusion matrix (rows: true class, columns: predicted) of the rows whose
+    label knows every attribute (``labels.truth_codes``)."""
+    classes, _, full = known_truth(y_true)
+    return confusion_matrix(classes[full], np.asarray(y_pred, dtype=int)[full],
+                            labels=range(labels.NUM_CLASSES))
+
+
+def checked_truth(table: pd.DataFrame, path, what: str) -> np.ndarray:
+    """A labelled table's truth (``labels.truth_codes``): ``class`` 0-17 in every row and,
+    when there, ``unknown`` 0-7 (bits: mask 1, gender 2, age 4), else one line naming the
+    file."""
+    classes = pd.to_numeric(table["class"], errors="coerce")
+    if classes.isna().any() or not classes.between(0, labels.NUM_CLASSES - 1).all():
+        raise InputFileError(f"{what} {path}: class must be 0-17 in every row")
+    checked = {"class": classes.astype(int)}
+    if labels.UNKNOWN_COLUMN in table.columns:
+        bits = pd.to_numeric(table[labels.UNKNOWN_COLUMN], errors="coerce")
+        if bits.isna().any() or not bits.between(0, 7).all():
+            raise InputFileError(f"{what} {path}: {labels.UNKNOWN_COLUMN} must be 0-7 in every "
+                                 "row (bits of the attributes it does not know: mask 1, "
+                                 "gender 2, age 4)")
+        checked[labels.UNKNOWN_COLUMN] = bits.astype(int)
+    return labels.truth_codes(pd.DataFrame(checked))
 
 
 def score_files(submission_path, labels_path) -> dict:
@@ -87,7 +123,9 @@ def score_files(submission_path, labels_path) -> dict:
                                       dtype={"ImageID": str}), path, f"{role} file")
         tables[role] = table.set_index("ImageID")
     person = next((c for c in PERSON_COLUMNS if c in tables["labels"].columns), None)
-    submission, truth = tables["submission"]["ans"], tables["labels"]["class"]
+    submission = tables["submission"]["ans"]
+    truth = pd.Series(checked_truth(tables["labels"], labels_path, "labels file"),
+                      index=tables["labels"].index)
     missing, extra = truth.index.difference(submission.index), submission.index.difference(
         truth.index)
     if len(missing) or len(extra):
@@ -102,18 +140,20 @@ def score_files(submission_path, labels_path) -> dict:
 
 
 def attribute_confusions(y_true, y_pred) -> dict[str, np.ndarray]:
-    """Per-attribute confusion matrices (rows true, columns predicted) of 18-class labels."""
-    return {name: confusion_matrix(t, p, labels=range(len(values)))
+    """Per-attribute confusion matrices (rows true, columns predicted) of 18-class labels
+    (``labels.truth_codes``: each over the rows that know the attribute)."""
+    classes, known, _ = known_truth(y_true)
+    return {name: confusion_matrix(t[known[name]], p[known[name]], labels=range(len(values)))
             for (name, values), t, p in zip(labels.ATTRIBUTES.items(),
-                                            labels.decode_class(np.asarray(y_true, dtype=int)),
+                                            labels.decode_class(classes),
                                             labels.decode_class(np.asarray(y_pred, dtype=int)),
                                             strict=True)}
 
 
 def confusion_tables(y_true, y_pred) -> dict[str, pd.DataFrame]:
-    """The confusion matrices as labelled tables: ``""`` the 18 classes, then each
-    attribute by name (rows true, columns predicted); ``RunDir`` names their files."""
-    y_true, y_pred = np.asarray(y_true, dtype=int), np.asarray(y_pred, dtype=int)
+    """The confusion matrices as labelled tables: ``""`` the 18 classes (rows that know
+    every attribute), then each attribute by name (rows true, columns predicted);
+    ``RunDir`` names their files."""
     names = labels.class_names()
     tables = {"": pd.DataFrame(confusion(y_true, y_pred), index=names, columns=names)}
     for name, matrix in attribute_confusions(y_true, y_pred).items():

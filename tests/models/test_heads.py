@@ -250,3 +250,42 @@ def test_an_age_only_source_teaches_an_age_group_the_competition_data_lacks(head
 
     assert (predicted_ages(competition + outside) == 2).all()
     assert (predicted_ages(competition) != 2).all()
+
+
+# competition rows whose label ``data.corrections`` made unknown (source 0, partial codes)
+
+def _plain_spec(head: str):
+    from maskclf.config import load_config
+    from maskclf.models.spec import resolve_specs
+
+    return resolve_specs(load_config(None, [f"model.head={head}"]))
+
+
+@pytest.mark.parametrize("head", ["multihead", "single"])
+def test_mislabelled_rows_made_gender_unknown_stop_teaching_the_wrong_gender(head):
+    """Features show the gender; two thirds of the women are labelled men. Trained on those
+    labels, the network calls women men; with the wrong labels made unknown (the rows still
+    teach mask and age), it calls them women."""
+    rows = [(m, g, a) for m in range(3) for g in range(2) for a in range(3)] * 6
+    x = torch.tensor(np.stack([np.concatenate([np.eye(3)[m], np.eye(2)[g], np.eye(3)[a]])
+                               for m, g, a in rows]), dtype=torch.float32)
+    women = [i for i, (_, g, _) in enumerate(rows) if g == 1]
+    wrong = set(women[: 2 * len(women) // 3])
+
+    def predicted_gender(unknown: bool) -> float:
+        task = build_task(_plain_spec(head)[0], partial=unknown)
+        y = torch.tensor([int(labels.partial_code(m, labels.UNKNOWN if unknown else 0, a))
+                          if i in wrong else labels.encode_class(m, g, a)
+                          for i, (m, g, a) in enumerate(rows)])
+        torch.manual_seed(0)
+        net = torch.nn.Linear(x.shape[1], task.num_outputs)
+        optimizer = torch.optim.Adam(net.parameters(), lr=0.05)
+        for _ in range(200):
+            optimizer.zero_grad()
+            task.loss(net(x), y).backward()
+            optimizer.step()
+        gender = labels.attribute_marginals(task.probs(net(x[women])).detach())["gender"]
+        return float((gender.argmax(dim=1) == 1).float().mean())
+
+    assert predicted_gender(unknown=False) == 0.0
+    assert predicted_gender(unknown=True) == 1.0

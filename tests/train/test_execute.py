@@ -185,3 +185,50 @@ def test_a_bad_outside_source_refuses_the_run_before_anything_is_written(synthet
     assert "row 2, column gender: unknown gender 'femal'" in result.output
     assert "did you mean 'female'?" in result.output
     assert not (tmp_path / "runs").exists()
+
+
+def test_labels_made_unknown_train_as_partial_rows_and_leave_their_scores(synthetic_root,
+                                                                          tmp_path):
+    from maskclf.metrics import macro_f1
+    from maskclf.reports.run_report import write_report
+
+    first_masks = sorted((synthetic_root / "train" / "images").glob("*/mask1.*"))
+    persons = [path.parent.name for path in first_masks]
+    corrections = tmp_path / "corrections.yaml"
+    corrections.write_text(yaml.safe_dump({  # every person's mask1 photo: gender unknown
+        "images": {f"{path.parent.name}/{path.name}": {"gender": "unknown"}
+                   for path in first_masks},
+        "age_unknown": ["000002-1"]}))
+    result = train_run(tiny_config(f"data.corrections={corrections}", "model.head=multihead"),
+                       synthetic_root, tmp_path, "unsure", interactive=False)
+    counts = result.summary["corrections"]
+    assert counts["unknown_images"] == {"mask": 0, "gender": len(persons), "age": 7}
+    oof = pd.read_csv(result.run / "oof.csv")
+    unsure = oof["ImageID"].str.contains("/mask1.")
+    assert unsure.any()
+    assert (oof.loc[unsure, "unknown"] & 2).all() and not (oof.loc[~unsure, "unknown"] & 2).any()
+    predicted = oof[CLASS_COLUMNS].to_numpy().argmax(axis=1)
+    known = ~unsure.to_numpy()
+    validation = result.summary["validation"]
+    assert validation["unknown"]["gender"] == int(unsure.sum())
+    assert validation["attribute_f1"]["gender"] == pytest.approx(
+        macro_f1((oof["class"].to_numpy() // 3 % 2)[known], (predicted // 3 % 2)[known]))
+    assert validation["attribute_f1"]["mask"] == pytest.approx(
+        macro_f1(oof["class"].to_numpy() // 6, predicted // 6))  # every row knows its mask
+    report = Path(write_report(result.run, synthetic_root)["report"]).read_text()
+    assert f"made unknown: gender of {len(persons)}, age of 7 image(s)" in report
+
+
+def test_labels_made_unknown_refuse_a_setting_that_needs_every_label(synthetic_root, tmp_path):
+    from maskclf.errors import ConfigError
+
+    corrections = tmp_path / "corrections.yaml"
+    corrections.write_text("gender_unknown: ['" + sorted(
+        p.name for p in (synthetic_root / "train" / "images").iterdir())[0].split("_")[0]
+        + "']\n")
+    runs = tmp_path / "runs"
+    with pytest.raises(ConfigError, match="made|makes labels of 7 image.s. unknown, which "
+                                          "aug.mixup_alpha"):
+        train_run(tiny_config(f"data.corrections={corrections}", "aug.mixup_alpha=0.2"),
+                  synthetic_root, runs, "x", interactive=False)
+    assert not runs.exists()

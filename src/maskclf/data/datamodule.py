@@ -36,14 +36,19 @@ def training_classes(records: pd.DataFrame, old_from: int) -> np.ndarray:
     says which attributes it knows and its source).
 
     Only persons in the middle bucket move, so age corrections are kept; scoring always
-    uses ``records["class"]``.
+    uses ``records["class"]``. An attribute ``data.corrections`` made unknown (the row's
+    ``unknown`` bits) is unknown here as an outside row's is.
     """
     moved = (records["age_group"] == 1) & (records["age"] >= old_from)
-    age_group = np.where(moved, 2, records["age_group"])
+    values = {"mask": records["mask"].to_numpy(), "gender": records["gender"].to_numpy(),
+              "age": np.where(moved, 2, records["age_group"])}
+    if labels.UNKNOWN_COLUMN in records:
+        bits = records[labels.UNKNOWN_COLUMN].fillna(0).to_numpy(dtype=np.int64)
+        values = {name: np.where(bits & labels.UNKNOWN_BITS[name], labels.UNKNOWN, value)
+                  for name, value in values.items()}
     source = (records["source"].fillna(0).to_numpy(dtype=np.int64) if "source" in records
               else 0)
-    return labels.partial_code(records["mask"].to_numpy(), records["gender"].to_numpy(),
-                               age_group, source)
+    return labels.partial_code(values["mask"], values["gender"], values["age"], source)
 
 
 def training_rows(records: pd.DataFrame, fold: int, cfg: RunConfig) -> pd.DataFrame:
@@ -92,14 +97,19 @@ class FoldDataModule(L.LightningDataModule):
         self.cfg, self.root, self.fold, self.with_ages = cfg, Path(root), fold, with_ages
         self.records = records
         self.extra = extra if extra is not None else records.iloc[:0]
-        self.val_rows = records[records["fold"] == fold]
+        val_rows = records[records["fold"] == fold]
+        self.val_rows = val_rows.assign(truth=labels.truth_codes(val_rows))
         labelled = pd.concat([records, self.extra.assign(fold=PSEUDO)], ignore_index=True)
         rows = training_rows(labelled.assign(target=training_classes(
             labelled, cfg.data.age_old_threshold)), fold, cfg)
         if attribute is not None:  # an attribute's network: the rows that know it
-            column = {"mask": "mask", "gender": "gender", "age": "age_group"}[attribute]
-            rows = rows[rows[column] >= 0].reset_index(drop=True)
+            known = labels.split_code(rows["target"].to_numpy())[1]
+            rows = rows[known[list(labels.ATTRIBUTES).index(attribute)]].reset_index(drop=True)
         self.train_rows = rows
+        self.partial_targets = bool(cfg.data.external) or bool(
+            labels.UNKNOWN_COLUMN in records and (records[labels.UNKNOWN_COLUMN] > 0).any())
+        """Whether a row of this run may not know every attribute (outside rows, labels
+        made unknown): the task then reads targets as partial codes."""
         if (teacher is None) != (cfg.distill.teacher is None):
             raise ValueError("distill.teacher and the teacher table come together")
         self.teacher = (None if teacher is None else
@@ -162,4 +172,4 @@ class FoldDataModule(L.LightningDataModule):
                             in_halves=self.split_batchnorm)
 
     def val_dataloader(self) -> DataLoader:
-        return make_loader(self.dataset(self.val_rows, False), self.cfg)
+        return make_loader(self.dataset(self.val_rows, False, "truth"), self.cfg)

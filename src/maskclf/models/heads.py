@@ -101,19 +101,22 @@ class SingleTask(torch.nn.Module):
         # buffers, so they move with the module: no copy to the device at every step
         self.register_buffer("age_smoothing", None, persistent=False)
         self.register_buffer("source_weights", torch.ones(1), persistent=False)
+        self.partial_targets = False
 
     def known(self, targets: torch.Tensor) -> KnownTargets | None:
-        """The batch's partial codes, or None when the run has no outside source (every row
-        knows everything: class ids, or mixup probabilities) and the configured loss applies
-        as it always did. Decided by the config, so a step never waits on the device."""
-        if targets.ndim == 2 or len(self.source_weights) == 1:
+        """The batch's partial codes, or None when every row of the run knows everything
+        (class ids, or mixup probabilities) and the configured loss applies as it always
+        did. Decided by the run's data, so a step never waits on the device."""
+        if targets.ndim == 2 or not self.partial_targets:
             return None
         classes, known, source = labels.split_code(targets.long())
         return KnownTargets(classes, dict(zip(ATTRIBUTE_SIZES, known, strict=True)), source)
 
-    def weigh_sources(self, weights: list[float]) -> SingleTask:
-        """The loss weight of each ``data.external`` source's rows (the competition's: 1)."""
+    def weigh_sources(self, weights: list[float], partial: bool) -> SingleTask:
+        """The loss weight of each ``data.external`` source's rows (the competition's: 1),
+        and whether targets are partial codes (outside rows, labels made unknown)."""
         self.source_weights = torch.tensor([1.0, *weights])
+        self.partial_targets = partial or bool(weights)
         return self
 
     def smooth_age(self, eps: float) -> SingleTask:
@@ -198,6 +201,7 @@ class MultiHeadTask(SingleTask):
         torch.nn.Module.__init__(self)
         self.register_buffer("age_smoothing", None, persistent=False)
         self.register_buffer("source_weights", torch.ones(1), persistent=False)
+        self.partial_targets = False
         self.losses = torch.nn.ModuleDict(losses)
         self.weights = weights
         self.age_regression = age_regression
@@ -327,10 +331,12 @@ for _name, _size in ATTRIBUTE_SIZES.items():
     TASKS.register(_name)(Task(_size, _attribute, _name))
 
 
-def build_task(spec: ModelSpec, counts: labels.ClassCounts | None = None) -> SingleTask:
+def build_task(spec: ModelSpec, counts: labels.ClassCounts | None = None,
+               partial: bool = False) -> SingleTask:
     """The task of ``spec`` with its loss; class weights come from the training targets'
     counts: the 18 classes over the rows that know every attribute, an attribute's values
-    over the rows that know it. Each ``data.external`` source's rows get its weight."""
+    over the rows that know it. Each ``data.external`` source's rows get its weight;
+    ``partial``: a row may not know every attribute (labels made unknown)."""
     loss_cfg = spec.cfg.loss
 
     def weights(attribute: str | None):
@@ -340,4 +346,4 @@ def build_task(spec: ModelSpec, counts: labels.ClassCounts | None = None) -> Sin
         return class_weights(per_class, loss_cfg.class_weights, loss_cfg.effective_beta)
 
     task = TASKS.get(spec.task).build(spec, weights).smooth_age(loss_cfg.age_ordinal_smoothing)
-    return task.weigh_sources([source.weight for source in spec.cfg.data.external])
+    return task.weigh_sources([source.weight for source in spec.cfg.data.external], partial)

@@ -116,10 +116,12 @@ def predict_oof(run_path: Path | str, data_root: Path | str | None = None,
     run = predictor.run
     oof = run.require_oof("maskclf oof")
     probs = predictor.predict_oof(run.data_root(data_root), oof["ImageID"], oof["fold"])
-    table = oof_table(oof["ImageID"], probs, oof["fold"], oof["class"], oof_persons(oof))
+    table = oof_table(oof["ImageID"], probs, oof["fold"], oof["class"], oof_persons(oof),
+                      oof.get(labels.UNKNOWN_COLUMN))
     path = run.write_table(RunDir.oof_name(predictor.views), table)
-    return path, score_with_interval(table["class"], table[CLASS_COLUMNS].to_numpy().argmax(
-        axis=1), table["person"])
+    return path, score_with_interval(labels.truth_codes(table),
+                                     table[CLASS_COLUMNS].to_numpy().argmax(axis=1),
+                                     table["person"])
 
 
 GRID_LIMIT = 60

@@ -207,6 +207,20 @@ def _distilled(cfg: DistillConfig, compared: dict | None) -> list[str]:
     return lines
 
 
+def _corrections(counts: dict | None) -> list[str]:
+    """What ``data.corrections`` changed and made unknown: never silent."""
+    if counts is None:
+        return []
+    unknown = ", ".join(f"{name} of {n}" for name, n in counts["unknown_images"].items() if n)
+    return [f"Label corrections (`{Path(counts['file']).name}`): "
+            f"{counts['changed_images']} image label(s) of {counts['changed_persons']} "
+            f"person(s) changed; " + (f"made unknown: {unknown} image(s) (trained as "
+                                       "partial rows, left out of that attribute's scores)"
+                                       if unknown else "none made unknown")
+            + (f"; {len(counts['absent'])} id(s) or image(s) not in this data"
+               if counts["absent"] else ""), ""]
+
+
 def _markdown(run: Path, summary: dict, figures: dict[str, Path | None],
               mistakes: pd.DataFrame, recipe: list[str], found: list[Finding],
               maps: dict | None, shares: dict[str, tuple[float, int, float]]) -> str:
@@ -217,6 +231,7 @@ def _markdown(run: Path, summary: dict, figures: dict[str, Path | None],
                       ["source", "rows", "know mask", "know gender", "know age"],
                       [[Path(s["source"]).name, s["rows"], *s["known"].values()]
                        for s in summary["external"]]), ""]
+    lines += _corrections(summary.get("corrections"))
     lines += ["## Findings", ""]
     lines += ([finding.markdown() for finding in found] if found
               else ["Nothing flagged: no fold still improving at its last epoch, every class "
@@ -288,7 +303,7 @@ def write_report(run_path: Path | str, data_root: Path | str | None = None,
     wrong, matrix, truth, predicted = pd.DataFrame(), None, None, None
     oof = run.read_oof()
     if oof is not None:
-        truth = oof["class"].to_numpy()
+        truth = labels.truth_codes(oof)
         predicted = oof[CLASS_COLUMNS].to_numpy().argmax(axis=1)
         figures["confusion"], matrix = _confusions(truth, predicted, run.report_file("confusion"))
         scores = score(truth, predicted)

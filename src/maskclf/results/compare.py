@@ -23,6 +23,8 @@ from maskclf.intervals import (
     PersonBootstrap,
     interval_dict,
 )
+from maskclf.labels import truth_codes
+from maskclf.metrics import checked_truth
 from maskclf.reports.plots import forest_figure
 from maskclf.results.ensemble import classes_of, read_any
 from maskclf.results.submission import oof_persons
@@ -37,7 +39,7 @@ class Source:
     name: str
     path: Path
     predicted: pd.Series
-    labels: pd.DataFrame | None  # index ImageID; columns class, person
+    labels: pd.DataFrame | None  # index ImageID; columns truth (labels.truth_codes), person
 
 
 def read_source(path: Path | str) -> Source:
@@ -48,13 +50,15 @@ def read_source(path: Path | str) -> Source:
     ids = table["ImageID"].astype(str)
     labelled = None
     if "class" in table.columns:  # out-of-fold rows carry their labels and persons
-        labelled = pd.DataFrame({"class": table["class"].astype(int).to_numpy(),
+        labelled = pd.DataFrame({"truth": truth_codes(table),
                                  "person": oof_persons(table).to_numpy()}, index=ids)
     return Source(path.name, path, pd.Series(classes_of(table), index=ids), labelled)
 
 
 def read_labels(path: Path | str) -> pd.DataFrame:
-    """A labels file: ``ImageID``, ``class`` and the person of each image."""
+    """A labels file: ``ImageID``, ``class`` and the person of each image, and optionally
+    ``unknown`` (``labels.UNKNOWN_COLUMN``: bits of attributes a row's label does not know,
+    e.g. gender and age of a photo of someone else: 6)."""
     table = check_rows(read_table(path, ["ImageID", "class"], "labels file",
                                   dtype={"ImageID": str}), path, "labels file")
     column = next((c for c in PERSON_COLUMNS if c in table.columns), None)
@@ -62,10 +66,7 @@ def read_labels(path: Path | str) -> pd.DataFrame:
         raise InputFileError(f"labels file {path} names no persons (no "
                              f"{' or '.join(PERSON_COLUMNS)} column): intervals resample "
                              "persons, since one person's images are not independent")
-    classes = pd.to_numeric(table["class"], errors="coerce")
-    if classes.isna().any() or not classes.between(0, 17).all():
-        raise InputFileError(f"labels file {path}: class must be 0-17 in every row")
-    return pd.DataFrame({"class": classes.astype(int).to_numpy(),
+    return pd.DataFrame({"truth": checked_truth(table, path, "labels file"),
                          "person": table[column].astype(str).to_numpy()},
                         index=table["ImageID"])
 
@@ -120,12 +121,12 @@ def compare(inputs: list[Path], labels: Path | None = None, draws: int = 1000,
              "are not in every input and are left out"
              for name, s in zip(names, sources, strict=True) if len(s.predicted) > len(shared)]
     disagreeing = [name for name, s in zip(names, sources, strict=True) if s.labels is not None
-                   and not s.labels.loc[shared, "class"].equals(truth.loc[shared, "class"])]
+                   and not s.labels.loc[shared, "truth"].equals(truth.loc[shared, "truth"])]
     if disagreeing:
         notes.append(f"{', '.join(disagreeing)} labels some images otherwise (corrections?); "
                      "every input is scored against "
                      + (str(labels) if labels is not None else f"{names[0]}'s labels"))
-    boot = PersonBootstrap(truth.loc[shared, "class"].to_numpy(),
+    boot = PersonBootstrap(truth.loc[shared, "truth"].to_numpy(),
                            truth.loc[shared, "person"].to_numpy(), draws=draws, seed=seed)
     result = boot.compare([s.predicted.loc[shared].to_numpy() for s in sources])
     systems = []

@@ -85,12 +85,17 @@ def write_predictions_and_submission(predictions: Path, submission: Path, info: 
                    submission: checked_submission(info["ImageID"], decided, info, submission)})
 
 
-def oof_table(ids, probs: np.ndarray, folds, classes, persons) -> pd.DataFrame:
+def oof_table(ids, probs: np.ndarray, folds, classes, persons, unknown=None) -> pd.DataFrame:
     """The out-of-fold table, built here only: a prediction table (``ImageID`` = the
-    training image's path) plus ``fold``, ``class`` (the true label) and ``person``."""
-    return prediction_table(ids, probs).assign(
+    training image's path) plus ``fold``, ``class`` (the true label) and ``person``; and
+    ``unknown`` (``labels.UNKNOWN_COLUMN``: the bits of the attributes a row's label does not
+    know) when ``data.corrections`` made any unknown."""
+    table = prediction_table(ids, probs).assign(
         fold=np.asarray(folds, dtype=int), **{"class": np.asarray(classes, dtype=int)},
         person=np.asarray(persons, dtype=str))
+    if unknown is not None and np.any(np.asarray(unknown) > 0):
+        table[labels.UNKNOWN_COLUMN] = np.asarray(unknown, dtype=int)
+    return table
 
 
 def oof_persons(oof: pd.DataFrame) -> pd.Series:

@@ -9,6 +9,7 @@ import pandas as pd
 import yaml
 from pydantic import ValidationError
 
+from maskclf import labels
 from maskclf.config import RunConfig
 from maskclf.errors import MaskclfError, MissingFileError, UsageError, first_line
 from maskclf.intervals import summary_intervals
@@ -63,7 +64,7 @@ def validation_interval(run: RunDir) -> dict | None:
     oof = run.read_oof()
     if oof is None or "class" not in oof.columns:
         return None
-    return summary_intervals(oof["class"].astype(int), classes_of(oof), oof_persons(oof))
+    return summary_intervals(labels.truth_codes(oof), classes_of(oof), oof_persons(oof))
 
 
 def run_row(run: RunDir) -> dict:

@@ -1,11 +1,13 @@
-"""One process per run: the lock a training process holds on its run directory.
+"""One process at a time: the lock a training process holds on its run directory, and the
+one ``maskclf review`` holds on the corrections file it writes.
 
 ``RUN/train.lock`` holds the host, PID, start time and command of the process training the
 run; it is created atomically (``O_CREAT | O_EXCL``), so of two processes that start at once
 exactly one trains. A second ``train --resume`` of a live run is refused naming the holder;
 ``predict`` of it says it is still training. A lock whose process is gone (on this host) is
 taken over with a warning; one from another host is reported, since its process cannot be
-checked from here.
+checked from here. A file being written (``FILE.lock`` beside it, held by a live process) is
+refused by readers that would train on a moment of it.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 
-from maskclf.errors import UsageError
+from maskclf.errors import InputFileError, UsageError
 
 LOCK = "train.lock"
 log = logging.getLogger(__name__)
@@ -37,8 +39,12 @@ def _alive(pid: int) -> bool:
 
 def read_holder(run: Path) -> dict | None:
     """Who holds ``run``'s lock (host, pid, started, command), or None."""
+    return _read(run / LOCK)
+
+
+def _read(path: Path) -> dict | None:
     try:
-        holder = json.loads((run / LOCK).read_text())
+        holder = json.loads(path.read_text())
     except FileNotFoundError:
         return None
     except (json.JSONDecodeError, UnicodeDecodeError, OSError):
@@ -49,7 +55,11 @@ def read_holder(run: Path) -> dict | None:
 def live_holder(run: Path) -> dict | None:
     """The lock's holder while it may still be training: a live process on this host, or
     any process on another host (it cannot be checked from here)."""
-    holder = read_holder(run)
+    return _live(run / LOCK)
+
+
+def _live(path: Path) -> dict | None:
+    holder = _read(path)
     if holder is None:
         return None
     if holder.get("host") == socket.gethostname() and not _alive(int(holder.get("pid", -1))):
@@ -70,19 +80,52 @@ def require_idle(run: Path) -> None:
                          f"finish (if that process is gone for good, remove {run / LOCK})")
 
 
+def _mine(holder: dict) -> bool:
+    return holder.get("host") == socket.gethostname() and holder.get("pid") == os.getpid()
+
+
+def writer_lock_path(path: Path) -> Path:
+    return path.with_name(path.name + ".lock")
+
+
+def refuse_if_written(path: Path, what: str) -> None:
+    """An :class:`InputFileError` naming the writer when a live process holds ``path``'s
+    writer lock (a review session still deciding what the file says)."""
+    holder = _live(writer_lock_path(path))
+    if holder is not None and not _mine(holder):
+        raise InputFileError(f"{what} {path} is being written by {describe(holder)}; stop "
+                             f"it first (if that process is gone for good, remove "
+                             f"{writer_lock_path(path)})")
+
+
+@contextmanager
+def writer_lock(path: Path, command: str, what: str) -> Iterator[None]:
+    """Hold ``path``'s writer lock while the block writes it; refused (naming the holder)
+    when a live process holds it."""
+    with _holding(writer_lock_path(path), command, lambda: refuse_if_written(path, what)):
+        yield
+
+
 @contextmanager
 def training_lock(run: Path, command: str) -> Iterator[None]:
     """Hold ``run``'s lock while the block trains; refused when a live process holds it."""
-    path = run / LOCK
+    with _holding(run / LOCK, command, lambda: require_idle(run)):
+        yield
+
+
+@contextmanager
+def _holding(path: Path, command: str, refuse_if_busy) -> Iterator[None]:
+    """Hold the lock file ``path``: created atomically, taken over from a process that is
+    gone, ``refuse_if_busy()`` raises when a live one holds it."""
     record = {"host": socket.gethostname(), "pid": os.getpid(), "command": command,
               "started": datetime.now().isoformat(timespec="seconds")}
     for _ in range(2):
         try:
             descriptor = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
         except FileExistsError:
-            require_idle(run)
+            refuse_if_busy()
             log.warning("taking over %s, left by %s, which is no longer running", path,
-                        describe(read_holder(run) or {}))
+                        describe(_read(path) or {}))
             path.unlink(missing_ok=True)
             continue
         with os.fdopen(descriptor, "w") as handle:
@@ -93,5 +136,5 @@ def training_lock(run: Path, command: str) -> Iterator[None]:
     try:
         yield
     finally:
-        if (read_holder(run) or {}).get("pid") == os.getpid():
+        if _mine(_read(path) or {}):
             path.unlink(missing_ok=True)

@@ -30,6 +30,7 @@ import numpy as np
 import optuna
 import pandas as pd
 
+from maskclf import labels
 from maskclf.atomic import write_csv, write_json
 from maskclf.config import RunConfig, absolute_paths, apply_overrides, build_config, dump_config
 from maskclf.errors import ConfigError, MaskclfError, RunInterrupted, UsageError
@@ -219,7 +220,7 @@ def score_units(runs: dict[str, Path], draws: int) -> tuple[dict[str, RunDraws],
         raise UsageError("the ablation's runs share no validation image")
     shared = shared.sort_values()
     first = next(iter(tables.values())).set_index("ImageID").loc[shared]
-    boot = PersonBootstrap(first["class"].to_numpy(), oof_persons(first.reset_index()),
+    boot = PersonBootstrap(labels.truth_codes(first), oof_persons(first.reset_index()),
                            draws=draws)
     predicted = [pd.Series(classes_of(t), index=t["ImageID"].astype(str)).loc[shared]
                  .to_numpy() for t in tables.values()]

@@ -95,22 +95,22 @@ def _summarise(run: RunDir, records: pd.DataFrame, results: list[FoldResult], st
         if result.soup is not None:
             entry["checkpoint_average"] = result.soup
         if result.probs is not None:
-            truth, predicted = result.val_rows["class"], result.probs.argmax(axis=1)
+            rows = result.val_rows
+            truth, predicted = labels.truth_codes(rows), result.probs.argmax(axis=1)
             scores = score(truth, predicted)
             entry.update({k: scores[k] for k in ("n", "accuracy", "macro_f1", "attribute_f1")})
             run.write_confusions(confusion_tables(truth, predicted), result.fold)
-            rows = result.val_rows
             tables.append(oof_table(rows["path"], result.probs, result.fold, rows["class"],
-                                    rows["person"]))
+                                    rows["person"], rows.get(labels.UNKNOWN_COLUMN)))
         folds.append(entry)
     summary: dict = {"run": str(run.path), "n_images": len(records),
                      "folds": folds, "validation": None, "cv": None}
     if tables:
         oof = pd.concat(tables, ignore_index=True)
         run.write_table(RunDir.OOF, oof)
-        predicted = oof[CLASS_COLUMNS].to_numpy().argmax(axis=1)
-        summary["validation"] = score_with_interval(oof["class"], predicted, oof["person"])
-        run.write_confusions(confusion_tables(oof["class"], predicted))
+        predicted, truth = oof[CLASS_COLUMNS].to_numpy().argmax(axis=1), labels.truth_codes(oof)
+        summary["validation"] = score_with_interval(truth, predicted, oof["person"])
+        run.write_confusions(confusion_tables(truth, predicted))
         f1s = np.array([f["macro_f1"] for f in folds if "macro_f1" in f])
         summary["cv"] = {"macro_f1_mean": float(f1s.mean()), "macro_f1_std": float(f1s.std()),
                          "oof_macro_f1": summary["validation"]["macro_f1"]}
@@ -244,6 +244,10 @@ def _train_plan(plan: RunPlan, run: RunDir, interactive: bool | None,
         summary["excluded_from_training"] = excluded
     if external is not None:
         summary["external"] = external
+    if plan.corrections is not None:
+        summary["corrections"] = {"file": ("packaged list" if cfg.data.corrections is True
+                                           else str(cfg.data.corrections)),
+                                  **plan.corrections.counts()}
     if budget is not None:
         summary["time_limit"] = budget.record()
     summary["seconds"] = round(summary["seconds"]

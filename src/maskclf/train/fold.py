@@ -65,7 +65,8 @@ def fit_fold(spec: ModelSpec, root: Path, records: pd.DataFrame, fold: int, run:
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     data = FoldDataModule(cfg, root, records, fold, extra, with_ages=spec.regresses_age,
                           teacher=teacher_of(cfg), attribute=spec.attribute)
-    module = build_module(spec, training_net(spec), data.class_counts())
+    module = build_module(spec, training_net(spec), data.class_counts(),
+                          data.partial_targets)
     resume_from = last_checkpoint(out)
     writer = is_rank_zero()
     if resume_from is not None and writer:

@@ -72,7 +72,8 @@ def find_lr(spec: ModelSpec, root: Path, records: pd.DataFrame, fold: int,
     data = FoldDataModule(cfg, root, records, fold, with_ages=spec.regresses_age,
                           teacher=teacher_of(cfg))
     data.prepare_data()
-    module = build_module(spec, training_net(spec), data.class_counts())
+    module = build_module(spec, training_net(spec), data.class_counts(),
+                          data.partial_targets)
     loader = data.train_dataloader()
     epochs = math.ceil(steps / max(1, len(loader))) + 1  # the test stops at `steps` batches
     with tempfile.TemporaryDirectory(prefix="maskclf-lr-find-") as scratch, quiet_lightning():

@@ -139,8 +139,9 @@ class ClassifierModule(InferenceModule):
     def validation_step(self, batch, batch_idx: int) -> None:
         images, targets, ages, _ = _unpack(batch)
         outputs = self(images)
-        preds = self.task.probs(outputs).argmax(dim=1)
-        truth = self.task.metric_targets(targets)
+        rows = self.task.metric_known(targets)  # a label made unknown is not scored
+        preds = self.task.probs(outputs[rows]).argmax(dim=1)
+        truth = self.task.metric_targets(targets[rows] % NUM_CLASSES)
         self.val_acc(preds, truth)
         self.val_f1(preds, truth)
         self.log(metrics.VAL_LOSS, self.task.loss(outputs, targets, ages), on_epoch=True,
@@ -185,8 +186,10 @@ class ClassifierModule(InferenceModule):
 
 
 def build_module(spec: ModelSpec, net: torch.nn.Module,
-                 class_counts: ClassCounts | None = None) -> ClassifierModule:
+                 class_counts: ClassCounts | None = None,
+                 partial: bool = False) -> ClassifierModule:
     """The training module for ``net`` with the task, optimizer, schedule and tricks of
-    ``spec``; class weights (when asked for) come from the training-class counts."""
-    return ClassifierModule(net, build_task(spec, class_counts), spec,
+    ``spec``; class weights (when asked for) come from the training-class counts;
+    ``partial``: a row may not know every attribute."""
+    return ClassifierModule(net, build_task(spec, class_counts, partial), spec,
                             mixup=build_mixup(spec.cfg.aug))

@@ -10,13 +10,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from maskclf import labels
 from maskclf.config import RunConfig, absolute_paths, build_config, config_to_dict
 from maskclf.data.corrections import CorrectionReport, apply_corrections, load_corrections
 from maskclf.data.datamodule import teacher_probs
 from maskclf.data.external import read_sources
 from maskclf.data.layout import read_tables
 from maskclf.data.splits import attach_folds, make_folds
-from maskclf.errors import MissingFileError, UsageError
+from maskclf.errors import ConfigError, MissingFileError, UsageError
 from maskclf.models.spec import ModelSpec, resolve_specs
 from maskclf.models.weights import safe_torch_load
 from maskclf.results.pseudo_labels import read_extra
@@ -38,6 +39,10 @@ def prepare_records(cfg: RunConfig, root: Path) -> tuple[pd.DataFrame, Correctio
     if cfg.data.corrections is not False:
         source = None if cfg.data.corrections is True else cfg.data.corrections
         records, report = apply_corrections(records, load_corrections(source))
+        unknown = int((records[labels.UNKNOWN_COLUMN] > 0).sum())
+        for setting, why in cfg.partial_row_clashes()[:1] if unknown else []:
+            raise ConfigError(f"data.corrections {source or 'packaged list'} makes labels of "
+                              f"{unknown} image(s) unknown, which {setting} cannot read: {why}")
     return records, report
 
 
@@ -130,11 +135,12 @@ def plan_resume(run_path: Path | str, data_root: Path | str | None = None) -> Ru
         require_idle(run.path)
     cfg = run.read_config()
     root = run.data_root(data_root)
-    records, _, specs = checked_inputs(cfg, root)
+    records, report, specs = checked_inputs(cfg, root)
     split = run.read_folds()
     records = attach_folds(records, split, str(run.file(RunDir.FOLDS)))
     record["resumed"].append(environment())
-    return RunPlan(cfg, specs, root, records, record["folds"], split, record, run=run)
+    return RunPlan(cfg, specs, root, records, record["folds"], split, record, run=run,
+                   corrections=report)
 
 
 def plan_continue(run_path: Path | str, epochs: int, data_root: Path | str | None = None,
@@ -159,7 +165,7 @@ def plan_continue(run_path: Path | str, epochs: int, data_root: Path | str | Non
     raw["train"].update(train or {})
     cfg = build_config(raw, f"continuation of {parent.path}")
     root = parent.data_root(data_root)
-    records, _, specs = checked_inputs(cfg, root)
+    records, report, specs = checked_inputs(cfg, root)
     folds = parent.read_record().get("folds") or parent.trained_folds(specs[0])
     split = parent.read_folds()
     record = {**environment(), "data": str(root.resolve()), "folds": folds, "resumed": [],
@@ -167,7 +173,7 @@ def plan_continue(run_path: Path | str, epochs: int, data_root: Path | str | Non
     return RunPlan(cfg, specs, root,
                    attach_folds(records, split, str(parent.file(RunDir.FOLDS))), folds, split,
                    record, runs_dir=parent.path.parent, name=name or f"{parent.name}-more",
-                   carry_from=parent)
+                   carry_from=parent, corrections=report)
 
 
 def refit_config(run_path: Path | str, train: dict | None = None
