@@ -44,11 +44,24 @@ def test_flipped_labels_rank_at_the_top_and_become_corrections(synthetic_root):
         assert set(ranked[:len(flipped)]) == set(flipped), kind
     masked = suspects[suspects["kind"] == "mask"]
     assert set(masked.head(2)["person"]) == set(flips["mask"])
-    proposal = corrections(suspects)
+    proposal = corrections(suspects).persons
     ids = {kind: [p.split("_")[0] for p in persons] for kind, persons in flips.items()}
     assert proposal["gender_wrong"] == sorted(set(ids["gender"]))
     assert proposal["mask_swapped"] == ids["mask"]
-    assert proposal["age_under_30"] == [] and proposal["age_60_or_over"] == []  # 30-59 truth
+    assert proposal["age_30_to_59"] == ids["age_young"]  # their truth is 30-59
+    assert proposal["age_under_30"] == [] and proposal["age_60_or_over"] == []
+
+
+def test_the_unknown_proposal_makes_the_flagged_labels_unknown_instead(synthetic_root):
+    oof, flips = flipped_oof(synthetic_root)
+    proposal = corrections(find_suspects(oof), unknown=True)
+    ids = {kind: [p.split("_")[0] for p in persons] for kind, persons in flips.items()}
+    assert proposal.persons["gender_unknown"] == sorted(set(ids["gender"]))
+    assert proposal.persons["age_unknown"] == ids["age_young"]
+    assert not any(proposal.persons[s] for s in ("gender_wrong", "mask_swapped",
+                                                  "age_30_to_59"))
+    swapped = {key for key, values in proposal.images.items() if values == {"mask": "unknown"}}
+    assert swapped and {key.split("/")[0] for key in swapped} == set(flips["mask"])
 
 
 @pytest.mark.slow
@@ -62,6 +75,11 @@ def test_the_command_writes_a_table_a_grid_and_a_corrections_file_that_loads(
     oof.to_csv(run / "oof.csv", index=False)
     result = CliRunner().invoke(app, ["suspects", str(run), "--top", "8", "--out",
                                       str(tmp_path / "review"), "--json"])
+    unknown = CliRunner().invoke(app, ["suspects", str(run), "--unknown", "--out",
+                                       str(tmp_path / "unsure"), "--json"])
+    assert unknown.exit_code == 0, unknown.output
+    unsure = load_corrections(tmp_path / "unsure" / "corrections.yaml")
+    assert unsure.persons["gender_unknown"] and not unsure.persons["gender_wrong"]
     assert result.exit_code == 0, result.output
     review = tmp_path / "review"
     assert len(pd.read_csv(review / "suspects.csv")) == len(oof) + 2 * 12

@@ -92,13 +92,17 @@ def suspects(
     top: Annotated[int, typer.Option(help="Suspects shown in the grid.")] = 30,
     data: Annotated[Path | None, typer.Option("--data", help="Dataset root (default: the "
                                               "run's).")] = None,
+    unknown: Annotated[bool, typer.Option(
+        "--unknown", help="Propose every flagged label as unknown (it leaves training and "
+                          "scoring for that attribute) instead of a flip.")] = False,
     *, show: Console,
 ) -> dict:
     """Labels the out-of-fold predictions disagree with most (cleanlab), to review and fix."""
     from maskclf.reports.suspects import write_suspects
     from maskclf.runs.directory import RunDir
 
-    result = write_suspects(run, out_dir or RunDir(run).file(RunDir.SUSPECTS), top, data)
+    result = write_suspects(run, out_dir or RunDir(run).file(RunDir.SUSPECTS), top, data,
+                            unknown)
     show.print(
         f"label issues (cleanlab): {result['issues']}; proposed corrections: "
         f"{result['proposed']}\nreview {result['grid']} and {result['suspects']}, edit "

@@ -15,21 +15,17 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import yaml
 from cleanlab.filter import find_label_issues
 from cleanlab.rank import get_label_quality_scores
 from matplotlib.figure import Figure
 
 from maskclf import labels
 from maskclf.atomic import atomic_write, atomic_write_text, write_csv
+from maskclf.data.corrections import AGE_GROUPS, UNKNOWN, Corrections, image_key
 from maskclf.data.io import read_rgb
 from maskclf.labels import CLASS_COLUMNS
 from maskclf.results.submission import oof_persons
 from maskclf.runs.directory import RunDir
-
-AGE_CORRECTIONS = {0: "age_under_30", 2: "age_60_or_over"}
-"""Age fixes the corrections format can express (there is no "30-59" list)."""
-
 
 TABLE, GRID, CORRECTIONS = "suspects.csv", "suspects.png", "corrections.yaml"
 """The files ``maskclf suspects`` writes into its folder."""
@@ -73,21 +69,30 @@ def find_suspects(oof: pd.DataFrame) -> pd.DataFrame:
     return table.sort_values(["quality", "kind", "item"], kind="stable").reset_index(drop=True)
 
 
-def corrections(suspects: pd.DataFrame) -> dict:
-    """A ``data.corrections`` file proposing what the flagged suspects suggest."""
+def corrections(suspects: pd.DataFrame, unknown: bool = False) -> Corrections:
+    """A ``data.corrections`` file proposing what the flagged suspects suggest: flips and
+    age groups, or with ``unknown`` the conservative version, every flagged label made
+    unknown (gender and age of the person, mask of the photo)."""
     flagged = suspects[suspects["issue"] & (suspects["given"] != suspects["suggested"])]
     person_id = flagged["person"].map(lambda folder: folder.split("_")[0])
-    gender = sorted(set(person_id[flagged["kind"] == "gender"]))
-    proposal: dict = {"version": 1, "gender_wrong": gender}
-    for group, key in AGE_CORRECTIONS.items():
-        proposal[key] = sorted(set(person_id[(flagged["kind"] == "age")
-                                             & (flagged["suggested"] == labels.AGE_NAMES[group])]))
+    proposal = Corrections()
+    of_kind = {kind: sorted(set(person_id[flagged["kind"] == kind])) for kind in ("gender",
+                                                                                 "age")}
+    if unknown:
+        proposal.persons.update(gender_unknown=of_kind["gender"], age_unknown=of_kind["age"])
+        proposal.images = {image_key(row.item): {"mask": UNKNOWN}
+                           for row in flagged[flagged["kind"] == "mask"].itertuples()}
+        return proposal
+    proposal.persons["gender_wrong"] = of_kind["gender"]
+    for section, group in AGE_GROUPS.items():
+        proposal.persons[section] = sorted(set(person_id[
+            (flagged["kind"] == "age") & (flagged["suggested"] == labels.AGE_NAMES[group])]))
     moves: dict[str, set] = {}
     for person, row in zip(person_id, flagged.itertuples(index=False), strict=True):
         if row.kind == "mask":
             moves.setdefault(person, set()).add((row.given, row.suggested))
     swap = {("incorrect", "not_wear"), ("not_wear", "incorrect")}
-    proposal["mask_swapped"] = sorted(p for p, seen in moves.items() if swap <= seen)
+    proposal.persons["mask_swapped"] = sorted(p for p, seen in moves.items() if swap <= seen)
     return proposal
 
 
@@ -109,9 +114,10 @@ def _grid(suspects: pd.DataFrame, data_root: Path, path: Path, columns: int = 6)
 
 
 def write_suspects(run_path: Path | str, out_dir: Path | str, top: int = 30,
-                   data_root: Path | str | None = None) -> dict:
+                   data_root: Path | str | None = None, unknown: bool = False) -> dict:
     """Rank the run's suspect labels; write ``suspects.csv``, ``suspects.png`` (the top
-    ``top``) and ``corrections.yaml`` into out_dir; returns counts and paths."""
+    ``top``) and ``corrections.yaml`` (flips, or with ``unknown`` every flagged label made
+    unknown) into out_dir; returns counts and paths."""
     run, out_dir = RunDir.open(run_path), Path(out_dir)
     oof = run.require_oof("maskclf suspects")
     suspects = find_suspects(oof)
@@ -119,11 +125,13 @@ def write_suspects(run_path: Path | str, out_dir: Path | str, top: int = 30,
     table, grid, proposed = (out_dir / name for name in (TABLE, GRID, CORRECTIONS))
     write_csv(suspects, table)
     _grid(suspects.head(top), data_root, grid)
-    proposal = corrections(suspects)
-    atomic_write_text(proposed,
-                      "# proposed by `maskclf suspects`: review, edit, then train with "
-                      "-o data.corrections=THIS_FILE\n" + yaml.safe_dump(proposal, sort_keys=False))
+    proposal = corrections(suspects, unknown)
+    atomic_write_text(proposed, proposal.text(
+        "# proposed by `maskclf suspects" + (" --unknown" if unknown else "") + "`: review "
+        "(maskclf review RUN), edit, then train with -o data.corrections=THIS_FILE\n"))
     return {"suspects": str(table), "grid": str(grid), "corrections": str(proposed),
             "issues": {kind: int(suspects[(suspects["kind"] == kind) & suspects["issue"]].shape[0])
                        for kind in labels.ATTRIBUTES},
-            "proposed": {key: len(value) for key, value in proposal.items() if key != "version"}}
+            "proposed": {**{section: len(ids) for section, ids in proposal.persons.items()
+                            if ids}, **({"images": len(proposal.images)} if proposal.images
+                                        else {})}}
