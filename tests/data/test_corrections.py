@@ -5,6 +5,8 @@ import yaml
 from maskclf import labels
 from maskclf.data.corrections import apply_corrections, load_corrections
 from maskclf.errors import InputFileError
+from maskclf.train.execute import train_run
+from tests.conftest import tiny_config
 
 
 def _records() -> pd.DataFrame:
@@ -113,7 +115,7 @@ def test_bad_corrections_file(tmp_path, text, message):
     assert str(path) in str(raised.value) and "\n" not in str(raised.value)
 
 
-def test_a_file_another_process_is_writing_is_refused(tmp_path):
+def test_a_file_another_process_is_writing_is_refused(synthetic_root, tmp_path):
     import json
     import socket
     import subprocess
@@ -127,7 +129,9 @@ def test_a_file_another_process_is_writing_is_refused(tmp_path):
             {"host": socket.gethostname(), "pid": writer.pid, "started": "now",
              "command": "maskclf review run"}))
         with pytest.raises(InputFileError, match=f"being written by process {writer.pid}"):
-            load_corrections(path)
+            train_run(tiny_config(f"data.corrections={path}"), synthetic_root,
+                      tmp_path / "runs", "x", interactive=False)
+        assert not (tmp_path / "runs").exists()
     finally:
         writer.kill()
         writer.wait()

@@ -36,19 +36,20 @@ def free_port() -> int:
 
 
 @contextmanager
-def served(export: Path, *options: str, log: Path | None = None,
-           start_s: float = 60.0) -> Iterator[Served]:
-    """``maskclf serve EXPORT --port P OPTIONS``; its stderr in ``log`` (a temporary file by
-    default). Stopped (SIGTERM, then SIGKILL) when the block ends, however it ends."""
+def served(export: Path, *options: str, log: Path | None = None, start_s: float = 60.0,
+           command: str = "serve", ready: str = "/health") -> Iterator[Served]:
+    """``maskclf serve EXPORT --port P OPTIONS`` (or another serving ``command``, awaited
+    until it answers ``ready``); its stderr in ``log`` (a temporary file by default).
+    Stopped (SIGTERM, then SIGKILL) when the block ends, however it ends."""
     port = free_port()
     with tempfile.TemporaryDirectory() as scratch:
         log = log or Path(scratch) / "server.log"
         with log.open("w") as stderr:
             process = subprocess.Popen(
-                [sys.executable, "-m", "maskclf", "serve", str(export), "--port", str(port),
+                [sys.executable, "-m", "maskclf", command, str(export), "--port", str(port),
                  *options], cwd=ROOT, stderr=stderr, stdout=subprocess.DEVNULL)
         try:
-            _await_health(port, process, log, start_s)
+            _await_health(port, process, log, start_s, ready)
             yield Served(port, process, log)
         finally:
             process.terminate()
@@ -59,16 +60,17 @@ def served(export: Path, *options: str, log: Path | None = None,
                 process.wait()
 
 
-def _await_health(port: int, process: subprocess.Popen, log: Path, start_s: float) -> None:
+def _await_health(port: int, process: subprocess.Popen, log: Path, start_s: float,
+                  ready: str) -> None:
     deadline = time.monotonic() + start_s
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise RuntimeError(f"the server exited ({process.returncode}) before answering: "
                                f"{log.read_text()[-2000:]}")
         try:
-            urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1)
+            urllib.request.urlopen(f"http://127.0.0.1:{port}{ready}", timeout=1)
             return
         except OSError:
             time.sleep(0.1)
-    raise RuntimeError(f"the server did not answer /health within {start_s:.0f}s: "
+    raise RuntimeError(f"the server did not answer {ready} within {start_s:.0f}s: "
                        f"{log.read_text()[-2000:]}")

@@ -11,7 +11,7 @@ import typer
 from rich.console import Console
 
 from maskclf.cli import render
-from maskclf.cli.base import command
+from maskclf.cli.base import RunDataOption, command, stderr
 from maskclf.errors import UsageError
 
 
@@ -108,6 +108,27 @@ def suspects(
         f"{result['proposed']}\nreview {result['grid']} and {result['suspects']}, edit "
         f"{result['corrections']}, then train with -o data.corrections={result['corrections']}")
     return result
+
+
+@command(json_output=False)
+def review(
+    run: Annotated[Path, typer.Argument(help="Finished run with out-of-fold predictions.")],
+    data: RunDataOption = None,
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port.")] = 8001,
+    *, show: Console,
+) -> None:
+    """Decide the suspect labels in the browser: keep, change or not sure, saved at once to
+    RUN/corrections.yaml (train with -o data.corrections=RUN/corrections.yaml)."""
+    from maskclf.deploy.review_page import require_free_port
+    from maskclf.deploy.review_page import review as serve_review
+    from maskclf.reports.review import ReviewSession
+
+    require_free_port(host, port)
+    session = ReviewSession(run, data)
+    stderr.print(f"maskclf: {len(session.persons)} suspect persons of {run} on "
+                 f"http://{host}:{port}/ (Ctrl+C stops); decisions go to {session.file}")
+    serve_review(session, host, port)
 
 
 def _numbers_among(inputs: list[str], weights: list[float]) -> tuple[list[Path], list[float]]:

@@ -27,7 +27,6 @@ import yaml
 
 from maskclf import labels
 from maskclf.errors import InputFileError
-from maskclf.runs.lock import refuse_if_written
 from maskclf.tables import require_file
 
 FLIPS = ("mask_swapped", "gender_wrong")
@@ -105,7 +104,6 @@ def load_corrections(path: Path | str | None = None) -> Corrections:
     problem is one :class:`InputFileError` naming the file, the key and what is wrong."""
     path = require_file(path if path is not None else packaged_corrections(),
                         "corrections file")
-    refuse_if_written(path, "corrections file")
     try:
         raw = yaml.safe_load(path.read_text())
     except (yaml.YAMLError, UnicodeDecodeError) as exc:

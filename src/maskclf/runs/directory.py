@@ -162,6 +162,8 @@ class RunDir:
     which mistakes.png and attention.png draw."""
     SUSPECTS = "suspects"
     """``maskclf suspects``' default folder (suspects.csv, suspects.png, corrections.yaml)."""
+    REVIEWED = "corrections.yaml"
+    """What ``maskclf review`` decided, in the ``data.corrections`` format."""
     LOCK = LOCK
     """Held while a process trains the run (``maskclf.runs.lock``)."""
     NOTES = "notes.json"

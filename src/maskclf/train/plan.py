@@ -23,7 +23,7 @@ from maskclf.models.weights import safe_torch_load
 from maskclf.results.pseudo_labels import read_extra
 from maskclf.results.teacher import teacher_of
 from maskclf.runs.directory import RunDir
-from maskclf.runs.lock import require_idle
+from maskclf.runs.lock import refuse_if_written, require_idle
 from maskclf.train.distributed import is_rank_zero
 from maskclf.train.preflight import preflight
 from maskclf.train.reproducibility import environment
@@ -38,6 +38,8 @@ def prepare_records(cfg: RunConfig, root: Path) -> tuple[pd.DataFrame, Correctio
     report = None
     if cfg.data.corrections is not False:
         source = None if cfg.data.corrections is True else cfg.data.corrections
+        if source is not None:  # a review may be deciding what it says right now
+            refuse_if_written(Path(source), "data.corrections file")
         records, report = apply_corrections(records, load_corrections(source))
         unknown = int((records[labels.UNKNOWN_COLUMN] > 0).sum())
         for setting, why in cfg.partial_row_clashes()[:1] if unknown else []:
