@@ -40,9 +40,11 @@ def test_flipped_labels_rank_at_the_top_and_become_corrections(synthetic_root):
     oof, flips = flipped_oof(synthetic_root)
     suspects = find_suspects(oof)
     for kind, flipped in (("gender", flips["gender"]), ("age", flips["age_young"])):
-        ranked = suspects[suspects["kind"] == kind]["person"].tolist()
+        ranked = suspects[(suspects["kind"] == kind)
+                          & (suspects["level"] == "person")]["person"].tolist()
         assert set(ranked[:len(flipped)]) == set(flipped), kind
     masked = suspects[suspects["kind"] == "mask"]
+    assert (masked["level"] == "photo").all()
     assert set(masked.head(2)["person"]) == set(flips["mask"])
     proposal = corrections(suspects).persons
     ids = {kind: [p.split("_")[0] for p in persons] for kind, persons in flips.items()}
@@ -82,7 +84,7 @@ def test_the_command_writes_a_table_a_grid_and_a_corrections_file_that_loads(
     assert unsure.persons["gender_unknown"] and not unsure.persons["gender_wrong"]
     assert result.exit_code == 0, result.output
     review = tmp_path / "review"
-    assert len(pd.read_csv(review / "suspects.csv")) == len(oof) + 2 * 12
+    assert len(pd.read_csv(review / "suspects.csv")) == 3 * len(oof) + 2 * 12
     assert (review / "suspects.png").stat().st_size > 5_000
     proposal = yaml.safe_load((review / "corrections.yaml").read_text())
     assert proposal["gender_wrong"] == sorted({p.split("_")[0] for p in flips["gender"]})

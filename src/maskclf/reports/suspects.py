@@ -1,8 +1,8 @@
 """``maskclf suspects``: labels the run's out-of-fold predictions disagree with most.
 
-Mask status is judged per image; gender and age are constant per person, so their
-out-of-fold probabilities are averaged over each person's images and judged per person.
-cleanlab's label-quality score (self-confidence: the probability the model gives the given
+Every attribute is judged per photo (a photo of someone else than its folder says shows as a
+photo-level gender or age issue); gender and age, constant per person, are also judged per
+person on the mean of the person's out-of-fold probabilities. cleanlab's label-quality score (self-confidence: the probability the model gives the given
 label) ranks them; cleanlab's ``find_label_issues`` marks the ones it counts as issues.
 The output is a table to review, a captioned grid of the top suspects, and a
 ``corrections.yaml`` in the format ``data.corrections`` reads, to edit and train with.
@@ -42,51 +42,60 @@ def _scores(given: np.ndarray, probs: np.ndarray) -> tuple[np.ndarray, np.ndarra
     return quality, issues
 
 
+def _judged(kind: str, level: str, items, persons, given: np.ndarray, probs: np.ndarray
+            ) -> pd.DataFrame:
+    quality, issues = _scores(given, probs)
+    values = np.array(labels.ATTRIBUTES[kind], dtype=object)
+    return pd.DataFrame({"kind": kind, "level": level, "item": np.asarray(items),
+                         "person": np.asarray(persons), "given": values[given],
+                         "suggested": values[probs.argmax(axis=1)], "quality": quality,
+                         "issue": issues})
+
+
 def find_suspects(oof: pd.DataFrame) -> pd.DataFrame:
-    """One row per suspect label: ``kind`` (mask: an image; gender, age: a person),
-    ``item``, ``person``, ``given`` and ``suggested`` labels, ``quality`` (lower is more
-    suspicious), ``issue`` (cleanlab's verdict); most suspicious first."""
+    """One row per judged label: ``kind`` (the attribute), ``level`` (``photo``: one
+    image's label, every attribute; ``person``: gender and age judged on the mean of the
+    person's photos), ``item`` (the image or the person), ``person``, ``given`` and
+    ``suggested`` labels, ``quality`` (lower is more suspicious), ``issue`` (cleanlab's
+    verdict); most suspicious first. A photo-level gender or age issue is a photo that may
+    show someone else than its folder says."""
     oof = oof.assign(person=oof_persons(oof))
     marginals = labels.attribute_marginals(oof[CLASS_COLUMNS].to_numpy())
-    mask, gender, age = labels.decode_class(oof["class"].to_numpy())
-    rows = []
-    quality, issues = _scores(mask, marginals["mask"])
-    for i, path in enumerate(oof["ImageID"]):
-        rows.append(("mask", path, oof["person"].iloc[i], labels.MASK_NAMES[mask[i]],
-                     labels.MASK_NAMES[int(marginals["mask"][i].argmax())], quality[i],
-                     issues[i]))
-    for name, given in (("gender", gender), ("age", age)):
-        per_person = pd.DataFrame(marginals[name]).groupby(oof["person"].to_numpy()).mean()
-        first = pd.Series(given).groupby(oof["person"].to_numpy()).first()
-        quality, issues = _scores(first.loc[per_person.index].to_numpy(), per_person.to_numpy())
-        values = labels.ATTRIBUTES[name]
-        for j, person in enumerate(per_person.index):
-            rows.append((name, person, person, values[int(first.loc[person])],
-                         values[int(per_person.iloc[j].to_numpy().argmax())], quality[j],
-                         issues[j]))
-    table = pd.DataFrame(rows, columns=["kind", "item", "person", "given", "suggested",
-                                        "quality", "issue"])
+    given = dict(zip(labels.ATTRIBUTES, labels.decode_class(oof["class"].to_numpy()),
+                     strict=True))
+    parts = [_judged(name, "photo", oof["ImageID"], oof["person"], given[name],
+                     marginals[name]) for name in labels.ATTRIBUTES]
+    persons = oof["person"].to_numpy()
+    for name in ("gender", "age"):
+        per_person = pd.DataFrame(marginals[name]).groupby(persons).mean()
+        first = pd.Series(given[name]).groupby(persons).first().loc[per_person.index]
+        parts.append(_judged(name, "person", per_person.index, per_person.index,
+                             first.to_numpy(), per_person.to_numpy()))
+    table = pd.concat(parts, ignore_index=True)
     return table.sort_values(["quality", "kind", "item"], kind="stable").reset_index(drop=True)
 
 
 def corrections(suspects: pd.DataFrame, unknown: bool = False) -> Corrections:
-    """A ``data.corrections`` file proposing what the flagged suspects suggest: flips and
-    age groups, or with ``unknown`` the conservative version, every flagged label made
-    unknown (gender and age of the person, mask of the photo)."""
+    """A ``data.corrections`` file proposing what the flagged suspects suggest: flips of
+    persons (gender, age group) and mask swaps, or with ``unknown`` the conservative
+    version, every flagged label made unknown (a person's gender or age; any attribute of
+    a photo)."""
     flagged = suspects[suspects["issue"] & (suspects["given"] != suspects["suggested"])]
     person_id = flagged["person"].map(lambda folder: folder.split("_")[0])
     proposal = Corrections()
-    of_kind = {kind: sorted(set(person_id[flagged["kind"] == kind])) for kind in ("gender",
-                                                                                 "age")}
+    of_person = flagged["level"] == "person"
+    of_kind = {kind: sorted(set(person_id[of_person & (flagged["kind"] == kind)]))
+               for kind in ("gender", "age")}
     if unknown:
         proposal.persons.update(gender_unknown=of_kind["gender"], age_unknown=of_kind["age"])
-        proposal.images = {image_key(row.item): {"mask": UNKNOWN}
-                           for row in flagged[flagged["kind"] == "mask"].itertuples()}
+        for row in flagged[~of_person].itertuples():
+            proposal.images.setdefault(image_key(row.item), {})[row.kind] = UNKNOWN
         return proposal
     proposal.persons["gender_wrong"] = of_kind["gender"]
     for section, group in AGE_GROUPS.items():
         proposal.persons[section] = sorted(set(person_id[
-            (flagged["kind"] == "age") & (flagged["suggested"] == labels.AGE_NAMES[group])]))
+            of_person & (flagged["kind"] == "age")
+            & (flagged["suggested"] == labels.AGE_NAMES[group])]))
     moves: dict[str, set] = {}
     for person, row in zip(person_id, flagged.itertuples(index=False), strict=True):
         if row.kind == "mask":
@@ -102,11 +111,12 @@ def _grid(suspects: pd.DataFrame, data_root: Path, path: Path, columns: int = 6)
     figure = Figure(figsize=(2.2 * columns, 2.6 * rows))
     for k, row in enumerate(suspects.itertuples(index=False)):
         axis = figure.add_subplot(rows, columns, k + 1)
-        image_path = data_root / row.item if row.kind == "mask" else next(
+        image_path = data_root / row.item if row.level == "photo" else next(
             (data_root / "train" / "images" / row.person).glob("normal.*"), None)
         if image_path is not None and image_path.is_file():
             axis.imshow(read_rgb(image_path, min_size=(128, 96)))
-        axis.set_title(f"{row.kind}: {row.given} -> {row.suggested}\n{row.person[:22]}",
+        axis.set_title(f"{row.kind} ({row.level}): {row.given} -> {row.suggested}\n"
+                       f"{row.person[:22]}",
                        fontsize=7)
         axis.axis("off")
     figure.tight_layout()
@@ -130,8 +140,10 @@ def write_suspects(run_path: Path | str, out_dir: Path | str, top: int = 30,
         "# proposed by `maskclf suspects" + (" --unknown" if unknown else "") + "`: review "
         "(maskclf review RUN), edit, then train with -o data.corrections=THIS_FILE\n"))
     return {"suspects": str(table), "grid": str(grid), "corrections": str(proposed),
-            "issues": {kind: int(suspects[(suspects["kind"] == kind) & suspects["issue"]].shape[0])
-                       for kind in labels.ATTRIBUTES},
+            "issues": {f"{kind} ({level})": int((suspects["issue"] & (suspects["kind"] == kind)
+                                                 & (suspects["level"] == level)).sum())
+                       for kind, level in suspects[["kind", "level"]].drop_duplicates()
+                       .sort_values(["level", "kind"]).itertuples(index=False)},
             "proposed": {**{section: len(ids) for section, ids in proposal.persons.items()
                             if ids}, **({"images": len(proposal.images)} if proposal.images
                                         else {})}}
