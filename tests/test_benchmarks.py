@@ -72,3 +72,14 @@ def test_bench_infer_times_every_backend_on_the_same_rows(synthetic_root, tmp_pa
     assert float(checks["int8_f1_drop"]) == pytest.approx(
         float(timed["onnx"].split("macro F1")[1].split()[0])
         - float(timed["int8"].split("macro F1")[1].split()[0]), abs=1e-3)
+
+
+def test_bench_review_times_the_session_the_state_and_the_page(tmp_path):
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "bench_review.py"), "--suspects", "12",
+         "--reference", "4"], capture_output=True, text=True, cwd=tmp_path, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    lines = result.stdout.splitlines()
+    counts = [int(line.split()[0]) for line in lines if "suspect persons:" in line]
+    assert len(counts) == 2 and 0 < counts[0] < counts[1] <= 12, result.stdout
+    assert all("/api/state" in line for line in lines[:2])
