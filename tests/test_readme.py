@@ -76,6 +76,15 @@ def test_every_readme_command_runs_as_shown(tmp_path, monkeypatch):
             health = TestClient(create_app(model)).get("/health")
             assert health.json() == {"status": "ok", "networks": len(model.manifest["networks"])}
             continue
+        if args[0] == "review":  # runs until stopped: check the page's state it would serve
+            from fastapi.testclient import TestClient
+
+            from maskclf.deploy.review_page import create_review_app
+            from maskclf.reports.review import ReviewSession
+
+            state = TestClient(create_review_app(ReviewSession(args[1]))).get("/api/state")
+            assert state.status_code == 200 and state.json()["persons"], command
+            continue
         result = runner.invoke(app, args)
         assert result.exit_code == 0, f"{command}\n{result.output}"
         if "--json" in args:

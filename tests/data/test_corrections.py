@@ -136,3 +136,24 @@ def test_a_file_another_process_is_writing_is_refused(synthetic_root, tmp_path):
         writer.kill()
         writer.wait()
     assert load_corrections(path).persons["gender_wrong"] == ["1"]  # its writer is gone
+
+
+@pytest.mark.parametrize(("text", "fragment"), [
+    ("images: {'a_x/mask1.jpg': {gender: other}}\n", "gender 'other' is not one of"),
+    ("age_unknwon: ['1']\n", "did you mean 'age_unknown'"),
+    ("!!python/object/apply:os.system ['touch /tmp/maskclf-hostile-pwned']\n", "not plain YAML"),
+])
+def test_train_with_a_bad_corrections_file_is_one_line_and_writes_nothing(
+        synthetic_root, tmp_path, text, fragment):
+    from typer.testing import CliRunner
+
+    from maskclf.cli import app
+    from tests.helpers.cli_result import TINY, assert_clear_error_or_works
+
+    path = tmp_path / "corrections.yaml"
+    path.write_text(text)
+    result = CliRunner().invoke(app, ["train", "--data", str(synthetic_root), "--out",
+                                      str(tmp_path / "runs"), *TINY,
+                                      "-o", f"data.corrections={path}"])
+    assert_clear_error_or_works(result, 2, fragment)
+    assert str(path) in result.output and not (tmp_path / "runs").exists()

@@ -1,11 +1,12 @@
 """``maskclf suspects``: labels the run's out-of-fold predictions disagree with most.
 
-Every attribute is judged per photo (a photo of someone else than its folder says shows as a
-photo-level gender or age issue); gender and age, constant per person, are also judged per
-person on the mean of the person's out-of-fold probabilities. cleanlab's label-quality score (self-confidence: the probability the model gives the given
-label) ranks them; cleanlab's ``find_label_issues`` marks the ones it counts as issues.
-The output is a table to review, a captioned grid of the top suspects, and a
-``corrections.yaml`` in the format ``data.corrections`` reads, to edit and train with.
+Every attribute is judged per photo (a photo of someone else than its folder says shows as
+a photo-level gender or age issue); gender and age, constant per person, are also judged
+per person on the mean of the person's out-of-fold probabilities. cleanlab's label-quality
+score (self-confidence: the probability the model gives the given label) ranks them;
+cleanlab's ``find_label_issues`` marks the ones it counts as issues. The output is a table
+to review, a captioned grid of the top suspects, and a ``corrections.yaml`` in the format
+``data.corrections`` reads, to edit and train with.
 """
 
 from __future__ import annotations
