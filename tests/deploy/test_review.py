@@ -24,7 +24,7 @@ from maskclf.data.corrections import apply_corrections, load_corrections  # noqa
 from maskclf.data.layout import read_train  # noqa: E402
 from maskclf.deploy.review_page import create_review_app  # noqa: E402
 from maskclf.reports.review import DecisionError, ReviewSession  # noqa: E402
-from tests.helpers.server import served  # noqa: E402
+from tests.helpers.server import chromium, served  # noqa: E402
 from tests.reports.test_suspects import flipped_oof  # noqa: E402
 
 
@@ -143,20 +143,12 @@ def test_review_refuses_a_run_without_oof_a_port_in_use_and_a_second_writer(run,
     assert not (run / "corrections.yaml").exists()
 
 
-def _chromium() -> str | None:
-    return next(filter(None, (shutil.which(n) for n in ("chromium", "chromium-browser"))), None)
-
-
 def test_a_reviewer_decides_with_keys_and_clicks_and_a_reload_shows_it(run, tmp_path):
     """The browser test's steps: open the page; the first doubted person shows; g (gender is
     the other one) and a photo's mask "not sure" are saved to the file at once; a (all fine)
     moves on and the progress counts it; a reload shows every decision."""
     playwright = pytest.importorskip("playwright.sync_api")
-    executable = _chromium()
-    if executable is None:
-        if os.environ.get("MASKCLF_REQUIRE_BROWSER"):
-            pytest.fail("no Chromium found, and MASKCLF_REQUIRE_BROWSER is set (CI)")
-        pytest.skip("no Chromium on this machine (apt-get install -y chromium)")
+    executable = chromium()
     flips = json.loads((run / "flips.json").read_text())
     with served(run, command="review", ready="/api/state") as server, \
             playwright.sync_playwright() as p:

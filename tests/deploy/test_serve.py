@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import io
 import os
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +22,7 @@ from maskclf.deploy.serve import create_app  # noqa: E402
 from maskclf.predict.onnx_backend import ExportedModel  # noqa: E402
 from maskclf.train.execute import train_run  # noqa: E402
 from tests.conftest import tiny_config  # noqa: E402
-from tests.helpers.server import served
+from tests.helpers.server import chromium, served
 
 pytestmark = pytest.mark.slow  # trains a (tiny) model to serve
 
@@ -142,17 +141,9 @@ def test_nothing_is_written_to_disk_while_answering(client, monkeypatch):
     assert response.status_code == 200, response.text
 
 
-def _chromium() -> str | None:
-    return next(filter(None, (shutil.which(n) for n in ("chromium", "chromium-browser"))), None)
-
-
 def test_a_photo_dropped_on_the_page_shows_mask_gender_and_age(export_dir, tmp_path):
     playwright = pytest.importorskip("playwright.sync_api")
-    executable = _chromium()
-    if executable is None:
-        if os.environ.get("MASKCLF_REQUIRE_BROWSER"):
-            pytest.fail("no Chromium found, and MASKCLF_REQUIRE_BROWSER is set (CI)")
-        pytest.skip("no Chromium on this machine (apt-get install -y chromium)")
+    executable = chromium()
     with served(export_dir) as server:
         photo = base64.b64encode(photo_bytes()).decode()
         with playwright.sync_playwright() as p:

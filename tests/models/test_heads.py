@@ -214,6 +214,18 @@ def test_rows_of_a_mask_only_source_leave_gender_and_age_untouched(head):
         torch.testing.assert_close(ratio, ratio[..., :1].expand_as(ratio))
 
 
+def _fit_linear(task, x: torch.Tensor, y: torch.Tensor) -> torch.nn.Module:
+    """A linear network fitted to the task's loss on (x, y): 200 Adam steps, seeded."""
+    torch.manual_seed(0)
+    net = torch.nn.Linear(x.shape[1], task.num_outputs)
+    optimizer = torch.optim.Adam(net.parameters(), lr=0.05)
+    for _ in range(200):
+        optimizer.zero_grad()
+        task.loss(net(x), y).backward()
+        optimizer.step()
+    return net
+
+
 @pytest.mark.parametrize("head", ["multihead", "single", "age"])
 def test_an_age_only_source_teaches_an_age_group_the_competition_data_lacks(head):
     """Features show mask, gender and age; the competition rows have no one of 60 or more.
@@ -237,13 +249,7 @@ def test_an_age_only_source_teaches_an_age_group_the_competition_data_lacks(head
         x = torch.tensor(np.stack([features(*shown) for shown, _, _ in rows]))
         y = torch.tensor([int(labels.partial_code(*known, source))
                           for _, known, source in rows])
-        torch.manual_seed(0)
-        net = torch.nn.Linear(x.shape[1], task.num_outputs)
-        optimizer = torch.optim.Adam(net.parameters(), lr=0.05)
-        for _ in range(200):
-            optimizer.zero_grad()
-            task.loss(net(x), y).backward()
-            optimizer.step()
+        net = _fit_linear(task, x, y)
         probs = task.probs(net(old)).detach()
         ages = probs if head == "age" else labels.attribute_marginals(probs)["age"]
         return ages.argmax(dim=1).numpy()
@@ -277,13 +283,7 @@ def test_mislabelled_rows_made_gender_unknown_stop_teaching_the_wrong_gender(hea
         y = torch.tensor([int(labels.partial_code(m, labels.UNKNOWN if unknown else 0, a))
                           if i in wrong else labels.encode_class(m, g, a)
                           for i, (m, g, a) in enumerate(rows)])
-        torch.manual_seed(0)
-        net = torch.nn.Linear(x.shape[1], task.num_outputs)
-        optimizer = torch.optim.Adam(net.parameters(), lr=0.05)
-        for _ in range(200):
-            optimizer.zero_grad()
-            task.loss(net(x), y).backward()
-            optimizer.step()
+        net = _fit_linear(task, x, y)
         gender = labels.attribute_marginals(task.probs(net(x[women])).detach())["gender"]
         return float((gender.argmax(dim=1) == 1).float().mean())
 
