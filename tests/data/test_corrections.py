@@ -3,7 +3,7 @@ import pytest
 import yaml
 
 from maskclf import labels
-from maskclf.data.corrections import apply_corrections, load_corrections
+from maskclf.data.corrections import Corrections, apply_corrections, load_corrections
 from maskclf.errors import InputFileError
 from maskclf.train.execute import train_run
 from tests.conftest import tiny_config
@@ -44,7 +44,7 @@ def test_corrections_change_exactly_the_listed_persons():
     assert (by_id["001009"]["age_group"] == 0).all()
     assert (by_id["004348"]["age_group"] == 2).all()
     assert (by_id["004348"]["age"] == 58).all()  # the real age stays in the table
-    pd.testing.assert_frame_equal(by_id["123456"].drop(columns="unknown"), original["123456"])
+    pd.testing.assert_frame_equal(by_id["123456"].drop(columns=["unknown", "folder_class"]), original["123456"])
     assert len(report.changes) == 2 + 7 + 7 + 7
     assert (fixed["unknown"] == 0).all()
     assert set(report.changes["person"]) == {"000020_x", "006359_x", "001009_x", "004348_x"}
@@ -157,3 +157,20 @@ def test_train_with_a_bad_corrections_file_is_one_line_and_writes_nothing(
                                       "-o", f"data.corrections={path}"])
     assert_clear_error_or_works(result, 2, fragment)
     assert str(path) in result.output and not (tmp_path / "runs").exists()
+
+
+def test_corrections_never_move_a_person_between_training_and_validation():
+    from maskclf.data.corrections import folder_labels
+    from maskclf.data.splits import make_folds
+
+    records = pd.concat([_records().assign(
+        person=lambda r, k=k: r["person"] + f"{k}", id=lambda r, k=k: r["id"] + f"{k}")
+        for k in range(6)], ignore_index=True)
+    flips = Corrections(persons={**Corrections().persons, "gender_wrong": [
+        f"{pid}{k}" for pid in ("000020", "001009") for k in range(6)]})
+    fixed, _ = apply_corrections(records, flips)
+    assert not fixed["class"].equals(records["class"])
+    plain = make_folds(records, 3, 0.0, seed=7)
+    corrected = make_folds(folder_labels(fixed), 3, 0.0, seed=7)
+    pd.testing.assert_frame_equal(plain, corrected)
+    assert not make_folds(fixed, 3, 0.0, seed=7).equals(plain)  # stratified on the flips

@@ -38,6 +38,8 @@ IMAGES, REVIEWED, UNKNOWN = "images", "reviewed", "unknown"
 COLUMNS = {"mask": "mask", "gender": "gender", "age": "age_group"}
 """The records column that holds each attribute."""
 IMAGE_PREFIX = "train/images/"
+FOLDER_CLASS = "folder_class"
+"""The records column with the class the folders give, before corrections."""
 
 
 def packaged_corrections() -> Path:
@@ -93,7 +95,7 @@ class CorrectionReport:
         text = (f"label corrections: {counts['changed_images']} image label(s) of "
                 f"{counts['changed_persons']} person(s) changed")
         if unknown:
-            text += f"; made unknown (left out of training and scoring for it): {unknown}"
+            text += f"; made unknown (neither taught nor scored for that attribute): {unknown}"
         if self.absent:
             text += f"; ids or images not in this data (ignored): {', '.join(self.absent)}"
         return text
@@ -166,6 +168,15 @@ def image_key(path) -> str:
     return str(path).removeprefix(IMAGE_PREFIX)
 
 
+def folder_labels(records: pd.DataFrame) -> pd.DataFrame:
+    """The records with the classes their folders give: what the person split stratifies
+    on, so a correction never moves a person between training and validation (runs with
+    and without it validate on the same persons and compare paired)."""
+    if FOLDER_CLASS not in records:
+        return records
+    return records.assign(**{"class": records[FOLDER_CLASS]})
+
+
 def apply_corrections(records: pd.DataFrame, corrections: Corrections
                       ) -> tuple[pd.DataFrame, CorrectionReport]:
     """A corrected copy of ``records`` (``age`` keeps the folder's years; ``class`` the
@@ -198,6 +209,7 @@ def apply_corrections(records: pd.DataFrame, corrections: Corrections
                     labels.ATTRIBUTES[name].index(value))
     fixed["class"] = labels.encode_class(fixed["mask"], fixed["gender"], fixed["age_group"])
     fixed[labels.UNKNOWN_COLUMN] = unknown
+    fixed[FOLDER_CLASS] = records["class"]
     touched = (fixed["class"] != records["class"]).to_numpy() | (unknown > 0)
     changes = pd.DataFrame({"path": records.loc[touched, "path"],
                             "person": records.loc[touched, "person"],

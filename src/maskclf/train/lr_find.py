@@ -23,6 +23,7 @@ from lightning.pytorch.tuner import Tuner
 from matplotlib.figure import Figure
 
 from maskclf.config import RunConfig, build_config, config_to_dict
+from maskclf.data.corrections import folder_labels
 from maskclf.data.datamodule import FoldDataModule
 from maskclf.data.splits import attach_folds, make_folds
 from maskclf.errors import UsageError
@@ -159,7 +160,7 @@ def find_learning_rate(cfg: RunConfig, data_root: Path | str, plot: Path,
     root = Path(data_root)
     records, _, specs = checked_inputs(cfg, root)
     plot.parent.mkdir(parents=True, exist_ok=True)
-    split = make_folds(records, cfg.data.folds, cfg.data.val_ratio, cfg.split_seed)
+    split = make_folds(folder_labels(records), cfg.data.folds, cfg.data.val_ratio, cfg.split_seed)
     fold = fold_ids(split)[0]
     records = attach_folds(records, split)
     found = {}

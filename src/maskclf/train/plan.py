@@ -12,7 +12,12 @@ import pandas as pd
 
 from maskclf import labels
 from maskclf.config import RunConfig, absolute_paths, build_config, config_to_dict
-from maskclf.data.corrections import CorrectionReport, apply_corrections, load_corrections
+from maskclf.data.corrections import (
+    CorrectionReport,
+    apply_corrections,
+    folder_labels,
+    load_corrections,
+)
 from maskclf.data.datamodule import teacher_probs
 from maskclf.data.external import read_sources
 from maskclf.data.layout import read_tables
@@ -107,7 +112,7 @@ def plan_new(cfg: RunConfig, data_root: Path | str, runs_dir: Path | str = "runs
     root = Path(data_root)
     cfg = absolute_paths(cfg)  # the saved config works from any folder
     records, report, specs = checked_inputs(cfg, root)
-    split = make_folds(records, cfg.data.folds, cfg.data.val_ratio, cfg.split_seed)
+    split = make_folds(folder_labels(records), cfg.data.folds, cfg.data.val_ratio, cfg.split_seed)
     existing = fold_ids(split)
     if fold is not None and fold not in existing:
         raise UsageError(f"--fold {fold} does not exist; this split has folds {existing}")
