@@ -44,7 +44,8 @@ def test_corrections_change_exactly_the_listed_persons():
     assert (by_id["001009"]["age_group"] == 0).all()
     assert (by_id["004348"]["age_group"] == 2).all()
     assert (by_id["004348"]["age"] == 58).all()  # the real age stays in the table
-    pd.testing.assert_frame_equal(by_id["123456"].drop(columns=["unknown", "folder_class"]), original["123456"])
+    pd.testing.assert_frame_equal(by_id["123456"].drop(columns=["unknown", "folder_class"]),
+                                  original["123456"])
     assert len(report.changes) == 2 + 7 + 7 + 7
     assert (fixed["unknown"] == 0).all()
     assert set(report.changes["person"]) == {"000020_x", "006359_x", "001009_x", "004348_x"}

@@ -113,3 +113,29 @@ def test_oof_files_carry_their_own_labels(two_runs):
     weak, strong = two_runs
     result = compare([weak / "oof.csv", strong / "oof.csv"], draws=200)
     assert result["systems"][1]["verdict"]["macro_f1"] == "better"
+
+
+def test_files_of_one_name_are_told_apart_by_their_folder_and_unknown_labels_leave_out(
+        tmp_path):
+    """Two runs' submission.csv are named by their folders; a labels file's ``unknown``
+    column (gender and age of a photo of someone else: 6) leaves those rows out of the
+    gender and age figures, as score_composite does."""
+    rng, ids, truth, person = labelled_persons()
+    files = []
+    for run, right in (("run-a", 0.4), ("run-b", 0.8)):
+        (tmp_path / run).mkdir()
+        write_csv(prediction_table(ids, probabilities(rng, truth, right)),
+                  tmp_path / run / "submission.csv")
+        files.append(tmp_path / run / "submission.csv")
+    predicted = pd.read_csv(files[0])[[f"class_{i}" for i in range(18)]].to_numpy().argmax(1)
+    wrong_gender = (predicted // 3 % 2) != (truth // 3 % 2)
+    labels = pd.DataFrame({"ImageID": ids, "class": truth, "person_id": person,
+                           "unknown": np.where(wrong_gender, 6, 0)})
+    write_csv(labels, tmp_path / "labels.csv")
+    result = compare(files, tmp_path / "labels.csv", draws=200)
+    assert [s["name"] for s in result["systems"]] == ["run-a/submission.csv",
+                                                      "run-b/submission.csv"]
+    assert result["systems"][0]["scores"]["gender_f1"]["value"] == 1.0
+    labels.assign(unknown=9).to_csv(tmp_path / "bad.csv", index=False)
+    with pytest.raises(InputFileError, match="unknown must be 0-7"):
+        compare(files, tmp_path / "bad.csv", draws=200)

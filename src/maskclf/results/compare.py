@@ -72,8 +72,13 @@ def read_labels(path: Path | str) -> pd.DataFrame:
 
 
 def _unique_names(sources: list[Source]) -> list[str]:
-    """Folder or file names; a name given again is told apart by its place (``a#3``)."""
-    names = [s.name for s in sources]
+    """Folder or file names; files of the same name by their folder too
+    (``run-a/submission.csv``); a path given again by its place (``a#3``)."""
+    paths = {s.path.resolve() for s in sources}
+    shared = {s.name for s in sources
+              if sum(p.name == s.path.name for p in paths) > 1}
+    names = [f"{s.path.parent.name}/{s.name}" if s.name in shared else s.name
+             for s in sources]
     return [name if name not in names[:i] else f"{name}#{i + 1}" for i, name in
             enumerate(names)]
 
