@@ -127,3 +127,14 @@ def test_bad_requests_are_one_line_and_write_nothing(synthetic_root, tmp_path, f
                                       "--out", str(out), *flags])
     assert_clear_error_or_works(result, 2, fragment)
     assert not out.exists()
+
+
+def test_shown_values_tell_files_of_one_name_apart_by_their_folder():
+    from maskclf.train.ablate import _short
+
+    assert _short('data.corrections="/tmp/s/unknown/corrections.yaml"') == (
+        "data.corrections=unknown/corrections.yaml")
+    assert _short('data.corrections="/tmp/s/flips/corrections.yaml"') == (
+        "data.corrections=flips/corrections.yaml")
+    assert _short('data.external=[{path: "/data/external/faces", share: 0.4}]') == (
+        "data.external=[{faces, share: 0.4}]")

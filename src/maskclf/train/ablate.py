@@ -312,10 +312,15 @@ def seed_table(grid: Grid, scored: dict[str, RunDraws], runs: dict[str, Path]
 
 
 def _short(label: str, most: int = 72) -> str:
-    """A value or label as shown: absolute paths as their folder's name (``data.external``
-    values); effects.csv and ablation.json keep them whole."""
-    label = re.sub(r'"/(?:[^"]*/)?([^"/]+)"', r"\1", label).replace('"', "").replace(
-        "path: ", "")
+    """A value or label as shown: absolute paths of folders as their name (``data.external``
+    values), of files as their folder and name (``data.corrections``: every suspects folder
+    holds a corrections.yaml); effects.csv and ablation.json keep them whole."""
+    def short_path(path: Path) -> str:
+        return f"{path.parent.name}/{path.name}" if path.suffix and path.parent.name else (
+            path.name)
+
+    label = re.sub(r'"(/[^"]*)"', lambda m: short_path(Path(m[1])), label)
+    label = label.replace('"', "").replace("path: ", "")
     return label if len(label) <= most else label[:most - 1] + "…"
 
 
