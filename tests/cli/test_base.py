@@ -115,3 +115,18 @@ def test_only_maskclf_errors_become_one_line_messages(monkeypatch, tmp_path):
     pd.DataFrame({"ImageID": ["a"], "ans": [0]}).to_csv(tmp_path / "s.csv", index=False)
     result = runner.invoke(app, ["diff", str(tmp_path / "s.csv"), str(tmp_path / "s.csv")])
     assert result.exit_code == 1 and isinstance(result.exception, KeyError)
+
+
+def test_help_groups_every_command_by_job_in_order():
+    from typer.testing import CliRunner
+
+    from maskclf.cli import app
+    from maskclf.cli.base import JOBS
+
+    text = CliRunner().invoke(app, ["--help"], terminal_width=100).output
+    headings = [line[:-1] for line in text.splitlines() if line[:-1] in JOBS]
+    assert headings == list(JOBS)
+    listed = [line.split()[0] for line in text.split("Start and data:")[1].splitlines()
+              if line.startswith("  ") and not line.startswith("   ")]
+    assert sorted(listed) == sorted(name for names in JOBS.values() for name in names)
+    assert listed[:2] == ["demo", "check-data"] and "Commands:" not in text

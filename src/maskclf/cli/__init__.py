@@ -10,10 +10,11 @@ import importlib
 import signal
 import sys
 
-from maskclf.cli.base import app
+from maskclf.cli.base import app, group_by_job
 
-for _group in ("train", "predict", "runs", "data"):  # each registers its commands, in this
-    importlib.import_module(f"maskclf.cli.{_group}")  # order in --help
+for _group in ("train", "predict", "runs", "data"):  # each registers its commands
+    importlib.import_module(f"maskclf.cli.{_group}")
+group_by_job(app)
 
 __all__ = ["app", "main"]
 

@@ -21,13 +21,47 @@ from functools import wraps
 from pathlib import Path
 from typing import Annotated
 
+import click
 import typer
 from rich.console import Console
 from rich.markup import escape
+from typer.core import TyperGroup
 
 from maskclf.errors import MaskclfError, RunInterrupted
 
+JOBS = {
+    "Start and data": ["demo", "check-data", "eda", "faces", "cache", "make-synthetic",
+                       "synth-masks", "weights"],
+    "Train": ["train", "recipes", "lr-find", "distill"],
+    "Predict and submit": ["predict", "validate", "score", "ensemble", "diff", "pseudo-label",
+                           "tune-decisions", "oof"],
+    "Runs and reports": ["runs", "report", "compare", "note", "suspects", "review", "explain"],
+    "Tune and auto": ["auto", "tune", "ablate"],
+    "Deploy": ["export", "serve"],
+}
+"""``maskclf --help``'s panels, in order, each with its everyday commands first."""
+
+
+class GroupedByJob(TyperGroup):
+    """Click's plain command list, one section per job (each command's
+    ``rich_help_panel``, set by :func:`group_by_job`) in ``JOBS`` order."""
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        shown = [(name, self.get_command(ctx, name)) for name in self.list_commands(ctx)]
+        shown = [(name, cmd) for name, cmd in shown if cmd is not None and not cmd.hidden]
+        if not shown:
+            return
+        limit = formatter.width - 6 - max(len(name) for name, _ in shown)
+        for job in JOBS:
+            rows = [(name, cmd.get_short_help_str(limit)) for name, cmd in shown
+                    if getattr(cmd, "rich_help_panel", None) == job]
+            if rows:
+                with formatter.section(job):
+                    formatter.write_dl(rows)
+
+
 app = typer.Typer(
+    cls=GroupedByJob,
     help="Toolkit for the face mask-status competition (18 classes, macro F1).\n\n"
          "Start with `maskclf demo`; train with `maskclf train --config configs/cpu.yaml "
          "--data DATA`.",
@@ -87,6 +121,24 @@ def _typer_signature(func: Callable, wrapper: Callable, json_output: bool) -> No
                                             default=False, annotation=JsonOption))
     wrapper.__signature__ = signature.replace(parameters=parameters, return_annotation=None)
     wrapper.__annotations__ = {p.name: p.annotation for p in parameters}
+
+
+def group_by_job(typer_app: typer.Typer) -> None:
+    """Put every registered command (and command group) in its ``JOBS`` panel, in the
+    panels' order; a command missing from ``JOBS`` is a bug, found here at import."""
+    order = [name for names in JOBS.values() for name in names]
+    panel = {name: job for job, names in JOBS.items() for name in names}
+
+    def name_of(info) -> str:
+        return info.name or info.callback.__name__.replace("_", "-")
+
+    entries = [*typer_app.registered_commands, *typer_app.registered_groups]
+    missing = [name_of(info) for info in entries if name_of(info) not in panel]
+    if missing:
+        raise RuntimeError(f"commands without a --help panel (cli.base.JOBS): {missing}")
+    for info in entries:
+        info.rich_help_panel = panel[name_of(info)]
+    typer_app.registered_commands.sort(key=lambda info: order.index(name_of(info)))
 
 
 def _first_paragraph(func: Callable) -> str:
