@@ -91,3 +91,22 @@ def test_every_readme_command_runs_as_shown(tmp_path, monkeypatch):
             json.loads(result.stdout)
     assert (tmp_path / "runs" / "effb0" / "submission.csv").is_file()
     assert (tmp_path / "ensemble" / "submission.csv").is_file()
+
+
+def test_the_readme_python_runs_as_shown(tmp_path, monkeypatch):
+    """The README's Python blocks, in a folder with a synthetic ``data``; training gets the
+    tiny-model overrides appended, as the commands do."""
+    import maskclf.api
+
+    monkeypatch.chdir(tmp_path)
+    made = CliRunner().invoke(app, ["make-synthetic", "data", "--persons", "12",
+                                    "--eval-persons", "2"])
+    assert made.exit_code == 0, made.output
+    plain = maskclf.api.as_overrides
+    monkeypatch.setattr(maskclf.api, "as_overrides", lambda overrides: (
+        *plain(overrides), *TINY_OVERRIDES, "model.pretrained=false"))
+    blocks = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
+    assert blocks
+    for block in blocks:
+        exec(compile(block, "README.md", "exec"), {})
+    assert (tmp_path / "runs" / "nb" / "submission.csv").is_file()
