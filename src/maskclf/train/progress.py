@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable
 
 import lightning as L
-from lightning.pytorch.callbacks import Callback, ProgressBar, RichProgressBar
+from lightning.pytorch.callbacks import Callback, ProgressBar, RichProgressBar, TQDMProgressBar
 
 from maskclf.ticker import duration
 
@@ -120,7 +120,16 @@ class PlainProgress(ProgressBar):
         return self.clock.where(trainer.current_epoch, trainer.max_epochs)
 
 
-class RunProgressBar(RichProgressBar):
+class _ClockMetrics:
+    """A Lightning bar's metrics with the run's time left (``clock``: a :class:`RunClock`)."""
+
+    clock: RunClock
+
+    def get_metrics(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict:
+        return {**super().get_metrics(trainer, pl_module), "eta": self.clock.eta()[4:]}
+
+
+class RunProgressBar(_ClockMetrics, RichProgressBar):
     """Lightning's rich bar, counting epochs from 1 (not "Epoch 0/0"), naming the fold and
     showing the run's time left."""
 
@@ -131,11 +140,33 @@ class RunProgressBar(RichProgressBar):
     def _get_train_description(self, current_epoch: int) -> str:
         return self.clock.where(current_epoch, self.trainer.max_epochs)
 
-    def get_metrics(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict:
-        return {**super().get_metrics(trainer, pl_module), "eta": self.clock.eta()[4:]}
+
+class NotebookProgressBar(_ClockMetrics, TQDMProgressBar):
+    """Lightning's tqdm bar, a notebook widget (``tqdm.auto``, with ipywidgets), named as
+    the rich bar is: the fold, epochs from 1, the run's time left."""
+
+    def __init__(self, clock: RunClock):
+        super().__init__()
+        self.clock = clock
+
+    def on_train_epoch_start(self, trainer: L.Trainer, *args) -> None:
+        super().on_train_epoch_start(trainer, *args)
+        self.train_progress_bar.set_description(
+            self.clock.where(trainer.current_epoch, trainer.max_epochs))
+
+
+def in_notebook() -> bool:
+    """Whether this process is a Jupyter kernel (where stderr is no terminal, yet a bar
+    draws)."""
+    shell = sys.modules.get("IPython")
+    ipython = getattr(shell, "get_ipython", lambda: None)() if shell else None
+    return type(ipython).__name__ == "ZMQInteractiveShell"
 
 
 def progress_callback(clock: RunClock, interactive: bool | None = None) -> ProgressBar:
-    """Rich progress bar when stderr is a terminal, plain lines otherwise; both on stderr."""
+    """In a notebook a notebook bar; else the rich bar when stderr is a terminal, plain
+    lines otherwise (both on stderr)."""
+    if interactive is None and in_notebook():
+        return NotebookProgressBar(clock)
     interactive = sys.stderr.isatty() if interactive is None else interactive
     return RunProgressBar(clock) if interactive else PlainProgress(clock)
