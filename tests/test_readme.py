@@ -1,4 +1,5 @@
-"""Every ``maskclf`` command in the README's code blocks runs, in order, as a user would.
+"""Every ``maskclf`` command in the README's and the manual's code blocks runs, in order (the
+README, then the pages in the site's order), as a user would.
 
 Training commands get tiny-model overrides appended so the suite stays fast; everything
 else runs exactly as written, in a fresh folder with the packaged ``configs/``.
@@ -19,16 +20,25 @@ from .conftest import TINY_OVERRIDES
 
 pytestmark = pytest.mark.slow
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+ROOT = Path(__file__).resolve().parents[1]
+README = ROOT / "README.md"
 PLACEHOLDERS = {"/path/to/your/data": "own-data", "/path/to/data": "data"}
 """The quickstart's own data and the GPU example's data: synthetic sets made here."""
 FAST = [arg for override in [*TINY_OVERRIDES, "model.pretrained=false"]
         for arg in ("-o", override)]
 
 
+def manual_pages() -> list[Path]:
+    """The README, then the site's pages in its navigation order."""
+    nav = re.findall(r"^\s+- [^:]+: (\S+\.md)$", (ROOT / "mkdocs.yml").read_text(), flags=re.M)
+    return [README, *(ROOT / "docs" / page for page in nav)]
+
+
 def readme_commands() -> list[str]:
-    """The ``maskclf ...`` lines of the README's bash blocks, comments removed."""
-    blocks = re.findall(r"```bash\n(.*?)```", README.read_text(), flags=re.S)
+    """The ``maskclf ...`` lines of the README's and the pages' bash blocks, comments
+    removed."""
+    text = "\n".join(page.read_text() for page in manual_pages())
+    blocks = re.findall(r"```bash\n(.*?)```", text, flags=re.S)
     lines = [line.split(" #")[0].strip() for block in blocks for line in block.splitlines()]
     return [line for line in lines if line.startswith("maskclf ")]
 
@@ -94,8 +104,8 @@ def test_every_readme_command_runs_as_shown(tmp_path, monkeypatch):
 
 
 def test_the_readme_python_runs_as_shown(tmp_path, monkeypatch):
-    """The README's Python blocks, in a folder with a synthetic ``data``; training gets the
-    tiny-model overrides appended, as the commands do."""
+    """The README's and the pages' Python blocks, in a folder with a synthetic ``data``;
+    training gets the tiny-model overrides appended, as the commands do."""
     import maskclf.api
 
     monkeypatch.chdir(tmp_path)
@@ -105,7 +115,8 @@ def test_the_readme_python_runs_as_shown(tmp_path, monkeypatch):
     plain = maskclf.api.as_overrides
     monkeypatch.setattr(maskclf.api, "as_overrides", lambda overrides: (
         *plain(overrides), *TINY_OVERRIDES, "model.pretrained=false"))
-    blocks = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
+    blocks = re.findall(r"```python\n(.*?)```",
+                        "\n".join(page.read_text() for page in manual_pages()), flags=re.S)
     assert blocks
     for block in blocks:
         exec(compile(block, "README.md", "exec"), {})
