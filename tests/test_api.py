@@ -37,6 +37,11 @@ def test_a_run_trained_from_python_gives_its_results_as_objects(synthetic_root, 
     result = maskclf.compare(run, run.path / "oof.csv", draws=100)
     assert result["systems"][1]["verdict"]["macro_f1"] == "within noise"
     assert run.report().name == "report.md"
+    exported = run.export(tmp_path / "export")
+    assert isinstance(exported, maskclf.Export)
+    onnx = exported.predict(data=synthetic_root)
+    assert onnx["ImageID"].tolist() == predictions["ImageID"].tolist()
+    assert (onnx[CLASS_COLUMNS] - predictions[CLASS_COLUMNS]).abs().to_numpy().max() < 1e-4
 
 
 def test_bad_input_is_one_of_maskclfs_exceptions_before_any_work(synthetic_root, tmp_path):
@@ -50,4 +55,8 @@ def test_bad_input_is_one_of_maskclfs_exceptions_before_any_work(synthetic_root,
     with pytest.raises(UsageError):
         maskclf.Run.train(data=synthetic_root, out=tmp_path / "runs", fold=-3,
                           overrides=[*TINY_OVERRIDES, "data.folds=2"])
-    assert not (tmp_path / "runs").exists()
+    with pytest.raises(UsageError, match="--budget"):
+        maskclf.run_auto(synthetic_root, "5 parsecs", out=tmp_path / "auto")
+    with pytest.raises(MissingFileError, match="not an export"):
+        maskclf.Export(tmp_path)
+    assert not (tmp_path / "runs").exists() and not (tmp_path / "auto").exists()

@@ -18,6 +18,7 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
+from maskclf.errors import MissingFileError
 from maskclf.runs.directory import RunDir
 
 
@@ -108,29 +109,66 @@ class Run:
         """Probabilities and labels: of ``eval/images`` in ``info.csv`` order (also written
         as the run's ``predictions.csv`` and validated ``submission.csv``), or of
         ``images`` (files, folders, globs: one row per file)."""
-        from maskclf.predict.workflows import predict_images, predict_run
+        return _predict(self.path, data, images, tta)
 
-        views = None if tta is None else list(tta)
-        if images is not None:
-            result = predict_images(self.path, [str(i) for i in images], tta=views)
-            return pd.read_csv(result["predictions"])
-        return pd.read_csv(predict_run(self.path, data, views).predictions)
-
-    def export(self, out: Path | str, int8: bool = False) -> Path:
-        """The run's networks as ONNX in ``out`` (``maskclf export``); returns the folder."""
+    def export(self, out: Path | str, int8: bool = False) -> Export:
+        """The run's networks as ONNX in ``out`` (``maskclf export``)."""
         from maskclf.deploy.export import export_run
         from maskclf.deploy.request import ExportRequest
 
         request = ExportRequest(self.path, Path(out), int8=int8)
         request.check()
         export_run(request)
-        return Path(out)
+        return Export(out)
 
     def report(self, data: Path | str | None = None) -> Path:
         """(Re)draw the run's report; returns ``report.md``."""
         from maskclf.reports.run_report import write_report
 
         return Path(write_report(self.path, data)["report"])
+
+
+class Export:
+    """An export folder (``maskclf export``): ONNX networks that predict without torch."""
+
+    def __init__(self, path: Path | str):
+        from maskclf.deploy.manifest import is_export
+
+        if not is_export(Path(path)):
+            raise MissingFileError(f"{path} is not an export folder (no manifest.json); "
+                                   "make one with Run.export or `maskclf export`")
+        self.path = Path(path)
+
+    def __repr__(self) -> str:
+        return f"Export({str(self.path)!r})"
+
+    def predict(self, data: Path | str = "data", images: Sequence[str] | None = None
+                ) -> pd.DataFrame:
+        """As :meth:`Run.predict`, on onnxruntime."""
+        return _predict(self.path, data, images, None)
+
+
+def _predict(source: Path, data, images, tta) -> pd.DataFrame:
+    from maskclf.predict.workflows import predict_images, predict_run
+
+    views = None if tta is None else list(tta)
+    if images is not None:
+        result = predict_images(source, [str(i) for i in images], tta=views)
+        return pd.read_csv(result["predictions"])
+    return pd.read_csv(predict_run(source, data, views).predictions)
+
+
+def run_auto(data: Path | str, budget: str, preset: str = "cpu", out: Path | str = "auto",
+             name: str | None = None, external: Sequence[Path | str] = ()) -> dict:
+    """``maskclf auto``: spend ``budget`` (``"2h"``, ``"90m"``) on the best submission;
+    returns the study's summary (``OUT/NAME/summary.json``)."""
+    from maskclf.auto.request import AutoRequest
+    from maskclf.auto.workflow import run_auto as spend
+
+    request = AutoRequest(Path(data), budget, preset, Path(out), name,
+                          external=tuple(Path(e) for e in external))
+    request.check()
+    return spend(request)
 
 
 def compare(*inputs: Run | Path | str, labels: Path | str | None = None,
