@@ -23,8 +23,9 @@ def test_overrides_from_a_dict_read_as_the_command_line_reads_them():
 
 
 def test_a_run_trained_from_python_gives_its_results_as_objects(synthetic_root, tmp_path):
-    run = maskclf.Run.train(data=synthetic_root, out=tmp_path, name="api",
-                            overrides=TINY_OVERRIDES)
+    run = maskclf.Run.train({"train": {"epochs": 1}}, data=synthetic_root, out=tmp_path,
+                            name="api", overrides=TINY_OVERRIDES)
+    assert run.config.train.epochs == 1
     assert run.path == tmp_path / "api" and repr(run).startswith("Run(")
     assert run.scores == run.summary["validation"] and 0 <= run.scores["macro_f1"] <= 1
     assert list(run.oof.columns[:19]) == ["ImageID", *CLASS_COLUMNS]
@@ -48,6 +49,8 @@ def test_bad_input_is_one_of_maskclfs_exceptions_before_any_work(synthetic_root,
     with pytest.raises(ConfigError, match="trian"):
         maskclf.Run.train(data=synthetic_root, out=tmp_path / "runs",
                           overrides={"trian.epochs": 1})
+    with pytest.raises(ConfigError, match="epochz"):
+        maskclf.Run.train({"train": {"epochz": 1}}, data=synthetic_root, out=tmp_path / "runs")
     with pytest.raises(MissingFileError, match="nowhere"):
         maskclf.Run.train(data=tmp_path / "nowhere", out=tmp_path / "runs")
     with pytest.raises(MissingFileError):

@@ -12,6 +12,7 @@ maskclf's exceptions (``maskclf.errors``: a ``ConfigError`` naming a mistyped ke
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -59,15 +60,20 @@ class Run:
         return f"Run({str(self.path)!r}{shown})"
 
     @classmethod
-    def train(cls, config: Path | str | None = None, data: Path | str = "data",
+    def train(cls, config: Path | str | Mapping | None = None, data: Path | str = "data",
               overrides: Mapping | Sequence[str] | None = None, out: Path | str = "runs",
               name: str | None = None, fold: int | None = None) -> Run:
-        """Train a new run, as ``maskclf train``: ``config`` a YAML file or a packaged
-        recipe's name (``maskclf recipes``), ``overrides`` a dict of dotted keys (or nested
-        dicts) or ``key=value`` strings."""
+        """Train a new run, as ``maskclf train``: ``config`` a YAML file, a packaged
+        recipe's name (``maskclf recipes``) or a dict in the YAML's shape; ``overrides`` a
+        dict of dotted keys (or nested dicts) or ``key=value`` strings."""
         from maskclf.train.execute import train
         from maskclf.train.request import TrainRequest
 
+        if isinstance(config, Mapping):  # read as a file would be: the same checks
+            with tempfile.TemporaryDirectory(prefix="maskclf-") as folder:
+                written = Path(folder) / "config.yaml"
+                written.write_text(yaml.safe_dump(dict(config), sort_keys=False))
+                return cls.train(written, data, overrides, out, name, fold)
         request = TrainRequest(None if config is None else Path(config),
                                as_overrides(overrides), Path(data), Path(out), name, fold)
         request.check()
