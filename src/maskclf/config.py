@@ -31,8 +31,11 @@ _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, None: 1}
 def duration_seconds(text: str | float | int) -> float:
     """``20m``, ``1.5h``, ``90s`` or a number of seconds, as seconds (> 0)."""
     found = _DURATION.match(str(text))
-    if found is None or float(found.group(1)) <= 0:
+    if found is None:
         raise ValueError(f"{text!r} is not a duration: write e.g. 90s, 20m or 1.5h")
+    if float(found.group(1)) <= 0:
+        raise ValueError(f"{text!r} is no time at all: give a duration above zero, e.g. 90s, "
+                         "20m or 1.5h")
     return float(found.group(1)) * _UNIT_SECONDS[found.group(2)]
 
 

@@ -185,6 +185,7 @@ def test_two_workers_share_one_auto_study_through_postgresql(synthetic_root, tmp
 
 @pytest.mark.parametrize(("args", "message"), [
     (["--budget", "soon"], r"--budget: 'soon' is not a duration"),
+    (["--budget", "0s"], r"--budget: '0s' is no time at all"),
     (["--budget", "5m", "--preset", "fast"], r"preset 'fast' is neither a packaged preset"),
     (["--budget", "5m", "--preset", "missing.yaml"], r"preset .*missing\.yaml"),
     (["--budget", "5m", "--name", "../x"], r"--name '\.\./x' must be a plain folder name"),
@@ -203,6 +204,18 @@ def test_bad_auto_requests_get_one_line_before_any_work(synthetic_root, tmp_path
     assert len(lines) == 1 and lines[0].startswith("error:")
     assert re.search(message, lines[0])
     assert not (tmp_path / "auto").exists()
+
+
+def test_a_budget_too_short_is_named_as_typed_and_leaves_nothing(synthetic_root, tmp_path):
+    out = tmp_path / "auto"
+    result = CliRunner().invoke(app, ["auto", "--data", str(synthetic_root), "--budget", "5s",
+                                      "--preset", "demo", "--out", str(out)])
+    assert result.exit_code == 2, result.output
+    [error] = [line for line in result.output.splitlines() if line.startswith("error:")]
+    assert re.search(r"--budget 5s cannot train one candidate .* took \d+s, .*give at least "
+                     r"--budget \d+s", error)
+    least = int(re.search(r"at least --budget (\d+)s", error)[1])
+    assert least > 5 and not out.exists()
 
 
 def test_a_study_continued_with_another_budget_is_refused(synthetic_root, tmp_path):

@@ -172,6 +172,16 @@ def ladder_seconds(rungs: list[Rung], epoch_s: list[float]) -> float:
                for cost in costliest[:rung.count])
 
 
+class BudgetTooShort(UsageError):
+    """No plan fits: ``needs`` says what one epoch costs here, ``least_s`` the seconds a plan
+    needs (the caller adds what the start already took and names the budget typed)."""
+
+    def __init__(self, needs: str, least_s: float):
+        super().__init__(f"the budget cannot train one candidate for one epoch here ({needs}): "
+                         f"give at least --budget {least_s:.0f}s")
+        self.needs, self.least_s = needs, least_s
+
+
 def plan_study(budget_s: float, preset: Preset, names: list[str], epoch_s: dict[str, float],
                network_predict_s: float) -> StudyPlan:
     """The plan that buys breadth last, in ``budget_s`` less the reserve for prediction
@@ -197,10 +207,8 @@ def plan_study(budget_s: float, preset: Preset, names: list[str], epoch_s: dict[
                     return found
     cheapest = min(epoch_s.values())
     reserve = reserve_seconds(budget_s, preset, network_predict_s)
-    raise UsageError(f"a budget of {budget_s:.0f}s cannot train one candidate for one epoch "
-                     f"here (about {cheapest:.0f}s an epoch, plus {reserve:.0f}s to predict "
-                     f"and choose): give at least --budget "
-                     f"{math.ceil((cheapest + reserve) * 1.3)}s")
+    raise BudgetTooShort(f"about {cheapest:.0f}s an epoch, plus {reserve:.0f}s to predict "
+                         "and choose", math.ceil((cheapest + reserve) * 1.3))
 
 
 def _kfold_plan(budget_s: float, preset: Preset, chosen: list[str], epoch_s: dict[str, float],

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import shutil
 import signal
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -15,13 +16,13 @@ import optuna
 
 from maskclf.auto.clock import BudgetClock
 from maskclf.auto.folder import StudyFolder, open_plan, open_study
-from maskclf.auto.plan import StudyPlan
+from maskclf.auto.plan import BudgetTooShort, StudyPlan
 from maskclf.auto.request import AutoRequest, CheckedAuto
 from maskclf.auto.schedule import Work
 from maskclf.auto.worker import work_loop
 from maskclf.config import ExternalSource
 from maskclf.data.external import read_sources
-from maskclf.errors import RunInterrupted
+from maskclf.errors import RunInterrupted, UsageError
 from maskclf.ticker import duration
 from maskclf.train.tune import quiet_optuna
 
@@ -42,6 +43,8 @@ def run_auto(request: AutoRequest, started: float | None = None) -> dict:
     from maskclf.train.tune import set_threads
 
     set_threads(request.threads)
+    # a refusal before the plan leaves nothing behind: the folders this command made
+    made = [p for p in (folder.path.parent, folder.path) if not p.exists()]
     with _sigterm_stops(), quiet_optuna():
         study = _open_study(request, folder)
         if not folder.file(StudyFolder.PLAN).is_file():  # nothing planned yet: a fresh budget
@@ -49,6 +52,14 @@ def run_auto(request: AutoRequest, started: float | None = None) -> dict:
         clock = BudgetClock(folder, checked.budget_s, started)
         try:
             _work(Path(request.data), checked, study, clock)
+        except BudgetTooShort as exc:
+            if folder.path in made:
+                _remove_study(request, folder, made)
+            spent = checked.budget_s - clock.left()
+            raise UsageError(f"--budget {request.budget} cannot train one candidate for one "
+                             f"epoch here: the data check, caches and speed probe took "
+                             f"{spent:.0f}s, then {exc.needs}; give at least --budget "
+                             f"{math.ceil(spent + exc.least_s)}s") from None
         except (KeyboardInterrupt, RunInterrupted) as exc:
             clock.pause()  # the budget does not run while no command works on it
             raise RunInterrupted(f"stopped by {_signal_name(exc)} with "
@@ -104,6 +115,14 @@ def _work(data: Path, checked: CheckedAuto, study: optuna.Study, clock: BudgetCl
     from maskclf.auto.finish import finish
 
     work_loop(work, finish)
+
+
+def _remove_study(request: AutoRequest, folder: StudyFolder, made: list[Path]) -> None:
+    """Undo a fresh study: the folders made for it (SQLite, clock) and, on a shared
+    storage, its record."""
+    if request.storage is not None:
+        optuna.delete_study(study_name=folder.path.name, storage=request.storage)
+    shutil.rmtree(made[0], ignore_errors=True)
 
 
 @contextmanager
