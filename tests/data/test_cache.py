@@ -229,3 +229,21 @@ def test_fits_disk_counts_only_images_not_yet_cached(synthetic_root, tmp_path, m
     assert not fits_disk(tmp_path / "cache", len(paths), cfg)
     build_cache(synthetic_root, cfg, paths)
     assert fits_disk(tmp_path / "cache", len(paths), cfg)  # all there: nothing more needed
+
+
+def test_a_copied_data_folder_finds_its_cache_warm_and_a_changed_image_does_not(tmp_path):
+    """Copied without keeping times (``cp -r``): new paths, times and inodes, the same
+    images: every key is found; an image whose bytes changed is decoded again."""
+    cfg = DataConfig(image_size=(16, 16), crop="none", cache="disk")
+    original = tmp_path / "data"
+    original.mkdir()
+    for i, colour in enumerate([(255, 0, 0), (0, 255, 0), (0, 0, 255)]):
+        _write(original / f"img{i}.jpg", colour)
+    names = [f"img{i}.jpg" for i in range(3)]
+    build_cache(original, cfg, names)
+    copy = tmp_path / "copy"
+    shutil.copytree(original, copy, copy_function=shutil.copyfile)  # times not kept
+    assert (copy / "img0.jpg").stat().st_mtime_ns != (original / "img0.jpg").stat().st_mtime_ns
+    assert build_cache(copy, cfg, names)["decoded"] == 0
+    _write(copy / "img1.jpg", (9, 9, 9))
+    assert build_cache(copy, cfg, names)["decoded"] == 1

@@ -10,7 +10,7 @@ import numpy as np
 from torch.utils.data import Dataset
 
 from maskclf.config import DataConfig
-from maskclf.data.cache import DecodeCache, file_key
+from maskclf.data.cache import DecodeCache, file_keys
 from maskclf.data.faces import require_detector
 from maskclf.data.sampling import derived_seed
 from maskclf.data.transforms import centre_crop, decode_preprocessed
@@ -49,7 +49,7 @@ class ImageDataset(Dataset):
         self._memory: dict[int, np.ndarray] | None = {} if data_cfg.cache == "memory" else None
         self.disk = disk
         # keys once per dataset: a warm read then touches no file but the cache
-        self._keys = None if disk is None else [file_key(self.root / p) for p in self.paths]
+        self._keys = None if disk is None else file_keys([self.root / p for p in self.paths])
 
     def __len__(self) -> int:
         return len(self.paths)
