@@ -70,7 +70,7 @@ def shared_run_dir(runs: Path | str, name: str | None) -> RunDir:
             run.path.mkdir(parents=True)
         except FileExistsError:
             raise UsageError(f"{run.path} already exists; a launcher's job makes one run "
-                             "directory (resume it with maskclf train --resume)") from None
+                             f"directory (resume it with {run.resume_command()})") from None
     return run
 
 
