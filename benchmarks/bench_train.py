@@ -11,6 +11,10 @@ Lightning Trainer; the reference is a hand-written loop. Prints images/s and ``r
 channels_last) and precision (32, bf16-mixed; 16-mixed too on a GPU) and prints a table
 with each one's ratio against PyTorch's default, contiguous fp32 (``train.channels_last``
 and ``train.precision`` choose among them).
+
+``--compile`` instead times maskclf's training eager and with ``train.compile: true``
+(torch.compile): the seconds before the first timed step (compiling happens there) and the
+images/s after it, and ``ratio_compile`` (compiled / eager images/s).
 """
 
 from __future__ import annotations
@@ -40,6 +44,10 @@ class StepTimer(Callback):
 
     def __init__(self, skip: int):
         self.skip, self.started, self.ended, self.images = skip, None, None, 0
+        self.fit_started = None
+
+    def on_train_start(self, trainer, pl_module):
+        self.fit_started = time.perf_counter()
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
         if batch_idx == self.skip:
@@ -52,6 +60,10 @@ class StepTimer(Callback):
 
     def rate(self) -> float:
         return self.images / (self.ended - self.started)
+
+    def warmup_s(self) -> float:
+        """Seconds from the start of training to the first timed step (compiling)."""
+        return self.started - self.fit_started
 
 
 def plain_steps(module, cfg, loader, skip: int = 0, max_steps: int | None = None) -> float:
@@ -80,6 +92,11 @@ def plain_steps(module, cfg, loader, skip: int = 0, max_steps: int | None = None
 
 def lightning_rate(cfg, loader, skip: int, precision: str = "32") -> float:
     """Images/s of maskclf's real module in a Lightning Trainer after ``skip`` steps."""
+    return lightning_timer(cfg, loader, skip, precision).rate()
+
+
+def lightning_timer(cfg, loader, skip: int, precision: str = "32") -> StepTimer:
+    """maskclf's real module trained in a Lightning Trainer, timed after ``skip`` steps."""
     spec = resolve_specs(cfg)[0]
     torch.manual_seed(0)
     module = build_module(spec, build_net(spec))
@@ -90,7 +107,7 @@ def lightning_rate(cfg, loader, skip: int, precision: str = "32") -> float:
                             enable_model_summary=False, callbacks=[timer],
                             num_sanity_val_steps=0, precision=precision)
         trainer.fit(module, loader())
-    return timer.rate()
+    return timer
 
 
 def layout_table(base_cfg, loader, skip: int) -> None:
@@ -111,6 +128,20 @@ def layout_table(base_cfg, loader, skip: int) -> None:
     print(f"fastest={best[0]},{best[1]} ratio_fastest={best[2] / reference:.2f}")
 
 
+def compile_table(base_cfg, loader, skip: int) -> None:
+    """maskclf's training eager and with ``train.compile``: warm-up seconds, images/s."""
+    rows = []
+    for compiled in (False, True):
+        cfg = base_cfg.model_copy(update={"train": base_cfg.train.model_copy(update={
+            "compile": compiled})})
+        timer = lightning_timer(cfg, loader, skip, cfg.train.precision)
+        rows.append(("compiled" if compiled else "eager", timer.warmup_s(), timer.rate()))
+    print(f"{'mode':<9} {'first steps s':>13} {'images/s':>9}")
+    for mode, warmup, rate in rows:
+        print(f"{mode:<9} {warmup:>13.1f} {rate:>9.1f}")
+    print(f"ratio_compile={rows[1][2] / rows[0][2]:.2f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("data", type=Path)
@@ -121,6 +152,8 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=0)
     parser.add_argument("--layouts", action="store_true",
                         help="Time each memory layout and precision instead.")
+    parser.add_argument("--compile", action="store_true",
+                        help="Time eager against train.compile instead.")
     args = parser.parse_args()
     skip = 5
     with tempfile.TemporaryDirectory() as cache_dir:
@@ -140,10 +173,10 @@ def main() -> None:
         spec = resolve_specs(cfg)[0]
         plain_steps(build_module(spec, build_net(spec)), cfg, loader(),
                     max_steps=15)  # process warm-up (kernels, allocator) shared by both sides
-        if args.layouts:
+        if args.layouts or args.compile:
             print(f"model={args.model} size={args.size[0]}x{args.size[1]} "
                   f"batch={args.batch_size} steps={args.steps} threads={torch.get_num_threads()}")
-            layout_table(cfg, loader, skip)
+            (layout_table if args.layouts else compile_table)(cfg, loader, skip)
             return
         maskclf_rate = lightning_rate(cfg, loader, skip)
 

@@ -83,3 +83,18 @@ def test_bench_review_times_the_session_the_state_and_the_page(tmp_path):
     counts = [int(line.split()[0]) for line in lines if "suspect persons:" in line]
     assert len(counts) == 2 and 0 < counts[0] < counts[1] <= 12, result.stdout
     assert all("/api/state" in line for line in lines[:2])
+
+
+@pytest.mark.slow
+def test_bench_train_times_eager_against_compiled(synthetic_root, tmp_path):
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "bench_train.py"), str(synthetic_root),
+         "--size", "64", "48", "--batch-size", "8", "--steps", "6", "--compile"],
+        capture_output=True, text=True, cwd=tmp_path, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    rows = {line.split()[0]: [float(v) for v in line.split()[1:]]
+            for line in result.stdout.splitlines() if line.startswith(("eager", "compiled"))}
+    assert set(rows) == {"eager", "compiled"}, result.stdout
+    assert rows["compiled"][0] > rows["eager"][0]  # compiling happens in the first steps
+    ratio = float(result.stdout.splitlines()[-1].split("=")[1])
+    assert ratio == pytest.approx(rows["compiled"][1] / rows["eager"][1], abs=0.01)
