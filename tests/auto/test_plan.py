@@ -327,3 +327,14 @@ def test_the_final_epochs_cap_defaults_to_half_again_the_planned_ones():
     assert _preset(max_epochs=10, max_final_epochs=12).final_epochs_cap == 12
     with pytest.raises(ValueError, match="max_final_epochs 8 is below max_epochs 10"):
         _preset(max_epochs=10, max_final_epochs=8)
+
+
+def test_the_report_shows_a_selection_path_only_among_several_members():
+    from maskclf.auto.report import _selection_path, stage_name
+
+    path = [{"size": i, "added": "a", "macro_f1": 0.5} for i in range(1, 21)]
+    assert _selection_path([{"unit": "a"}], path) == ["One member: nothing to select among.", ""]
+    shown = _selection_path([{"unit": "a"}, {"unit": "b"}], path)
+    assert sum(line.startswith("|") for line in shown) == 2 + 20
+    assert [stage_name("kfold"), stage_name("screening", 1), stage_name("start")] == [
+        "k-fold", "screening, rung 1", "start"]

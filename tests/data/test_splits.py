@@ -113,3 +113,16 @@ def test_folds_refuse_persons_added_or_removed_since_they_were_made():
         attach_folds(grown, folds)
     with pytest.raises(ValueError, match="0 added .*1 removed"):
         attach_folds(records[records["person"] != records["person"].iloc[0]], folds)
+
+
+def test_a_class_rarer_than_the_folds_is_said_in_a_log_line_not_a_warning(caplog):
+    import logging
+    import warnings
+
+    records = pd.DataFrame({"person": [f"p{i}" for i in range(10)], "class": [0] * 9 + [5]})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # any warning reaching the console fails
+        with caplog.at_level(logging.INFO, logger="maskclf.data.splits"):
+            folds = kfold_split(records, 3, seed=0)
+    assert sorted(folds["fold"].unique()) == [0, 1, 2]
+    assert "fewer images than folds" in caplog.text

@@ -30,10 +30,19 @@ def candidate_rows(work: Work) -> list[dict]:
         if trial.state == optuna.trial.TrialState.PRUNED:
             state = f"skipped ({attrs.get('skipped') or attrs.get('error', '')})"
         rows.append({"unit": attrs["unit"], "candidate": attrs["candidate"],
-                     "stage": attrs["stage"], "epochs": attrs.get("epochs"),
+                     "stage": stage_name(attrs["stage"], attrs.get("rung")),
+                     "epochs": attrs.get("epochs"),
                      "seconds": attrs.get("seconds"), "val_macro_f1": trial.value,
                      "state": state, "at_s": attrs.get("at_s")})
     return rows
+
+
+def stage_name(stage: str, rung: int | None = None) -> str:
+    """The one name every table gives a stage: ``start``, ``screening, rung R`` (the last
+    rung trains the members when there is no k-fold), ``k-fold``, ``finish``."""
+    if stage == "kfold":
+        return "k-fold"
+    return f"{stage}, rung {rung}" if stage == "screening" and rung is not None else stage
 
 
 def write_report(work: Work, result: dict) -> dict:
@@ -43,13 +52,13 @@ def write_report(work: Work, result: dict) -> dict:
     spent: dict[str, float] = defaultdict(float)
     spent["start"] = work.clock.budget_s - plan.budget_s  # checks, caches, speed probe
     for row in rows:
-        spent[row["stage"]] += row["seconds"] or 0.0
+        spent[row["stage"].split(",")[0]] += row["seconds"] or 0.0
     spent["finish"] = result["finish_s"]
     progress = _progress_figure(rows, result, work.clock.elapsed(), work.clock.budget_s,
                                 folder)
     summary = {"budget_s": work.clock.budget_s, "elapsed_s": None, "budget_held": None,
                "plan": plan.to_dict(), "candidates": rows, **result,
-               "stages": {"planned_s": plan.stage_s,
+               "stages": {"planned_s": {stage_name(k): v for k, v in plan.stage_s.items()},
                           "spent_s": {k: round(v, 1) for k, v in spent.items()}},
                "report": str(folder.file(StudyFolder.REPORT)), "progress": str(progress)}
     elapsed = work.clock.elapsed()
@@ -115,15 +124,27 @@ def _screening_lines(screening: dict) -> list[str]:
     return lines
 
 
+def _selection_path(members: list[dict], path: list[dict]) -> list[str]:
+    """The greedy path, when there is more than one member to choose among."""
+    if len(members) < 2:
+        return ["One member: nothing to select among.", ""]
+    return ["Greedy selection with replacement (Caruana et al., 2004) over the members' "
+            "out-of-fold predictions (macro F1 against ensemble size; the best step is kept):",
+            "", *_table(path, ["size", "added", "macro_f1"]), ""]
+
+
 def _markdown(folder: StudyFolder, summary: dict) -> str:
     plan = summary["plan"]
     last = len(plan["rungs"]) - 1
-    rungs = [{"stage": f"members, rung {i}" if i == last and not plan["kfold_epochs"]
-              else f"screening rung {i}", "candidates": r["count"], "epochs": r["epochs"],
-              "folds": "fold 0"} for i, r in enumerate(plan["rungs"])]
+    rungs = [{"stage": stage_name("screening", i), "candidates": r["count"],
+              "epochs": r["epochs"], "folds": "fold 0",
+              "trains": "the members" if i == last and not plan["kfold_epochs"] else ""}
+             for i, r in enumerate(plan["rungs"])]
     if plan["kfold_epochs"]:
-        rungs.append({"stage": "k-fold", "candidates": StudyPlan.from_dict(plan).survivors,
-                      "epochs": plan["kfold_epochs"], "folds": plan["folds"]})
+        rungs.append({"stage": stage_name("kfold"),
+                      "candidates": StudyPlan.from_dict(plan).survivors,
+                      "epochs": plan["kfold_epochs"], "folds": plan["folds"],
+                      "trains": "the members"})
     members = [m for m in summary["members"] if m["weight"] > 0]
     stages = [{"stage": k, "planned_s": summary["stages"]["planned_s"].get(k),
                "spent_s": v} for k, v in summary["stages"]["spent_s"].items()]
@@ -143,7 +164,8 @@ def _markdown(folder: StudyFolder, summary: dict) -> str:
         f"({'held' if summary['budget_held'] else 'overrun'}). Ensemble OOF macro F1 "
         f"**{summary['ensemble_oof_f1']:.4f}**{spread} (best member "
         f"{summary['best_member_oof_f1']:.4f}). Submission: `{summary['submission']}`.", "",
-        "## Plan", "", *_table(rungs, ["stage", "candidates", "epochs", "folds"]), "",
+        "## Plan", "", *_table(rungs, ["stage", "candidates", "epochs", "folds", "trains"]),
+        "",
         "Estimated epoch seconds (speed probe): " + ", ".join(
             f"{n} {s:.0f}s" for n, s in plan["epoch_s"].items()), "",
         "## Candidates", "",
@@ -151,9 +173,7 @@ def _markdown(folder: StudyFolder, summary: dict) -> str:
                                         "val_macro_f1", "state"]), "",
         *_screening_lines(summary.get("screening") or {}),
         "## Selection", "",
-        "Greedy selection with replacement (Caruana et al., 2004) over the members' "
-        "out-of-fold predictions (macro F1 against ensemble size; the best step is kept):",
-        "", *_table(selection["path"], ["size", "added", "macro_f1"]), "",
+        *_selection_path(summary["members"], selection["path"]),
         f"Macro F1 of each way to combine them, on all rows and on held-out persons "
         f"({selection['check']['splits']} person-grouped splits; fitted on the others):", "",
         *_table(ways, ["way", "all rows", "held-out persons",

@@ -12,6 +12,7 @@ three mask states, so stratifying persons by gender x age keeps the 18-class pro
 
 from __future__ import annotations
 
+import logging
 import warnings
 
 import numpy as np
@@ -20,6 +21,8 @@ from sklearn.model_selection import StratifiedGroupKFold, train_test_split
 
 from maskclf import labels
 from maskclf.errors import UsageError
+
+log = logging.getLogger(__name__)
 
 TRAIN_ONLY = -1
 """The ``fold`` of a person who is never validated (folds.csv)."""
@@ -78,8 +81,17 @@ def kfold_split(records: pd.DataFrame, n_folds: int, seed: int) -> pd.DataFrame:
         raise UsageError(f"data.folds={n_folds} needs at least {n_folds} persons; got {persons}")
     splitter = StratifiedGroupKFold(n_splits=n_folds, shuffle=True, random_state=seed)
     fold_of: dict[str, int] = {}
-    for fold, (_, val_index) in enumerate(splitter.split(records, records["class"],
-                                                         groups=records["person"])):
+    with warnings.catch_warnings(record=True) as said:  # scikit-learn's, said our way below
+        warnings.simplefilter("always", UserWarning)
+        splits = list(splitter.split(records, records["class"], groups=records["person"]))
+    for warning in said:
+        if "least populated class" not in str(warning.message):
+            warnings.warn_explicit(warning.message, warning.category, warning.filename,
+                                   warning.lineno)
+    if any("least populated class" in str(w.message) for w in said):
+        log.info("%d folds: some classes have fewer images than folds, so not every fold "
+                 "holds every class", n_folds)
+    for fold, (_, val_index) in enumerate(splits):
         fold_of.update(dict.fromkeys(records["person"].iloc[val_index], fold))
     table = pd.DataFrame({"person": sorted(fold_of)})
     return table.assign(fold=table["person"].map(fold_of).astype(int))
