@@ -56,3 +56,39 @@ def test_an_early_stopped_fold_stops_within_patience_of_its_best(synthetic_root,
     assert len(f1) - 1 - best_epoch == 2 and len(f1) < 8  # stopped, patience epochs after
     with pytest.raises(Exception, match="early_stopping_patience"):
         tiny_config("train.early_stopping_patience=2", "data.val_ratio=0")
+
+
+def test_the_time_limit_replans_after_every_epoch_from_the_pace():
+    """A slow first epoch (a cold cache: 30 s) then 10 s epochs, 200 s for one fold of at
+    most 40 epochs: planned from the first epoch alone, 6 epochs would fit; re-planned from
+    the later pace, the fold trains what the 200 s hold, the schedule following, and never
+    more than asked or past the budget."""
+    from types import SimpleNamespace
+
+    from maskclf.train.progress import RunClock
+    from maskclf.train.trainer import TimeBudget
+
+    now = [0.0]
+    clock = RunClock(40, now=lambda: now[0])
+    budget = TimeBudget(200, 1, clock, now=lambda: now[0])
+    class Trainer(SimpleNamespace):
+        max_epochs = property(lambda self: self.fit_loop.max_epochs)
+
+    fit_loop = SimpleNamespace(max_epochs=40)
+    trainer = Trainer(fit_loop=fit_loop, current_epoch=0, num_training_batches=5,
+                      strategy=SimpleNamespace(broadcast=lambda value, src: value))
+    module = SimpleNamespace(steps_per_epoch=5, planned_steps=200)
+    budget.on_train_start(trainer, module)
+    planned = []
+    while trainer.current_epoch < fit_loop.max_epochs:
+        for callback in (clock, budget):
+            callback.on_train_epoch_start(trainer, module)
+        now[0] += 30.0 if trainer.current_epoch == 0 else 10.0
+        for callback in (clock, budget):
+            callback.on_train_epoch_end(trainer, module)
+        planned.append(fit_loop.max_epochs)
+        trainer.current_epoch += 1
+    assert planned[0] == 1 + int(170 // 30)  # the first epoch's pace alone: 6
+    assert trainer.current_epoch == 18 and now[0] == 200  # 30 s + 17 x 10 s: all of it
+    assert module.planned_steps == 18 * 5 and clock.total_epochs == 18
+    assert budget.record()["epochs"] == [18]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 
@@ -35,52 +36,67 @@ log = logging.getLogger(__name__)
 
 class TimeBudget(Callback):
     """``train.time_limit`` over a whole run: shared by every fold's Trainer, after the run
-    clock (whose epoch times it reads). Once an epoch has been timed, each fold gets the
-    run's time left divided by the folds left, trains the epochs that fit (at least one, at
-    most ``train.epochs``) and plans its learning-rate schedule for them, so a cosine still
-    decays to its end; the clock is told, so the time left counts the epochs planned.
-    Rank 0's timing decides for every rank."""
+    clock. After every epoch each fold re-plans, as Ultralytics' ``time=`` does: the time
+    left divided by the folds left, over the pace of its epochs (their mean, the fold's
+    first left out once later ones are timed: it pays for warm-up), gives the epochs that
+    fit (at least the ones done, at most ``train.epochs``); the learning-rate schedule is
+    re-planned for them, so a cosine still decays to its end, and the clock is told, so the
+    time left counts the epochs planned. A slow first epoch (a cold cache) no longer leaves
+    the rest of the budget unspent. Rank 0's timing decides for every rank."""
 
-    def __init__(self, limit_s: float, folds: int, clock: RunClock):
-        self.clock = clock
-        self.deadline = time.monotonic() + limit_s
+    def __init__(self, limit_s: float, folds: int, clock: RunClock,
+                 now: Callable[[], float] = time.monotonic):
+        self.clock, self.now = clock, now
+        self.deadline = now() + limit_s
         self.limit_s, self.folds_left = limit_s, folds
         self.epochs: list[int] = []
-        self._fold_started = 0.0
-        self._first_epoch = 0
-        """The epoch a fold starts this session at (a resumed or continued fold's next)."""
+        self._cap = 0
+        """The fold's ``train.epochs``: re-planning never goes beyond it."""
+        self._epoch_started = 0.0
+        self._fold_epochs: list[float] = []
 
     def skip(self) -> None:
         """A fold finished in an earlier session (a resumed run): one fold fewer to share."""
         self.folds_left = max(1, self.folds_left - 1)
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._fold_started = time.monotonic()
-        self._first_epoch = trainer.current_epoch
+        self._cap, self._fold_epochs = trainer.max_epochs, []
         self.epochs.append(trainer.max_epochs)
-        if self.clock.trained:
-            self._plan(trainer, pl_module)
+        if self.clock.trained:  # a later fold: the run's pace so far plans it from the start
+            self._plan(trainer, pl_module, done=trainer.current_epoch)
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._epoch_started = self.now()
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if self.clock.trained == 1:  # the run's first timed epoch
-            self._plan(trainer, pl_module)
+        self._fold_epochs.append(self.now() - self._epoch_started)
+        self._plan(trainer, pl_module, done=trainer.current_epoch + 1)
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.epochs[-1] = trainer.current_epoch
         self.folds_left = max(1, self.folds_left - 1)
 
-    def _plan(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        now, epoch_s = time.monotonic(), self.clock.seconds / self.clock.trained
-        share = (self.deadline - now) / self.folds_left + (now - self._fold_started)
-        fits = min(trainer.max_epochs, self._first_epoch + max(1, int(share // epoch_s)))
+    def epoch_seconds(self) -> float:
+        """The pace: this fold's epochs after its first when there are some, else every
+        epoch the run has timed."""
+        if len(self._fold_epochs) >= 2:
+            return sum(self._fold_epochs[1:]) / (len(self._fold_epochs) - 1)
+        return self.clock.seconds / self.clock.trained
+
+    def _plan(self, trainer: L.Trainer, pl_module: L.LightningModule, done: int) -> None:
+        now, epoch_s = self.now(), self.epoch_seconds()
+        share = (self.deadline - now) / self.folds_left
+        fits = min(self._cap, max(done, 1, done + int(share // epoch_s)))
         fits = int(trainer.strategy.broadcast(fits, src=0))
-        if fits < trainer.max_epochs:
-            log.info("train.time_limit %s: this fold trains %d of %d epochs (%.1fs an "
-                     "epoch, %s left)", duration(self.limit_s), fits, trainer.max_epochs,
-                     epoch_s, duration(max(0.0, self.deadline - now)))
-            self.clock.total_epochs -= trainer.max_epochs - fits
+        planned = trainer.fit_loop.max_epochs
+        if fits != planned:
+            log.info("train.time_limit %s: this fold trains %d of %d epochs (%.1fs an epoch, "
+                     "%s left)", duration(self.limit_s), fits, self._cap, epoch_s,
+                     duration(max(0.0, self.deadline - now)))
+            self.clock.total_epochs += fits - planned
             trainer.fit_loop.max_epochs = fits
-            pl_module.planned_steps = fits * pl_module.steps_per_epoch
+            if hasattr(pl_module, "steps_per_epoch"):  # a step schedule (not plateau)
+                pl_module.planned_steps = fits * pl_module.steps_per_epoch
         self.epochs[-1] = fits
 
     def record(self) -> dict:
