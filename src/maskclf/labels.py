@@ -50,6 +50,9 @@ def decode_class(cls):
     return cls // 6, (cls // 3) % 2, cls % 3
 
 
+RECORD_COLUMNS = {"mask": "mask", "gender": "gender", "age": "age_group"}
+"""The column of a records table that holds each attribute's value id."""
+
 UNKNOWN = -1
 """The value of an attribute a training row does not know (outside data, ``data.external``)."""
 UNKNOWN_BITS = {"mask": 1, "gender": 2, "age": 4}

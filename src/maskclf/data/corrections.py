@@ -35,8 +35,6 @@ UNKNOWN_SECTIONS = {"gender_unknown": "gender", "age_unknown": "age"}
 PERSON_SECTIONS = (*FLIPS, *AGE_GROUPS, *UNKNOWN_SECTIONS)
 """The sections that list persons by folder id, in the order they are applied."""
 IMAGES, REVIEWED, UNKNOWN = "images", "reviewed", "unknown"
-COLUMNS = {"mask": "mask", "gender": "gender", "age": "age_group"}
-"""The records column that holds each attribute."""
 IMAGE_PREFIX = "train/images/"
 FOLDER_CLASS = "folder_class"
 """The records column with the class the folders give, before corrections."""
@@ -205,7 +203,7 @@ def apply_corrections(records: pd.DataFrame, corrections: Corrections
             if value == UNKNOWN:
                 unknown[row] |= labels.UNKNOWN_BITS[name]
             else:
-                fixed.iloc[row, fixed.columns.get_loc(COLUMNS[name])] = (
+                fixed.iloc[row, fixed.columns.get_loc(labels.RECORD_COLUMNS[name])] = (
                     labels.ATTRIBUTES[name].index(value))
     fixed["class"] = labels.encode_class(fixed["mask"], fixed["gender"], fixed["age_group"])
     fixed[labels.UNKNOWN_COLUMN] = unknown

@@ -139,12 +139,10 @@ def describe(rows: pd.DataFrame, sources: list[ExternalSource]) -> list[dict]:
     for number, source in enumerate(sources, start=1):
         part = rows[rows["source"] == number]
         known = {name: int((part[column] >= 0).sum())
-                 for name, column in zip(labels.ATTRIBUTES, ("mask", "gender", "age_group"),
-                                         strict=True)}
+                 for name, column in labels.RECORD_COLUMNS.items()}
         counts = {name: {value: int((part[column] == i).sum())
                          for i, value in enumerate(labels.ATTRIBUTES[name])}
-                  for name, column in zip(labels.ATTRIBUTES, ("mask", "gender", "age_group"),
-                                          strict=True)}
+                  for name, column in labels.RECORD_COLUMNS.items()}
         described.append({"source": str(source.path), "rows": len(part), "known": known,
                           "values": counts, "share": source.share, "weight": source.weight})
     return described

@@ -69,12 +69,9 @@ def channel_stats(paths: list[Path], side: int = 64) -> tuple[list[float], list[
     return mean.round(4).tolist(), std.round(4).tolist()
 
 
-ATTRIBUTE_COLUMNS = {"mask": "mask", "gender": "gender", "age": "age_group"}
-
-
 def attribute_counts(records: pd.DataFrame) -> dict[str, pd.Series]:
     """Images per value of each attribute, in label order (absent values count 0)."""
-    return {name: records[ATTRIBUTE_COLUMNS[name]].map(dict(enumerate(values))).value_counts()
+    return {name: records[labels.RECORD_COLUMNS[name]].map(dict(enumerate(values))).value_counts()
             .reindex(values, fill_value=0) for name, values in labels.ATTRIBUTES.items()}
 
 
