@@ -12,14 +12,7 @@ from pathlib import Path
 
 import optuna
 
-from maskclf.auto.plan import (
-    LOADER_FACTOR,
-    NETWORK_LOAD_S,
-    StudyPlan,
-    epoch_images,
-    plan_study,
-    probe_speed,
-)
+from maskclf.auto.plan import NETWORK_LOAD_S, StudyPlan, epoch_images, plan_study
 from maskclf.auto.preset import Preset
 from maskclf.config import RunConfig
 from maskclf.errors import UsageError, first_line
@@ -84,16 +77,18 @@ def check_identity(folder: StudyFolder, identity: dict) -> None:
 
 
 def open_plan(folder: StudyFolder, identity: dict, preset: Preset,
-              configs: dict[str, RunConfig], n_train: int, n_val: int, n_eval: int,
-              left_s: float) -> StudyPlan:
-    """The study's plan: read, or measured and written by the first worker (an exclusive
-    create, so concurrent workers all follow the one written)."""
+              configs: dict[str, RunConfig], data: Path, n_train: int, n_val: int,
+              n_eval: int, left_s: float) -> StudyPlan:
+    """The study's plan: read, or measured on ``data`` and written by the first worker (an
+    exclusive create, so concurrent workers all follow the one written)."""
     path = folder.file(StudyFolder.PLAN)
     if not path.is_file():
+        from maskclf.auto.probe import EPOCH_FACTOR, probe_speed  # torch: only to measure
+
         speeds = {}
         for name, cfg in configs.items():
             try:
-                speeds[name] = probe_speed(cfg)
+                speeds[name] = probe_speed(cfg, data)
             except Exception as exc:  # no weights offline, no such device: the others go on
                 log.warning("auto: candidate %s cannot run on this machine and is left out: "
                             "%s", name, first_line(exc))
@@ -105,7 +100,7 @@ def open_plan(folder: StudyFolder, identity: dict, preset: Preset,
                              f"({', '.join(configs)}); see the warnings above")
         epoch_s = {name: s.epoch_s(epoch_images(configs[name], n_train), n_val)
                    for name, s in speeds.items()}
-        network_predict_s = NETWORK_LOAD_S + LOADER_FACTOR * n_eval * max(
+        network_predict_s = NETWORK_LOAD_S + EPOCH_FACTOR * n_eval * max(
             s.predict_s for s in speeds.values())
         plan = plan_study(left_s, preset, list(speeds), epoch_s, network_predict_s)
         tmp = path.with_suffix(f".{os.getpid()}.tmp")

@@ -1,10 +1,9 @@
 """How ``maskclf auto`` divides its budget: a speed probe per candidate, then the stages.
 
-The probe times a few training and prediction steps of each candidate's network on random
-batches of its size (no images are read), so the plan is this machine's. Loading and
-augmentation are not in the probe: the plan counts an epoch as ``LOADER_FACTOR`` times the
-probed compute, and the study replaces that guess with the epochs it has timed as soon as
-the first run finishes (:func:`calibrated`).
+The probe (:mod:`maskclf.auto.probe`) times a few warm batches of each candidate's real
+training and validation, so the plan is this machine's and this data's; the study replaces
+its estimate with the epochs it has timed as soon as the first run finishes
+(:func:`calibrated`).
 
 The plan is successive halving on one fold — every candidate trains ``screen_epochs``, the
 best ``1/eta`` go on to ``eta`` times as many epochs, until ``survivors`` are left — then,
@@ -17,34 +16,17 @@ epochs shortened until the plan fits; a budget too small for one epoch is refuse
 from __future__ import annotations
 
 import math
-import time
 from dataclasses import asdict, dataclass, field
 
 from maskclf.auto.preset import Preset
 from maskclf.config import RunConfig
 from maskclf.errors import UsageError
 
-LOADER_FACTOR = 1.15
-"""An epoch's wall time over its probed compute, before any epoch has been timed (faces-real,
-2 cores, the cpu recipe: 23.5 ms an image probed, about 75 s an epoch of 3,063 training and
-766 validation images with the decode-once cache)."""
-PROBE_STEPS = 2
 FINISH_S = 8.0
 """``finish`` besides predicting: reading the members' OOF rows, the selection and its
 held-out check, decision tuning, the report and its plot (a few seconds on 2 cores)."""
 NETWORK_LOAD_S = 1.0
 """Loading one network's checkpoint and building its loader, per network predicted."""
-
-
-@dataclass
-class Speed:
-    """Seconds per image of one candidate on this machine (all of its networks)."""
-
-    train_s: float
-    predict_s: float
-
-    def epoch_s(self, n_train: int, n_val: int) -> float:
-        return LOADER_FACTOR * (n_train * self.train_s + n_val * self.predict_s)
 
 
 def epoch_images(cfg: RunConfig, n_train: int) -> int:
@@ -53,44 +35,6 @@ def epoch_images(cfg: RunConfig, n_train: int) -> int:
     if cfg.model.outside_batchnorm == "split":
         return 2 * n_train
     return round(n_train / (1 - sum(source.share or 0.0 for source in cfg.data.external)))
-
-
-def probe_speed(cfg: RunConfig) -> Speed:
-    """Time ``PROBE_STEPS`` training steps (forward, loss, backward) and prediction steps of
-    the candidate's networks at its image size and batch size, after one warm-up step."""
-    import torch
-
-    from maskclf.models.factory import build_net
-    from maskclf.models.spec import resolve_specs
-
-    use_gpu = cfg.train.accelerator != "cpu" and torch.cuda.is_available()
-    device = torch.device("cuda" if use_gpu else "cpu")
-    batch = cfg.train.batch_size
-    layout = torch.channels_last if cfg.train.channels_last else torch.contiguous_format
-    images = torch.rand(batch, 3, *cfg.data.image_size, device=device).contiguous(
-        memory_format=layout)
-    train_s = predict_s = 0.0
-    for spec in resolve_specs(cfg):
-        net = build_net(spec).to(device, memory_format=layout)
-        train_s += _timed(lambda net=net: net(images).float().logsumexp(1).mean().backward(),
-                          device)
-        with torch.no_grad():
-            predict_s += _timed(lambda net=net: net(images), device)
-    return Speed(train_s / batch, predict_s / batch)
-
-
-def _timed(step, device) -> float:
-    import torch
-
-    step()  # warm-up: allocation, kernel choice
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    started = time.perf_counter()
-    for _ in range(PROBE_STEPS):
-        step()
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    return (time.perf_counter() - started) / PROBE_STEPS
 
 
 @dataclass

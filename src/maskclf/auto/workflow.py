@@ -108,8 +108,8 @@ def _work(data: Path, checked: CheckedAuto, study: optuna.Study, clock: BudgetCl
                if checked.outside else [])
     _build_caches(data, configs, [*records["path"], *info["path"]], outside)
     n_val = math.ceil(len(records) / settings.folds)
-    plan = open_plan(folder, checked.identity, settings, configs, len(records) - n_val, n_val,
-                     len(info), clock.left())
+    plan = open_plan(folder, checked.identity, settings, configs, data, len(records) - n_val,
+                     n_val, len(info), clock.left())
     _log_plan(plan, settings.final_epochs_cap)
     work = Work(study, plan, settings, configs, folder, data, clock)
     from maskclf.auto.finish import finish
