@@ -154,3 +154,14 @@ def test_packaged_recipes_are_listed_and_found_by_name():
     assert "space" not in names  # a tuning space is not a recipe
     demo = next(r for r in packaged_recipes() if r["name"] == "demo")
     assert demo["model"] == load_config("demo").model.name == "test_byobnet"
+
+
+def test_a_recipe_named_by_its_old_or_new_packaged_path_loads_from_the_package(tmp_path):
+    """``--config configs/cpu.yaml`` outside a checkout, a run saved with the packaged
+    recipe's path before the folder was renamed, and the new folder's name all find the
+    shipped recipe; a missing file in a folder of the user's does not."""
+    shipped = load_config(packaged_config("cpu")).model_dump()
+    for folder in ("configs", "site-packages/maskclf/configs", "recipes"):
+        assert load_config(tmp_path / folder / "cpu.yaml").model_dump() == shipped
+    with pytest.raises(ConfigError, match="does not exist; recipes shipped"):
+        load_config(tmp_path / "mine" / "cpu.yaml")

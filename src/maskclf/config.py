@@ -660,9 +660,17 @@ def _check_names(cfg: RunConfig, source: str, overrides: list[str] = ()) -> None
                           ) from None
 
 
+RECIPES = Path(str(files("maskclf") / "recipes"))
+"""The packaged recipes (``configs/`` in a checkout links here), with ``aug/`` (augmentation
+pipelines) and ``auto/`` (``maskclf auto`` presets)."""
+LEGACY_RECIPES = "configs"
+"""The packaged recipes' old folder name: the saved configs of runs made before the rename
+may name files in it (``.../maskclf/configs/aug/strong.yaml``)."""
+
+
 def packaged_config(name: str) -> Path:
     """Path of a config shipped inside the package (``demo``, ``baseline``...)."""
-    return Path(str(files("maskclf") / "configs" / f"{name}.yaml"))
+    return RECIPES / f"{name}.yaml"
 
 
 def packaged_recipes() -> list[dict[str, Any]]:
@@ -693,7 +701,8 @@ def load_raw_config(path: Path | str | None) -> dict[str, Any]:
         raise ConfigError(f"config file {path} is a folder; expected a YAML file")
     if not path.is_file():
         shipped = packaged_config(path.stem)
-        if path.parent.name not in ("", ".", "configs") or not shipped.is_file():
+        if (path.parent.name not in ("", ".", LEGACY_RECIPES, RECIPES.name)
+                or not shipped.is_file()):
             names = sorted(p.stem for p in shipped.parent.glob("*.yaml"))
             raise ConfigError(f"config file {path} does not exist; recipes shipped with "
                               f"maskclf: {', '.join(names)} (--config NAME; `maskclf "

@@ -7,7 +7,7 @@ import pytest
 
 from maskclf.config import AugConfig, ConfigError, DataConfig
 from maskclf.data.dataset import ImageDataset
-from maskclf.data.transforms import PRESETS, build_transforms, load_pipeline
+from maskclf.data.transforms import PRESETS, build_transforms, load_pipeline, pipeline_file
 from maskclf.train.preflight import preflight
 
 from ..conftest import tiny_config
@@ -57,3 +57,14 @@ def test_a_pipeline_that_resizes_or_does_not_exist_is_a_config_error(tmp_path):
         preflight(tiny_config(f"aug.pipeline={path}"))
     with pytest.raises(ConfigError, match="neither a file nor a preset"):
         preflight(tiny_config(f"aug.pipeline={tmp_path / 'missing.yaml'}"))
+
+
+def test_a_run_saved_before_the_recipes_folder_was_renamed_finds_its_pipeline(tmp_path):
+    """Old runs' configs name the packaged pipeline by its absolute path in ``configs/aug/``;
+    after the rename to ``recipes/`` that path is gone and the packaged file is used."""
+    old = tmp_path / "site-packages/maskclf/configs/aug/strong.yaml"
+    assert pipeline_file(old) == PRESETS / "strong.yaml"
+    assert preflight(tiny_config(f"aug.pipeline={old}"))
+    elsewhere = tmp_path / "my/aug/strong.yaml"  # not the packaged folder: no guess
+    with pytest.raises(ConfigError, match="neither a file nor a preset"):
+        preflight(tiny_config(f"aug.pipeline={elsewhere}"))

@@ -9,7 +9,6 @@ imported, so a typo in a preset is one line naming the file and the candidate.
 from __future__ import annotations
 
 import re
-from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +16,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from maskclf.config import (
+    RECIPES,
     ConfigError,
     RunConfig,
     apply_overrides,
@@ -109,7 +109,7 @@ class Preset(BaseModel):
 
 
 def packaged_preset(name: str) -> Path:
-    return Path(str(files("maskclf") / "configs" / "auto" / f"{name}.yaml"))
+    return RECIPES / "auto" / f"{name}.yaml"
 
 
 def preset_names() -> list[str]:

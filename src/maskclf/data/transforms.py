@@ -8,14 +8,13 @@ uint8 tensor, normalised on the device by the model step.
 
 from __future__ import annotations
 
-from importlib import resources
 from pathlib import Path
 
 import albumentations as A
 import cv2
 import numpy as np
 
-from maskclf.config import AugConfig, ConfigError, DataConfig
+from maskclf.config import LEGACY_RECIPES, RECIPES, AugConfig, ConfigError, DataConfig
 from maskclf.data.faces import detect_face, face_box
 from maskclf.data.io import read_rgb
 
@@ -113,13 +112,18 @@ def build_transforms(aug: AugConfig, train: bool, seed: int = 0,
     ], seed=seed)
 
 
-PRESETS = Path(str(resources.files("maskclf") / "configs" / "aug"))
+PRESETS = RECIPES / "aug"
 
 
 def pipeline_file(setting: Path) -> Path:
-    """``aug.pipeline`` as a file: a path, or a preset name from ``configs/aug/``."""
-    preset = PRESETS / f"{setting}.yaml"
-    return preset if not Path(setting).exists() and preset.is_file() else Path(setting)
+    """``aug.pipeline`` as a file: a path, or a preset name from ``configs/aug/`` (also as
+    the packaged file's path before the recipes folder was renamed, which old runs saved)."""
+    path = Path(setting)
+    if path.exists():
+        return path
+    legacy = path.parent.name == PRESETS.name and path.parent.parent.name == LEGACY_RECIPES
+    preset = PRESETS / (path.name if legacy else f"{setting}.yaml")
+    return preset if preset.is_file() else path
 
 
 def load_pipeline(setting: Path) -> A.BasicTransform | A.BaseCompose:
