@@ -68,6 +68,10 @@ class Corrections:
     def text(self, header: str = "") -> str:
         return header + yaml.safe_dump(self.as_yaml(), sort_keys=False, allow_unicode=True)
 
+    def decisions(self) -> dict:
+        """What the labels become: the file's content less the review's progress."""
+        return {key: value for key, value in self.as_yaml().items() if key != REVIEWED}
+
 
 @dataclass
 class CorrectionReport:
@@ -76,6 +80,8 @@ class CorrectionReport:
 
     changes: pd.DataFrame
     absent: list[str] = field(default_factory=list)
+    applied: Corrections = field(default_factory=Corrections)
+    """What was applied (a run keeps a copy: ``RunDir.APPLIED_CORRECTIONS``)."""
 
     def counts(self) -> dict:
         """For summary.json and the report: images and persons whose label changed, and
@@ -216,4 +222,4 @@ def apply_corrections(records: pd.DataFrame, corrections: Corrections
                             "unknown": [labels.unknown_names(bits) for bits in unknown[touched]]})
     listed = {i for ids in corrections.persons.values() for i in ids}
     absent = sorted(listed - set(person_id)) + sorted(set(corrections.images) - set(position))
-    return fixed, CorrectionReport(changes.reset_index(drop=True), absent)
+    return fixed, CorrectionReport(changes.reset_index(drop=True), absent, corrections)

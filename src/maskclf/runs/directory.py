@@ -145,6 +145,10 @@ class RunDir:
     """Command line, versions, data path, folds and resumes (see ``reproducibility``)."""
     FOLDS = "folds.csv"
     CORRECTIONS = "corrections.csv"
+    APPLIED_CORRECTIONS = "applied_corrections.yaml"
+    """The ``data.corrections`` file as the run read it when it started: resuming,
+    continuing or refitting the run reads this copy, not the file, which a review may
+    have changed since."""
     SUMMARY = "summary.json"
     OOF = "oof.csv"
     PREDICTIONS = "predictions.csv"

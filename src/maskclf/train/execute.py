@@ -17,6 +17,7 @@ import pandas as pd
 from lightning.pytorch.callbacks import Callback
 
 from maskclf import labels
+from maskclf.atomic import atomic_write_text
 from maskclf.config import RunConfig
 from maskclf.data.corrections import CorrectionReport
 from maskclf.data.datamodule import excluded_from_training
@@ -47,6 +48,8 @@ from maskclf.train.resume import carry_fold
 from maskclf.train.trainer import FitOptions, TimeBudget
 
 log = logging.getLogger(__name__)
+APPLIED_HEADER = ("# data.corrections as this run read it when it started: resuming, continuing "
+                  "or refitting the run reads this copy\n")
 
 
 @dataclass
@@ -187,6 +190,9 @@ def _write_plan(plan: RunPlan, run: RunDir) -> None:
     run.write_folds(plan.split)
     if plan.corrections is not None:
         run.write_table(RunDir.CORRECTIONS, plan.corrections.changes)
+        if plan.cfg.data.corrections is not True:  # a file of the user's: it may change
+            atomic_write_text(run.file(RunDir.APPLIED_CORRECTIONS),
+                              plan.corrections.applied.text(APPLIED_HEADER))
         log.info("%s", plan.corrections.summary())
     if plan.carry_from is not None:
         for spec in plan.specs:

@@ -22,7 +22,7 @@ from maskclf.data.datamodule import teacher_probs
 from maskclf.data.external import read_sources
 from maskclf.data.layout import read_tables
 from maskclf.data.splits import attach_folds, make_folds
-from maskclf.errors import ConfigError, MissingFileError, UsageError
+from maskclf.errors import ConfigError, MaskclfError, MissingFileError, UsageError
 from maskclf.models.spec import ModelSpec, resolve_specs
 from maskclf.models.weights import safe_torch_load
 from maskclf.results.pseudo_labels import read_extra
@@ -51,6 +51,24 @@ def prepare_records(cfg: RunConfig, root: Path) -> tuple[pd.DataFrame, Correctio
             raise ConfigError(f"data.corrections {source or 'packaged list'} makes labels of "
                               f"{unknown} image(s) unknown, which {setting} cannot read: {why}")
     return records, report
+
+
+def with_applied_corrections(cfg: RunConfig, run: RunDir) -> RunConfig:
+    """``cfg`` reading the corrections ``run`` started with (its copy), so resuming,
+    continuing or refitting it keeps its labels when the file has changed since (a review
+    goes on while it trains); a run made before runs kept a copy reads the file again."""
+    applied = run.file(RunDir.APPLIED_CORRECTIONS)
+    if isinstance(cfg.data.corrections, bool) or not applied.is_file():
+        return cfg
+    try:
+        now = load_corrections(cfg.data.corrections).decisions()
+    except MaskclfError:  # moved, deleted or broken since: the copy is what counts
+        now = None
+    if now != load_corrections(applied).decisions():
+        log.info("data.corrections %s has changed since %s started; it goes on with the "
+                 "labels it started with (%s); train a new run for the new ones",
+                 cfg.data.corrections, run.path, applied)
+    return cfg.model_copy(update={"data": cfg.data.model_copy(update={"corrections": applied})})
 
 
 @dataclass
@@ -140,7 +158,7 @@ def plan_resume(run_path: Path | str, data_root: Path | str | None = None) -> Ru
                          f"it longer: {run.continue_command()}")
     if is_rank_zero():  # the other ranks of a multi-process resume run beside rank 0
         require_idle(run.path)
-    cfg = run.read_config()
+    cfg = with_applied_corrections(run.read_config(), run)
     root = run.data_root(data_root)
     records, report, specs = checked_inputs(cfg, root)
     split = run.read_folds()
@@ -170,7 +188,7 @@ def plan_continue(run_path: Path | str, epochs: int, data_root: Path | str | Non
                          f"trained {raw['train']['epochs']} epochs")
     parent_epochs, raw["train"]["epochs"] = raw["train"]["epochs"], epochs
     raw["train"].update(train or {})
-    cfg = build_config(raw, f"continuation of {parent.path}")
+    cfg = with_applied_corrections(build_config(raw, f"continuation of {parent.path}"), parent)
     root = parent.data_root(data_root)
     records, report, specs = checked_inputs(cfg, root)
     folds = parent.read_record().get("folds") or parent.trained_folds(specs[0])
@@ -191,7 +209,7 @@ def refit_config(run_path: Path | str, train: dict | None = None
     auto`` gives the refit its time limit). Returns the config, those epochs and the run's
     data folder."""
     run = RunDir.open(run_path).require_finished()
-    cfg = run.read_config()
+    cfg = with_applied_corrections(run.read_config(), run)
     best_epochs = [int(safe_torch_load(run.fold(spec, fold).best)["epoch"]) + 1
                    for spec in resolve_specs(cfg) for fold in run.trained_folds(spec)
                    if run.fold(spec, fold).best.is_file()]
