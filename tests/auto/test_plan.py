@@ -338,3 +338,27 @@ def test_the_report_shows_a_selection_path_only_among_several_members():
     assert sum(line.startswith("|") for line in shown) == 2 + 20
     assert [stage_name("kfold"), stage_name("screening", 1), stage_name("start")] == [
         "k-fold", "screening, rung 1", "start"]
+
+
+def test_a_plan_without_kfold_names_its_last_rung_the_members_and_plans_it_apart():
+    """The log says "no screening" for a plan of members only: the report must not call
+    them screening (it did: "screening, rung 0")."""
+    from maskclf.auto.report import planned_seconds, stage_name
+
+    names = ["a", "b", "c"]
+    epoch_s = dict.fromkeys(names, 10.0)
+    members_only = plan_study(2_000, _preset(candidates=[{"name": "a"}, {"name": "b"}]),
+                              ["a", "b"], epoch_s, 2)
+    assert len(members_only.rungs) == 1 and not members_only.kfold_epochs
+    assert stage_name("screening", 0, members_only) == "members (fold 0)"
+    assert set(planned_seconds(members_only)) == {"members (fold 0)", "k-fold", "finish"}
+    assert planned_seconds(members_only)["members (fold 0)"] == members_only.stage_s["screening"]
+    screened = plan_study(600, _preset(candidates=[{"name": n} for n in names]), names,
+                          epoch_s, 2)
+    assert len(screened.rungs) == 2 and not screened.kfold_epochs
+    assert [stage_name("screening", i, screened) for i in (0, 1)] == [
+        "screening, rung 0", "members (fold 0)"]
+    planned = planned_seconds(screened)
+    assert planned["screening"] == 3 * 2 * 10.0  # rung 0: 2 epochs of 3 candidates
+    assert planned["screening"] + planned["members (fold 0)"] == pytest.approx(
+        screened.stage_s["screening"])

@@ -11,12 +11,14 @@ from matplotlib.figure import Figure
 
 from maskclf.atomic import atomic_write_text, write_json
 from maskclf.auto.folder import StudyFolder
-from maskclf.auto.plan import StudyPlan
+from maskclf.auto.plan import StudyPlan, ladder_seconds
 from maskclf.auto.schedule import Work
 from maskclf.intervals import Interval
 from maskclf.reports.plots import save
 from maskclf.tables import markdown_table
 from maskclf.ticker import duration
+
+MEMBERS = "members (fold 0)"
 
 
 def candidate_rows(work: Work) -> list[dict]:
@@ -30,19 +32,37 @@ def candidate_rows(work: Work) -> list[dict]:
         if trial.state == optuna.trial.TrialState.PRUNED:
             state = f"skipped ({attrs.get('skipped') or attrs.get('error', '')})"
         rows.append({"unit": attrs["unit"], "candidate": attrs["candidate"],
-                     "stage": stage_name(attrs["stage"], attrs.get("rung")),
+                     "stage": stage_name(attrs["stage"], attrs.get("rung"), work.plan),
                      "epochs": attrs.get("epochs"),
                      "seconds": attrs.get("seconds"), "val_macro_f1": trial.value,
                      "state": state, "at_s": attrs.get("at_s")})
     return rows
 
 
-def stage_name(stage: str, rung: int | None = None) -> str:
-    """The one name every table gives a stage: ``start``, ``screening, rung R`` (the last
-    rung trains the members when there is no k-fold), ``k-fold``, ``finish``."""
+def stage_name(stage: str, rung: int | None = None, plan: StudyPlan | None = None) -> str:
+    """The one name every table gives a stage: ``start``, ``screening, rung R``, ``members
+    (fold 0)`` (the last rung of a ``plan`` without k-fold: it trains the members, and with
+    one rung nothing is screened), ``k-fold``, ``finish``."""
     if stage == "kfold":
         return "k-fold"
-    return f"{stage}, rung {rung}" if stage == "screening" and rung is not None else stage
+    if stage != "screening" or rung is None:
+        return stage
+    if plan is not None and not plan.kfold_epochs and rung == len(plan.rungs) - 1:
+        return MEMBERS
+    return f"screening, rung {rung}"
+
+
+def planned_seconds(plan: StudyPlan) -> dict[str, float]:
+    """The plan's seconds per stage, by the names of :func:`stage_name` (the members' rung
+    apart from screening when it trains the members)."""
+    planned = {stage_name(k): v for k, v in plan.stage_s.items()}
+    if not plan.kfold_epochs:
+        costs = [plan.epoch_s[name] for name in plan.candidates]
+        screening = round(ladder_seconds(plan.rungs[:-1], costs), 1)
+        planned[MEMBERS] = round(planned.pop("screening") - screening, 1)
+        if screening:
+            planned["screening"] = screening
+    return planned
 
 
 def write_report(work: Work, result: dict) -> dict:
@@ -58,7 +78,7 @@ def write_report(work: Work, result: dict) -> dict:
                                 folder)
     summary = {"budget_s": work.clock.budget_s, "elapsed_s": None, "budget_held": None,
                "plan": plan.to_dict(), "candidates": rows, **result,
-               "stages": {"planned_s": {stage_name(k): v for k, v in plan.stage_s.items()},
+               "stages": {"planned_s": planned_seconds(plan),
                           "spent_s": {k: round(v, 1) for k, v in spent.items()}},
                "report": str(folder.file(StudyFolder.REPORT)), "progress": str(progress)}
     elapsed = work.clock.elapsed()
@@ -135,16 +155,13 @@ def _selection_path(members: list[dict], path: list[dict]) -> list[str]:
 
 def _markdown(folder: StudyFolder, summary: dict) -> str:
     plan = summary["plan"]
-    last = len(plan["rungs"]) - 1
-    rungs = [{"stage": stage_name("screening", i), "candidates": r["count"],
-              "epochs": r["epochs"], "folds": "fold 0",
-              "trains": "the members" if i == last and not plan["kfold_epochs"] else ""}
-             for i, r in enumerate(plan["rungs"])]
+    study_plan = StudyPlan.from_dict(plan)
+    rungs = [{"stage": stage_name("screening", i, study_plan), "candidates": r["count"],
+              "epochs": r["epochs"], "folds": "fold 0"} for i, r in enumerate(plan["rungs"])]
     if plan["kfold_epochs"]:
         rungs.append({"stage": stage_name("kfold"),
-                      "candidates": StudyPlan.from_dict(plan).survivors,
-                      "epochs": plan["kfold_epochs"], "folds": plan["folds"],
-                      "trains": "the members"})
+                      "candidates": study_plan.survivors,
+                      "epochs": plan["kfold_epochs"], "folds": plan["folds"]})
     members = [m for m in summary["members"] if m["weight"] > 0]
     stages = [{"stage": k, "planned_s": summary["stages"]["planned_s"].get(k),
                "spent_s": v} for k, v in summary["stages"]["spent_s"].items()]
@@ -164,7 +181,7 @@ def _markdown(folder: StudyFolder, summary: dict) -> str:
         f"({'held' if summary['budget_held'] else 'overrun'}). Ensemble OOF macro F1 "
         f"**{summary['ensemble_oof_f1']:.4f}**{spread} (best member "
         f"{summary['best_member_oof_f1']:.4f}). Submission: `{summary['submission']}`.", "",
-        "## Plan", "", *_table(rungs, ["stage", "candidates", "epochs", "folds", "trains"]),
+        "## Plan", "", *_table(rungs, ["stage", "candidates", "epochs", "folds"]),
         "",
         "Estimated epoch seconds (speed probe): " + ", ".join(
             f"{n} {s:.0f}s" for n, s in plan["epoch_s"].items()), "",
