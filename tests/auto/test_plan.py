@@ -345,20 +345,22 @@ def test_a_plan_without_kfold_names_its_last_rung_the_members_and_plans_it_apart
     them screening (it did: "screening, rung 0")."""
     from maskclf.auto.report import planned_seconds, stage_name
 
-    names = ["a", "b", "c"]
+    names = [f"c{i}" for i in range(5)]
     epoch_s = dict.fromkeys(names, 10.0)
-    members_only = plan_study(2_000, _preset(candidates=[{"name": "a"}, {"name": "b"}]),
-                              ["a", "b"], epoch_s, 2)
+    # 2 candidates of 10 s epochs in 400 s: two fold-0 members of 10 epochs, no k-fold
+    members_only = plan_study(400, _preset(candidates=[{"name": n} for n in names[:2]]),
+                              names[:2], epoch_s, 2)
     assert len(members_only.rungs) == 1 and not members_only.kfold_epochs
     assert stage_name("screening", 0, members_only) == "members (fold 0)"
     assert set(planned_seconds(members_only)) == {"members (fold 0)", "k-fold", "finish"}
     assert planned_seconds(members_only)["members (fold 0)"] == members_only.stage_s["screening"]
+    # 5 in 600 s (as above): 5 screened for 2 epochs, 4 members to 10
     screened = plan_study(600, _preset(candidates=[{"name": n} for n in names]), names,
-                          epoch_s, 2)
-    assert len(screened.rungs) == 2 and not screened.kfold_epochs
+                          epoch_s, 20)
+    assert [r.count for r in screened.rungs] == [5, 4] and not screened.kfold_epochs
     assert [stage_name("screening", i, screened) for i in (0, 1)] == [
         "screening, rung 0", "members (fold 0)"]
     planned = planned_seconds(screened)
-    assert planned["screening"] == 3 * 2 * 10.0  # rung 0: 2 epochs of 3 candidates
+    assert planned["screening"] == 5 * 2 * 10.0
     assert planned["screening"] + planned["members (fold 0)"] == pytest.approx(
         screened.stage_s["screening"])
