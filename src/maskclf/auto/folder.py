@@ -83,7 +83,7 @@ def open_plan(folder: StudyFolder, identity: dict, preset: Preset,
     exclusive create, so concurrent workers all follow the one written)."""
     path = folder.file(StudyFolder.PLAN)
     if not path.is_file():
-        from maskclf.auto.probe import EPOCH_FACTOR, probe_speed  # torch: only to measure
+        from maskclf.auto.probe import probe_speed  # torch: only to measure
 
         speeds = {}
         for name, cfg in configs.items():
@@ -100,7 +100,7 @@ def open_plan(folder: StudyFolder, identity: dict, preset: Preset,
                              f"({', '.join(configs)}); see the warnings above")
         epoch_s = {name: s.epoch_s(epoch_images(configs[name], n_train), n_val)
                    for name, s in speeds.items()}
-        network_predict_s = NETWORK_LOAD_S + EPOCH_FACTOR * n_eval * max(
+        network_predict_s = NETWORK_LOAD_S + n_eval * max(
             s.predict_s for s in speeds.values())
         plan = plan_study(left_s, preset, list(speeds), epoch_s, network_predict_s)
         tmp = path.with_suffix(f".{os.getpid()}.tmp")

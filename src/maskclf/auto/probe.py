@@ -10,7 +10,6 @@ start, heavy augmentation or large outside photos are in the estimate, not guess
 
 from __future__ import annotations
 
-import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,12 +19,8 @@ from lightning.pytorch.callbacks import Callback
 
 from maskclf.config import RunConfig
 
-log = logging.getLogger(__name__)
-
 WARM_BATCHES = 2
 """Batches of each loop left out of the timing: loader workers starting, the first steps."""
-EPOCH_FACTOR = 1.0
-"""An epoch's wall time over its warm batches' (checkpoints, the loaders' start)."""
 TIMED_BATCHES = 6
 """Batches timed after the warm ones (more than the loaders' prefetched batches, so a
 pipeline slower than the network shows)."""
@@ -40,7 +35,7 @@ class Speed:
     predict_s: float
 
     def epoch_s(self, n_train: int, n_val: int) -> float:
-        return EPOCH_FACTOR * (n_train * self.train_s + n_val * self.predict_s)
+        return n_train * self.train_s + n_val * self.predict_s
 
 
 class BatchPace(Callback):
