@@ -145,3 +145,29 @@ def test_a_run_moved_to_another_folder_still_resumes_and_predicts(synthetic_root
     assert resume_run(moved, interactive=False).summary["validation"] is not None
     result = predict_run(moved)  # no data folder given: the one in run.json
     assert result.n_images == 14 and result.submission.is_file()
+
+
+def test_a_run_stopped_while_writing_its_plan_is_started_anew(synthetic_root, tmp_path,
+                                                               monkeypatch):
+    """A stop between the plan's files (auto turns SIGTERM into an exception anywhere)
+    leaves no run.json, so the folder is not taken for a run to resume (whose config or
+    folds are missing) and the same unit trains anew."""
+    from maskclf.runs.directory import RunDir
+    from maskclf.train.execute import finish_existing
+
+    def stopped(self, split):
+        raise RunInterrupted("stopped by SIGTERM", signal.SIGTERM)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(RunDir, "write_folds", stopped)
+        with pytest.raises(RunInterrupted):
+            train_run(tiny_config("train.epochs=1"), synthetic_root, tmp_path, "unit",
+                      interactive=False)
+    folder = tmp_path / "unit"
+    assert (folder / "config.yaml").is_file() and not (folder / "run.json").exists()
+    assert finish_existing(folder, synthetic_root) is None  # nothing to resume or keep
+    assert not folder.exists()
+    again = train_run(tiny_config("train.epochs=1"), synthetic_root, tmp_path, "unit",
+                      interactive=False)
+    assert again.run == folder and again.summary["validation"] is not None
+    assert finish_existing(folder, synthetic_root) == again.summary  # finished: read back

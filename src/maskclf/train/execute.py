@@ -179,11 +179,13 @@ def _add_seconds(run: RunDir, seconds: float) -> None:
 
 
 def _write_plan(plan: RunPlan, run: RunDir) -> None:
-    """The plan's config, record and folds in its run directory (rank 0)."""
+    """The plan's config, folds and record in its run directory (rank 0). The record
+    (``run.json``) goes last: a folder with one holds a whole plan to resume, and a folder
+    stopped before it (Ctrl+C, SIGTERM) is one that :func:`finish_existing` starts anew."""
     if not is_rank_zero():
         return
-    run.write_record(plan.record)
     if plan.run is not None:
+        run.write_record(plan.record)
         log.info("resuming %s: folds %s", run.path, plan.folds)
         return
     run.write_config(plan.cfg)
@@ -200,6 +202,7 @@ def _write_plan(plan: RunPlan, run: RunDir) -> None:
                 carry_fold(plan.carry_from.fold(spec, fold), run.fold(spec, fold))
         log.info("continuing %s to %d epochs in %s", plan.carry_from.path,
                  plan.cfg.train.epochs, run.path)
+    run.write_record(plan.record)
 
 
 def execute(plan: RunPlan, interactive: bool | None = None,
