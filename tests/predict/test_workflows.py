@@ -191,3 +191,13 @@ def test_the_person_vote_is_checked_on_oof_rows_and_applied_only_when_it_passes(
         columns = voted.filter(regex=f"^{name}_").round(5)
         assert len(columns.drop_duplicates()) <= 2
     assert not np.allclose(voted[CLASS_COLUMNS], plain[CLASS_COLUMNS])
+
+
+def test_the_predict_log_line_says_what_predicts_in_a_line(two_fold_run, synthetic_root,
+                                                           caplog):
+    with caplog.at_level("INFO", logger="maskclf"):
+        predict_run(two_fold_run.run, synthetic_root, tta=["hflip"])
+    line = next(r.getMessage() for r in caplog.records if "eval images with" in r.getMessage())
+    size = "x".join(map(str, tiny_config().data.image_size))
+    assert line == (f"predicting 14 eval images with {two_fold_run.run} (run: 2 network(s) of "
+                    f"single over fold(s) 0, 1; {size}, center crop, TTA hflip)")

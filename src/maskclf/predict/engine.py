@@ -60,6 +60,15 @@ class Predictor(ABC):
                 "networks": [str(file) for file in self.files()], "tta": list(self.views),
                 "image_size": list(self.data_cfg.image_size), "crop": self.data_cfg.crop}
 
+    def summary_line(self) -> str:
+        """What predicts, in one log line (``describe()`` lists every file, for JSON)."""
+        tasks = "+".join(sorted({network.task for network in self.networks}))
+        width, height = self.data_cfg.image_size
+        views = f", TTA {'+'.join(self.views)}" if self.views else ""
+        return (f"{self.source} ({self.kind}: {len(self.networks)} network(s) of {tasks} over "
+                f"fold(s) {', '.join(map(str, self.folds))}; {width}x{height}, "
+                f"{self.data_cfg.crop} crop{views})")
+
     def _chosen(self, fold: int | None) -> list[Network]:
         if fold is None:
             return list(self.networks)

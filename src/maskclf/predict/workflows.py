@@ -91,7 +91,7 @@ def predict_run(run_path: Path | str, data_root: Path | str | None = None,
         _run_only(predictor, "--person-vote")
     data_root = predictor.run.data_root(data_root) if is_run else Path(data_root or "data")
     info = read_eval(data_root)
-    log.info("predicting %d eval images with %s", len(info), predictor.describe())
+    log.info("predicting %d eval images with %s", len(info), predictor.summary_line())
     probs = predictor.predict(data_root, info["path"])
     voted = None
     if vote:
