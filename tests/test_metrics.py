@@ -1,3 +1,4 @@
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -29,3 +30,15 @@ def test_score_files_aligns_by_id_and_rejects_mismatch(tmp_path):
     pd.DataFrame({"ImageID": ["b", "z"], "ans": [4, 3]}).to_csv(tmp_path / "s.csv", index=False)
     with pytest.raises(ValueError, match="different ImageIDs"):
         score_files(tmp_path / "s.csv", tmp_path / "l.csv")
+
+
+def test_the_18_class_figure_alone_leaves_out_rows_that_do_not_know_every_attribute():
+    from maskclf import labels
+    from maskclf.metrics import known_macro_f1
+
+    truth = np.array([0, 7, 7, 17])
+    predicted = np.array([0, 7, 6, 17])
+    doubted = truth + labels.NUM_CLASSES * np.array([0, 0, labels.UNKNOWN_BITS["age"], 0])
+    assert known_macro_f1(truth, predicted) == pytest.approx(score(truth, predicted)["macro_f1"])
+    assert known_macro_f1(truth, predicted) < 1.0
+    assert known_macro_f1(doubted, predicted) == 1.0 == score(doubted, predicted)["macro_f1"]

@@ -98,3 +98,24 @@ def test_tuning_that_does_not_help_held_out_persons_keeps_argmax(tmp_path):
     assert report["applied"] is False and report["per"] == "attribute"
     assert not load_biases(run.path).any()
     assert json.loads(run.file(RunDir.BIASES).read_text())["applied"] is False
+
+
+def test_labels_made_unknown_neither_fit_nor_judge_the_biases():
+    """Rows whose class is the tuned class's probabilities' opposite but whose label a
+    review made unknown: counted out, the tuning sees the clean rows alone."""
+    from maskclf import labels
+    from maskclf.results.decisions import tune_biases
+
+    probs, y = _imbalanced_case(seed=1)
+    persons = np.arange(len(y)) // 7
+    clean, clean_biases = tune_biases(probs, y, persons)
+    noisy = np.concatenate([y, 1 - y[:200]])  # 200 rows more, their class the other one
+    doubted = noisy + labels.NUM_CLASSES * np.r_[np.zeros(len(y), int),
+                                                  np.full(200, labels.UNKNOWN_BITS["gender"])]
+    rows = np.concatenate([probs, probs[:200]])
+    report, biases = tune_biases(rows, doubted, np.r_[persons, persons[:200] + 10_000])
+    assert report["unknown_rows"] == 200 and clean["unknown_rows"] == 0
+    np.testing.assert_allclose(biases, clean_biases)
+    assert report["tuned_macro_f1"] == clean["tuned_macro_f1"] and report["applied"]
+    taken, _ = tune_biases(rows, noisy, np.r_[persons, persons[:200] + 10_000])
+    assert taken["plain_macro_f1"] < clean["plain_macro_f1"]  # as rows they would count

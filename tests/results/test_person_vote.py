@@ -95,3 +95,26 @@ def test_a_gain_within_noise_is_declined_and_its_interval_named():
     reason = verdict(check, 0.8)
     assert "beyond noise" in reason and "[-0.020, +0.040]" in reason
     assert verdict(VoteCheck(0.95, 0.40, 0.46, 140, Interval(0.06, 0.02, 0.10)), 0.8) is None
+
+
+def test_the_check_scores_only_rows_whose_label_knows_every_attribute():
+    """The same vote, its check with a third of the rows' ages wrong in the labels: scored,
+    they make the vote look worse; made unknown (a review's "not sure"), they are left out
+    and the check is the clean one."""
+    embeddings, owner = _faces(24)
+    rng = np.random.default_rng(2)
+    person_class = rng.integers(0, 6, size=24)
+    mask = np.tile([0, 0, 0, 0, 0, 1, 2], 24)
+    classes = labels.encode_class(mask, person_class[owner] // 3, person_class[owner] % 3)
+    probs, folds = _probs(classes, rng.random(len(owner)) < 0.2), owner % 3
+    clean = check_vote(embeddings, probs, classes, owner, folds, 7)
+    doubtful = rng.random(len(owner)) < 0.3
+    mask_, gender, age = labels.decode_class(classes)
+    mislabelled = np.where(doubtful, labels.encode_class(mask_, gender, (age + 1) % 3), classes)
+    scored = check_vote(embeddings, probs, mislabelled, owner, folds, 7)
+    unknown = mislabelled + labels.NUM_CLASSES * labels.UNKNOWN_BITS["age"] * doubtful
+    left_out = check_vote(embeddings, probs, unknown, owner, folds, 7)
+    assert scored.f1_before < clean.f1_before
+    keep = ~doubtful
+    kept = check_vote(embeddings[keep], probs[keep], classes[keep], owner[keep], folds[keep], 7)
+    assert left_out.f1_before == kept.f1_before and left_out.f1_before != scored.f1_before

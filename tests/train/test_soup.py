@@ -81,3 +81,36 @@ def test_the_soup_is_the_mean_of_its_epochs_and_kept_only_when_it_scores_higher(
             if value.is_floating_point() and "running_" not in key:  # BN stats: recomputed
                 torch.testing.assert_close(value, torch.stack([m[key] for m in members])
                                            .mean(0))
+
+
+@pytest.mark.slow
+def test_the_soup_is_scored_on_the_rows_whose_label_knows_what_validation_scores(
+        synthetic_root, tmp_path):
+    """A review made half the persons' gender unknown: the soup's score leaves their photos
+    out, as the fold's validation F1 does (scored by their folder labels before)."""
+
+    from maskclf.data.datamodule import FoldDataModule
+    from maskclf.data.layout import read_tables
+    from maskclf.metrics import known_macro_f1, macro_f1
+    from maskclf.models.factory import load_net
+    from maskclf.predict.module import predict_probs
+    from maskclf.train.execute import train_run
+    from maskclf.train.plan import plan_new
+    from maskclf.train.soup import SoupScorer
+
+    records, _ = read_tables(synthetic_root)
+    ids = sorted(records["id"].astype(str).unique())
+    file = tmp_path / "corrections.yaml"
+    file.write_text(f"gender_unknown: {ids[::2]}\n")
+    cfg = tiny_config(f"data.corrections={file}", "train.epochs=2")
+    run = train_run(cfg, synthetic_root, tmp_path / "runs", "doubted", interactive=False).run
+    plan = plan_new(cfg, synthetic_root)
+    data = FoldDataModule(plan.cfg, synthetic_root, plan.records, 0)
+    template = load_net(run / "fold0" / "checkpoints" / "best.ckpt")
+    scorer = SoupScorer(template, data)
+    truth = data.val_rows["truth"].to_numpy()
+    known = truth < 18
+    assert 0 < known.sum() < len(truth) and len(scorer.truth) == known.sum()
+    predicted = predict_probs(template, data.dataset(data.val_rows, False), []).argmax(axis=1)
+    assert scorer(template.net.state_dict()) == known_macro_f1(truth, predicted)
+    assert known_macro_f1(truth, predicted) == macro_f1(truth[known], predicted[known])

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import optuna
 
+from maskclf import labels
 from maskclf.auto.folder import StudyFolder
 from maskclf.auto.report import write_report
 from maskclf.auto.schedule import Work, fold_runs
@@ -20,7 +21,8 @@ from maskclf.data.layout import read_eval
 from maskclf.errors import UsageError
 from maskclf.intervals import summary_intervals
 from maskclf.labels import CLASS_COLUMNS
-from maskclf.results.decisions import apply_biases, cross_validate, fit_biases
+from maskclf.metrics import known_truth
+from maskclf.results.decisions import apply_biases, tune_biases
 from maskclf.results.ensemble import align, soft_vote
 from maskclf.results.submission import oof_persons, write_predictions_and_submission
 from maskclf.runs.directory import RunDir
@@ -61,17 +63,17 @@ def finish(work: Work) -> float:
     names = [t.user_attrs["unit"] for t in trials]
     oofs = align([RunDir(r).require_oof("the ensemble") for r in runs],
                  [str(RunDir(r).file(RunDir.OOF)) for r in runs])
-    y, persons = oofs[0]["class"].to_numpy(), oof_persons(oofs[0]).to_numpy()
+    truth, persons = labels.truth_codes(oofs[0]), oof_persons(oofs[0]).to_numpy()
     probs = [oof[CLASS_COLUMNS].to_numpy() for oof in oofs]
-    selection = select(probs, y, persons, work.preset.ensemble_rounds, finalists(trials))
+    classes, _, full = known_truth(truth)  # a label made unknown does not choose weights
+    selection = select([p[full] for p in probs], classes[full], persons[full],
+                       work.preset.ensemble_rounds, finalists(trials))
     log.info("auto: %s: %s, OOF macro F1 %.4f (best member %s %.4f); on held-out persons %s",
              selection.way, _weights_text(names, selection), selection.ensemble_f1,
              names[selection.best_member], selection.best_member_f1,
              ", ".join(f"{w} {f1:.4f}" for w, f1 in selection.check["held_out"].items()))
     ensemble_oof = blend(probs, selection.weights)
-    decisions = cross_validate(ensemble_oof, y, persons)
-    biases = fit_biases(ensemble_oof, y) if decisions["applied"] else np.zeros(len(
-        CLASS_COLUMNS))
+    decisions, biases = tune_biases(ensemble_oof, truth, persons)
     predicting, refit = refit_members(work, trials, runs, selection.weights)
     written = predict_eval(work, predicting, selection.weights, biases)
     members = [{"unit": n, "run": str(r), "weight": float(w), "oof_macro_f1": float(f1)}
@@ -79,7 +81,7 @@ def finish(work: Work) -> float:
                                       [t.value for t in trials], strict=True)]
     summary = {
         "ensemble_oof_f1": selection.ensemble_f1,
-        "ensemble_oof_interval": summary_intervals(y, ensemble_oof.argmax(axis=1), persons),
+        "ensemble_oof_interval": summary_intervals(truth, ensemble_oof.argmax(axis=1), persons),
         "best_member_oof_f1": selection.best_member_f1,
         "members": members,
         "selection": {"way": selection.way, "used_ensemble": selection.used_ensemble,

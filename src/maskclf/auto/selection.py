@@ -24,7 +24,7 @@ import pandas as pd
 from sklearn.model_selection import GroupKFold
 
 from maskclf.intervals import Interval, paired_gain
-from maskclf.labels import CLASS_COLUMNS
+from maskclf.labels import CLASS_COLUMNS, truth_codes
 from maskclf.metrics import macro_f1
 from maskclf.results.submission import oof_persons
 
@@ -147,7 +147,7 @@ def survivors(preferred: list[str], scores: dict[str, float], oofs: dict[str, pd
         shared = oofs[best].merge(oofs[candidate], on="ImageID", suffixes=("", "_other"))
         if shared.empty:
             continue
-        gap = paired_gain(shared["class"], oof_persons(shared), shared[
+        gap = paired_gain(truth_codes(shared), oof_persons(shared), shared[
             [f"{c}_other" for c in CLASS_COLUMNS]].to_numpy().argmax(axis=1), shared[
             CLASS_COLUMNS].to_numpy().argmax(axis=1))
         gaps[candidate] = gap.as_dict()

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from maskclf import labels
 from maskclf.atomic import atomic_write
 from maskclf.data.layout import read_train
 from maskclf.data.transforms import evaluation_view
@@ -28,7 +29,7 @@ from maskclf.deploy.manifest import ExportDir, Manifest
 from maskclf.deploy.request import MAX_F1_DROP
 from maskclf.errors import UsageError
 from maskclf.intervals import paired_gain
-from maskclf.metrics import macro_f1
+from maskclf.metrics import known_macro_f1
 from maskclf.predict.onnx_backend import ExportedModel
 from maskclf.results.submission import oof_persons
 from maskclf.runs.directory import RunDir
@@ -121,11 +122,12 @@ def quantize_export(folder: ExportDir, run: RunDir, oof: pd.DataFrame, data_root
         int8_networks.append({**network, "file": name})
     proposed = {**manifest, "networks": int8_networks}
     int8 = ExportedModel.of_manifest(folder.path, proposed, Manifest.model_validate(proposed))
-    truth = oof["class"].to_numpy()
+    truth = labels.truth_codes(oof)
     before, after = (model.predict_oof(data_root, oof["ImageID"], oof["fold"]).argmax(axis=1)
                      for model in (fp32, int8))
     entry = {"calibration_images": len(crops), "validation_images": len(oof),
-             "fp32_macro_f1": macro_f1(truth, before), "int8_macro_f1": macro_f1(truth, after),
+             "fp32_macro_f1": known_macro_f1(truth, before),
+             "int8_macro_f1": known_macro_f1(truth, after),
              "agreement": float((before == after).mean()), "max_f1_drop": max_f1_drop,
              "forced": False, "weights": "int8 per channel", "activations": "uint8",
              "calibration": f"percentile {CALIBRATION_PERCENTILE:g}",

@@ -46,7 +46,7 @@ def vote_on_persons(predictor: RunPredictor, root: Path, paths,
         return probs, {"applied": False, "reason": f"{run.path} has no {RunDir.OOF} (a refit "
                        "run): the vote cannot be checked against known persons"}
     embeddings = predictor.embed_oof(root, oof["ImageID"], oof["fold"])
-    check = check_vote(embeddings, oof[CLASS_COLUMNS].to_numpy(), oof["class"].to_numpy(),
+    check = check_vote(embeddings, oof[CLASS_COLUMNS].to_numpy(), labels.truth_codes(oof),
                        oof_persons(oof).to_numpy(),
                        oof["fold"].to_numpy(), settings.person_size)
     reason = verdict(check, settings.person_min_purity)

@@ -21,7 +21,7 @@ from maskclf.atomic import write_json
 from maskclf.errors import InputFileError, MissingFileError, UsageError
 from maskclf.intervals import paired_gain
 from maskclf.labels import CLASS_COLUMNS, NUM_CLASSES
-from maskclf.metrics import macro_f1
+from maskclf.metrics import known_truth, macro_f1
 from maskclf.results.submission import oof_persons
 from maskclf.runs.directory import RunDir
 from maskclf.tables import read_prediction_file
@@ -97,6 +97,21 @@ def cross_validate(probs: np.ndarray, y, groups, n_splits: int = 5, per: str = "
             "n_splits": splits, "gain": gain.as_dict(), "applied": gain.verdict == "better"}
 
 
+def tune_biases(probs: np.ndarray, truth, persons, per: str = "attribute"
+                ) -> tuple[dict, np.ndarray]:
+    """:func:`cross_validate` and, when it is worth it, :func:`fit_biases` on the rows
+    whose truth (``labels.truth_codes``) knows every attribute: a label a review made
+    unknown neither fits nor judges a bias. Zero biases (plain argmax) otherwise; the
+    report counts the rows left out (``unknown_rows``)."""
+    classes, _, full = known_truth(truth)
+    probs, classes, persons = probs[full], classes[full], np.asarray(persons)[full]
+    report = {**cross_validate(probs, classes, persons, per=per),
+              "unknown_rows": int((~full).sum())}
+    biases = (fit_biases(probs, classes, per=per) if report["applied"]
+              else np.zeros(probs.shape[1]))
+    return report, biases
+
+
 def save_biases(run: RunDir, biases: np.ndarray, report: dict) -> Path:
     path = run.file(RunDir.BIASES)
     write_json(path, {"biases": [float(b) for b in biases], **report})
@@ -133,13 +148,10 @@ def tune_run(run_path: Path | str, oof_file: str = RunDir.OOF, per: str = "attri
     source = run.file(oof_file)
     oof = read_prediction_file(source)
     probs = oof[CLASS_COLUMNS].to_numpy()
-    persons = oof_persons(oof).to_numpy()
-    report = {**cross_validate(probs, oof["class"], persons, per=per), "per": per,
-              "run": str(run.path.resolve()), "oof_file": oof_file,
+    tuned, biases = tune_biases(probs, labels.truth_codes(oof), oof_persons(oof), per=per)
+    report = {**tuned, "per": per, "run": str(run.path.resolve()), "oof_file": oof_file,
               "oof_sha256": hashlib.sha256(source.read_bytes()).hexdigest(),
               "views": run.oof_views(oof_file)}
-    biases = (fit_biases(probs, oof["class"], per=per) if report["applied"]
-              else np.zeros(probs.shape[1]))
     report["file"] = str(save_biases(run, biases, report))
     report["biases"] = [float(b) for b in biases]
     return report

@@ -24,7 +24,7 @@ from sklearn.preprocessing import normalize
 
 from maskclf import labels
 from maskclf.intervals import Interval, paired_gain
-from maskclf.metrics import macro_f1
+from maskclf.metrics import known_macro_f1
 
 
 def group_persons(embeddings: np.ndarray, size: int) -> np.ndarray:
@@ -77,9 +77,10 @@ class VoteCheck:
         return {**asdict(self), "f1_change": self.f1_change}  # gain: {value, low, high}
 
 
-def check_vote(embeddings: np.ndarray, probs: np.ndarray, classes: np.ndarray,
+def check_vote(embeddings: np.ndarray, probs: np.ndarray, truth: np.ndarray,
                persons: np.ndarray, folds: np.ndarray, size: int) -> VoteCheck:
-    """Group and vote each fold's out-of-fold rows; purity and macro F1 over all of them."""
+    """Group and vote each fold's out-of-fold rows; purity over all of them, macro F1 over
+    those whose ``truth`` (``labels.truth_codes``) knows every attribute."""
     voted = np.empty_like(probs, dtype=np.float64)
     group_ids = np.empty(len(probs), dtype=np.int64)
     offset = 0
@@ -90,9 +91,9 @@ def check_vote(embeddings: np.ndarray, probs: np.ndarray, classes: np.ndarray,
         group_ids[rows] = groups + offset
         offset += groups.max() + 1
     before, after = probs.argmax(axis=1), voted.argmax(axis=1)
-    return VoteCheck(purity(group_ids, persons), macro_f1(classes, before),
-                     macro_f1(classes, after), len(probs),
-                     paired_gain(classes, persons, before, after))
+    return VoteCheck(purity(group_ids, persons), known_macro_f1(truth, before),
+                     known_macro_f1(truth, after), len(probs),
+                     paired_gain(truth, persons, before, after))
 
 
 def verdict(check: VoteCheck, min_purity: float) -> str | None:

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from maskclf import labels
 from maskclf.config import RunConfig
 from maskclf.errors import InputFileError
 from maskclf.labels import CLASS_COLUMNS
@@ -32,7 +33,7 @@ def read_teacher(path: Path | str) -> pd.DataFrame:
 def compare(teacher: pd.DataFrame, oof: pd.DataFrame) -> dict:
     """The teacher's and the student's scores on the student's validation rows (the
     student's oof.csv), for the run's summary and report."""
-    truth = oof["class"].to_numpy()
+    truth = labels.truth_codes(oof)
     students = oof[CLASS_COLUMNS].to_numpy().argmax(axis=1)
     rows = oof["ImageID"].astype(str)
     known = rows.isin(teacher.index).to_numpy()

@@ -21,6 +21,7 @@ from torch.optim.swa_utils import update_bn
 
 from maskclf.atomic import atomic_write
 from maskclf.data.datamodule import FoldDataModule
+from maskclf.labels import NUM_CLASSES
 from maskclf.metrics import macro_f1
 from maskclf.models.factory import LoadedNet, load_net
 from maskclf.models.heads import build_task
@@ -54,13 +55,16 @@ def average_states(states: list[dict[str, torch.Tensor]]) -> dict[str, torch.Ten
 
 
 class SoupScorer:
-    """Validation macro F1 of a network's weights, as the fold is scored."""
+    """Validation macro F1 of a network's weights, as the fold is scored (validation_step:
+    the rows whose label knows what the network's metric scores)."""
 
     def __init__(self, template: LoadedNet, data: FoldDataModule):
         self.template, self.data = template, data
-        classes = torch.tensor(data.val_rows["class"].to_numpy())
-        self.truth = build_task(template.spec).metric_targets(classes).numpy()
-        self.dataset = data.dataset(data.val_rows, False)
+        task = build_task(template.spec, partial=True)  # truth codes: labels.truth_codes
+        targets = torch.tensor(data.val_rows["truth"].to_numpy())
+        known = task.metric_known(targets)
+        self.truth = task.metric_targets(targets[known] % NUM_CLASSES).numpy()
+        self.dataset = data.dataset(data.val_rows[known.numpy()], False)
 
     def __call__(self, state: dict[str, torch.Tensor]) -> float:
         self.template.net.load_state_dict(state)
