@@ -81,6 +81,24 @@ def test_every_decision_is_saved_at_once_and_a_restart_shows_it(run, synthetic_r
     assert not list(run.glob(".*.tmp"))  # atomic writes leave nothing behind
 
 
+def test_a_level_queues_the_persons_doubted_as_a_whole_or_by_a_photo(run):
+    """``--level person``: the persons whose gender or age the mean of their photos doubts
+    (the flipped genders and age), not the one with swapped masks; ``photo`` the reverse
+    holds the mask swap; ``all`` both."""
+    flips = json.loads((run / "flips.json").read_text())
+    whole, masks = {*flips["gender"], *flips["age_young"]}, set(flips["mask"])
+    queues = {level: ReviewSession(run, level=level) for level in ("all", "person", "photo")}
+    folders = {level: [p.folder for p in session.persons] for level, session in queues.items()}
+    assert set(folders["person"]) == whole and not masks & set(folders["person"])
+    assert masks <= set(folders["photo"]) and whole | masks <= set(folders["all"])
+    assert all(set(p.flagged) <= {"gender", "age"} for p in queues["person"].persons)
+    assert queues["person"].state()["level"] == "person"
+    assert queues["person"].state()["progress"]["left"] == len(whole)
+    result = CliRunner().invoke(app, ["review", str(run), "--level", "persons"])
+    assert result.exit_code == 2 and "--level 'persons': use one of all, person, photo" in (
+        result.output)
+
+
 @pytest.mark.parametrize(("decision", "message"), [
     ({"folder": "nobody", "attribute": "gender", "choice": "keep"}, "not among"),
     ({"attribute": "hair", "choice": "keep"}, "no attribute 'hair'"),

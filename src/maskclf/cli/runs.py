@@ -116,6 +116,9 @@ def review(
     data: RunDataOption = None,
     host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="TCP port.")] = 8001,
+    level: Annotated[str, typer.Option(
+        help="Which suspects to queue: all, person (a person's gender or age doubted as a "
+             "whole) or photo (a doubted photo).")] = "all",
     *, show: Console,
 ) -> None:
     """Decide the suspect labels in the browser: keep, change or not sure, saved at once to
@@ -125,8 +128,9 @@ def review(
     from maskclf.reports.review import ReviewSession
 
     require_free_port(host, port)
-    session = ReviewSession(run, data)
-    stderr.print(f"maskclf: {len(session.persons)} suspect persons of {run} on "
+    session = ReviewSession(run, data, level)
+    which = "" if level == "all" else f" ({level}-level issues)"
+    stderr.print(f"maskclf: {len(session.persons)} suspect persons{which} of {run} on "
                  f"http://{host}:{port}/ (Ctrl+C stops); decisions go to {session.file}")
     serve_review(session, host, port)
 

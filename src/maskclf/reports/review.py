@@ -26,12 +26,17 @@ from maskclf.data.corrections import (
     image_key,
     load_corrections,
 )
+from maskclf.errors import UsageError
 from maskclf.labels import CLASS_COLUMNS
 from maskclf.reports.suspects import find_suspects
 from maskclf.results.submission import oof_persons
 from maskclf.runs.directory import RunDir
 
 KEEP = "keep"
+LEVELS = ("all", "person", "photo")
+"""Which suspects the queue holds: every flagged person, those whose gender or age is
+doubted as a whole (``person``: the mean of their photos disagrees), or those with a
+doubted photo (``photo``: a photo's label, or a photo that may show someone else)."""
 FIRST_SUSPECTS = 20
 """Persons shown when cleanlab flags none: the lowest label quality first."""
 HEADER = ("# written by `maskclf review`: each decision as it was made; train with "
@@ -57,15 +62,22 @@ class Person:
 
 
 class ReviewSession:
-    """The suspects of ``run_path`` and the decisions taken on them (thread-safe)."""
+    """The suspects of ``run_path`` (at ``level``: :data:`LEVELS`) and the decisions taken
+    on them (thread-safe)."""
 
-    def __init__(self, run_path: Path | str, data_root: Path | str | None = None):
-        self.run = RunDir.open(run_path)
+    def __init__(self, run_path: Path | str, data_root: Path | str | None = None,
+                 level: str = "all"):
+        if level not in LEVELS:
+            raise UsageError(f"--level {level!r}: use one of {', '.join(LEVELS)}")
+        self.run, self.level = RunDir.open(run_path), level
         oof = self.run.require_oof("maskclf review")
         self.data_root = self.run.data_root(data_root)
         self.file = self.run.file(RunDir.REVIEWED)
         self.oof = oof.assign(person=oof_persons(oof), key=oof["ImageID"].map(image_key))
-        self.persons = _suspect_persons(find_suspects(oof), self.oof)
+        suspects = find_suspects(oof)
+        if level != "all":
+            suspects = suspects[suspects["level"] == level]
+        self.persons = _suspect_persons(suspects, self.oof)
         self._by_folder = {person.folder: person for person in self.persons}
         self._row = {key: i for i, key in enumerate(self.oof["key"])}
         self._lock = threading.Lock()
@@ -82,7 +94,7 @@ class ReviewSession:
     def state(self) -> dict:
         """Everything the page shows: the persons with their photos, labels and OOF
         probabilities, every decision, the progress and the command that trains with it."""
-        return {"run": str(self.run.path), "file": str(self.file),
+        return {"run": str(self.run.path), "file": str(self.file), "level": self.level,
                 "command": self.train_command(),
                 "attributes": {name: list(values) for name, values in labels.ATTRIBUTES.items()},
                 "persons": [self._describe(person) for person in self.persons],
@@ -205,7 +217,8 @@ class ReviewSession:
 
 def _suspect_persons(suspects: pd.DataFrame, oof: pd.DataFrame) -> list[Person]:
     """The persons with a label cleanlab counts as an issue, most suspicious first (the
-    lowest quality of any of their labels); the first ``FIRST_SUSPECTS`` when none is."""
+    lowest quality of any of their labels); the first ``FIRST_SUSPECTS`` when none is.
+    ``suspects`` may hold one level's rows only (``LEVELS``)."""
     flagged = suspects[suspects["issue"]]
     if flagged.empty:
         flagged = suspects.head(FIRST_SUSPECTS)
