@@ -247,3 +247,57 @@ def test_a_copied_data_folder_finds_its_cache_warm_and_a_changed_image_does_not(
     assert build_cache(copy, cfg, names)["decoded"] == 0
     _write(copy / "img1.jpg", (9, 9, 9))
     assert build_cache(copy, cfg, names)["decoded"] == 1
+
+
+def _folder(path, colours):
+    path.mkdir(parents=True)
+    for i, colour in enumerate(colours):
+        _write(path / f"img{i}.jpg", colour)
+    return path
+
+
+def test_outside_images_are_cached_with_their_source_so_a_copied_data_folder_finds_them(
+        tmp_path, monkeypatch):
+    """A source's images go to the source's cache (beside it; under ~/.cache/maskclf when
+    it is read-only), the competition's to the data folder's: a fresh copy of the data
+    folder decodes its own images only, and a run reads both caches without decoding."""
+    source = _folder(tmp_path / "faces" / "images", [(200, 0, 0), (0, 200, 0)]).parent
+    cfg = DataConfig(image_size=(16, 16), crop="none", cache="disk", external=[source])
+    data = _folder(tmp_path / "data", [(0, 0, 200), (90, 90, 90), (10, 10, 10)])
+    names = [f"img{i}.jpg" for i in range(3)]
+    outside = [str((source / "images" / f"img{i}.jpg").resolve()) for i in range(2)]
+    report = build_cache(data, cfg, [*names, *outside])
+    assert report["decoded"] == 5 and report["sources"] == [
+        str(source.resolve() / ".maskclf-cache" / settings_key(cfg))]
+    assert len(DecodeCache(data / ".maskclf-cache", cfg).index()) == 3  # its own only
+    assert len(DecodeCache(source / ".maskclf-cache", cfg).index()) == 2
+
+    copy = shutil.copytree(data, tmp_path / "copy", ignore=shutil.ignore_patterns(".maskclf-*"))
+    assert build_cache(copy, cfg, [*names, *outside])["decoded"] == 3  # not the sources'
+    monkeypatch.setattr(ImageDataset, "decode", lambda self, path: pytest.fail(f"decoded {path}"))
+    dataset = ImageDataset(copy, [*names, *outside], None, cfg, transform=None,
+                           disk=open_cache(copy, cfg, 5))
+    assert dataset.served_from_packs()
+    assert dataset.load(3).shape == (16, 16, 3) and dataset.load(3)[8, 8, 0] > 150  # red
+
+    monkeypatch.setattr(os, "access", lambda path, mode: not str(path).startswith(
+        str(source)))  # a read-only source: its images go under the home cache
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    elsewhere = cfg.model_copy(update={"image_size": (8, 8)})
+    report = build_cache(copy, elsewhere, [*names, *outside])
+    assert report["decoded"] == 5 and report["sources"][0].startswith(str(tmp_path / "home"))
+    assert not (source / ".maskclf-cache" / settings_key(elsewhere)).exists()
+
+
+def test_a_cache_that_holds_the_sources_images_is_read_not_rebuilt(tmp_path):
+    """Caches made before the sources had their own held outside images in the data
+    folder's cache (as data.cache_dir still does): those rows are read, none decoded."""
+    source = _folder(tmp_path / "faces" / "images", [(200, 0, 0), (0, 200, 0)]).parent
+    data = _folder(tmp_path / "data", [(0, 0, 200)])
+    outside = [str((source / "images" / f"img{i}.jpg").resolve()) for i in range(2)]
+    together = DataConfig(image_size=(16, 16), crop="none", cache="disk",
+                          cache_dir=data / ".maskclf-cache", external=[source])
+    assert build_cache(data, together, ["img0.jpg", *outside])["decoded"] == 3
+    apart = together.model_copy(update={"cache_dir": None})
+    assert build_cache(data, apart, ["img0.jpg", *outside])["decoded"] == 0
+    assert not (source / ".maskclf-cache").exists()

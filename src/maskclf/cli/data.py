@@ -81,17 +81,22 @@ def cache(
     override: OverrideOption = None,
     *, show: Console,
 ) -> dict:
-    """Build the decode-once cache for a config's preprocessing (train and eval images)."""
+    """Build the decode-once cache for a config's preprocessing (train and eval images, and
+    the outside sources' of data.external, cached with each source)."""
     from maskclf.config import load_config
     from maskclf.data.cache import build_cache
     from maskclf.data.layout import read_tables
+    from maskclf.train.plan import outside_rows
 
     cfg = load_config(config, override or [])
     records, info = read_tables(data)
-    paths = records["path"].tolist() + ([] if info is None else info["path"].tolist())
+    outside = outside_rows(cfg, data)
+    paths = [*records["path"], *([] if info is None else info["path"]),
+             *([] if outside is None else outside["path"])]
     report = build_cache(data, cfg.data, paths)
     show.print(f"cached {report['images']} images ({report['decoded']} decoded now): "
-               f"{report['bytes'] / 1e6:.1f} MB in {report['dir']}")
+               f"{report['bytes'] / 1e6:.1f} MB in "
+               + " and ".join([report["dir"], *report["sources"]]))
     return report
 
 

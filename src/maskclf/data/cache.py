@@ -12,6 +12,10 @@ runs one process at a time under a lock on the folder: it moves loose entries in
 memory-mapped ``pack-*.npy`` array with a ``.keys`` list beside it and decodes what is
 missing straight into another; a warm read is a row copy from a mapped file, with no file
 to open per image.
+
+An outside source's images (``data.external``) are cached with the source
+(:func:`cache_homes`), not in the competition folder's cache, so a copied or re-extracted
+competition folder finds them warm; a cache reads the sources' packs beside its own.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ import logging
 import os
 import shutil
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
@@ -89,24 +93,44 @@ def cache_root(data_root: Path, cfg: DataConfig) -> Path:
     return Path.home() / ".cache" / "maskclf" / digest
 
 
+def source_folders(cfg: DataConfig) -> list[Path]:
+    """The ``data.external`` sources' folders, resolved as their rows' paths are."""
+    return [Path(source.path).resolve() for source in cfg.external]
+
+
+def cache_homes(data_root: Path, cfg: DataConfig) -> list[Path]:
+    """Where a run's images are cached: the data folder's cache (:func:`cache_root`), then
+    each outside source's own (its folder's ``cache_root``: beside it, or under
+    ``~/.cache/maskclf`` when it is read-only), so every copy of the competition folder
+    shares the sources' images; one folder for everything with ``data.cache_dir``."""
+    own = cache_root(data_root, cfg)
+    if cfg.cache_dir is not None:
+        return [own]
+    return [own, *(cache_root(folder, cfg) for folder in source_folders(cfg))]
+
+
 def open_cache(data_root: Path, cfg: DataConfig, n_images: int) -> DecodeCache | None:
-    """The disk cache ``cfg.cache`` asks for (``auto``: when it fits), else None."""
+    """The disk cache ``cfg.cache`` asks for (``auto``: when it fits), else None; it reads
+    the outside sources' caches too (:func:`cache_homes`)."""
     if cfg.cache in ("none", "memory"):
         return None
-    root = cache_root(data_root, cfg)
-    if cfg.cache == "auto" and not fits_disk(root, n_images, cfg):
+    own, *sources = cache_homes(data_root, cfg)
+    if cfg.cache == "auto" and not fits_disk(own, n_images, cfg):
         return None
-    return DecodeCache(root, cfg)
+    return DecodeCache(own, cfg, sources)
 
 
 class DecodeCache:
-    """Preprocessed images on disk for one set of preprocessing settings."""
+    """Preprocessed images on disk for one set of preprocessing settings: this cache's
+    folder under ``root`` (where misses are stored and packs written), read together with
+    the same settings' folders under the ``shared`` roots (the outside sources' caches)."""
 
-    def __init__(self, root: Path, cfg: DataConfig):
+    def __init__(self, root: Path, cfg: DataConfig, shared: Sequence[Path] = ()):
         self.dir = Path(root) / settings_key(cfg)
         self.dir.mkdir(parents=True, exist_ok=True)
-        self._index: dict[str, tuple[str, int]] | None = None
-        self._mapped: dict[str, np.ndarray] = {}
+        self.shared = [Path(other) / settings_key(cfg) for other in shared]
+        self._index: dict[str, tuple[Path, int]] | None = None
+        self._mapped: dict[Path, np.ndarray] = {}
 
     def __getstate__(self) -> dict:
         # memory maps are reopened in each worker, never pickled (that would copy the pack)
@@ -115,19 +139,21 @@ class DecodeCache:
     def entry(self, key: str) -> Path:
         return self.dir / key[:2] / f"{key}.npy"
 
-    def index(self) -> dict[str, tuple[str, int]]:
-        """file key -> (pack name, row) over every pack in the folder."""
+    def index(self) -> dict[str, tuple[Path, int]]:
+        """file key -> (pack file, row) over every pack of this folder and the shared ones
+        (this folder's row where both hold a key)."""
         if self._index is None:
             self._index = {}
-            for keys_file in sorted(self.dir.glob("pack-*.keys")):
-                pack = keys_file.with_suffix(".npy").name
-                for row, key in enumerate(keys_file.read_text().split()):
-                    self._index[key] = (pack, row)
+            for folder in [*reversed(self.shared), self.dir]:
+                for keys_file in sorted(folder.glob("pack-*.keys")):
+                    pack = keys_file.with_suffix(".npy")
+                    for row, key in enumerate(keys_file.read_text().split()):
+                        self._index[key] = (pack, row)
         return self._index
 
-    def _pack_array(self, pack: str) -> np.ndarray:
+    def _pack_array(self, pack: Path) -> np.ndarray:
         if pack not in self._mapped:
-            self._mapped[pack] = np.load(self.dir / pack, mmap_mode="r")
+            self._mapped[pack] = np.load(pack, mmap_mode="r")
         return self._mapped[pack]
 
     def get(self, key: str, make: Callable[[], np.ndarray]) -> np.ndarray:
@@ -194,6 +220,7 @@ class DecodeCache:
         return len(entries)
 
     def size_bytes(self) -> int:
+        """Bytes of the images stored in this cache's folder (not the shared ones)."""
         return stored_bytes(self.dir)
 
 
@@ -259,19 +286,42 @@ def in_threads(work: Callable[[int], object], count: int, workers: int | None = 
 
 
 def build_cache(data_root: Path | str, cfg: DataConfig, rel_paths: list[str]) -> dict:
-    """Decode and preprocess every image not yet cached straight into a new pack; report size.
+    """Decode and preprocess every image not yet cached straight into a new pack of its
+    home (:func:`cache_homes`: an outside source's image goes to the source's cache, the
+    rest to the data folder's); report the folders (``dir``, the sources') and their bytes.
 
-    Loose entries left by an earlier plain-loader epoch are packed first, not decoded again.
+    Loose entries left by an earlier plain-loader epoch are packed first, and an image
+    packed in any of the homes (an older cache holds the sources' images in the data
+    folder's) is not decoded again.
     """
     data_root = Path(data_root)
-    cache = DecodeCache(cache_root(data_root, cfg), cfg)
+    homes = cache_homes(data_root, cfg)
     paths = [data_root / rel for rel in rel_paths]
     keys = file_keys(paths)
+    owners = list(zip(source_folders(cfg), homes[1:]))
+    groups: dict[Path, dict[str, Path]] = {home: {} for home in homes}
+    for key, path in zip(keys, paths, strict=True):
+        home = next((root for folder, root in owners if path.is_relative_to(folder)), homes[0])
+        groups[home][key] = path
+    decoded = 0
+    for home, images in groups.items():
+        if images:
+            decoded += _fill(DecodeCache(home, cfg, [h for h in homes if h != home]), images,
+                             cfg)
+    folders = list(dict.fromkeys(home / settings_key(cfg) for home in homes))
+    return {"dir": str(folders[0]), "sources": [str(folder) for folder in folders[1:]],
+            "images": len(paths), "decoded": decoded,
+            "bytes": sum(stored_bytes(folder) for folder in folders)}
+
+
+def _fill(cache: DecodeCache, images: dict[str, Path], cfg: DataConfig) -> int:
+    """Pack ``images`` (file key -> path) that none of ``cache``'s folders holds into its
+    own folder, under its lock; how many were decoded."""
     with writer_lock(cache.dir):  # one writer; others wait, then find their images packed
         cache.remove_leftovers()
         cache.pack()
         cached = cache.index()
-        missing = {key: path for key, path in zip(keys, paths, strict=True) if key not in cached}
+        missing = {key: path for key, path in images.items() if key not in cached}
         todo = list(missing.values())
         ticker = Ticker(f"decode-once cache in {cache.dir}", len(todo), log)
 
@@ -281,5 +331,4 @@ def build_cache(data_root: Path | str, cfg: DataConfig, rel_paths: list[str]) ->
             return image
 
         cache.write_pack(list(missing), decode, (*stored_size(cfg), 3))
-    return {"dir": str(cache.dir), "images": len(paths), "decoded": len(todo),
-            "bytes": cache.size_bytes()}
+    return len(todo)
