@@ -298,7 +298,8 @@ def build_cache(data_root: Path | str, cfg: DataConfig, rel_paths: list[str]) ->
     homes = cache_homes(data_root, cfg)
     paths = [data_root / rel for rel in rel_paths]
     keys = file_keys(paths)
-    owners = list(zip(source_folders(cfg), homes[1:]))
+    owners = ([] if cfg.cache_dir is not None  # one folder for everything
+              else list(zip(source_folders(cfg), homes[1:], strict=True)))
     groups: dict[Path, dict[str, Path]] = {home: {} for home in homes}
     for key, path in zip(keys, paths, strict=True):
         home = next((root for folder, root in owners if path.is_relative_to(folder)), homes[0])
