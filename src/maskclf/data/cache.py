@@ -87,10 +87,17 @@ def cache_root(data_root: Path, cfg: DataConfig) -> Path:
     if cfg.cache_dir is not None:
         return Path(cfg.cache_dir)
     beside = Path(data_root) / CACHE_DIRNAME
-    if os.access(beside if beside.exists() else Path(data_root), os.W_OK):
+    if writable(beside if beside.exists() else Path(data_root)):
         return beside
     digest = hashlib.sha1(str(Path(data_root).resolve()).encode()).hexdigest()[:12]
     return Path.home() / ".cache" / "maskclf" / digest
+
+
+def writable(folder: Path) -> bool:
+    """Whether maskclf may write in ``folder``: this process can, and its mode lets someone
+    (root can write in a folder marked read-only, ``chmod a-w``, which says: leave it as
+    it is)."""
+    return os.access(folder, os.W_OK) and bool(folder.stat().st_mode & 0o222)
 
 
 def source_folders(cfg: DataConfig) -> list[Path]:
