@@ -1,5 +1,6 @@
 """``maskclf auto``'s pure parts: presets, the budget plan, ensemble selection."""
 
+import time
 from pathlib import Path
 
 import numpy as np
@@ -364,3 +365,32 @@ def test_a_plan_without_kfold_names_its_last_rung_the_members_and_plans_it_apart
     assert planned["screening"] == 5 * 2 * 10.0
     assert planned["screening"] + planned["members (fold 0)"] == pytest.approx(
         screened.stage_s["screening"])
+
+
+def test_a_claim_waits_for_an_earlier_trial_still_naming_its_unit(tmp_path, monkeypatch):
+    """The race two workers met at a study's last unit: the later trial named the unit and
+    checked before the earlier one had named it, so both took it (and both finished the
+    study). A claim now waits until every earlier running trial has named its unit; one
+    whose worker died holds it up at most CLAIM_WAIT_S."""
+    import threading
+
+    from maskclf.auto import schedule
+    from maskclf.auto.schedule import Unit
+    from maskclf.auto.worker import claim
+
+    work, study = _work(tmp_path, [(2, 1)])
+    first, second = study.ask(), study.ask()  # the first is still choosing its unit
+    naming = threading.Timer(0.5, first.set_user_attr, ("unit", "r0-a"))
+    naming.start()
+    started = time.monotonic()
+    assert claim(second, work) == Unit("screening", "b", 0)  # not r0-a, which first takes
+    naming.join()
+    assert time.monotonic() - started >= 0.4 and work.owner("r0-a") == first.number
+
+    monkeypatch.setattr(schedule, "CLAIM_WAIT_S", 0.3)
+    (tmp_path / "other").mkdir()
+    work, study = _work(tmp_path / "other", [(2, 1)])
+    dead, late = study.ask(), study.ask()  # the first's worker died before naming a unit
+    started = time.monotonic()
+    assert claim(late, work) == Unit("screening", "a", 0)
+    assert 0.25 <= time.monotonic() - started < 5 and "unit" not in dead.user_attrs

@@ -6,6 +6,7 @@ this machine's pace, and each unit's time (:func:`allot`, a pure function)."""
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,6 +43,10 @@ class Unit:
 
 
 WAIT = "wait"
+CLAIM_WAIT_S = 30.0
+"""The longest a claim waits for an earlier trial to name its unit (a worker that died
+between starting its trial and naming the unit)."""
+CLAIM_POLL_S = 0.2
 
 
 @dataclass(frozen=True)
@@ -109,10 +114,25 @@ class Work:
         return {t.user_attrs["unit"]: t for t in self.trials() if t.state in ended}
 
     def owner(self, unit_id: str) -> int | None:
+        """The trial that holds a unit: the lowest-numbered of its running or finished
+        claims (see :meth:`await_earlier_claims`)."""
         claims = [t.number for t in self.trials() if t.user_attrs["unit"] == unit_id
                   and t.state in (optuna.trial.TrialState.RUNNING,
                                   optuna.trial.TrialState.COMPLETE)]
         return min(claims, default=None)
+
+    def await_earlier_claims(self, number: int) -> None:
+        """Wait until every running trial numbered below ``number`` has named its unit.
+        The lowest number holds a unit, so a trial that checked before an earlier one named
+        the same unit would take it too (two workers reaching the study's last unit at
+        once both finished the study). A trial whose worker died holds this up until the
+        heartbeat fails it, at most ``CLAIM_WAIT_S``."""
+        deadline = time.monotonic() + CLAIM_WAIT_S
+        while time.monotonic() < deadline and any(
+                t.number < number and "unit" not in t.user_attrs
+                for t in self.study.get_trials(deepcopy=False,
+                                               states=(optuna.trial.TrialState.RUNNING,))):
+            time.sleep(CLAIM_POLL_S)
 
     def scores(self, unit_ids: list[str]) -> dict[str, float]:
         done = self.done()

@@ -72,6 +72,7 @@ def claim(trial: optuna.Trial, work: Work) -> Unit | None:
         if unit is None or unit == WAIT:
             return None
         trial.set_user_attr("unit", unit.id)
+        work.await_earlier_claims(trial.number)
         if work.owner(unit.id) == trial.number:
             return unit
 
