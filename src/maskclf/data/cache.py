@@ -100,20 +100,22 @@ def writable(folder: Path) -> bool:
     return os.access(folder, os.W_OK) and bool(folder.stat().st_mode & 0o222)
 
 
-def source_folders(cfg: DataConfig) -> list[Path]:
-    """The ``data.external`` sources' folders, resolved as their rows' paths are."""
-    return [Path(source.path).resolve() for source in cfg.external]
+def source_homes(cfg: DataConfig) -> list[tuple[Path, Path]]:
+    """Each ``data.external`` source's folder (resolved, as its rows' paths are) and its
+    own cache root (:func:`cache_root` of the folder: beside it, or under
+    ``~/.cache/maskclf`` when it is read-only); none with ``data.cache_dir``, which holds
+    everything."""
+    if cfg.cache_dir is not None:
+        return []
+    folders = [Path(source.path).resolve() for source in cfg.external]
+    return [(folder, cache_root(folder, cfg)) for folder in folders]
 
 
 def cache_homes(data_root: Path, cfg: DataConfig) -> list[Path]:
-    """Where a run's images are cached: the data folder's cache (:func:`cache_root`), then
-    each outside source's own (its folder's ``cache_root``: beside it, or under
-    ``~/.cache/maskclf`` when it is read-only), so every copy of the competition folder
-    shares the sources' images; one folder for everything with ``data.cache_dir``."""
-    own = cache_root(data_root, cfg)
-    if cfg.cache_dir is not None:
-        return [own]
-    return [own, *(cache_root(folder, cfg) for folder in source_folders(cfg))]
+    """Where a run's images are cached: the data folder's cache, then each outside
+    source's own (:func:`source_homes`), so every copy of the competition folder shares the
+    sources' images."""
+    return [cache_root(data_root, cfg), *(root for _, root in source_homes(cfg))]
 
 
 def open_cache(data_root: Path, cfg: DataConfig, n_images: int) -> DecodeCache | None:
@@ -305,8 +307,7 @@ def build_cache(data_root: Path | str, cfg: DataConfig, rel_paths: list[str]) ->
     homes = cache_homes(data_root, cfg)
     paths = [data_root / rel for rel in rel_paths]
     keys = file_keys(paths)
-    owners = ([] if cfg.cache_dir is not None  # one folder for everything
-              else list(zip(source_folders(cfg), homes[1:], strict=True)))
+    owners = source_homes(cfg)
     groups: dict[Path, dict[str, Path]] = {home: {} for home in homes}
     for key, path in zip(keys, paths, strict=True):
         home = next((root for folder, root in owners if path.is_relative_to(folder)), homes[0])
