@@ -88,9 +88,9 @@ def test_the_soup_is_scored_on_the_rows_whose_label_knows_what_validation_scores
         synthetic_root, tmp_path):
     """A review made half the persons' gender unknown: the soup's score leaves their photos
     out, as the fold's validation F1 does (scored by their folder labels before)."""
-
     from maskclf.data.datamodule import FoldDataModule
     from maskclf.data.layout import read_tables
+    from maskclf.labels import NUM_CLASSES
     from maskclf.metrics import known_macro_f1, macro_f1
     from maskclf.models.factory import load_net
     from maskclf.predict.module import predict_probs
@@ -109,7 +109,7 @@ def test_the_soup_is_scored_on_the_rows_whose_label_knows_what_validation_scores
     template = load_net(run / "fold0" / "checkpoints" / "best.ckpt")
     scorer = SoupScorer(template, data)
     truth = data.val_rows["truth"].to_numpy()
-    known = truth < 18
+    known = truth < NUM_CLASSES  # no unknown bits
     assert 0 < known.sum() < len(truth) and len(scorer.truth) == known.sum()
     predicted = predict_probs(template, data.dataset(data.val_rows, False), []).argmax(axis=1)
     assert scorer(template.net.state_dict()) == known_macro_f1(truth, predicted)
